@@ -27,6 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
     config.enable_type_names();
+    // Ordered maps: deterministic encoding (so "unchanged" is a byte comparison) and
+    // stable YAML output.
+    config.btree_map(["."]);
 
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor_path)
@@ -41,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = std::fs::read(&descriptor_path)?;
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
+        .btree_map(["."])
         .build(&[".hypermesh"])?;
 
     for proto in PROTOS {

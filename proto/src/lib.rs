@@ -1,6 +1,43 @@
 //! The HyperMesh API contract, shared by every component and client.
+//!
+//! # Layout
+//! - [`v1`]: types, gRPC clients and servers generated from `proto/hypermesh/v1/*.proto`,
+//!   with canonical protobuf-JSON serde impls (pbjson).
+//! - [`resource`]: the [`Resource`] trait every kind implements, and [`DynObject`] for
+//!   code that handles any kind (manifests, `hmctl`).
+//! - [`client`]: [`Api`], one generic gRPC client for every kind's service.
+//! - [`quantity`], [`selector`], [`validation`]: pure parsing and checks, shared by the
+//!   server (admission) and clients.
+//! - [`manifest`]: YAML manifests ⇄ objects.
+//! - [`reason`]: stable error reasons carried on gRPC statuses.
+//! - [`time`]: timestamps.
+
+pub mod client;
+pub mod manifest;
+pub mod quantity;
+pub mod reason;
+pub mod resource;
+pub mod selector;
+pub mod time;
+pub mod validation;
+
+pub use client::Api;
+pub use resource::{DynObject, Resource};
+
+/// Generated from `proto/hypermesh/v1/*.proto`.
 pub mod v1 {
     #![allow(missing_docs, clippy::all, clippy::unwrap_used)]
     tonic::include_proto!("hypermesh.v1");
     include!(concat!(env!("OUT_DIR"), "/hypermesh.v1.serde.rs"));
 }
+
+/// The encoded `FileDescriptorSet` of the contract (with its imports), for gRPC
+/// server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/hypermesh_descriptor.bin"));
+
+/// `apiVersion` of every manifest.
+pub const API_VERSION: &str = "hypermesh.io/v1";
+
+/// Namespaces that exist from the first start and cannot be deleted.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "hypermesh-system"];

@@ -1,0 +1,118 @@
+//! Stable error reasons. Every error status the apiserver returns carries one in the
+//! `hm-reason` metadata entry, so clients and scripts can branch on it and users can
+//! look it up (`hmctl` prints it: `Error from server (QuantityInvalid): ...`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use tonic::{Code, Status};
+
+/// Metadata key carrying the [`Reason`] on an error status.
+pub const REASON_METADATA_KEY: &str = "hm-reason";
+
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $name:ident => $code:ident,)*) => {
+        /// Why a request failed. The names are stable: they are part of the API.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Reason {
+            /// Every reason, for documentation and tests.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name,)*];
+
+            /// The stable name, e.g. `QuantityInvalid`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Reason::$name => stringify!($name),)* }
+            }
+
+            /// The gRPC code this reason is sent with.
+            pub fn code(self) -> Code {
+                match self { $(Reason::$name => Code::$code,)* }
+            }
+        }
+
+        impl FromStr for Reason {
+            type Err = ();
+            fn from_str(s: &str) -> Result<Self, ()> {
+                match s { $(stringify!($name) => Ok(Reason::$name),)* _ => Err(()) }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// A field has a value that is not allowed.
+    FieldInvalid => InvalidArgument,
+    /// A required field is missing or empty.
+    FieldRequired => InvalidArgument,
+    /// A quantity string (`500m`, `2Gi`) does not parse.
+    QuantityInvalid => InvalidArgument,
+    /// A name is not a valid DNS-1123 name.
+    NameInvalid => InvalidArgument,
+    /// A label or field selector does not parse or names an unsupported field.
+    SelectorInvalid => InvalidArgument,
+    /// A field that cannot change after creation was changed.
+    FieldImmutable => InvalidArgument,
+    /// A continue token is malformed.
+    ContinueTokenInvalid => InvalidArgument,
+    /// The object does not exist.
+    NotFound => NotFound,
+    /// The namespace of the object does not exist.
+    NamespaceNotFound => NotFound,
+    /// An object with this name already exists.
+    AlreadyExists => AlreadyExists,
+    /// The object changed since the `resource_version` the client sent (optimistic concurrency).
+    Conflict => Aborted,
+    /// The namespace is being deleted; nothing new can be created in it.
+    NamespaceTerminating => FailedPrecondition,
+    /// The object cannot be deleted (e.g. a system namespace).
+    DeleteForbidden => FailedPrecondition,
+    /// The requested revision has been compacted away; list again and watch from the new revision.
+    Expired => OutOfRange,
+    /// The object or request is larger than the server accepts.
+    TooLarge => ResourceExhausted,
+    /// The server failed internally (storage error); the request may be retried.
+    InternalError => Internal,
+    /// The server is shutting down or the store is unavailable.
+    Unavailable => Unavailable,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Builds an error status with `reason` in its metadata and `message` as text.
+pub fn status(reason: Reason, message: impl Into<String>) -> Status {
+    let mut status = Status::new(reason.code(), message);
+    if let Ok(value) = reason.as_str().parse() {
+        status.metadata_mut().insert(REASON_METADATA_KEY, value);
+    }
+    status
+}
+
+/// The reason carried by a status from the apiserver, if any.
+pub fn reason_of(status: &Status) -> Option<Reason> {
+    status
+        .metadata()
+        .get(REASON_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_round_trips_through_status() {
+        for &reason in Reason::ALL {
+            let s = status(reason, "boom");
+            assert_eq!(s.code(), reason.code());
+            assert_eq!(reason_of(&s), Some(reason));
+        }
+    }
+}
