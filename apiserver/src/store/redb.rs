@@ -1,0 +1,527 @@
+//! The embedded store: redb (a single-file, crash-safe B-tree) with etcd-like
+//! revisions. Every write is fsynced before it is acknowledged; concurrent writes are
+//! group-committed (one transaction, one fsync, for every write waiting at that moment)
+//! so throughput grows with concurrency instead of being capped by fsync latency.
+//!
+//! Tables: `kv` (key → record), `history` (revision → change, for watches and
+//! snapshot listing; trimmed by compaction) and `meta` (revision counters).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::codec::{decode_event, decode_record, encode_event, encode_record};
+use super::{KeyValue, ListPage, Store, StoreError, StoreEvent, WatchItem, WatchStream};
+
+const KV: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("kv");
+const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("history");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const META_REVISION: &str = "revision";
+const META_COMPACTED: &str = "compacted";
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Events buffered for live watchers before a slow one falls back to reading history.
+const BROADCAST_CAPACITY: usize = 16 * 1024;
+/// Events buffered per watch stream.
+const WATCH_BUFFER: usize = 1024;
+
+/// Tuning for [`RedbStore`].
+#[derive(Debug, Clone)]
+pub struct RedbOptions {
+    /// History revisions kept for watches and paginated listings; older ones are
+    /// compacted automatically. 0 disables automatic compaction.
+    pub retain_revisions: u64,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        RedbOptions { retain_revisions: 100_000 }
+    }
+}
+
+enum WriteOp {
+    Create { key: String, value: Vec<u8> },
+    Update { key: String, value: Vec<u8>, expected: u64 },
+    Delete { key: String, expected: Option<u64> },
+    Compact { revision: u64 },
+}
+
+enum WriteOutcome {
+    Revision(u64),
+    Deleted(u64, KeyValue),
+    Compacted,
+}
+
+struct WriteRequest {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+struct Shared {
+    db: Database,
+    events: broadcast::Sender<Arc<StoreEvent>>,
+    /// Every event at or below this revision has been sent on `events`.
+    notified_revision: AtomicU64,
+    compacted_revision: AtomicU64,
+}
+
+/// The redb-backed [`Store`].
+#[derive(Clone)]
+pub struct RedbStore {
+    shared: Arc<Shared>,
+    writer: std::sync::mpsc::Sender<WriteRequest>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("revision", &self.current_revision())
+            .field("compacted", &self.compacted_revision())
+            .finish()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: &Path, options: RedbOptions) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
+        let (revision, compacted) = {
+            let txn = db.begin_write().map_err(backend)?;
+            let values = {
+                txn.open_table(KV).map_err(backend)?;
+                txn.open_table(HISTORY).map_err(backend)?;
+                let meta = txn.open_table(META).map_err(backend)?;
+                let read = |k| meta.get(k).map(|v| v.map(|g| g.value()).unwrap_or(0)).map_err(backend);
+                (read(META_REVISION)?, read(META_COMPACTED)?)
+            };
+            txn.commit().map_err(backend)?;
+            values
+        };
+        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let shared = Arc::new(Shared {
+            db,
+            events,
+            notified_revision: AtomicU64::new(revision),
+            compacted_revision: AtomicU64::new(compacted),
+        });
+        let (writer, requests) = std::sync::mpsc::channel();
+        let writer_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("redb-writer".into())
+            .spawn(move || run_writer(writer_shared, requests, revision, options))
+            .map_err(backend)?;
+        Ok(RedbStore { shared, writer })
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.writer
+            .send(WriteRequest { op, reply })
+            .map_err(|_| backend("store writer has stopped"))?;
+        outcome.await.map_err(|_| backend("store writer has stopped"))?
+    }
+
+    fn list_sync(&self, prefix: &str, start_after: Option<&str>, limit: usize, revision: u64) -> Result<ListPage, StoreError> {
+        let txn = self.shared.db.begin_read().map_err(backend)?;
+        let now = txn.open_table(META).map_err(backend)?.get(META_REVISION).map_err(backend)?.map_or(0, |g| g.value());
+        let kv = txn.open_table(KV).map_err(backend)?;
+        let after = |key: &str| start_after.is_none_or(|s| key > s);
+        let in_range = |key: &str| key.starts_with(prefix) && after(key);
+
+        // State at `revision` = current state with every later change undone: the
+        // first change after `revision` to a key carries the key's state at `revision`.
+        let mut overrides: BTreeMap<String, Option<KeyValue>> = BTreeMap::new();
+        let read_revision = if revision == 0 { now } else { revision };
+        if read_revision > now {
+            return Err(StoreError::FutureRevision { requested: read_revision, current: now });
+        }
+        if read_revision < now {
+            let compacted = self.shared.compacted_revision.load(Ordering::Acquire);
+            if read_revision < compacted {
+                return Err(StoreError::Compacted { requested: read_revision, compacted });
+            }
+            let history = txn.open_table(HISTORY).map_err(backend)?;
+            for entry in history.range(read_revision + 1..=now).map_err(backend)? {
+                let (rev, bytes) = entry.map_err(backend)?;
+                let event = decode_event(rev.value(), bytes.value())?;
+                if in_range(&event.key) {
+                    overrides.entry(event.key).or_insert(event.previous);
+                }
+            }
+        }
+
+        let start = match start_after {
+            Some(s) if s > prefix => s,
+            _ => prefix,
+        };
+        let mut current = kv.range(start..).map_err(backend)?.peekable();
+        let mut overridden = overrides.into_iter().peekable();
+        let mut items = Vec::new();
+        let wanted = if limit == 0 { usize::MAX } else { limit };
+        let mut more = false;
+        loop {
+            // The next current key in range, skipping `start_after` itself.
+            let cur_key = loop {
+                let peeked = match current.peek() {
+                    None => None,
+                    Some(Err(_)) => Some(Err(())),
+                    Some(Ok((k, _))) => Some(Ok(k.value().to_string())),
+                };
+                match peeked {
+                    None => break None,
+                    Some(Err(())) => {
+                        if let Some(Err(e)) = current.next() {
+                            return Err(backend(e));
+                        }
+                    }
+                    Some(Ok(k)) if !k.starts_with(prefix) => break None,
+                    Some(Ok(k)) if !after(&k) => {
+                        current.next();
+                    }
+                    Some(Ok(k)) => break Some(k),
+                }
+            };
+            let next = match (cur_key, overridden.peek()) {
+                (None, None) => break,
+                (Some(c), Some((o, _))) if c < *o => {
+                    let (k, v) = current.next().and_then(Result::ok).ok_or_else(|| backend("range iterator ended early"))?;
+                    Some(decode_record(k.value(), v.value())?)
+                }
+                (Some(c), Some((o, _))) if c == *o => {
+                    current.next();
+                    overridden.next().and_then(|(_, v)| v)
+                }
+                (Some(_), None) => {
+                    let (k, v) = current.next().and_then(Result::ok).ok_or_else(|| backend("range iterator ended early"))?;
+                    Some(decode_record(k.value(), v.value())?)
+                }
+                (_, Some(_)) => overridden.next().and_then(|(_, v)| v),
+            };
+            if let Some(kv) = next {
+                if items.len() == wanted {
+                    more = true;
+                    break;
+                }
+                items.push(kv);
+            }
+        }
+        Ok(ListPage { items, revision: read_revision, more })
+    }
+
+    /// Reads history events after `after`, oldest first, at most `max`.
+    fn history_after(&self, after: u64, max: usize) -> Result<Vec<StoreEvent>, StoreError> {
+        let compacted = self.shared.compacted_revision.load(Ordering::Acquire);
+        if after < compacted {
+            return Err(StoreError::Compacted { requested: after, compacted });
+        }
+        let txn = self.shared.db.begin_read().map_err(backend)?;
+        let history = txn.open_table(HISTORY).map_err(backend)?;
+        let mut out = Vec::new();
+        for entry in history.range(after + 1..).map_err(backend)?.take(max) {
+            let (rev, bytes) = entry.map_err(backend)?;
+            out.push(decode_event(rev.value(), bytes.value())?);
+        }
+        Ok(out)
+    }
+}
+
+fn run_writer(shared: Arc<Shared>, requests: std::sync::mpsc::Receiver<WriteRequest>, mut revision: u64, options: RedbOptions) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let compacted = shared.compacted_revision.load(Ordering::Acquire);
+        let auto_compact = (options.retain_revisions > 0
+            && revision > compacted + options.retain_revisions + options.retain_revisions / 10)
+            .then(|| revision - options.retain_revisions);
+        let start_revision = revision;
+        let result = commit_batch(&shared.db, &batch, &mut revision, auto_compact);
+        match result {
+            Ok((outcomes, events, new_compacted)) => {
+                if let Some(c) = new_compacted {
+                    shared.compacted_revision.store(c, Ordering::Release);
+                }
+                for event in events {
+                    // No receivers is fine: nobody is watching.
+                    let _ = shared.events.send(Arc::new(event));
+                }
+                shared.notified_revision.store(revision, Ordering::Release);
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                revision = start_revision;
+                for request in batch {
+                    let _ = request.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+type BatchResult = (Vec<Result<WriteOutcome, StoreError>>, Vec<StoreEvent>, Option<u64>);
+
+fn commit_batch(db: &Database, batch: &[WriteRequest], revision: &mut u64, auto_compact: Option<u64>) -> Result<BatchResult, StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut events = Vec::new();
+    let mut compacted = None;
+    {
+        let mut kv = txn.open_table(KV).map_err(backend)?;
+        let mut history = txn.open_table(HISTORY).map_err(backend)?;
+        let mut meta = txn.open_table(META).map_err(backend)?;
+        for request in batch {
+            let outcome = match &request.op {
+                WriteOp::Compact { revision: target } => {
+                    let target = (*target).min(*revision);
+                    compact_history(&mut history, &mut meta, target)?;
+                    compacted = Some(target);
+                    Ok(WriteOutcome::Compacted)
+                }
+                op => {
+                    let (key, expected_state) = match op {
+                        WriteOp::Create { key, .. } => (key, None),
+                        WriteOp::Update { key, expected, .. } => (key, Some(Some(*expected))),
+                        WriteOp::Delete { key, expected } => (key, Some(*expected)),
+                        WriteOp::Compact { .. } => unreachable!("handled above"),
+                    };
+                    let previous = kv
+                        .get(key.as_str())
+                        .map_err(backend)?
+                        .map(|v| decode_record(key, v.value()))
+                        .transpose()?;
+                    let check = match (&previous, expected_state) {
+                        (Some(_), None) => Err(StoreError::AlreadyExists(key.clone())),
+                        (None, Some(_)) => Err(StoreError::NotFound(key.clone())),
+                        (Some(p), Some(Some(expected))) if p.mod_revision != expected => {
+                            Err(StoreError::Conflict { key: key.clone(), expected, current: p.mod_revision })
+                        }
+                        _ => Ok(()),
+                    };
+                    match check {
+                        Err(e) => Err(e),
+                        Ok(()) => {
+                            let next = *revision + 1;
+                            let current = match op {
+                                WriteOp::Create { value, .. } => Some(KeyValue { key: key.clone(), value: value.clone(), create_revision: next, mod_revision: next }),
+                                WriteOp::Update { value, .. } => Some(KeyValue {
+                                    key: key.clone(),
+                                    value: value.clone(),
+                                    create_revision: previous.as_ref().map_or(next, |p| p.create_revision),
+                                    mod_revision: next,
+                                }),
+                                _ => None,
+                            };
+                            match &current {
+                                Some(c) => {
+                                    kv.insert(key.as_str(), encode_record(c.create_revision, c.mod_revision, &c.value).as_slice()).map_err(backend)?;
+                                }
+                                None => {
+                                    kv.remove(key.as_str()).map_err(backend)?;
+                                }
+                            }
+                            let event = StoreEvent { revision: next, key: key.clone(), current, previous: previous.clone() };
+                            history.insert(next, encode_event(&event).as_slice()).map_err(backend)?;
+                            events.push(event);
+                            *revision = next;
+                            Ok(match previous {
+                                Some(p) if matches!(op, WriteOp::Delete { .. }) => WriteOutcome::Deleted(next, p),
+                                _ => WriteOutcome::Revision(next),
+                            })
+                        }
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        if let Some(target) = auto_compact.filter(|_| compacted.is_none()) {
+            compact_history(&mut history, &mut meta, target)?;
+            compacted = Some(target);
+        }
+        meta.insert(META_REVISION, *revision).map_err(backend)?;
+    }
+    txn.commit().map_err(backend)?;
+    Ok((outcomes, events, compacted))
+}
+
+fn compact_history(
+    history: &mut redb::Table<'_, u64, &[u8]>,
+    meta: &mut redb::Table<'_, &str, u64>,
+    target: u64,
+) -> Result<(), StoreError> {
+    history.retain_in(..=target, |_, _| false).map_err(backend)?;
+    let old = meta.get(META_COMPACTED).map_err(backend)?.map_or(0, |g| g.value());
+    meta.insert(META_COMPACTED, old.max(target)).map_err(backend)?;
+    Ok(())
+}
+
+impl Store for RedbStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
+        async move {
+            let txn = self.shared.db.begin_read().map_err(backend)?;
+            let kv = txn.open_table(KV).map_err(backend)?;
+            let value = kv.get(key).map_err(backend)?;
+            value.map(|v| decode_record(key, v.value())).transpose()
+        }
+        .boxed()
+    }
+
+    fn create<'a>(&'a self, key: &'a str, value: Vec<u8>) -> BoxFuture<'a, Result<u64, StoreError>> {
+        async move {
+            match self.write(WriteOp::Create { key: key.to_string(), value }).await? {
+                WriteOutcome::Revision(r) => Ok(r),
+                _ => Err(backend("unexpected write outcome")),
+            }
+        }
+        .boxed()
+    }
+
+    fn update<'a>(&'a self, key: &'a str, value: Vec<u8>, expected: u64) -> BoxFuture<'a, Result<u64, StoreError>> {
+        async move {
+            match self.write(WriteOp::Update { key: key.to_string(), value, expected }).await? {
+                WriteOutcome::Revision(r) => Ok(r),
+                _ => Err(backend("unexpected write outcome")),
+            }
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a str, expected: Option<u64>) -> BoxFuture<'a, Result<(u64, KeyValue), StoreError>> {
+        async move {
+            match self.write(WriteOp::Delete { key: key.to_string(), expected }).await? {
+                WriteOutcome::Deleted(r, kv) => Ok((r, kv)),
+                _ => Err(backend("unexpected write outcome")),
+            }
+        }
+        .boxed()
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str, start_after: Option<&'a str>, limit: usize, revision: u64) -> BoxFuture<'a, Result<ListPage, StoreError>> {
+        async move { self.list_sync(prefix, start_after, limit, revision) }.boxed()
+    }
+
+    fn watch<'a>(&'a self, prefix: &'a str, after: u64, progress_every: Option<Duration>) -> BoxFuture<'a, Result<WatchStream, StoreError>> {
+        async move {
+            // Subscribe before reading history so nothing falls between the two.
+            let live = self.shared.events.subscribe();
+            let compacted = self.compacted_revision();
+            if after < compacted {
+                return Err(StoreError::Compacted { requested: after, compacted });
+            }
+            let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+            let watcher = Watcher { store: self.clone(), prefix: prefix.to_string(), last: after, tx };
+            tokio::spawn(watcher.run(live, progress_every));
+            Ok(rx)
+        }
+        .boxed()
+    }
+
+    fn current_revision(&self) -> u64 {
+        self.shared.notified_revision.load(Ordering::Acquire)
+    }
+
+    fn compacted_revision(&self) -> u64 {
+        self.shared.compacted_revision.load(Ordering::Acquire)
+    }
+
+    fn compact(&self, revision: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            self.write(WriteOp::Compact { revision }).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// Feeds one watch stream: history first, then live events, re-reading history
+/// whenever it falls behind the live broadcast.
+struct Watcher {
+    store: RedbStore,
+    prefix: String,
+    last: u64,
+    tx: mpsc::Sender<Result<WatchItem, StoreError>>,
+}
+
+impl Watcher {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<StoreEvent>>, progress_every: Option<Duration>) {
+        if self.catch_up().await.is_err() {
+            return;
+        }
+        let mut ticker = tokio::time::interval(progress_every.unwrap_or(Duration::from_secs(3600)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            let step = tokio::select! {
+                received = live.recv() => match received {
+                    Ok(event) => self.deliver(&event).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
+                    Err(broadcast::error::RecvError::Closed) => Err(()),
+                },
+                _ = ticker.tick(), if progress_every.is_some() => self.progress(&mut live).await,
+                () = self.tx.closed() => Err(()),
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn deliver(&mut self, event: &StoreEvent) -> Result<(), ()> {
+        if event.revision <= self.last {
+            return Ok(());
+        }
+        self.last = event.revision;
+        if event.key.starts_with(&self.prefix) {
+            self.tx.send(Ok(WatchItem::Event(event.clone()))).await.map_err(|_| ())?;
+        }
+        Ok(())
+    }
+
+    async fn catch_up(&mut self) -> Result<(), ()> {
+        loop {
+            match self.store.history_after(self.last, 1024) {
+                Ok(events) if events.is_empty() => return Ok(()),
+                Ok(events) => {
+                    for event in &events {
+                        self.deliver(event).await?;
+                    }
+                }
+                Err(e) => {
+                    let _ = self.tx.send(Err(e)).await;
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    async fn progress(&mut self, live: &mut broadcast::Receiver<Arc<StoreEvent>>) -> Result<(), ()> {
+        let notified = self.store.shared.notified_revision.load(Ordering::Acquire);
+        loop {
+            match live.try_recv() {
+                Ok(event) => self.deliver(&event).await?,
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.catch_up().await?,
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(broadcast::error::TryRecvError::Closed) => return Err(()),
+            }
+        }
+        self.last = self.last.max(notified);
+        self.tx.send(Ok(WatchItem::Progress(self.last))).await.map_err(|_| ())
+    }
+}
