@@ -3,10 +3,20 @@
 //!
 //! # Layout
 //! - [`store`]: the `Store` trait, its conformance suite and the embedded redb backend.
-//! - `registry`: per-kind object semantics over the store (uid, generation,
+//! - [`registry`]: per-kind object semantics over the store (uid, generation,
 //!   optimistic concurrency, finalizers, selectors, pagination, watch).
+//! - [`admission`]: per-kind defaults, immutable fields and deletion hooks.
+//! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
 //! - `service`: the gRPC services, one generic implementation for every kind.
-//! - `gc`: garbage collection (owner references) and namespace deletion.
-//! - `server`: [`Config`] and [`serve`], wiring it together with health and reflection.
+//! - [`gc`]: garbage collection (owner references) and namespace deletion.
+//! - [`server`]: [`Config`] and [`serve`], wiring it together with health and reflection.
 
+pub mod admission;
+pub mod gc;
+pub mod object;
+pub mod registry;
+pub mod server;
+mod service;
 pub mod store;
+
+pub use server::{ApiServer, Config, ServerError, serve};

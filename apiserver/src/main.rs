@@ -1,1 +1,102 @@
-fn main() {}
+//! `hm-apiserver` command line: parses flags, installs signal handling and runs
+//! [`hypermesh_apiserver::serve`].
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// The HyperMesh API server: stores assets, workloads and every other object, and
+/// serves them over gRPC (with health and reflection, so grpcurl works).
+#[derive(Debug, Parser)]
+#[command(name = "hm-apiserver", version)]
+struct Args {
+    /// Address for gRPC; port 0 picks a free one (the chosen address is printed).
+    #[arg(long, env = "HM_LISTEN", default_value = "127.0.0.1:7443")]
+    listen: SocketAddr,
+
+    /// Directory of the embedded store (created if missing).
+    #[arg(
+        long,
+        env = "HM_DATA_DIR",
+        default_value = "/var/lib/hypermesh/apiserver"
+    )]
+    data_dir: PathBuf,
+
+    /// Revisions of history kept for watches and paginated lists before compaction.
+    #[arg(long, env = "HM_HISTORY_REVISIONS", default_value_t = 100_000)]
+    history_revisions: u64,
+
+    /// Seconds between BOOKMARK events on watches that allow them.
+    #[arg(long, env = "HM_BOOKMARK_INTERVAL", default_value_t = 10)]
+    bookmark_interval: u64,
+
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "HM_SHUTDOWN_GRACE", default_value_t = 5)]
+    shutdown_grace: u64,
+
+    /// Acknowledge plaintext gRPC for local development (TLS is not implemented yet;
+    /// without this flag the server warns that traffic is unencrypted).
+    #[arg(long, env = "HM_INSECURE_DEV")]
+    insecure_dev: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HM_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    if !args.insecure_dev {
+        warn!(
+            "serving plaintext gRPC: TLS is not implemented yet; pass --insecure-dev to acknowledge"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let mut config = hypermesh_apiserver::Config::new(&args.data_dir);
+    config.store.retain_revisions = args.history_revisions;
+    config.bookmark_interval = Duration::from_secs(args.bookmark_interval.max(1));
+    config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
+
+    let server = hypermesh_apiserver::ApiServer::open(config, shutdown)
+        .await
+        .context("hm-apiserver cannot start")?;
+    // Scripts and tests wait for this line.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "hm-apiserver listening on {address}")
+        .and_then(|()| stdout.flush())
+        .context("writing to stdout")?;
+    server.serve(listener).await.context("hm-apiserver failed")
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}

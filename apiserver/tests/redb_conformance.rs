@@ -4,7 +4,8 @@ use hypermesh_apiserver::store::redb::{RedbOptions, RedbStore};
 
 async fn fresh_store() -> (RedbStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = RedbStore::open(&dir.path().join("store.redb"), RedbOptions::default()).expect("open store");
+    let store = RedbStore::open(&dir.path().join("store.redb"), RedbOptions::default())
+        .expect("open store");
     (store, dir)
 }
 

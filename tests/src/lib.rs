@@ -1,1 +1,217 @@
+//! The test harness: starts real apiservers (in-process or as `hm-apiserver`
+//! processes), finds the workspace binaries, and waits on conditions with deadlines
+//! so every test reads as a short story.
+//!
+//! Binaries are looked up in the cargo target directory of the running test, so run
+//! `cargo build --workspace --bins` first (`make test` does).
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// How long harness waits last by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The path of workspace binary `name` (e.g. `hmctl`), next to the test executable.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("."));
+    // target/debug/deps/<test> → target/debug/<name>
+    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first (make test does)", path.display());
+    path
+}
+
+/// Polls `check` until it yields `Some`, failing after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("condition not met within {timeout:?}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Connects to `url`, retrying until the server answers.
+pub async fn connect(url: &str) -> anyhow::Result<Channel> {
+    let url = url.to_string();
+    wait_for(DEFAULT_TIMEOUT, || {
+        let url = url.clone();
+        async move { hypermesh_api::client::connect(&url).await.ok() }
+    })
+    .await
+    .with_context(|| format!("connecting to {url}"))
+}
+
+/// An apiserver running inside the test process on a free loopback port.
+pub struct InProcessApiServer {
+    url: String,
+    channel: Channel,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), hypermesh_apiserver::ServerError>>>,
+    data_dir: tempfile::TempDir,
+}
+
+impl InProcessApiServer {
+    /// Starts one with default settings.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts one after `tune` adjusts its configuration.
+    pub async fn start_with(tune: impl FnOnce(&mut hypermesh_apiserver::Config)) -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir().context("temp dir")?;
+        let mut config = hypermesh_apiserver::Config::new(data_dir.path());
+        tune(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let server = hypermesh_apiserver::ApiServer::open(config, shutdown.clone()).await?;
+        let task = tokio::spawn(server.serve(listener));
+        let channel = connect(&url).await?;
+        Ok(InProcessApiServer { url, channel, shutdown, task: Some(task), data_dir })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A connected channel (clone it freely).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A typed client for kind `K`.
+    pub fn api<K: hypermesh_api::Resource>(&self) -> hypermesh_api::Api<K> {
+        hypermesh_api::Api::new(self.channel())
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.context("server task")??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for InProcessApiServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A real `hm-apiserver` process on a free loopback port with its own data dir.
+pub struct ApiServerProcess {
+    child: Option<Child>,
+    url: String,
+    data_dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+impl ApiServerProcess {
+    /// Starts `hm-apiserver` with a fresh data dir.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_args(&[]).await
+    }
+
+    /// Starts `hm-apiserver` with extra command-line arguments.
+    pub async fn start_with_args(args: &[&str]) -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir().context("temp dir")?;
+        let mut server = ApiServerProcess { child: None, url: String::new(), data_dir, extra_args: args.iter().map(|s| s.to_string()).collect() };
+        server.spawn("127.0.0.1:0").await?;
+        Ok(server)
+    }
+
+    async fn spawn(&mut self, listen: &str) -> anyhow::Result<()> {
+        let mut child = Command::new(bin_path("hm-apiserver"))
+            .arg("--listen")
+            .arg(listen)
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .arg("--insecure-dev")
+            .args(&self.extra_args)
+            .env("HM_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning hm-apiserver")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(DEFAULT_TIMEOUT, lines.next_line())
+            .await
+            .context("hm-apiserver did not report its address in time")??
+            .context("hm-apiserver exited before listening")?;
+        let address = line.strip_prefix("hm-apiserver listening on ").with_context(|| format!("unexpected first line {line:?}"))?;
+        self.url = format!("http://{address}");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// A connected channel.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        connect(&self.url).await
+    }
+
+    /// Kills the process with SIGKILL and waits for it to be gone.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().context("kill")?;
+            child.wait().await.context("wait")?;
+        }
+        Ok(())
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status.
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        let pid = child.id().context("no pid")?;
+        let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().context("kill -TERM")?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(DEFAULT_TIMEOUT, child.wait()).await.context("no exit after SIGTERM")?.context("wait")
+    }
+
+    /// Starts the server again on the same data dir and port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9().await?;
+        let listen = self.url.trim_start_matches("http://").to_string();
+        self.spawn(&listen).await
+    }
+}

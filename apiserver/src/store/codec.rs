@@ -16,7 +16,12 @@ pub fn decode_record(key: &str, bytes: &[u8]) -> Result<KeyValue, StoreError> {
     let mut r = Reader { bytes, key };
     let create_revision = r.u64()?;
     let mod_revision = r.u64()?;
-    Ok(KeyValue { key: key.to_string(), value: r.bytes.to_vec(), create_revision, mod_revision })
+    Ok(KeyValue {
+        key: key.to_string(),
+        value: r.bytes.to_vec(),
+        create_revision,
+        mod_revision,
+    })
 }
 
 /// A history entry: `key | current? | previous?`, each record length-prefixed.
@@ -27,7 +32,10 @@ pub fn encode_event(event: &StoreEvent) -> Vec<u8> {
         match kv {
             Some(kv) => {
                 out.push(1);
-                put_bytes(&mut out, &encode_record(kv.create_revision, kv.mod_revision, &kv.value));
+                put_bytes(
+                    &mut out,
+                    &encode_record(kv.create_revision, kv.mod_revision, &kv.value),
+                );
             }
             None => out.push(0),
         }
@@ -37,7 +45,10 @@ pub fn encode_event(event: &StoreEvent) -> Vec<u8> {
 
 /// Reverses [`encode_event`].
 pub fn decode_event(revision: u64, bytes: &[u8]) -> Result<StoreEvent, StoreError> {
-    let mut r = Reader { bytes, key: "<history>" };
+    let mut r = Reader {
+        bytes,
+        key: "<history>",
+    };
     let key = String::from_utf8(r.take_prefixed()?.to_vec()).map_err(|_| corrupt("<history>"))?;
     let mut records = [None, None];
     for slot in &mut records {
@@ -46,7 +57,12 @@ pub fn decode_event(revision: u64, bytes: &[u8]) -> Result<StoreEvent, StoreErro
         }
     }
     let [current, previous] = records;
-    Ok(StoreEvent { revision, key, current, previous })
+    Ok(StoreEvent {
+        revision,
+        key,
+        current,
+        previous,
+    })
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -96,9 +112,22 @@ mod tests {
 
     #[test]
     fn records_and_events_round_trip() {
-        let kv = KeyValue { key: "/a".into(), value: b"hello".to_vec(), create_revision: 3, mod_revision: 7 };
-        assert_eq!(decode_record("/a", &encode_record(3, 7, b"hello")).unwrap(), kv);
-        let ev = StoreEvent { revision: 9, key: "/a".into(), current: None, previous: Some(kv) };
+        let kv = KeyValue {
+            key: "/a".into(),
+            value: b"hello".to_vec(),
+            create_revision: 3,
+            mod_revision: 7,
+        };
+        assert_eq!(
+            decode_record("/a", &encode_record(3, 7, b"hello")).unwrap(),
+            kv
+        );
+        let ev = StoreEvent {
+            revision: 9,
+            key: "/a".into(),
+            current: None,
+            previous: Some(kv),
+        };
         assert_eq!(decode_event(9, &encode_event(&ev)).unwrap(), ev);
         assert!(decode_event(9, &[1, 2]).is_err());
     }

@@ -27,31 +27,73 @@ async fn next_event(stream: &mut WatchStream) -> super::StoreEvent {
 
 /// Create, get, compare-and-swap update and delete, with every error case.
 pub async fn crud(store: &dyn Store) {
-    let r1 = store.create("/things/a", b"one".to_vec()).await.expect("create");
+    let r1 = store
+        .create("/things/a", b"one".to_vec())
+        .await
+        .expect("create");
     let got = store.get("/things/a").await.expect("get").expect("present");
-    assert_eq!((got.value.as_slice(), got.create_revision, got.mod_revision), (&b"one"[..], r1, r1));
-    assert_eq!(store.create("/things/a", b"again".to_vec()).await, Err(StoreError::AlreadyExists("/things/a".into())));
+    assert_eq!(
+        (got.value.as_slice(), got.create_revision, got.mod_revision),
+        (&b"one"[..], r1, r1)
+    );
+    assert_eq!(
+        store.create("/things/a", b"again".to_vec()).await,
+        Err(StoreError::AlreadyExists("/things/a".into()))
+    );
 
-    let r2 = store.update("/things/a", b"two".to_vec(), r1).await.expect("update");
+    let r2 = store
+        .update("/things/a", b"two".to_vec(), r1)
+        .await
+        .expect("update");
     assert!(r2 > r1, "revisions grow");
     let got = store.get("/things/a").await.expect("get").expect("present");
-    assert_eq!((got.value.as_slice(), got.create_revision, got.mod_revision), (&b"two"[..], r1, r2));
+    assert_eq!(
+        (got.value.as_slice(), got.create_revision, got.mod_revision),
+        (&b"two"[..], r1, r2)
+    );
 
     let stale = store.update("/things/a", b"three".to_vec(), r1).await;
-    assert_eq!(stale, Err(StoreError::Conflict { key: "/things/a".into(), expected: r1, current: r2 }));
-    assert!(matches!(store.delete("/things/a", Some(r1)).await, Err(StoreError::Conflict { .. })));
-    assert_eq!(store.get("/things/a").await.expect("get").map(|kv| kv.value), Some(b"two".to_vec()), "failed writes change nothing");
+    assert_eq!(
+        stale,
+        Err(StoreError::Conflict {
+            key: "/things/a".into(),
+            expected: r1,
+            current: r2
+        })
+    );
+    assert!(matches!(
+        store.delete("/things/a", Some(r1)).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store
+            .get("/things/a")
+            .await
+            .expect("get")
+            .map(|kv| kv.value),
+        Some(b"two".to_vec()),
+        "failed writes change nothing"
+    );
 
     let (r3, last) = store.delete("/things/a", Some(r2)).await.expect("delete");
     assert!(r3 > r2);
     assert_eq!(last.value, b"two");
     assert_eq!(store.get("/things/a").await.expect("get"), None);
-    assert_eq!(store.update("/things/a", vec![], r3).await, Err(StoreError::NotFound("/things/a".into())));
-    assert_eq!(store.delete("/things/a", None).await.map(|_| ()), Err(StoreError::NotFound("/things/a".into())));
+    assert_eq!(
+        store.update("/things/a", vec![], r3).await,
+        Err(StoreError::NotFound("/things/a".into()))
+    );
+    assert_eq!(
+        store.delete("/things/a", None).await.map(|_| ()),
+        Err(StoreError::NotFound("/things/a".into()))
+    );
     assert_eq!(store.current_revision(), r3);
 
     // A re-created key starts a new life.
-    let r4 = store.create("/things/a", b"new".to_vec()).await.expect("re-create");
+    let r4 = store
+        .create("/things/a", b"new".to_vec())
+        .await
+        .expect("re-create");
     let got = store.get("/things/a").await.expect("get").expect("present");
     assert_eq!((got.create_revision, got.mod_revision), (r4, r4));
 }
@@ -59,29 +101,52 @@ pub async fn crud(store: &dyn Store) {
 /// Concurrent writers: distinct revisions for every write, one CAS winner per version.
 pub async fn concurrent_writes(store: &dyn Store) {
     let creates = (0..64).map(|i| store.create_owned(format!("/c/{i:03}")));
-    let mut revisions: Vec<u64> = futures::future::join_all(creates).await.into_iter().map(|r| r.expect("create")).collect();
+    let mut revisions: Vec<u64> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|r| r.expect("create"))
+        .collect();
     revisions.sort_unstable();
     revisions.dedup();
     assert_eq!(revisions.len(), 64, "every write gets its own revision");
 
-    let base = store.get("/c/000").await.expect("get").expect("present").mod_revision;
+    let base = store
+        .get("/c/000")
+        .await
+        .expect("get")
+        .expect("present")
+        .mod_revision;
     let updates = (0..16).map(|i| store.update("/c/000", vec![i], base));
     let results = futures::future::join_all(updates).await;
     let winners = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(winners, 1, "exactly one compare-and-swap wins: {results:?}");
-    assert!(results.iter().filter(|r| r.is_err()).all(|r| matches!(r, Err(StoreError::Conflict { .. }))));
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.is_err())
+            .all(|r| matches!(r, Err(StoreError::Conflict { .. })))
+    );
 }
 
 /// Prefix listing, pagination and a consistent snapshot across pages.
 pub async fn list_pages_snapshot(store: &dyn Store) {
     for i in 1..=5 {
-        store.create(&format!("/a/{i}"), vec![i]).await.expect("create");
+        store
+            .create(&format!("/a/{i}"), vec![i])
+            .await
+            .expect("create");
     }
     store.create("/b/1", vec![9]).await.expect("create");
     store.create("/a0", vec![9]).await.expect("create");
 
     let all = store.list("/a/", None, 0, 0).await.expect("list");
-    assert_eq!(all.items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/a/1", "/a/2", "/a/3", "/a/4", "/a/5"]);
+    assert_eq!(
+        all.items
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect::<Vec<_>>(),
+        ["/a/1", "/a/2", "/a/3", "/a/4", "/a/5"]
+    );
     assert!(!all.more);
     assert_eq!(all.revision, store.current_revision());
 
@@ -92,44 +157,106 @@ pub async fn list_pages_snapshot(store: &dyn Store) {
 
     // Changes after the first page must not show in later pages.
     let three = store.get("/a/3").await.expect("get").expect("present");
-    store.update("/a/3", vec![33], three.mod_revision).await.expect("update");
+    store
+        .update("/a/3", vec![33], three.mod_revision)
+        .await
+        .expect("update");
     store.delete("/a/4", None).await.expect("delete");
     store.create("/a/6", vec![6]).await.expect("create");
     store.delete("/a/1", None).await.expect("delete");
 
     let last_key = page1.items.last().map(|kv| kv.key.clone()).expect("item");
-    let page2 = store.list("/a/", Some(&last_key), 2, snapshot).await.expect("page 2");
-    assert_eq!(page2.items.iter().map(|kv| (kv.key.as_str(), kv.value.clone())).collect::<Vec<_>>(), [("/a/3", vec![3]), ("/a/4", vec![4])]);
+    let page2 = store
+        .list("/a/", Some(&last_key), 2, snapshot)
+        .await
+        .expect("page 2");
+    assert_eq!(
+        page2
+            .items
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.clone()))
+            .collect::<Vec<_>>(),
+        [("/a/3", vec![3]), ("/a/4", vec![4])]
+    );
     assert!(page2.more);
     let last_key = page2.items.last().map(|kv| kv.key.clone()).expect("item");
-    let page3 = store.list("/a/", Some(&last_key), 2, snapshot).await.expect("page 3");
-    assert_eq!(page3.items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/a/5"]);
+    let page3 = store
+        .list("/a/", Some(&last_key), 2, snapshot)
+        .await
+        .expect("page 3");
+    assert_eq!(
+        page3
+            .items
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect::<Vec<_>>(),
+        ["/a/5"]
+    );
     assert!(!page3.more);
 
     let now = store.list("/a/", None, 0, 0).await.expect("list now");
-    assert_eq!(now.items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/a/2", "/a/3", "/a/5", "/a/6"]);
-    assert!(matches!(store.list("/a/", None, 0, store.current_revision() + 10).await, Err(StoreError::FutureRevision { .. })));
+    assert_eq!(
+        now.items
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect::<Vec<_>>(),
+        ["/a/2", "/a/3", "/a/5", "/a/6"]
+    );
+    assert!(matches!(
+        store
+            .list("/a/", None, 0, store.current_revision() + 10)
+            .await,
+        Err(StoreError::FutureRevision { .. })
+    ));
 }
 
 /// Watch replays history after a revision, in order, then streams live changes
 /// under its prefix only.
 pub async fn watch_from_revision(store: &dyn Store) {
     let r1 = store.create("/w/a", b"1".to_vec()).await.expect("create");
-    let r2 = store.update("/w/a", b"2".to_vec(), r1).await.expect("update");
-    store.create("/other/x", b"x".to_vec()).await.expect("create");
+    let r2 = store
+        .update("/w/a", b"2".to_vec(), r1)
+        .await
+        .expect("update");
+    store
+        .create("/other/x", b"x".to_vec())
+        .await
+        .expect("create");
     let (r3, _) = store.delete("/w/a", None).await.expect("delete");
 
     let mut watch = store.watch("/w/", r1, None).await.expect("watch");
     let e = next_event(&mut watch).await;
-    assert_eq!((e.revision, e.current.as_ref().map(|c| c.value.clone()), e.previous.as_ref().map(|p| p.value.clone())), (r2, Some(b"2".to_vec()), Some(b"1".to_vec())));
+    assert_eq!(
+        (
+            e.revision,
+            e.current.as_ref().map(|c| c.value.clone()),
+            e.previous.as_ref().map(|p| p.value.clone())
+        ),
+        (r2, Some(b"2".to_vec()), Some(b"1".to_vec()))
+    );
     let e = next_event(&mut watch).await;
-    assert_eq!((e.revision, e.current.is_none(), e.previous.map(|p| p.value)), (r3, true, Some(b"2".to_vec())));
+    assert_eq!(
+        (e.revision, e.current.is_none(), e.previous.map(|p| p.value)),
+        (r3, true, Some(b"2".to_vec()))
+    );
 
-    let r5 = store.create("/w/b", b"live".to_vec()).await.expect("create");
-    store.create("/other/y", b"y".to_vec()).await.expect("create");
-    let r7 = store.create("/w/c", b"live2".to_vec()).await.expect("create");
+    let r5 = store
+        .create("/w/b", b"live".to_vec())
+        .await
+        .expect("create");
+    store
+        .create("/other/y", b"y".to_vec())
+        .await
+        .expect("create");
+    let r7 = store
+        .create("/w/c", b"live2".to_vec())
+        .await
+        .expect("create");
     let e = next_event(&mut watch).await;
-    assert_eq!((e.revision, e.key.as_str(), e.previous.is_none()), (r5, "/w/b", true));
+    assert_eq!(
+        (e.revision, e.key.as_str(), e.previous.is_none()),
+        (r5, "/w/b", true)
+    );
     let e = next_event(&mut watch).await;
     assert_eq!((e.revision, e.key.as_str()), (r7, "/w/c"));
 
@@ -147,7 +274,10 @@ pub async fn watch_from_revision(store: &dyn Store) {
 /// Progress items promise that everything up to their revision was delivered.
 pub async fn watch_progress(store: &dyn Store) {
     store.create("/p/a", vec![1]).await.expect("create");
-    let mut watch = store.watch("/p/", 0, Some(Duration::from_millis(50))).await.expect("watch");
+    let mut watch = store
+        .watch("/p/", 0, Some(Duration::from_millis(50)))
+        .await
+        .expect("watch");
     store.create("/q/unwatched", vec![1]).await.expect("create");
     let target = store.current_revision();
     let mut saw_event = false;
@@ -172,12 +302,27 @@ pub async fn compaction(store: &dyn Store) {
     store.create("/k/b", vec![3]).await.expect("create");
     store.compact(r2).await.expect("compact");
     assert_eq!(store.compacted_revision(), r2);
-    assert!(matches!(store.watch("/k/", r1, None).await.map(|_| ()), Err(StoreError::Compacted { .. })));
-    assert!(matches!(store.list("/k/", None, 1, r1).await, Err(StoreError::Compacted { .. })));
-    let mut watch = store.watch("/k/", r2, None).await.expect("watch at the compacted revision");
+    assert!(matches!(
+        store.watch("/k/", r1, None).await.map(|_| ()),
+        Err(StoreError::Compacted { .. })
+    ));
+    assert!(matches!(
+        store.list("/k/", None, 1, r1).await,
+        Err(StoreError::Compacted { .. })
+    ));
+    let mut watch = store
+        .watch("/k/", r2, None)
+        .await
+        .expect("watch at the compacted revision");
     assert_eq!(next_event(&mut watch).await.key, "/k/b");
     let now = store.list("/k/", None, 0, 0).await.expect("list");
-    assert_eq!(now.items.iter().map(|kv| kv.value.clone()).collect::<Vec<_>>(), [vec![2], vec![3]]);
+    assert_eq!(
+        now.items
+            .iter()
+            .map(|kv| kv.value.clone())
+            .collect::<Vec<_>>(),
+        [vec![2], vec![3]]
+    );
 }
 
 impl dyn Store {

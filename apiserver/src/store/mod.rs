@@ -121,14 +121,24 @@ pub trait Store: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>>;
 
     /// Creates `key`; fails with `AlreadyExists`. Returns the write's revision.
-    fn create<'a>(&'a self, key: &'a str, value: Vec<u8>) -> BoxFuture<'a, Result<u64, StoreError>>;
+    fn create<'a>(&'a self, key: &'a str, value: Vec<u8>)
+    -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// Replaces `key` if its mod revision is still `expected`; returns the new revision.
-    fn update<'a>(&'a self, key: &'a str, value: Vec<u8>, expected: u64) -> BoxFuture<'a, Result<u64, StoreError>>;
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// Deletes `key`, if `expected` is given only at that mod revision. Returns the
     /// deletion's revision and the last state of the key.
-    fn delete<'a>(&'a self, key: &'a str, expected: Option<u64>) -> BoxFuture<'a, Result<(u64, KeyValue), StoreError>>;
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<(u64, KeyValue), StoreError>>;
 
     /// Lists keys starting with `prefix` and sorting after `start_after`, at most
     /// `limit` (0 = all), as of `revision` (0 = now). Past revisions work until compacted.

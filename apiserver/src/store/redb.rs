@@ -43,15 +43,29 @@ pub struct RedbOptions {
 
 impl Default for RedbOptions {
     fn default() -> Self {
-        RedbOptions { retain_revisions: 100_000 }
+        RedbOptions {
+            retain_revisions: 100_000,
+        }
     }
 }
 
 enum WriteOp {
-    Create { key: String, value: Vec<u8> },
-    Update { key: String, value: Vec<u8>, expected: u64 },
-    Delete { key: String, expected: Option<u64> },
-    Compact { revision: u64 },
+    Create {
+        key: String,
+        value: Vec<u8>,
+    },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: u64,
+    },
+    Delete {
+        key: String,
+        expected: Option<u64>,
+    },
+    Compact {
+        revision: u64,
+    },
 }
 
 enum WriteOutcome {
@@ -96,14 +110,19 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 impl RedbStore {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path, options: RedbOptions) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
+        let db = Database::create(path)
+            .map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
         let (revision, compacted) = {
             let txn = db.begin_write().map_err(backend)?;
             let values = {
                 txn.open_table(KV).map_err(backend)?;
                 txn.open_table(HISTORY).map_err(backend)?;
                 let meta = txn.open_table(META).map_err(backend)?;
-                let read = |k| meta.get(k).map(|v| v.map(|g| g.value()).unwrap_or(0)).map_err(backend);
+                let read = |k| {
+                    meta.get(k)
+                        .map(|v| v.map(|g| g.value()).unwrap_or(0))
+                        .map_err(backend)
+                };
                 (read(META_REVISION)?, read(META_COMPACTED)?)
             };
             txn.commit().map_err(backend)?;
@@ -130,12 +149,25 @@ impl RedbStore {
         self.writer
             .send(WriteRequest { op, reply })
             .map_err(|_| backend("store writer has stopped"))?;
-        outcome.await.map_err(|_| backend("store writer has stopped"))?
+        outcome
+            .await
+            .map_err(|_| backend("store writer has stopped"))?
     }
 
-    fn list_sync(&self, prefix: &str, start_after: Option<&str>, limit: usize, revision: u64) -> Result<ListPage, StoreError> {
+    fn list_sync(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: u64,
+    ) -> Result<ListPage, StoreError> {
         let txn = self.shared.db.begin_read().map_err(backend)?;
-        let now = txn.open_table(META).map_err(backend)?.get(META_REVISION).map_err(backend)?.map_or(0, |g| g.value());
+        let now = txn
+            .open_table(META)
+            .map_err(backend)?
+            .get(META_REVISION)
+            .map_err(backend)?
+            .map_or(0, |g| g.value());
         let kv = txn.open_table(KV).map_err(backend)?;
         let after = |key: &str| start_after.is_none_or(|s| key > s);
         let in_range = |key: &str| key.starts_with(prefix) && after(key);
@@ -145,12 +177,18 @@ impl RedbStore {
         let mut overrides: BTreeMap<String, Option<KeyValue>> = BTreeMap::new();
         let read_revision = if revision == 0 { now } else { revision };
         if read_revision > now {
-            return Err(StoreError::FutureRevision { requested: read_revision, current: now });
+            return Err(StoreError::FutureRevision {
+                requested: read_revision,
+                current: now,
+            });
         }
         if read_revision < now {
             let compacted = self.shared.compacted_revision.load(Ordering::Acquire);
             if read_revision < compacted {
-                return Err(StoreError::Compacted { requested: read_revision, compacted });
+                return Err(StoreError::Compacted {
+                    requested: read_revision,
+                    compacted,
+                });
             }
             let history = txn.open_table(HISTORY).map_err(backend)?;
             for entry in history.range(read_revision + 1..=now).map_err(backend)? {
@@ -196,7 +234,10 @@ impl RedbStore {
             let next = match (cur_key, overridden.peek()) {
                 (None, None) => break,
                 (Some(c), Some((o, _))) if c < *o => {
-                    let (k, v) = current.next().and_then(Result::ok).ok_or_else(|| backend("range iterator ended early"))?;
+                    let (k, v) = current
+                        .next()
+                        .and_then(Result::ok)
+                        .ok_or_else(|| backend("range iterator ended early"))?;
                     Some(decode_record(k.value(), v.value())?)
                 }
                 (Some(c), Some((o, _))) if c == *o => {
@@ -204,7 +245,10 @@ impl RedbStore {
                     overridden.next().and_then(|(_, v)| v)
                 }
                 (Some(_), None) => {
-                    let (k, v) = current.next().and_then(Result::ok).ok_or_else(|| backend("range iterator ended early"))?;
+                    let (k, v) = current
+                        .next()
+                        .and_then(Result::ok)
+                        .ok_or_else(|| backend("range iterator ended early"))?;
                     Some(decode_record(k.value(), v.value())?)
                 }
                 (_, Some(_)) => overridden.next().and_then(|(_, v)| v),
@@ -217,14 +261,21 @@ impl RedbStore {
                 items.push(kv);
             }
         }
-        Ok(ListPage { items, revision: read_revision, more })
+        Ok(ListPage {
+            items,
+            revision: read_revision,
+            more,
+        })
     }
 
     /// Reads history events after `after`, oldest first, at most `max`.
     fn history_after(&self, after: u64, max: usize) -> Result<Vec<StoreEvent>, StoreError> {
         let compacted = self.shared.compacted_revision.load(Ordering::Acquire);
         if after < compacted {
-            return Err(StoreError::Compacted { requested: after, compacted });
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted,
+            });
         }
         let txn = self.shared.db.begin_read().map_err(backend)?;
         let history = txn.open_table(HISTORY).map_err(backend)?;
@@ -237,7 +288,12 @@ impl RedbStore {
     }
 }
 
-fn run_writer(shared: Arc<Shared>, requests: std::sync::mpsc::Receiver<WriteRequest>, mut revision: u64, options: RedbOptions) {
+fn run_writer(
+    shared: Arc<Shared>,
+    requests: std::sync::mpsc::Receiver<WriteRequest>,
+    mut revision: u64,
+    options: RedbOptions,
+) {
     while let Ok(first) = requests.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -276,9 +332,18 @@ fn run_writer(shared: Arc<Shared>, requests: std::sync::mpsc::Receiver<WriteRequ
     }
 }
 
-type BatchResult = (Vec<Result<WriteOutcome, StoreError>>, Vec<StoreEvent>, Option<u64>);
+type BatchResult = (
+    Vec<Result<WriteOutcome, StoreError>>,
+    Vec<StoreEvent>,
+    Option<u64>,
+);
 
-fn commit_batch(db: &Database, batch: &[WriteRequest], revision: &mut u64, auto_compact: Option<u64>) -> Result<BatchResult, StoreError> {
+fn commit_batch(
+    db: &Database,
+    batch: &[WriteRequest],
+    revision: &mut u64,
+    auto_compact: Option<u64>,
+) -> Result<BatchResult, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
@@ -311,7 +376,11 @@ fn commit_batch(db: &Database, batch: &[WriteRequest], revision: &mut u64, auto_
                         (Some(_), None) => Err(StoreError::AlreadyExists(key.clone())),
                         (None, Some(_)) => Err(StoreError::NotFound(key.clone())),
                         (Some(p), Some(Some(expected))) if p.mod_revision != expected => {
-                            Err(StoreError::Conflict { key: key.clone(), expected, current: p.mod_revision })
+                            Err(StoreError::Conflict {
+                                key: key.clone(),
+                                expected,
+                                current: p.mod_revision,
+                            })
                         }
                         _ => Ok(()),
                     };
@@ -320,29 +389,50 @@ fn commit_batch(db: &Database, batch: &[WriteRequest], revision: &mut u64, auto_
                         Ok(()) => {
                             let next = *revision + 1;
                             let current = match op {
-                                WriteOp::Create { value, .. } => Some(KeyValue { key: key.clone(), value: value.clone(), create_revision: next, mod_revision: next }),
+                                WriteOp::Create { value, .. } => Some(KeyValue {
+                                    key: key.clone(),
+                                    value: value.clone(),
+                                    create_revision: next,
+                                    mod_revision: next,
+                                }),
                                 WriteOp::Update { value, .. } => Some(KeyValue {
                                     key: key.clone(),
                                     value: value.clone(),
-                                    create_revision: previous.as_ref().map_or(next, |p| p.create_revision),
+                                    create_revision: previous
+                                        .as_ref()
+                                        .map_or(next, |p| p.create_revision),
                                     mod_revision: next,
                                 }),
                                 _ => None,
                             };
                             match &current {
                                 Some(c) => {
-                                    kv.insert(key.as_str(), encode_record(c.create_revision, c.mod_revision, &c.value).as_slice()).map_err(backend)?;
+                                    kv.insert(
+                                        key.as_str(),
+                                        encode_record(c.create_revision, c.mod_revision, &c.value)
+                                            .as_slice(),
+                                    )
+                                    .map_err(backend)?;
                                 }
                                 None => {
                                     kv.remove(key.as_str()).map_err(backend)?;
                                 }
                             }
-                            let event = StoreEvent { revision: next, key: key.clone(), current, previous: previous.clone() };
-                            history.insert(next, encode_event(&event).as_slice()).map_err(backend)?;
+                            let event = StoreEvent {
+                                revision: next,
+                                key: key.clone(),
+                                current,
+                                previous: previous.clone(),
+                            };
+                            history
+                                .insert(next, encode_event(&event).as_slice())
+                                .map_err(backend)?;
                             events.push(event);
                             *revision = next;
                             Ok(match previous {
-                                Some(p) if matches!(op, WriteOp::Delete { .. }) => WriteOutcome::Deleted(next, p),
+                                Some(p) if matches!(op, WriteOp::Delete { .. }) => {
+                                    WriteOutcome::Deleted(next, p)
+                                }
                                 _ => WriteOutcome::Revision(next),
                             })
                         }
@@ -366,9 +456,15 @@ fn compact_history(
     meta: &mut redb::Table<'_, &str, u64>,
     target: u64,
 ) -> Result<(), StoreError> {
-    history.retain_in(..=target, |_, _| false).map_err(backend)?;
-    let old = meta.get(META_COMPACTED).map_err(backend)?.map_or(0, |g| g.value());
-    meta.insert(META_COMPACTED, old.max(target)).map_err(backend)?;
+    history
+        .retain_in(..=target, |_, _| false)
+        .map_err(backend)?;
+    let old = meta
+        .get(META_COMPACTED)
+        .map_err(backend)?
+        .map_or(0, |g| g.value());
+    meta.insert(META_COMPACTED, old.max(target))
+        .map_err(backend)?;
     Ok(())
 }
 
@@ -383,9 +479,19 @@ impl Store for RedbStore {
         .boxed()
     }
 
-    fn create<'a>(&'a self, key: &'a str, value: Vec<u8>) -> BoxFuture<'a, Result<u64, StoreError>> {
+    fn create<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
         async move {
-            match self.write(WriteOp::Create { key: key.to_string(), value }).await? {
+            match self
+                .write(WriteOp::Create {
+                    key: key.to_string(),
+                    value,
+                })
+                .await?
+            {
                 WriteOutcome::Revision(r) => Ok(r),
                 _ => Err(backend("unexpected write outcome")),
             }
@@ -393,9 +499,21 @@ impl Store for RedbStore {
         .boxed()
     }
 
-    fn update<'a>(&'a self, key: &'a str, value: Vec<u8>, expected: u64) -> BoxFuture<'a, Result<u64, StoreError>> {
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
         async move {
-            match self.write(WriteOp::Update { key: key.to_string(), value, expected }).await? {
+            match self
+                .write(WriteOp::Update {
+                    key: key.to_string(),
+                    value,
+                    expected,
+                })
+                .await?
+            {
                 WriteOutcome::Revision(r) => Ok(r),
                 _ => Err(backend("unexpected write outcome")),
             }
@@ -403,9 +521,19 @@ impl Store for RedbStore {
         .boxed()
     }
 
-    fn delete<'a>(&'a self, key: &'a str, expected: Option<u64>) -> BoxFuture<'a, Result<(u64, KeyValue), StoreError>> {
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<(u64, KeyValue), StoreError>> {
         async move {
-            match self.write(WriteOp::Delete { key: key.to_string(), expected }).await? {
+            match self
+                .write(WriteOp::Delete {
+                    key: key.to_string(),
+                    expected,
+                })
+                .await?
+            {
                 WriteOutcome::Deleted(r, kv) => Ok((r, kv)),
                 _ => Err(backend("unexpected write outcome")),
             }
@@ -413,20 +541,39 @@ impl Store for RedbStore {
         .boxed()
     }
 
-    fn list<'a>(&'a self, prefix: &'a str, start_after: Option<&'a str>, limit: usize, revision: u64) -> BoxFuture<'a, Result<ListPage, StoreError>> {
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        start_after: Option<&'a str>,
+        limit: usize,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<ListPage, StoreError>> {
         async move { self.list_sync(prefix, start_after, limit, revision) }.boxed()
     }
 
-    fn watch<'a>(&'a self, prefix: &'a str, after: u64, progress_every: Option<Duration>) -> BoxFuture<'a, Result<WatchStream, StoreError>> {
+    fn watch<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: u64,
+        progress_every: Option<Duration>,
+    ) -> BoxFuture<'a, Result<WatchStream, StoreError>> {
         async move {
             // Subscribe before reading history so nothing falls between the two.
             let live = self.shared.events.subscribe();
             let compacted = self.compacted_revision();
             if after < compacted {
-                return Err(StoreError::Compacted { requested: after, compacted });
+                return Err(StoreError::Compacted {
+                    requested: after,
+                    compacted,
+                });
             }
             let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-            let watcher = Watcher { store: self.clone(), prefix: prefix.to_string(), last: after, tx };
+            let watcher = Watcher {
+                store: self.clone(),
+                prefix: prefix.to_string(),
+                last: after,
+                tx,
+            };
             tokio::spawn(watcher.run(live, progress_every));
             Ok(rx)
         }
@@ -460,7 +607,11 @@ struct Watcher {
 }
 
 impl Watcher {
-    async fn run(mut self, mut live: broadcast::Receiver<Arc<StoreEvent>>, progress_every: Option<Duration>) {
+    async fn run(
+        mut self,
+        mut live: broadcast::Receiver<Arc<StoreEvent>>,
+        progress_every: Option<Duration>,
+    ) {
         if self.catch_up().await.is_err() {
             return;
         }
@@ -489,7 +640,10 @@ impl Watcher {
         }
         self.last = event.revision;
         if event.key.starts_with(&self.prefix) {
-            self.tx.send(Ok(WatchItem::Event(event.clone()))).await.map_err(|_| ())?;
+            self.tx
+                .send(Ok(WatchItem::Event(event.clone())))
+                .await
+                .map_err(|_| ())?;
         }
         Ok(())
     }
@@ -511,7 +665,10 @@ impl Watcher {
         }
     }
 
-    async fn progress(&mut self, live: &mut broadcast::Receiver<Arc<StoreEvent>>) -> Result<(), ()> {
+    async fn progress(
+        &mut self,
+        live: &mut broadcast::Receiver<Arc<StoreEvent>>,
+    ) -> Result<(), ()> {
         let notified = self.store.shared.notified_revision.load(Ordering::Acquire);
         loop {
             match live.try_recv() {
@@ -522,6 +679,9 @@ impl Watcher {
             }
         }
         self.last = self.last.max(notified);
-        self.tx.send(Ok(WatchItem::Progress(self.last))).await.map_err(|_| ())
+        self.tx
+            .send(Ok(WatchItem::Progress(self.last)))
+            .await
+            .map_err(|_| ())
     }
 }

@@ -1,0 +1,636 @@
+//! `Registry<K>`: the semantics of one kind over the store — uid, generation and
+//! timestamps, optimistic concurrency, spec/status separation, finalizers, namespace
+//! checks, selectors, paginated snapshot listing and watch with bookmarks.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hypermesh_api::reason::{Reason, status};
+use hypermesh_api::resource::{Resource, find_kind};
+use hypermesh_api::selector::{FieldSelector, LabelSelector};
+use hypermesh_api::v1::{
+    self, DeleteRequest, ListRequest, ObjectMeta, PropagationPolicy, WatchEventType, WatchRequest,
+};
+use hypermesh_api::validation::validate;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::admission::Admission;
+use crate::object::{self, Deletion, StoredObject, kind_prefix, object_key, store_status};
+use crate::store::{KeyValue, Store, StoreError, WatchItem};
+
+/// Limits and intervals shared by every registry.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Largest encoded object accepted.
+    pub max_object_bytes: usize,
+    /// How often a watch with `allow_bookmarks` gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+    /// Cancelled when the server shuts down: open watches end.
+    pub shutdown: CancellationToken,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            max_object_bytes: 1536 * 1024,
+            bookmark_interval: Duration::from_secs(10),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// A stream of watch events for gRPC.
+pub type EventStream<K> =
+    tokio_stream::wrappers::ReceiverStream<Result<<K as Resource>::WatchEvent, Status>>;
+
+/// The object semantics of kind `K`.
+pub struct Registry<K> {
+    store: Arc<dyn Store>,
+    options: Arc<RegistryOptions>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Registry<K> {
+    fn clone(&self) -> Self {
+        Registry {
+            store: self.store.clone(),
+            options: self.options.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+fn uid() -> String {
+    let b: [u8; 16] = rand::random();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-4{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Continue tokens: `v1.<revision>.<hex of the last key examined>`.
+fn encode_continue(revision: u64, key: &str) -> String {
+    format!("v1.{revision}.{}", hex_encode(key.as_bytes()))
+}
+
+fn decode_continue(token: &str, prefix: &str) -> Result<(u64, String), Status> {
+    let invalid = || {
+        status(
+            Reason::ContinueTokenInvalid,
+            format!(
+                "continue_token {token:?} is not one this server issued for this listing; list again without it"
+            ),
+        )
+    };
+    let rest = token.strip_prefix("v1.").ok_or_else(invalid)?;
+    let (rev, key) = rest.split_once('.').ok_or_else(invalid)?;
+    let revision = rev.parse().map_err(|_| invalid())?;
+    let key = String::from_utf8(hex_decode(key).ok_or_else(invalid)?).map_err(|_| invalid())?;
+    if !key.starts_with(prefix) {
+        return Err(invalid());
+    }
+    Ok((revision, key))
+}
+
+struct Selectors {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Selectors {
+    fn parse<K: Resource>(label_selector: &str, field_selector: &str) -> Result<Self, Status> {
+        let labels = LabelSelector::parse(label_selector)
+            .map_err(|e| status(Reason::SelectorInvalid, format!("label_selector: {e}")))?;
+        let fields = FieldSelector::parse(field_selector, &K::supported_fields())
+            .map_err(|e| status(Reason::SelectorInvalid, format!("field_selector: {e}")))?;
+        Ok(Selectors { labels, fields })
+    }
+
+    fn matches<K: Resource>(&self, obj: &K) -> bool {
+        self.labels.matches(&obj.meta().labels) && self.fields.matches(|f| obj.field(f))
+    }
+}
+
+impl<K: Resource + Admission> Registry<K> {
+    /// A registry over `store`.
+    pub fn new(store: Arc<dyn Store>, options: Arc<RegistryOptions>) -> Self {
+        Registry {
+            store,
+            options,
+            kind: PhantomData,
+        }
+    }
+
+    fn info() -> &'static hypermesh_api::resource::KindInfo {
+        find_kind(K::KIND).unwrap_or_else(|| unreachable!("every Resource is in KIND_INFOS"))
+    }
+
+    fn key(namespace: &str, name: &str) -> String {
+        object_key(Self::info(), namespace, name)
+    }
+
+    /// `workloads "web"` (with ` in namespace "default"`), for messages.
+    fn describe(namespace: &str, name: &str) -> String {
+        if K::NAMESPACED {
+            format!("{} {name:?} in namespace {namespace:?}", K::PLURAL)
+        } else {
+            format!("{} {name:?}", K::PLURAL)
+        }
+    }
+
+    fn decode(kv: &KeyValue) -> Result<K, Status> {
+        let mut obj = K::decode(kv.value.as_slice()).map_err(|e| {
+            status(
+                Reason::InternalError,
+                format!("stored object {} does not decode: {e}", kv.key),
+            )
+        })?;
+        obj.meta_mut().resource_version = kv.mod_revision;
+        Ok(obj)
+    }
+
+    fn encode(&self, obj: &K) -> Result<Vec<u8>, Status> {
+        let mut stored = obj.clone();
+        stored.meta_mut().resource_version = 0;
+        let bytes = stored.encode_to_vec();
+        if bytes.len() > self.options.max_object_bytes {
+            return Err(status(
+                Reason::TooLarge,
+                format!(
+                    "{} is {} bytes encoded; the limit is {} bytes",
+                    Self::describe(&obj.meta().namespace, &obj.meta().name),
+                    bytes.len(),
+                    self.options.max_object_bytes
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn defaults_and_validate(obj: &mut K) -> Result<(), Status> {
+        if K::NAMESPACED && obj.meta().namespace.is_empty() {
+            obj.meta_mut().namespace = "default".to_string();
+        }
+        validate(obj).map_err(|errs| status(errs.reason(), errs.to_string()))
+    }
+
+    /// Rejects objects whose namespace is missing or being deleted.
+    async fn check_namespace(&self, namespace: &str) -> Result<(), Status> {
+        if !K::NAMESPACED {
+            return Ok(());
+        }
+        let key = format!("/namespaces/{namespace}");
+        let kv = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| store_status(e, &key))?;
+        let Some(kv) = kv else {
+            return Err(status(
+                Reason::NamespaceNotFound,
+                format!(
+                    "namespace {namespace:?} not found; create it first (hmctl apply -f a Namespace manifest)"
+                ),
+            ));
+        };
+        let ns = StoredObject::decode_kv(&kv)?;
+        if ns.meta().deletion_timestamp.is_some() {
+            return Err(status(
+                Reason::NamespaceTerminating,
+                format!(
+                    "namespace {namespace:?} is being deleted; nothing new can be created in it"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates a new object.
+    pub async fn create(&self, mut obj: K) -> Result<K, Status> {
+        Self::defaults_and_validate(&mut obj)?;
+        let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        self.check_namespace(&namespace).await?;
+        let meta = obj.meta_mut();
+        meta.uid = uid();
+        meta.generation = 1;
+        meta.creation_timestamp = Some(hypermesh_api::time::now());
+        meta.deletion_timestamp = None;
+        obj.on_create();
+        let bytes = self.encode(&obj)?;
+        let revision = self
+            .store
+            .create(&Self::key(&namespace, &name), bytes)
+            .await
+            .map_err(|e| store_status(e, &Self::describe(&namespace, &name)))?;
+        obj.meta_mut().resource_version = revision;
+        Ok(obj)
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<K, Status> {
+        let namespace = if K::NAMESPACED && namespace.is_empty() {
+            "default"
+        } else {
+            namespace
+        };
+        let what = Self::describe(namespace, name);
+        let kv = self
+            .store
+            .get(&Self::key(namespace, name))
+            .await
+            .map_err(|e| store_status(e, &what))?;
+        Self::decode(&kv.ok_or_else(|| status(Reason::NotFound, format!("{what} not found")))?)
+    }
+
+    async fn current(&self, namespace: &str, name: &str) -> Result<(KeyValue, K), Status> {
+        let what = Self::describe(namespace, name);
+        let kv = self
+            .store
+            .get(&Self::key(namespace, name))
+            .await
+            .map_err(|e| store_status(e, &what))?;
+        let kv = kv.ok_or_else(|| status(Reason::NotFound, format!("{what} not found")))?;
+        let obj = Self::decode(&kv)?;
+        Ok((kv, obj))
+    }
+
+    fn check_version(sent: u64, kv: &KeyValue, what: &str) -> Result<(), Status> {
+        if sent != 0 && sent != kv.mod_revision {
+            return Err(store_status(
+                StoreError::Conflict {
+                    key: kv.key.clone(),
+                    expected: sent,
+                    current: kv.mod_revision,
+                },
+                what,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes `next` over `kv` (or deletes it when its last finalizer went away
+    /// during deletion); unchanged objects are not written.
+    async fn write(
+        &self,
+        kv: &KeyValue,
+        current: &K,
+        mut next: K,
+        what: &str,
+    ) -> Result<K, Status> {
+        if next == *current {
+            return Ok(next);
+        }
+        if next.meta().deletion_timestamp.is_some() && next.meta().finalizers.is_empty() {
+            let (revision, _) = self
+                .store
+                .delete(&kv.key, Some(kv.mod_revision))
+                .await
+                .map_err(|e| store_status(e, what))?;
+            next.meta_mut().resource_version = revision;
+            return Ok(next);
+        }
+        let bytes = self.encode(&next)?;
+        let revision = self
+            .store
+            .update(&kv.key, bytes, kv.mod_revision)
+            .await
+            .map_err(|e| store_status(e, what))?;
+        next.meta_mut().resource_version = revision;
+        Ok(next)
+    }
+
+    /// Replaces spec and client-owned metadata (labels, annotations, finalizers, owner
+    /// references). Bumps `generation` when the spec changes.
+    pub async fn update(&self, mut obj: K) -> Result<K, Status> {
+        Self::defaults_and_validate(&mut obj)?;
+        let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        let what = Self::describe(&namespace, &name);
+        let (kv, current) = self.current(&namespace, &name).await?;
+        Self::check_version(obj.meta().resource_version, &kv, &what)?;
+        if !obj.meta().uid.is_empty() && obj.meta().uid != current.meta().uid {
+            return Err(status(
+                Reason::Conflict,
+                format!(
+                    "{what}: uid {} does not match the stored object's {}",
+                    obj.meta().uid,
+                    current.meta().uid
+                ),
+            ));
+        }
+        obj.check_update(&current)?;
+        let mut next = current.clone();
+        next.copy_spec_from(&obj);
+        let sent: &ObjectMeta = obj.meta();
+        let meta = next.meta_mut();
+        meta.labels = sent.labels.clone();
+        meta.annotations = sent.annotations.clone();
+        meta.owner_references = sent.owner_references.clone();
+        if current.meta().deletion_timestamp.is_some() {
+            if let Some(added) = sent
+                .finalizers
+                .iter()
+                .find(|f| !current.meta().finalizers.contains(f))
+            {
+                return Err(status(
+                    Reason::FieldInvalid,
+                    format!(
+                        "metadata.finalizers: cannot add {added:?} while {what} is being deleted"
+                    ),
+                ));
+            }
+        }
+        meta.finalizers = sent.finalizers.clone();
+        if next.spec_bytes() != current.spec_bytes() {
+            next.meta_mut().generation = current.meta().generation + 1;
+        }
+        self.write(&kv, &current, next, &what).await
+    }
+
+    /// Replaces status only. Without a resource_version it retries on conflicts
+    /// (last writer wins); with one it is a compare-and-swap.
+    pub async fn update_status(&self, mut obj: K) -> Result<K, Status> {
+        if K::NAMESPACED && obj.meta().namespace.is_empty() {
+            obj.meta_mut().namespace = "default".into();
+        }
+        let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        let what = Self::describe(&namespace, &name);
+        for _ in 0..16 {
+            let (kv, current) = self.current(&namespace, &name).await?;
+            Self::check_version(obj.meta().resource_version, &kv, &what)?;
+            let mut next = current.clone();
+            next.copy_status_from(&obj);
+            validate(&next).map_err(|errs| status(errs.reason(), errs.to_string()))?;
+            match self.write(&kv, &current, next, &what).await {
+                Err(s) if s.code() == tonic::Code::Aborted && obj.meta().resource_version == 0 => {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+        Err(status(
+            Reason::Conflict,
+            format!("{what} kept changing; try again"),
+        ))
+    }
+
+    /// Deletes an object, or marks it for deletion while finalizers remain.
+    pub async fn delete(&self, request: DeleteRequest) -> Result<K, Status> {
+        let namespace = if K::NAMESPACED && request.namespace.is_empty() {
+            "default".to_string()
+        } else {
+            request.namespace.clone()
+        };
+        let what = Self::describe(&namespace, &request.name);
+        if K::KIND == "Namespace"
+            && hypermesh_api::SYSTEM_NAMESPACES.contains(&request.name.as_str())
+        {
+            return Err(status(
+                Reason::DeleteForbidden,
+                format!(
+                    "namespace {:?} is a system namespace and cannot be deleted",
+                    request.name
+                ),
+            ));
+        }
+        let key = Self::key(&namespace, &request.name);
+        let expected = (request.resource_version != 0).then_some(request.resource_version);
+        if request.propagation_policy == PropagationPolicy::Orphan as i32 {
+            let (_, current) = self.current(&namespace, &request.name).await?;
+            let scope = if K::NAMESPACED {
+                namespace.as_str()
+            } else {
+                ""
+            };
+            object::orphan_dependents(&self.store, &current.meta().uid, scope).await?;
+        }
+        let deletion =
+            object::delete_object(self.store.as_ref(), &key, &what, expected, K::on_delete).await?;
+        let (obj, revision) = match deletion {
+            Deletion::Deleted(obj, rev) | Deletion::Pending(obj, rev) => (obj, rev),
+        };
+        let mut typed = K::decode(obj.encode_to_vec().as_slice())
+            .map_err(|e| status(Reason::InternalError, e.to_string()))?;
+        typed.meta_mut().resource_version = revision;
+        Ok(typed)
+    }
+
+    /// Lists objects matching the request's selectors, one page at a time.
+    pub async fn list(&self, request: ListRequest) -> Result<K::List, Status> {
+        let selectors = Selectors::parse::<K>(&request.label_selector, &request.field_selector)?;
+        let prefix = kind_prefix(Self::info(), &request.namespace);
+        let (mut revision, mut start_after) = if request.continue_token.is_empty() {
+            (0, None)
+        } else {
+            let (rev, key) = decode_continue(&request.continue_token, &prefix)?;
+            (rev, Some(key))
+        };
+        let limit = request.limit as usize;
+        let mut items = Vec::new();
+        loop {
+            let fetch = if limit == 0 {
+                0
+            } else {
+                (limit - items.len()).max(if selectors_empty(&selectors) { 0 } else { 256 })
+            };
+            let page = self
+                .store
+                .list(&prefix, start_after.as_deref(), fetch, revision)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Compacted { .. } => status(Reason::Expired, "the continue token has expired (its snapshot was compacted); list again from the start"),
+                    other => store_status(other, K::PLURAL),
+                })?;
+            revision = page.revision;
+            let count = page.items.len();
+            for (i, kv) in page.items.iter().enumerate() {
+                let obj = Self::decode(kv)?;
+                if selectors.matches(&obj) {
+                    items.push(obj);
+                }
+                if limit != 0 && items.len() == limit {
+                    let more = i + 1 < count || page.more;
+                    let token = if more {
+                        encode_continue(revision, &kv.key)
+                    } else {
+                        String::new()
+                    };
+                    return Ok(K::make_list(items, revision, token));
+                }
+            }
+            if !page.more || count == 0 {
+                return Ok(K::make_list(items, revision, String::new()));
+            }
+            start_after = page.items.last().map(|kv| kv.key.clone());
+        }
+    }
+
+    /// Streams changes after `request.resource_version` (0: current objects as ADDED first).
+    pub async fn watch(&self, request: WatchRequest) -> Result<EventStream<K>, Status> {
+        let selectors = Selectors::parse::<K>(&request.label_selector, &request.field_selector)?;
+        let prefix = kind_prefix(Self::info(), &request.namespace);
+        let (tx, rx) = mpsc::channel(256);
+        let mut after = request.resource_version;
+        let mut initial = Vec::new();
+        if after == 0 {
+            let page = self
+                .store
+                .list(&prefix, None, 0, 0)
+                .await
+                .map_err(|e| store_status(e, K::PLURAL))?;
+            for kv in &page.items {
+                let obj = Self::decode(kv)?;
+                if selectors.matches(&obj) {
+                    initial.push(K::make_event(WatchEventType::Added, obj));
+                }
+            }
+            after = page.revision;
+        }
+        let progress = request
+            .allow_bookmarks
+            .then_some(self.options.bookmark_interval);
+        let mut stream = self
+            .store
+            .watch(&prefix, after, progress)
+            .await
+            .map_err(|e| store_status(e, K::PLURAL))?;
+        let shutdown = self.options.shutdown.clone();
+        tokio::spawn(async move {
+            for event in initial {
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let item = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    item = stream.recv() => item,
+                };
+                let Some(item) = item else { return };
+                let out = match item {
+                    Ok(WatchItem::Event(event)) => match translate::<K>(&selectors, &event) {
+                        Ok(Some(e)) => Ok(e),
+                        Ok(None) => continue,
+                        Err(s) => Err(s),
+                    },
+                    Ok(WatchItem::Progress(revision)) => {
+                        let mut marker = K::default();
+                        marker.meta_mut().resource_version = revision;
+                        Ok(K::make_event(WatchEventType::Bookmark, marker))
+                    }
+                    Err(e) => Err(store_status(e, K::PLURAL)),
+                };
+                let stop = out.is_err();
+                if tx.send(out).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+fn selectors_empty(s: &Selectors) -> bool {
+    s.labels.is_empty() && s.fields.is_empty()
+}
+
+/// Turns a store change into the event a selective watcher sees: objects moving into
+/// the selection are ADDED, out of it DELETED.
+fn translate<K: Resource + Admission>(
+    selectors: &Selectors,
+    event: &crate::store::StoreEvent,
+) -> Result<Option<K::WatchEvent>, Status> {
+    let current = event
+        .current
+        .as_ref()
+        .map(Registry::<K>::decode)
+        .transpose()?;
+    let previous = event
+        .previous
+        .as_ref()
+        .map(Registry::<K>::decode)
+        .transpose()?;
+    let was = previous.as_ref().is_some_and(|p| selectors.matches(p));
+    let out = match (previous, current) {
+        (_, Some(c)) => {
+            let is = selectors.matches(&c);
+            match (was, is) {
+                (true, true) => Some((WatchEventType::Modified, c)),
+                (false, true) => Some((WatchEventType::Added, c)),
+                (true, false) => Some((WatchEventType::Deleted, c)),
+                (false, false) => None,
+            }
+        }
+        (Some(mut p), None) if was => {
+            p.meta_mut().resource_version = event.revision;
+            Some((WatchEventType::Deleted, p))
+        }
+        _ => None,
+    };
+    Ok(out.map(|(kind, obj)| K::make_event(kind, obj)))
+}
+
+/// Creates the system namespaces on first start.
+pub async fn ensure_system_namespaces(registry: &Registry<v1::Namespace>) -> Result<(), Status> {
+    for name in hypermesh_api::SYSTEM_NAMESPACES {
+        let ns = v1::Namespace {
+            metadata: Some(ObjectMeta {
+                name: (*name).to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match registry.create(ns).await {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            Err(s) => return Err(s),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let t = encode_continue(42, "/workloads/default/web");
+        assert_eq!(
+            decode_continue(&t, "/workloads/").unwrap(),
+            (42, "/workloads/default/web".to_string())
+        );
+        assert!(decode_continue(&t, "/nodes/").is_err());
+        assert!(decode_continue("garbage", "/").is_err());
+        assert!(decode_continue("v1.x.00", "/").is_err());
+    }
+
+    #[test]
+    fn uids_look_like_uuids() {
+        let u = uid();
+        assert_eq!(u.len(), 36);
+        assert_ne!(u, uid());
+    }
+}
