@@ -91,10 +91,10 @@ impl Index {
         if self.key_of_uid.get(&entry.uid).is_some_and(|k| k == key) {
             self.key_of_uid.remove(&entry.uid);
         }
-        if let Some(ns) = namespace_of_key(key) {
-            if let Some(members) = self.namespace_members.get_mut(ns) {
-                members.remove(key);
-            }
+        if let Some(members) =
+            namespace_of_key(key).and_then(|ns| self.namespace_members.get_mut(ns))
+        {
+            members.remove(key);
         }
         self.pending_deletes.remove(key);
         Some(entry)
@@ -223,10 +223,10 @@ impl GarbageCollector {
                 let Some(entry) = self.index.remove(key) else {
                     return Ok(());
                 };
-                if kind_of_key(key).is_some_and(|k| k.kind == "Namespace") {
-                    if let Some(name) = key.rsplit('/').next() {
-                        self.index.terminating.remove(name);
-                    }
+                if kind_of_key(key).is_some_and(|k| k.kind == "Namespace")
+                    && let Some(name) = key.rsplit('/').next()
+                {
+                    self.index.terminating.remove(name);
                 }
                 let dependents: Vec<String> = self
                     .index

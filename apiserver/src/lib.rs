@@ -8,11 +8,13 @@
 //! - [`admission`]: per-kind defaults, immutable fields and deletion hooks.
 //! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
 //! - `service`: the gRPC services, one generic implementation for every kind.
+//! - [`metrics`]: Prometheus metrics on `/metrics`.
 //! - [`gc`]: garbage collection (owner references) and namespace deletion.
 //! - [`server`]: [`Config`] and [`serve`], wiring it together with health and reflection.
 
 pub mod admission;
 pub mod gc;
+pub mod metrics;
 pub mod object;
 pub mod registry;
 pub mod server;

@@ -20,6 +20,10 @@ struct Args {
     #[arg(long, env = "HM_LISTEN", default_value = "127.0.0.1:7443")]
     listen: SocketAddr,
 
+    /// Address for Prometheus `/metrics` and `/healthz` over HTTP (off when unset).
+    #[arg(long, env = "HM_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+
     /// Directory of the embedded store (created if missing).
     #[arg(
         long,
@@ -73,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
     config.store.retain_revisions = args.history_revisions;
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
+    config.metrics_addr = args.metrics_addr;
 
     let server = hypermesh_apiserver::ApiServer::open(config, shutdown)
         .await

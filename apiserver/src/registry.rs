@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::admission::Admission;
+use crate::metrics::Metrics;
 use crate::object::{self, Deletion, StoredObject, kind_prefix, object_key, store_status};
 use crate::store::{KeyValue, Store, StoreError, WatchItem};
 
@@ -31,6 +32,8 @@ pub struct RegistryOptions {
     pub bookmark_interval: Duration,
     /// Cancelled when the server shuts down: open watches end.
     pub shutdown: CancellationToken,
+    /// Where request and watch metrics go.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for RegistryOptions {
@@ -39,6 +42,7 @@ impl Default for RegistryOptions {
             max_object_bytes: 1536 * 1024,
             bookmark_interval: Duration::from_secs(10),
             shutdown: CancellationToken::new(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -82,7 +86,7 @@ fn hex_encode(bytes: &[u8]) -> String {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -142,6 +146,11 @@ impl<K: Resource + Admission> Registry<K> {
             options,
             kind: PhantomData,
         }
+    }
+
+    /// The metrics requests are recorded in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.options.metrics
     }
 
     fn info() -> &'static hypermesh_api::resource::KindInfo {
@@ -348,19 +357,16 @@ impl<K: Resource + Admission> Registry<K> {
         meta.labels = sent.labels.clone();
         meta.annotations = sent.annotations.clone();
         meta.owner_references = sent.owner_references.clone();
-        if current.meta().deletion_timestamp.is_some() {
-            if let Some(added) = sent
+        if current.meta().deletion_timestamp.is_some()
+            && let Some(added) = sent
                 .finalizers
                 .iter()
                 .find(|f| !current.meta().finalizers.contains(f))
-            {
-                return Err(status(
-                    Reason::FieldInvalid,
-                    format!(
-                        "metadata.finalizers: cannot add {added:?} while {what} is being deleted"
-                    ),
-                ));
-            }
+        {
+            return Err(status(
+                Reason::FieldInvalid,
+                format!("metadata.finalizers: cannot add {added:?} while {what} is being deleted"),
+            ));
         }
         meta.finalizers = sent.finalizers.clone();
         if next.spec_bytes() != current.spec_bytes() {
@@ -517,7 +523,9 @@ impl<K: Resource + Admission> Registry<K> {
             .await
             .map_err(|e| store_status(e, K::PLURAL))?;
         let shutdown = self.options.shutdown.clone();
+        let open_watch = self.options.metrics.watch_opened(K::KIND);
         tokio::spawn(async move {
+            let _open_watch = open_watch;
             for event in initial {
                 if tx.send(Ok(event)).await.is_err() {
                     return;

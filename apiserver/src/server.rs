@@ -2,6 +2,7 @@
 //! collector and serves every kind's service plus gRPC health and reflection until
 //! `shutdown`, then drains for a grace period.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tonic::transport::Server;
 use tracing::{info, warn};
 
 use crate::gc::GarbageCollector;
+use crate::metrics;
 use crate::registry::{Registry, RegistryOptions, ensure_system_namespaces};
 use crate::store::redb::{RedbOptions, RedbStore};
 use crate::store::{Store, StoreError};
@@ -35,6 +37,8 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Where to serve `/metrics` and `/healthz` over HTTP; `None` disables them.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -47,6 +51,7 @@ impl Config {
             max_object_bytes: registry.max_object_bytes,
             bookmark_interval: registry.bookmark_interval,
             shutdown_grace: Duration::from_secs(5),
+            metrics_addr: None,
         }
     }
 }
@@ -72,6 +77,15 @@ pub enum ServerError {
     /// gRPC reflection could not load the API descriptors.
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The metrics address could not be bound.
+    #[error("cannot listen for metrics on {address}: {source}")]
+    MetricsListen {
+        /// The address.
+        address: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -128,6 +142,7 @@ impl ApiServer {
             max_object_bytes: config.max_object_bytes,
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.child_token(),
+            metrics: Arc::default(),
         });
         let namespaces: Registry<v1::Namespace> = Registry::new(store.clone(), options.clone());
         ensure_system_namespaces(&namespaces)
@@ -155,6 +170,18 @@ impl ApiServer {
             };
         }
         let namespaces: Registry<v1::Namespace> = reg!();
+        if let Some(address) = config.metrics_addr {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|source| ServerError::MetricsListen { address, source })?;
+            info!(address = ?listener.local_addr().ok(), "serving /metrics");
+            tokio::spawn(metrics::serve_metrics(
+                listener,
+                options.metrics.clone(),
+                store.clone(),
+                shutdown.child_token(),
+            ));
+        }
         let gc_shutdown = shutdown.child_token();
         let gc = tokio::spawn(GarbageCollector::new(store.clone()).run(gc_shutdown.clone()));
 

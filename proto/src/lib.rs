@@ -10,7 +10,7 @@
 //!   server (admission) and clients.
 //! - [`manifest`]: YAML manifests ⇄ objects.
 //! - [`reason`]: stable error reasons carried on gRPC statuses.
-//! - [`time`]: timestamps.
+//! - [`time`]: timestamps and ages.
 
 pub mod client;
 pub mod manifest;

@@ -81,7 +81,7 @@ impl Quantity {
 
     /// True when this is a whole number of units.
     pub fn is_whole(self) -> bool {
-        self.millis % 1000 == 0
+        self.millis.is_multiple_of(1000)
     }
 
     /// `self + other`, saturating.
@@ -175,7 +175,7 @@ impl fmt::Display for Quantity {
                 ("Mi", 1 << 20),
                 ("Ki", 1 << 10),
             ] {
-                if units % mul == 0 {
+                if units.is_multiple_of(mul) {
                     return write!(f, "{}{suffix}", units / mul);
                 }
             }

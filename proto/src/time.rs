@@ -41,7 +41,7 @@ pub fn age(t: Option<&Timestamp>) -> String {
 pub fn format_duration_short(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs}s"),
-        60..600 if secs % 60 != 0 => format!("{}m{}s", secs / 60, secs % 60),
+        60..600 if !secs.is_multiple_of(60) => format!("{}m{}s", secs / 60, secs % 60),
         60..3600 => format!("{}m", secs / 60),
         3600..86_400 => format!("{}h", secs / 3600),
         _ if (secs % 86_400) / 3600 != 0 && secs < 8 * 86_400 => {

@@ -349,7 +349,7 @@ fn validate_placement(errs: &mut FieldErrors, path: &str, p: PlacementRef<'_>) {
         }
         match &v.source {
             None => errs.push(
-                format!("{vp}"),
+                vp.clone(),
                 Reason::FieldRequired,
                 "set one of emptyDir, hostPath or secret",
             ),
@@ -675,16 +675,18 @@ impl Validate for v1::Workload {
                 );
             }
         }
-        if let Some(g) = &spec.gang {
-            if g.min_available < 1 || g.min_available > spec.replicas.max(1) {
-                errs.invalid(
-                    "spec.gang.minAvailable",
-                    format!(
-                        "{} must be between 1 and spec.replicas ({})",
-                        g.min_available, spec.replicas
-                    ),
-                );
-            }
+        if let Some(g) = spec
+            .gang
+            .as_ref()
+            .filter(|g| g.min_available < 1 || g.min_available > spec.replicas.max(1))
+        {
+            errs.invalid(
+                "spec.gang.minAvailable",
+                format!(
+                    "{} must be between 1 and spec.replicas ({})",
+                    g.min_available, spec.replicas
+                ),
+            );
         }
     }
 }
@@ -767,10 +769,12 @@ impl Validate for v1::Secret {
 
 impl Validate for v1::Lease {
     fn validate_kind(&self, errs: &mut FieldErrors) {
-        if let Some(spec) = &self.spec {
-            if spec.lease_duration_seconds < 0 {
-                errs.invalid("spec.leaseDurationSeconds", "must not be negative");
-            }
+        if self
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.lease_duration_seconds < 0)
+        {
+            errs.invalid("spec.leaseDurationSeconds", "must not be negative");
         }
     }
 }

@@ -1,0 +1,220 @@
+//! Prometheus metrics: request counts and latencies per kind and verb, open watches,
+//! and the store revision, served as text on `GET /metrics` (with `GET /healthz`).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::store::Store;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    kind: &'static str,
+    verb: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    kind: &'static str,
+    verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// The apiserver's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram>,
+    watches: Family<KindLabels, Gauge>,
+    revision: Gauge<u64, AtomicU64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("hypermesh_apiserver");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "gRPC requests by kind, verb and status code",
+            requests.clone(),
+        );
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "gRPC request latency by kind and verb (Watch: time to open)",
+            latency.clone(),
+        );
+        let watches = Family::<KindLabels, Gauge>::default();
+        registry.register("watches", "open watch streams by kind", watches.clone());
+        let revision = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "store_revision",
+            "revision of the last committed write",
+            revision.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            watches,
+            revision,
+        }
+    }
+}
+
+/// Measures one request from creation to [`RequestTimer::finish`].
+#[derive(Debug)]
+pub struct RequestTimer<'a> {
+    metrics: &'a Metrics,
+    kind: &'static str,
+    verb: &'static str,
+    started: Instant,
+}
+
+impl RequestTimer<'_> {
+    /// Records the outcome and returns it unchanged.
+    pub fn finish<T>(self, result: Result<T, tonic::Status>) -> Result<T, tonic::Status> {
+        let code = match &result {
+            Ok(_) => "OK".to_string(),
+            Err(s) => format!("{:?}", s.code()),
+        };
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                kind: self.kind,
+                verb: self.verb,
+                code,
+            })
+            .inc();
+        self.metrics
+            .latency
+            .get_or_create(&LatencyLabels {
+                kind: self.kind,
+                verb: self.verb,
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+impl Metrics {
+    /// Starts timing a request.
+    pub fn request(&self, kind: &'static str, verb: &'static str) -> RequestTimer<'_> {
+        RequestTimer {
+            metrics: self,
+            kind,
+            verb,
+            started: Instant::now(),
+        }
+    }
+
+    /// Counts an open watch until the guard drops.
+    pub fn watch_opened(self: &Arc<Self>, kind: &'static str) -> WatchGuard {
+        self.watches.get_or_create(&KindLabels { kind }).inc();
+        WatchGuard {
+            metrics: self.clone(),
+            kind,
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self, store: &dyn Store) -> String {
+        self.revision.set(store.current_revision());
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+/// Decrements the open-watch gauge when dropped.
+#[derive(Debug)]
+pub struct WatchGuard {
+    metrics: Arc<Metrics>,
+    kind: &'static str,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.metrics
+            .watches
+            .get_or_create(&KindLabels { kind: self.kind })
+            .dec();
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let (metrics, store) = (metrics.clone(), store.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let response = match request.uri().path() {
+                    "/metrics" => Response::builder()
+                        .header(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )
+                        .body(Full::new(Bytes::from(metrics.encode(store.as_ref())))),
+                    "/healthz" => Response::builder().body(Full::new(Bytes::from_static(b"ok\n"))),
+                    _ => Response::builder()
+                        .status(StatusCode::NOT_FOUND)
+                        .body(Full::new(Bytes::from_static(b"try /metrics or /healthz\n"))),
+                };
+                async move { response }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%peer, error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
