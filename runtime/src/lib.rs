@@ -1,6 +1,12 @@
 //! The one watch → cache → reconcile machinery shared by the scheduler, agent, proxy
-//! and controllers: a watcher that resumes from a resource version and re-lists on
-//! `OUT_OF_RANGE`, a reflector cache, a work queue with back-off, and leader election.
+//! and controllers, so nobody writes their own watch loop.
 //!
-//! Empty until the first consumer (the scheduler, issue 4) lands: nothing here
-//! pretends to work before then.
+//! # Layout
+//! - [`watcher`]: a list-then-watch stream that resumes from the last resource
+//!   version and re-lists when the server says it is too old (`OUT_OF_RANGE`).
+//! - [`reflector`]: an in-memory cache of one kind kept current by a watcher.
+//! - [`queue`]: a de-duplicating work queue with per-key exponential back-off.
+
+pub mod queue;
+pub mod reflector;
+pub mod watcher;
