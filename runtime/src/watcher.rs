@@ -55,7 +55,7 @@ enum State<K: Resource> {
     },
     Watching {
         resource_version: u64,
-        stream: Streaming<K::WatchEvent>,
+        stream: Box<Streaming<K::WatchEvent>>,
     },
 }
 
@@ -119,7 +119,7 @@ async fn step<K: Resource>(
                     None,
                     State::Watching {
                         resource_version,
-                        stream,
+                        stream: Box::new(stream),
                     },
                     backoff,
                 ),
