@@ -1,6 +1,6 @@
 //! The watcher against a real apiserver: first a full listing, then live changes, and
-#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test
 //! a re-list when its resume version has been compacted away.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test
 
 use std::time::Duration;
 
