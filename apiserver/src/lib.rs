@@ -7,12 +7,14 @@
 //!   optimistic concurrency, finalizers, selectors, pagination, watch).
 //! - [`admission`]: per-kind defaults, immutable fields and deletion hooks.
 //! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
+//! - `bind`: `InstanceService.Bind`.
 //! - `service`: the gRPC services, one generic implementation for every kind.
 //! - [`metrics`]: Prometheus metrics on `/metrics`.
 //! - [`gc`]: garbage collection (owner references) and namespace deletion.
 //! - [`server`]: [`Config`] and [`serve`], wiring it together with health and reflection.
 
 pub mod admission;
+mod bind;
 pub mod gc;
 pub mod metrics;
 pub mod object;

@@ -148,6 +148,11 @@ impl<K: Resource + Admission> Registry<K> {
         }
     }
 
+    /// The store objects live in.
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
     /// The metrics requests are recorded in.
     pub fn metrics(&self) -> &Metrics {
         &self.options.metrics
@@ -162,7 +167,7 @@ impl<K: Resource + Admission> Registry<K> {
     }
 
     /// `workloads "web"` (with ` in namespace "default"`), for messages.
-    fn describe(namespace: &str, name: &str) -> String {
+    pub(crate) fn describe(namespace: &str, name: &str) -> String {
         if K::NAMESPACED {
             format!("{} {name:?} in namespace {namespace:?}", K::PLURAL)
         } else {
@@ -274,7 +279,11 @@ impl<K: Resource + Admission> Registry<K> {
         Self::decode(&kv.ok_or_else(|| status(Reason::NotFound, format!("{what} not found")))?)
     }
 
-    async fn current(&self, namespace: &str, name: &str) -> Result<(KeyValue, K), Status> {
+    pub(crate) async fn current(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(KeyValue, K), Status> {
         let what = Self::describe(namespace, name);
         let kv = self
             .store
@@ -286,7 +295,7 @@ impl<K: Resource + Admission> Registry<K> {
         Ok((kv, obj))
     }
 
-    fn check_version(sent: u64, kv: &KeyValue, what: &str) -> Result<(), Status> {
+    pub(crate) fn check_version(sent: u64, kv: &KeyValue, what: &str) -> Result<(), Status> {
         if sent != 0 && sent != kv.mod_revision {
             return Err(store_status(
                 StoreError::Conflict {
@@ -302,7 +311,7 @@ impl<K: Resource + Admission> Registry<K> {
 
     /// Writes `next` over `kv` (or deletes it when its last finalizer went away
     /// during deletion); unchanged objects are not written.
-    async fn write(
+    pub(crate) async fn write(
         &self,
         kv: &KeyValue,
         current: &K,

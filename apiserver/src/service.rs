@@ -1,5 +1,6 @@
 //! The gRPC services: every `<Kind>Service` is implemented once, generically, by
-//! forwarding to that kind's [`Registry`].
+//! forwarding to that kind's [`Registry`] and recording the request in metrics.
+//! Kind-specific calls (e.g. `InstanceService.Bind`) are added per kind.
 
 use hypermesh_api::v1::{self, DeleteRequest, GetRequest, ListRequest, WatchRequest};
 use tonic::{Request, Response, Status};
@@ -7,65 +8,48 @@ use tonic::{Request, Response, Status};
 use crate::registry::{EventStream, Registry};
 
 macro_rules! kind_service {
-    ($ty:ident, $module:ident, $service:ident) => {
+    ($ty:ident, $module:ident, $service:ident $(, { $($extra:tt)* })?) => {
         #[tonic::async_trait]
         impl v1::$module::$service for Registry<v1::$ty> {
             async fn create(&self, request: Request<v1::$ty>) -> Result<Response<v1::$ty>, Status> {
-                Registry::create(self, request.into_inner())
-                    .await
-                    .map(Response::new)
+                let timer = self.metrics().request(stringify!($ty), "Create");
+                timer.finish(Registry::create(self, request.into_inner()).await).map(Response::new)
             }
 
             async fn get(&self, request: Request<GetRequest>) -> Result<Response<v1::$ty>, Status> {
+                let timer = self.metrics().request(stringify!($ty), "Get");
                 let request = request.into_inner();
-                Registry::get(self, &request.namespace, &request.name)
-                    .await
-                    .map(Response::new)
+                timer.finish(Registry::get(self, &request.namespace, &request.name).await).map(Response::new)
             }
 
-            async fn list(
-                &self,
-                request: Request<ListRequest>,
-            ) -> Result<Response<<v1::$ty as hypermesh_api::Resource>::List>, Status> {
-                Registry::list(self, request.into_inner())
-                    .await
-                    .map(Response::new)
+            async fn list(&self, request: Request<ListRequest>) -> Result<Response<<v1::$ty as hypermesh_api::Resource>::List>, Status> {
+                let timer = self.metrics().request(stringify!($ty), "List");
+                timer.finish(Registry::list(self, request.into_inner()).await).map(Response::new)
             }
 
             async fn update(&self, request: Request<v1::$ty>) -> Result<Response<v1::$ty>, Status> {
-                Registry::update(self, request.into_inner())
-                    .await
-                    .map(Response::new)
+                let timer = self.metrics().request(stringify!($ty), "Update");
+                timer.finish(Registry::update(self, request.into_inner()).await).map(Response::new)
             }
 
-            async fn update_status(
-                &self,
-                request: Request<v1::$ty>,
-            ) -> Result<Response<v1::$ty>, Status> {
-                Registry::update_status(self, request.into_inner())
-                    .await
-                    .map(Response::new)
+            async fn update_status(&self, request: Request<v1::$ty>) -> Result<Response<v1::$ty>, Status> {
+                let timer = self.metrics().request(stringify!($ty), "UpdateStatus");
+                timer.finish(Registry::update_status(self, request.into_inner()).await).map(Response::new)
             }
 
-            async fn delete(
-                &self,
-                request: Request<DeleteRequest>,
-            ) -> Result<Response<v1::$ty>, Status> {
-                Registry::delete(self, request.into_inner())
-                    .await
-                    .map(Response::new)
+            async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<v1::$ty>, Status> {
+                let timer = self.metrics().request(stringify!($ty), "Delete");
+                timer.finish(Registry::delete(self, request.into_inner()).await).map(Response::new)
             }
 
             type WatchStream = EventStream<v1::$ty>;
 
-            async fn watch(
-                &self,
-                request: Request<WatchRequest>,
-            ) -> Result<Response<Self::WatchStream>, Status> {
-                Registry::watch(self, request.into_inner())
-                    .await
-                    .map(Response::new)
+            async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+                let timer = self.metrics().request(stringify!($ty), "Watch");
+                timer.finish(Registry::watch(self, request.into_inner()).await).map(Response::new)
             }
+
+            $($($extra)*)?
         }
     };
 }
@@ -74,8 +58,18 @@ kind_service!(Namespace, namespace_service_server, NamespaceService);
 kind_service!(Node, node_service_server, NodeService);
 kind_service!(Asset, asset_service_server, AssetService);
 kind_service!(Workload, workload_service_server, WorkloadService);
-kind_service!(Instance, instance_service_server, InstanceService);
 kind_service!(Route, route_service_server, RouteService);
 kind_service!(Secret, secret_service_server, SecretService);
 kind_service!(Lease, lease_service_server, LeaseService);
 kind_service!(Event, event_service_server, EventService);
+kind_service!(Instance, instance_service_server, InstanceService, {
+    async fn bind(
+        &self,
+        request: Request<v1::BindRequest>,
+    ) -> Result<Response<v1::Instance>, Status> {
+        let timer = self.metrics().request("Instance", "Bind");
+        timer
+            .finish(Registry::bind(self, request.into_inner()).await)
+            .map(Response::new)
+    }
+});

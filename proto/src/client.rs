@@ -166,6 +166,15 @@ impl<K: Resource> Api<K> {
         self.unary("Delete", request).await
     }
 
+    /// Calls a kind-specific unary method of this kind's service (e.g. `Bind`).
+    pub async fn call<Req, Resp>(&self, method: &str, request: Req) -> Result<Resp, Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        self.unary(method, request).await
+    }
+
     /// Streams change events after `request.resource_version`.
     pub async fn watch(&self, request: WatchRequest) -> Result<Streaming<K::WatchEvent>, Status> {
         let mut grpc = self.grpc.clone();
@@ -176,5 +185,15 @@ impl<K: Resource> Api<K> {
         grpc.server_streaming(Request::new(request), Self::path("Watch"), codec)
             .await
             .map(tonic::Response::into_inner)
+    }
+}
+
+impl Api<crate::v1::Instance> {
+    /// Binds an unbound Instance to `node_name`.
+    pub async fn bind(
+        &self,
+        request: crate::v1::BindRequest,
+    ) -> Result<crate::v1::Instance, Status> {
+        self.unary("Bind", request).await
     }
 }

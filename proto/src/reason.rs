@@ -67,6 +67,10 @@ reasons! {
     Conflict => Aborted,
     /// The namespace is being deleted; nothing new can be created in it.
     NamespaceTerminating => FailedPrecondition,
+    /// The Instance is already bound to a node.
+    AlreadyBound => FailedPrecondition,
+    /// The node named in a binding does not exist or is being deleted.
+    NodeNotFound => NotFound,
     /// The object cannot be deleted (e.g. a system namespace).
     DeleteForbidden => FailedPrecondition,
     /// The requested revision has been compacted away; list again and watch from the new revision.

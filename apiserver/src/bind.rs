@@ -1,0 +1,90 @@
+//! `InstanceService.Bind`: the scheduler's one write. A compare-and-swap on the
+//! Instance that sets `spec.nodeName`, phase SCHEDULED and the Scheduled condition,
+//! refused when the Instance is bound already or the node is missing.
+
+use hypermesh_api::reason::{Reason, status};
+use hypermesh_api::resource::Resource;
+use hypermesh_api::v1::{self, BindRequest, Condition};
+use tonic::Status;
+
+use crate::object::{StoredObject, store_status};
+use crate::registry::Registry;
+
+impl Registry<v1::Instance> {
+    /// Binds an unbound Instance to a node.
+    pub async fn bind(&self, request: BindRequest) -> Result<v1::Instance, Status> {
+        let namespace = if request.namespace.is_empty() {
+            "default".to_string()
+        } else {
+            request.namespace.clone()
+        };
+        if let Some(problem) = hypermesh_api::validation::dns_subdomain_problem(&request.node_name)
+        {
+            return Err(status(
+                Reason::FieldInvalid,
+                format!("node_name: {problem}"),
+            ));
+        }
+        let node_key = format!("/nodes/{}", request.node_name);
+        let node = self
+            .store()
+            .get(&node_key)
+            .await
+            .map_err(|e| store_status(e, &node_key))?;
+        let node_missing = match node {
+            None => true,
+            Some(kv) => StoredObject::decode_kv(&kv)?
+                .meta()
+                .deletion_timestamp
+                .is_some(),
+        };
+        if node_missing {
+            return Err(status(
+                Reason::NodeNotFound,
+                format!(
+                    "node {:?} does not exist (or is being deleted)",
+                    request.node_name
+                ),
+            ));
+        }
+        let what = Self::describe(&namespace, &request.name);
+        let (kv, current) = self.current(&namespace, &request.name).await?;
+        Self::check_version(request.resource_version, &kv, &what)?;
+        if current.meta().deletion_timestamp.is_some() {
+            return Err(status(
+                Reason::FieldInvalid,
+                format!("{what} is being deleted and cannot be bound"),
+            ));
+        }
+        let bound_to = current
+            .spec
+            .as_ref()
+            .map(|s| s.node_name.as_str())
+            .unwrap_or_default();
+        if !bound_to.is_empty() {
+            return Err(status(
+                Reason::AlreadyBound,
+                format!("{what} is already bound to node {bound_to:?}"),
+            ));
+        }
+        let mut next = current.clone();
+        next.spec.get_or_insert_with(Default::default).node_name = request.node_name.clone();
+        next.meta_mut().generation = current.meta().generation + 1;
+        let now = hypermesh_api::time::now();
+        let status_ = next.status.get_or_insert_with(Default::default);
+        if status_.phase == v1::InstancePhase::Pending as i32
+            || status_.phase == v1::InstancePhase::Unspecified as i32
+        {
+            status_.phase = v1::InstancePhase::Scheduled as i32;
+        }
+        status_.conditions.retain(|c| c.r#type != "Scheduled");
+        status_.conditions.push(Condition {
+            r#type: "Scheduled".into(),
+            status: "True".into(),
+            reason: "Bound".into(),
+            message: format!("bound to {}", request.node_name),
+            last_transition_time: Some(now),
+        });
+        self.write(&kv, &current, next, &what).await
+    }
+}
