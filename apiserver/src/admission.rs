@@ -101,7 +101,14 @@ impl Admission for v1::Instance {
         if node(old).is_empty() {
             return Ok(());
         }
-        immutable("spec.nodeName", &node(old), &node(self))
+        let assets = |i: &v1::Instance| {
+            i.spec
+                .as_ref()
+                .map(|s| s.assigned_assets.join(","))
+                .unwrap_or_default()
+        };
+        immutable("spec.nodeName", &node(old), &node(self))?;
+        immutable("spec.assignedAssets", &assets(old), &assets(self))
     }
 }
 

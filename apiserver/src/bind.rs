@@ -68,7 +68,9 @@ impl Registry<v1::Instance> {
             ));
         }
         let mut next = current.clone();
-        next.spec.get_or_insert_with(Default::default).node_name = request.node_name.clone();
+        let spec = next.spec.get_or_insert_with(Default::default);
+        spec.node_name = request.node_name.clone();
+        spec.assigned_assets = request.assigned_assets.clone();
         next.meta_mut().generation = current.meta().generation + 1;
         let now = hypermesh_api::time::now();
         let status_ = next.status.get_or_insert_with(Default::default);
