@@ -1,0 +1,247 @@
+//! The command line: every `hmctl` command, flag and its help text (clap derive).
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// hmctl controls a HyperMesh cluster: apply manifests, list, describe and delete objects.
+///
+/// The apiserver is taken from --server, else the HYPERMESH_SERVER environment variable,
+/// else `server:` in ~/.hypermesh/config.yaml, else http://127.0.0.1:7443.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hmctl",
+    version,
+    propagate_version = true,
+    after_help = "Examples:\n  \
+        hmctl apply -f examples/           apply every manifest in a directory\n  \
+        hmctl get workloads -o wide        list workloads with extra columns\n  \
+        hmctl get inst -l app=web -w       watch the instances of app=web\n  \
+        hmctl describe node host-1         show a node, its conditions and events\n  \
+        hmctl delete wl web --wait         delete a workload and wait until it is gone\n  \
+        hmctl api-resources                list kinds and their short names"
+)]
+pub struct Cli {
+    /// Apiserver URL, e.g. http://127.0.0.1:7443 [env: HYPERMESH_SERVER]
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+
+    /// Namespace for namespaced kinds (default: "default")
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One `hmctl` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update objects from YAML/JSON manifests (files, directories or stdin)
+    #[command(
+        after_help = "Every document is parsed before anything is sent: one bad \
+        document and nothing is applied.\nNamespaces are applied first.\n\nExamples:\n  \
+        hmctl apply -f web.yaml\n  hmctl apply -f manifests/ -f extra.yaml\n  \
+        cat web.yaml | hmctl apply -f -"
+    )]
+    Apply(ApplyArgs),
+    /// List objects of one kind, or show some by name
+    #[command(after_help = "KIND is a kind name, its plural or a short name \
+        (workload, workloads, wl); see `hmctl api-resources`.\n\nExamples:\n  \
+        hmctl get wl\n  hmctl get wl web -o yaml\n  hmctl get inst -A -o wide\n  \
+        hmctl get inst --field-selector status.phase=RUNNING\n  hmctl get wl -w")]
+    Get(GetArgs),
+    /// Show one or more objects in detail, with their conditions and events
+    Describe(DescribeArgs),
+    /// Delete objects by name, by label selector, or those named in manifests
+    #[command(after_help = "Examples:\n  hmctl delete wl web\n  \
+        hmctl delete -f web.yaml --wait\n  hmctl delete inst -l app=web")]
+    Delete(DeleteArgs),
+    /// List the kinds of the API with their short names
+    ApiResources,
+    /// Print the client version and whether the apiserver answers
+    Version(VersionArgs),
+    /// Show or change ~/.hypermesh/config.yaml
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `hmctl apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Manifest file, directory (recursive: *.yaml, *.yml, *.json) or - for stdin; repeatable
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<String>,
+}
+
+/// Output formats of `hmctl get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The table with extra columns.
+    Wide,
+    /// Manifests (several objects: one YAML document each).
+    Yaml,
+    /// Canonical JSON (several objects: a List).
+    Json,
+    /// kind.hypermesh.io/name per line.
+    Name,
+}
+
+/// `hmctl get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Kind: name, plural or short name (see `hmctl api-resources`); KIND/NAME also works
+    #[arg(value_name = "KIND")]
+    pub kind: String,
+
+    /// Names of the objects to show (default: all)
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Output format (default: table)
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+
+    /// Label selector, e.g. app=web,tier!=db,env in (a,b)
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Field selector, e.g. status.phase=RUNNING,spec.nodeName=host-1
+    #[arg(long, value_name = "SELECTOR")]
+    pub field_selector: Option<String>,
+
+    /// List across all namespaces
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// After listing, keep printing objects as they change
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+
+    /// Fetch lists in pages of this many objects (0: one request)
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub chunk_size: u32,
+}
+
+/// `hmctl describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// Kind: name, plural or short name; KIND/NAME also works
+    #[arg(value_name = "KIND")]
+    pub kind: String,
+
+    /// Names of the objects (default: all that match the selector)
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Label selector, when no names are given
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Describe objects in every namespace, when no names are given
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+/// `hmctl delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Kind: name, plural or short name; KIND/NAME also works
+    #[arg(value_name = "KIND", required_unless_present = "files")]
+    pub kind: Option<String>,
+
+    /// Names of the objects to delete
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Delete the objects named in these manifests (file, directory or -); repeatable
+    #[arg(short = 'f', long = "filename", value_name = "FILE", conflicts_with_all = ["kind", "selector", "all"])]
+    pub files: Vec<String>,
+
+    /// Delete every object matching this label selector
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Delete every object of the kind in the namespace
+    #[arg(long)]
+    pub all: bool,
+
+    /// Wait until the objects are gone (finalizers done)
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long --wait waits, e.g. 30s, 2m, 500ms
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+
+    /// Treat objects that do not exist as deleted
+    #[arg(long)]
+    pub ignore_not_found: bool,
+}
+
+/// `hmctl version`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Only print the client version; do not contact the apiserver
+    #[arg(long)]
+    pub client: bool,
+}
+
+/// `hmctl config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the config file and the server hmctl would use (and why)
+    View,
+    /// Store the apiserver URL in the config file
+    SetServer {
+        /// e.g. http://10.0.0.5:7443
+        #[arg(value_name = "URL")]
+        url: String,
+    },
+}
+
+/// Parses `90s`, `2m`, `1h`, `500ms` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: use e.g. 30s, 2m, 500ms"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! `hmctl describe` against a real `hm-apiserver` process: metadata, spec, status,
+//! conditions and the Events recorded about the object (and only those).
+
+mod hmctl_support;
+
+use hmctl_support::{Hmctl, web_workload};
+use hypermesh_api::Api;
+use hypermesh_api::time::now;
+use hypermesh_api::v1::{self, Event, ObjectMeta, ObjectReference, Workload};
+use hypermesh_tests::ApiServerProcess;
+
+fn event(name: &str, about: &str, reason: &str, message: &str) -> Event {
+    Event {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        spec: Some(v1::EventSpec {
+            involved_object: Some(ObjectReference {
+                kind: "Workload".into(),
+                namespace: "default".into(),
+                name: about.into(),
+                uid: String::new(),
+            }),
+            reason: reason.into(),
+            message: message.into(),
+            r#type: "Normal".into(),
+            source: "hmctl-test".into(),
+            count: 1,
+            first_timestamp: Some(now()),
+            last_timestamp: Some(now()),
+        }),
+        status: None,
+    }
+}
+
+#[tokio::test]
+async fn hmctl_describe_shows_metadata_spec_status_conditions_and_events() {
+    let server = ApiServerProcess::start().await.expect("apiserver");
+    let hmctl = Hmctl::new(server.url());
+    let channel = server.channel().await.expect("channel");
+    hmctl
+        .run_with_stdin(&["apply", "-f", "-"], &web_workload("web", 3))
+        .await
+        .ok();
+    hmctl
+        .run_with_stdin(&["apply", "-f", "-"], &web_workload("other", 1))
+        .await
+        .ok();
+
+    // Before any events or status.
+    let out = hmctl.run(&["describe", "workload", "web"]).await.ok();
+    assert!(
+        out.stdout
+            .starts_with("Name:             web\nNamespace:        default\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Labels:           app=web\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("\nSpec:\n  replicas: 3\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("\nStatus:           <none>\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.ends_with("Events:           <none>\n"),
+        "{}",
+        out.stdout
+    );
+
+    // A status with a condition, and events about web and about another workload.
+    let workloads = Api::<Workload>::new(channel.clone());
+    let mut web = workloads.get("default", "web").await.expect("web");
+    web.status = Some(v1::WorkloadStatus {
+        replicas: 3,
+        ready_replicas: 1,
+        conditions: vec![v1::Condition {
+            r#type: "Available".into(),
+            status: "False".into(),
+            reason: "MinimumReplicasUnavailable".into(),
+            message: "1 of 3 ready".into(),
+            last_transition_time: Some(now()),
+        }],
+        ..Default::default()
+    });
+    workloads.update_status(&web).await.expect("status");
+    let events = Api::<Event>::new(channel);
+    events
+        .create(&event(
+            "web.1",
+            "web",
+            "ScalingUp",
+            "created instance web-x1",
+        ))
+        .await
+        .expect("event about web");
+    events
+        .create(&event(
+            "other.1",
+            "other",
+            "ScalingUp",
+            "created instance other-y",
+        ))
+        .await
+        .expect("event about other");
+
+    let out = hmctl.run(&["describe", "wl", "web"]).await.ok();
+    let text = &out.stdout;
+    assert!(
+        text.contains("\nStatus:\n  replicas: 3\n  readyReplicas: 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nConditions:\n  TYPE        STATUS   REASON                       MESSAGE        LAST TRANSITION\n"), "{text}");
+    assert!(
+        text.contains("  Available   False    MinimumReplicasUnavailable   1 of 3 ready   "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nEvents:\n  TYPE     REASON      AGE   FROM         MESSAGE\n"),
+        "{text}"
+    );
+    assert!(text.contains("created instance web-x1"), "{text}");
+    assert!(!text.contains("other-y"), "only events about web: {text}");
+
+    let out = hmctl.run(&["describe", "wl", "missing"]).await.failed();
+    assert_eq!(
+        out.stderr,
+        "Error from server (NotFound): workloads \"missing\" not found\n"
+    );
+}
