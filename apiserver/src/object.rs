@@ -188,6 +188,43 @@ pub async fn delete_object(
     ))
 }
 
+/// Removes the owner reference to `owner_uid` from one object, retrying when the
+/// object changes under us. True when a reference was removed.
+async fn strip_owner(store: &dyn Store, mut kv: KeyValue, owner_uid: &str) -> Result<bool, Status> {
+    for _ in 0..32 {
+        let mut obj = StoredObject::decode_kv(&kv)?;
+        let meta = obj.metadata.get_or_insert_with(ObjectMeta::default);
+        let before = meta.owner_references.len();
+        meta.owner_references.retain(|r| r.uid != owner_uid);
+        if meta.owner_references.len() == before {
+            return Ok(false);
+        }
+        match store
+            .update(&kv.key, obj.encode_to_vec(), kv.mod_revision)
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(StoreError::Conflict { .. }) => match store
+                .get(&kv.key)
+                .await
+                .map_err(|e| store_status(e, &kv.key))?
+            {
+                Some(latest) => kv = latest,
+                None => return Ok(false),
+            },
+            Err(StoreError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(store_status(e, &kv.key)),
+        }
+    }
+    Err(status(
+        Reason::Conflict,
+        format!(
+            "{} kept changing while its owner reference was being removed; the owner was not deleted, try again",
+            kv.key
+        ),
+    ))
+}
+
 /// Removes owner references to `owner_uid` from every object in `namespace` (all
 /// objects when the owner is cluster-scoped), so deleting the owner leaves them.
 pub async fn orphan_dependents(
@@ -206,19 +243,8 @@ pub async fn orphan_dependents(
             .await
             .map_err(|e| store_status(e, &prefix))?;
         for kv in page.items {
-            let mut obj = StoredObject::decode_kv(&kv)?;
-            let meta = obj.metadata.get_or_insert_with(ObjectMeta::default);
-            let before = meta.owner_references.len();
-            meta.owner_references.retain(|r| r.uid != owner_uid);
-            if meta.owner_references.len() != before {
-                // A concurrent change wins; the GC's sweep covers what remains.
-                if store
-                    .update(&kv.key, obj.encode_to_vec(), kv.mod_revision)
-                    .await
-                    .is_ok()
-                {
-                    orphaned += 1;
-                }
+            if strip_owner(store.as_ref(), kv, owner_uid).await? {
+                orphaned += 1;
             }
         }
     }

@@ -23,6 +23,10 @@ use crate::metrics::Metrics;
 use crate::object::{self, Deletion, StoredObject, kind_prefix, object_key, store_status};
 use crate::store::{KeyValue, Store, StoreError, WatchItem};
 
+/// A List page is cut (with a continue token) before its objects exceed this many
+/// bytes, whatever the limit, so a page always fits in one gRPC message.
+pub const PAGE_BYTES: usize = 12 * 1024 * 1024;
+
 /// Limits and intervals shared by every registry.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
@@ -464,6 +468,8 @@ impl<K: Resource + Admission> Registry<K> {
         };
         let limit = request.limit as usize;
         let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let mut last_examined = start_after.clone();
         loop {
             let fetch = if limit == 0 {
                 0
@@ -483,8 +489,19 @@ impl<K: Resource + Admission> Registry<K> {
             for (i, kv) in page.items.iter().enumerate() {
                 let obj = Self::decode(kv)?;
                 if selectors.matches(&obj) {
+                    // Cut the page before it outgrows one gRPC message.
+                    if !items.is_empty() && bytes + kv.value.len() > PAGE_BYTES {
+                        let resume = last_examined.unwrap_or_default();
+                        return Ok(K::make_list(
+                            items,
+                            revision,
+                            encode_continue(revision, &resume),
+                        ));
+                    }
+                    bytes += kv.value.len();
                     items.push(obj);
                 }
+                last_examined = Some(kv.key.clone());
                 if limit != 0 && items.len() == limit {
                     let more = i + 1 < count || page.more;
                     let token = if more {

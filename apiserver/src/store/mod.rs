@@ -153,7 +153,8 @@ pub trait Store: Send + Sync + 'static {
     /// Streams every change under `prefix` with a revision greater than `after`, in
     /// revision order. With `progress_every`, also emits `Progress(rev)` at that
     /// interval once caught up, promising every change up to `rev` was delivered.
-    /// Fails with `Compacted` when `after` is older than the kept history.
+    /// Fails with `Compacted` when `after` is older than the kept history and with
+    /// `FutureRevision` when it is newer than the store's revision.
     fn watch<'a>(
         &'a self,
         prefix: &'a str,

@@ -567,6 +567,13 @@ impl Store for RedbStore {
                     compacted,
                 });
             }
+            let current = self.current_revision();
+            if after > current {
+                return Err(StoreError::FutureRevision {
+                    requested: after,
+                    current,
+                });
+            }
             let (tx, rx) = mpsc::channel(WATCH_BUFFER);
             let watcher = Watcher {
                 store: self.clone(),

@@ -1,0 +1,70 @@
+//! `hm-scheduler` command line.
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+/// The HyperMesh scheduler: binds every pending Instance to the best node that fits
+/// (resources, GPUs, selectors, affinity, taints, privacy), with priority preemption
+/// and all-or-nothing gangs.
+#[derive(Debug, Parser)]
+#[command(name = "hm-scheduler", version)]
+struct Args {
+    /// The apiserver.
+    #[arg(long, env = "HM_SERVER", default_value = "http://127.0.0.1:7443")]
+    server: String,
+
+    /// Scoring: spread load (least allocated) or pack nodes full (most allocated).
+    #[arg(long, env = "HM_PROFILE", value_enum, default_value_t = ProfileArg::Spread)]
+    profile: ProfileArg,
+
+    /// Bind requests in flight at once.
+    #[arg(long, env = "HM_BIND_CONCURRENCY", default_value_t = 128)]
+    bind_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProfileArg {
+    Spread,
+    Binpack,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HM_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let channel = hypermesh_api::client::connect(&args.server)
+        .await
+        .context("connecting to the apiserver")?;
+    let config = hypermesh_scheduler::Config {
+        profile: match args.profile {
+            ProfileArg::Spread => hypermesh_scheduler::Profile::Spread,
+            ProfileArg::Binpack => hypermesh_scheduler::Profile::Binpack,
+        },
+        bind_concurrency: args.bind_concurrency,
+        ..Default::default()
+    };
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        on_signal.cancel();
+    });
+    hypermesh_scheduler::run(channel, config, shutdown).await;
+    Ok(())
+}
