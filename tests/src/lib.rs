@@ -23,9 +23,17 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("."));
     // target/debug/deps/<test> → target/debug/<name>
-    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first (make test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
+        path.display()
+    );
     path
 }
 
@@ -76,17 +84,27 @@ impl InProcessApiServer {
     }
 
     /// Starts one after `tune` adjusts its configuration.
-    pub async fn start_with(tune: impl FnOnce(&mut hypermesh_apiserver::Config)) -> anyhow::Result<Self> {
+    pub async fn start_with(
+        tune: impl FnOnce(&mut hypermesh_apiserver::Config),
+    ) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir().context("temp dir")?;
         let mut config = hypermesh_apiserver::Config::new(data_dir.path());
         tune(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind")?;
         let url = format!("http://{}", listener.local_addr()?);
         let shutdown = CancellationToken::new();
         let server = hypermesh_apiserver::ApiServer::open(config, shutdown.clone()).await?;
         let task = tokio::spawn(server.serve(listener));
         let channel = connect(&url).await?;
-        Ok(InProcessApiServer { url, channel, shutdown, task: Some(task), data_dir })
+        Ok(InProcessApiServer {
+            url,
+            channel,
+            shutdown,
+            task: Some(task),
+            data_dir,
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -142,7 +160,12 @@ impl ApiServerProcess {
     /// Starts `hm-apiserver` with extra command-line arguments.
     pub async fn start_with_args(args: &[&str]) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir().context("temp dir")?;
-        let mut server = ApiServerProcess { child: None, url: String::new(), data_dir, extra_args: args.iter().map(|s| s.to_string()).collect() };
+        let mut server = ApiServerProcess {
+            child: None,
+            url: String::new(),
+            data_dir,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
         server.spawn("127.0.0.1:0").await?;
         Ok(server)
     }
@@ -167,7 +190,9 @@ impl ApiServerProcess {
             .await
             .context("hm-apiserver did not report its address in time")??
             .context("hm-apiserver exited before listening")?;
-        let address = line.strip_prefix("hm-apiserver listening on ").with_context(|| format!("unexpected first line {line:?}"))?;
+        let address = line
+            .strip_prefix("hm-apiserver listening on ")
+            .with_context(|| format!("unexpected first line {line:?}"))?;
         self.url = format!("http://{address}");
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -203,9 +228,16 @@ impl ApiServerProcess {
     pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("not running")?;
         let pid = child.id().context("no pid")?;
-        let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().context("kill -TERM")?;
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .context("kill -TERM")?;
         anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
-        tokio::time::timeout(DEFAULT_TIMEOUT, child.wait()).await.context("no exit after SIGTERM")?.context("wait")
+        tokio::time::timeout(DEFAULT_TIMEOUT, child.wait())
+            .await
+            .context("no exit after SIGTERM")?
+            .context("wait")
     }
 
     /// Starts the server again on the same data dir and port.
