@@ -24,6 +24,73 @@ pub trait Admission: Validate {
 
     /// Changes the object when deletion is requested, before finalizers are looked at.
     fn on_delete(_object: &mut StoredObject) {}
+
+    /// GPU requests with their field paths, for the sharing check.
+    fn gpu_requests(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+fn container_gpus(path: &str, containers: &[v1::Container]) -> Vec<(String, String)> {
+    containers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let gpu = c.resources.as_ref()?.gpu.clone();
+            (!gpu.is_empty()).then(|| (format!("{path}.containers[{i}].resources.gpu"), gpu))
+        })
+        .collect()
+}
+
+/// Rejects fractional GPU requests unless some GPU asset allows sharing, and
+/// fractions above one GPU always (a request is whole GPUs or part of one).
+pub async fn check_gpu_sharing(
+    store: &dyn crate::store::Store,
+    requests: &[(String, String)],
+) -> Result<(), Status> {
+    use hypermesh_api::quantity::Quantity;
+    let mut fractional = None;
+    for (path, value) in requests {
+        let Ok(q) = value.parse::<Quantity>() else {
+            continue;
+        };
+        if q.is_whole() {
+            continue;
+        }
+        if q.millis() > 1000 {
+            return Err(status(
+                Reason::FieldInvalid,
+                format!(
+                    "{path}: {value:?} is more than one GPU but not a whole number; ask for whole GPUs or a fraction of one"
+                ),
+            ));
+        }
+        fractional = Some((path.clone(), value.clone()));
+    }
+    let Some((path, value)) = fractional else {
+        return Ok(());
+    };
+    let page = store
+        .list("/assets/", None, 0, 0)
+        .await
+        .map_err(|e| crate::object::store_status(e, "assets"))?;
+    let shareable = page.items.iter().any(|kv| {
+        v1::Asset::decode(kv.value.as_slice())
+            .ok()
+            .and_then(|a| a.spec)
+            .is_some_and(|s| {
+                s.r#type == v1::AssetType::Gpu as i32 && s.sharing.is_some_and(|sh| sh.allowed)
+            })
+    });
+    if !shareable {
+        return Err(status(
+            Reason::FieldInvalid,
+            format!(
+                "{path}: fractional GPU {value:?} needs a GPU asset that allows sharing, and no GPU asset in the cluster does; ask for a whole GPU"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn immutable(field: &str, old: &str, new: &str) -> Result<(), Status> {
@@ -72,6 +139,16 @@ impl Admission for v1::Asset {
 }
 
 impl Admission for v1::Workload {
+    fn gpu_requests(&self) -> Vec<(String, String)> {
+        let containers = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .map(|t| t.containers.as_slice())
+            .unwrap_or_default();
+        container_gpus("spec.template", containers)
+    }
+
     fn check_update(&self, old: &Self) -> Result<(), Status> {
         let selector = |w: &v1::Workload| {
             w.spec
@@ -84,6 +161,16 @@ impl Admission for v1::Workload {
 }
 
 impl Admission for v1::Instance {
+    fn gpu_requests(&self) -> Vec<(String, String)> {
+        container_gpus(
+            "spec",
+            self.spec
+                .as_ref()
+                .map(|s| s.containers.as_slice())
+                .unwrap_or_default(),
+        )
+    }
+
     fn on_create(&mut self) {
         let status = self.status.get_or_insert_with(Default::default);
         if status.phase == v1::InstancePhase::Unspecified as i32 {

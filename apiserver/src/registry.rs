@@ -251,6 +251,7 @@ impl<K: Resource + Admission> Registry<K> {
         Self::defaults_and_validate(&mut obj)?;
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
         self.check_namespace(&namespace).await?;
+        crate::admission::check_gpu_sharing(self.store.as_ref(), &obj.gpu_requests()).await?;
         let meta = obj.meta_mut();
         meta.uid = uid();
         meta.generation = 1;
@@ -363,6 +364,9 @@ impl<K: Resource + Admission> Registry<K> {
             ));
         }
         obj.check_update(&current)?;
+        if obj.spec_bytes() != current.spec_bytes() {
+            crate::admission::check_gpu_sharing(self.store.as_ref(), &obj.gpu_requests()).await?;
+        }
         let mut next = current.clone();
         next.copy_spec_from(&obj);
         let sent: &ObjectMeta = obj.meta();

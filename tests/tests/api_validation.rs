@@ -208,3 +208,79 @@ async fn quantity_error_quotes_the_value() {
     );
     assert!(everything(&api).await.is_empty());
 }
+
+/// Half a GPU is refused with a field error until some GPU asset allows sharing.
+#[tokio::test]
+async fn fractional_gpus_need_a_shareable_gpu_asset() {
+    use hypermesh_api::v1::{
+        Asset, AssetSharing, AssetSpec, AssetType, Instance, InstanceSpec, ObjectMeta,
+        ResourceRequirements,
+    };
+    let server = hypermesh_tests::InProcessApiServer::start()
+        .await
+        .expect("server");
+    let instances = server.api::<Instance>();
+    let half = |name: &str, gpu: &str| Instance {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        spec: Some(InstanceSpec {
+            containers: vec![hypermesh_api::v1::Container {
+                name: "main".into(),
+                image: "hypermesh.local/busybox:latest".into(),
+                resources: Some(ResourceRequirements {
+                    gpu: gpu.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let err = instances
+        .create(&half("half", "500m"))
+        .await
+        .expect_err("no shareable GPU");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .starts_with("spec.containers[0].resources.gpu: fractional GPU \"500m\""),
+        "{}",
+        err.message()
+    );
+    let err = instances
+        .create(&half("one-and-a-half", "1500m"))
+        .await
+        .expect_err("over one GPU");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    instances
+        .create(&half("whole", "1"))
+        .await
+        .expect("whole GPUs need no sharing");
+
+    let gpu = Asset {
+        metadata: Some(ObjectMeta {
+            name: "n1-gpu0".into(),
+            ..Default::default()
+        }),
+        spec: Some(AssetSpec {
+            node_name: "n1".into(),
+            r#type: AssetType::Gpu as i32,
+            capacity: [("gpu".to_string(), "1".to_string())].into(),
+            sharing: Some(AssetSharing {
+                allowed: true,
+                max_shares: 4,
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    server.api::<Asset>().create(&gpu).await.expect("asset");
+    instances
+        .create(&half("half", "500m"))
+        .await
+        .expect("a shareable GPU exists now");
+}
