@@ -1,5 +1,6 @@
 //! `hm-apiserver` command line: parses flags, installs signal handling and runs
-//! [`hypermesh_apiserver::serve`].
+//! [`hypermesh_apiserver::serve`], plus the controllers in-process unless
+//! `--controllers none`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -7,9 +8,23 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
 use tracing::warn;
+
+/// How long the in-process controllers get to stop (and release their Lease) before
+/// the server itself starts draining.
+const CONTROLLERS_GRACE: Duration = Duration::from_secs(5);
+
+/// Which controllers run inside the apiserver process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Controllers {
+    /// Every controller (workloads), leader-elected among apiservers.
+    All,
+    /// None: run them elsewhere, or not at all.
+    None,
+}
 
 /// The HyperMesh API server: stores assets, workloads and every other object, and
 /// serves them over gRPC (with health and reflection, so grpcurl works).
@@ -48,6 +63,11 @@ struct Args {
     /// without this flag the server warns that traffic is unencrypted).
     #[arg(long, env = "HM_INSECURE_DEV")]
     insecure_dev: bool,
+
+    /// Controllers to run in this process, talking to this server over gRPC; with
+    /// several apiservers a Lease elects the one whose controllers act.
+    #[arg(long, env = "HM_CONTROLLERS", value_enum, default_value_t = Controllers::All)]
+    controllers: Controllers,
 }
 
 #[tokio::main]
@@ -70,8 +90,11 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
 
+    // A signal stops the controllers first (so they release their Lease while the
+    // server still answers), then the server.
+    let stop = CancellationToken::new();
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(cancel_on_signal(stop.clone()));
 
     let mut config = hypermesh_apiserver::Config::new(&args.data_dir);
     config.store.retain_revisions = args.history_revisions;
@@ -79,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     config.metrics_addr = args.metrics_addr;
 
-    let server = hypermesh_apiserver::ApiServer::open(config, shutdown)
+    let server = hypermesh_apiserver::ApiServer::open(config, shutdown.clone())
         .await
         .context("hm-apiserver cannot start")?;
     // Scripts and tests wait for this line.
@@ -87,7 +110,44 @@ async fn main() -> anyhow::Result<()> {
     writeln!(stdout, "hm-apiserver listening on {address}")
         .and_then(|()| stdout.flush())
         .context("writing to stdout")?;
+
+    let controllers = match args.controllers {
+        Controllers::All => {
+            let token = CancellationToken::new();
+            let channel = self_channel(address)?;
+            let task = tokio::spawn(hypermesh_controllers::run(channel, token.clone()));
+            Some((token, task))
+        }
+        Controllers::None => None,
+    };
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        if let Some((token, task)) = controllers {
+            token.cancel();
+            if tokio::time::timeout(CONTROLLERS_GRACE, task).await.is_err() {
+                warn!("controllers did not stop in time");
+            }
+        }
+        shutdown.cancel();
+    });
     server.serve(listener).await.context("hm-apiserver failed")
+}
+
+/// A channel to this server's own gRPC address (loopback when listening on every
+/// interface), connected on first use.
+fn self_channel(address: SocketAddr) -> anyhow::Result<tonic::transport::Channel> {
+    let mut target = address;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let endpoint = Endpoint::from_shared(format!("http://{target}"))
+        .with_context(|| format!("invalid address {target}"))?
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30));
+    Ok(endpoint.connect_lazy())
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -600,17 +600,21 @@ fn translate<K: Resource + Admission>(
     selectors: &Selectors,
     event: &crate::store::StoreEvent,
 ) -> Result<Option<K::WatchEvent>, Status> {
+    let filtered = !selectors_empty(selectors);
     let current = event
         .current
         .as_ref()
         .map(Registry::<K>::decode)
         .transpose()?;
-    let previous = event
-        .previous
-        .as_ref()
-        .map(Registry::<K>::decode)
-        .transpose()?;
-    let was = previous.as_ref().is_some_and(|p| selectors.matches(p));
+    // The previous state only matters for deletions and for selectors (an object can
+    // move into or out of the selection); otherwise its presence is enough.
+    let previous = match (&event.previous, &current) {
+        (Some(kv), None) => Some(Registry::<K>::decode(kv)?),
+        (Some(kv), Some(_)) if filtered => Some(Registry::<K>::decode(kv)?),
+        _ => None,
+    };
+    let existed = event.previous.is_some();
+    let was = existed && previous.as_ref().is_none_or(|p| selectors.matches(p));
     let out = match (previous, current) {
         (_, Some(c)) => {
             let is = selectors.matches(&c);

@@ -102,7 +102,9 @@ macro_rules! with_limits {
 /// Accepted connections with Nagle's algorithm off: tonic's `tcp_nodelay` only applies
 /// to listeners it binds itself, and without it small responses wait ~40 ms for
 /// delayed ACKs.
-fn no_delay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+fn no_delay(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use futures::StreamExt;
     TcpListenerStream::new(listener).map(|accepted| {
         let stream = accepted?;
@@ -252,11 +254,10 @@ impl ApiServer {
         let local = listener.local_addr().ok();
         info!(address = ?local, data_dir = %config.data_dir.display(), revision = store.current_revision(), "serving");
         let drain = shutdown.clone();
-        let mut server = tokio::spawn(
-            router.serve_with_incoming_shutdown(no_delay(listener), async move {
-                drain.cancelled().await
-            }),
-        );
+        let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
+            no_delay(listener),
+            async move { drain.cancelled().await },
+        ));
         let result = tokio::select! {
             result = &mut server => result,
             () = shutdown.cancelled() => {

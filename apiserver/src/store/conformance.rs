@@ -20,7 +20,7 @@ async fn next_item(stream: &mut WatchStream) -> WatchItem {
 async fn next_event(stream: &mut WatchStream) -> super::StoreEvent {
     loop {
         if let WatchItem::Event(e) = next_item(stream).await {
-            return e;
+            return (*e).clone();
         }
     }
 }

@@ -55,8 +55,8 @@ pub struct StoreEvent {
 /// What a watch stream yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchItem {
-    /// A change under the watched prefix.
-    Event(StoreEvent),
+    /// A change under the watched prefix (shared: every watcher gets the same one).
+    Event(std::sync::Arc<StoreEvent>),
     /// Every change up to this revision has been delivered.
     Progress(u64),
 }

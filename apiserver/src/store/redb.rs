@@ -641,7 +641,7 @@ impl Watcher {
         }
     }
 
-    async fn deliver(&mut self, event: &StoreEvent) -> Result<(), ()> {
+    async fn deliver(&mut self, event: &Arc<StoreEvent>) -> Result<(), ()> {
         if event.revision <= self.last {
             return Ok(());
         }
@@ -660,8 +660,8 @@ impl Watcher {
             match self.store.history_after(self.last, 1024) {
                 Ok(events) if events.is_empty() => return Ok(()),
                 Ok(events) => {
-                    for event in &events {
-                        self.deliver(event).await?;
+                    for event in events {
+                        self.deliver(&Arc::new(event)).await?;
                     }
                 }
                 Err(e) => {
