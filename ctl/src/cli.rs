@@ -19,6 +19,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         hmctl get inst -l app=web -w       watch the instances of app=web\n  \
         hmctl describe node host-1         show a node, its conditions and events\n  \
         hmctl delete wl web --wait         delete a workload and wait until it is gone\n  \
+        hmctl scale wl web --replicas 5    change how many instances a workload keeps\n  \
+        hmctl rollout status wl web        wait until a workload's update is rolled out\n  \
         hmctl api-resources                list kinds and their short names"
 )]
 pub struct Cli {
@@ -58,6 +60,13 @@ pub enum Command {
     #[command(after_help = "Examples:\n  hmctl delete wl web\n  \
         hmctl delete -f web.yaml --wait\n  hmctl delete inst -l app=web")]
     Delete(DeleteArgs),
+    /// Set the number of instances of a workload
+    #[command(after_help = "Examples:\n  hmctl scale workload web --replicas 5\n  \
+        hmctl scale wl/web --replicas 0")]
+    Scale(ScaleArgs),
+    /// Follow, list or undo the rollouts of a workload
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// List the kinds of the API with their short names
     ApiResources,
     /// Print the client version and whether the apiserver answers
@@ -65,6 +74,12 @@ pub enum Command {
     /// Show or change ~/.hypermesh/config.yaml
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Mark a node unschedulable: no new Instances are placed on it
+    Cordon(crate::cordon::NodeArgs),
+    /// Mark a node schedulable again
+    Uncordon(crate::cordon::NodeArgs),
+    /// Cordon a node, then evict every Instance on it and wait until they are gone
+    Drain(crate::drain::DrainArgs),
 }
 
 /// `hmctl apply`.
@@ -178,6 +193,90 @@ pub struct DeleteArgs {
     /// Treat objects that do not exist as deleted
     #[arg(long)]
     pub ignore_not_found: bool,
+}
+
+/// `hmctl scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// Kind (workload, wl); KIND/NAME also works
+    #[arg(value_name = "KIND")]
+    pub kind: String,
+
+    /// Names of the workloads to scale
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// The number of instances each workload should keep
+    #[arg(long, value_name = "N")]
+    pub replicas: u32,
+}
+
+/// The workload a `hmctl rollout` command is about.
+#[derive(Debug, Args)]
+pub struct RolloutTarget {
+    /// Kind (workload, wl); KIND/NAME also works
+    #[arg(value_name = "KIND")]
+    pub kind: String,
+
+    /// Name of the workload (unless given as KIND/NAME)
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// `hmctl rollout ...`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Wait until the workload's latest template is rolled out, printing progress
+    #[command(
+        after_help = "Exits 0 once every instance runs the current template and is \
+        available, 1 on --timeout.\n\nExamples:\n  hmctl rollout status workload web\n  \
+        hmctl rollout status wl/web --timeout 2m"
+    )]
+    Status(RolloutStatusArgs),
+    /// List the revisions of the workload's template (status.history)
+    #[command(after_help = "Examples:\n  hmctl rollout history workload web\n  \
+        hmctl rollout history wl web --revision 2")]
+    History(RolloutHistoryArgs),
+    /// Go back to an earlier template: the previous revision, or --to-revision N
+    #[command(after_help = "Examples:\n  hmctl rollout undo workload web\n  \
+        hmctl rollout undo wl web --to-revision 1")]
+    Undo(RolloutUndoArgs),
+}
+
+/// `hmctl rollout status`.
+#[derive(Debug, Args)]
+pub struct RolloutStatusArgs {
+    /// The workload.
+    #[command(flatten)]
+    pub target: RolloutTarget,
+
+    /// Give up after this long, e.g. 30s, 2m (0: wait forever)
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// `hmctl rollout history`.
+#[derive(Debug, Args)]
+pub struct RolloutHistoryArgs {
+    /// The workload.
+    #[command(flatten)]
+    pub target: RolloutTarget,
+
+    /// Show the template of this revision
+    #[arg(long, value_name = "N")]
+    pub revision: Option<i64>,
+}
+
+/// `hmctl rollout undo`.
+#[derive(Debug, Args)]
+pub struct RolloutUndoArgs {
+    /// The workload.
+    #[command(flatten)]
+    pub target: RolloutTarget,
+
+    /// The revision to go back to (default: the one before the current)
+    #[arg(long, value_name = "N")]
+    pub to_revision: Option<i64>,
 }
 
 /// `hmctl version`.

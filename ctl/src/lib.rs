@@ -9,8 +9,9 @@
 //!   `~/.hypermesh/config.yaml`) and `hmctl config`.
 //! - [`kinds`]: kind names → generic code ([`kinds::Kind`], [`kinds::dispatch`]).
 //! - [`manifests`]: reading `-f` files, directories and stdin.
-//! - [`apply`], [`get`], [`watch`], [`describe`], [`delete`], [`api_resources`],
-//!   [`version`]: one module per command.
+//! - [`apply`], [`get`], [`watch`], [`describe`], [`delete`], [`scale`], [`rollout`],
+//!   [`api_resources`], [`version`]: one module per command.
+//! - [`cordon`] (cordon, uncordon), [`drain`]: node maintenance.
 //! - [`columns`], [`table`], [`output`]: how objects print.
 //! - [`error`]: `Error from server (Reason): ...` reporting.
 
@@ -22,13 +23,17 @@ pub mod apply;
 pub mod cli;
 pub mod columns;
 pub mod config;
+pub mod cordon;
 pub mod delete;
 pub mod describe;
+pub mod drain;
 pub mod error;
 pub mod get;
 pub mod kinds;
 pub mod manifests;
 pub mod output;
+pub mod rollout;
+pub mod scale;
 pub mod table;
 pub mod version;
 pub mod watch;
@@ -93,6 +98,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Get(args) => get::run(&ctx()?, args).await,
         Command::Describe(args) => describe::run(&ctx()?, args).await,
         Command::Delete(args) => delete::run(&ctx()?, args).await,
+        Command::Scale(args) => scale::run(&ctx()?, args).await,
+        Command::Rollout(command) => rollout::run(&ctx()?, command).await,
         Command::ApiResources => {
             output::print(&api_resources::table().render())?;
             Ok(Exit::Success)
@@ -103,6 +110,9 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             output::print(&config::view(cli.server.as_deref())?)?;
             Ok(Exit::Success)
         }
+        Command::Cordon(args) => cordon::run(&ctx()?, args, true).await,
+        Command::Uncordon(args) => cordon::run(&ctx()?, args, false).await,
+        Command::Drain(args) => drain::run(&ctx()?, args).await,
         Command::Config(ConfigCommand::SetServer { url }) => {
             let path = config::set_server(url)?;
             output::print(&format!("server set to {url} in {}\n", path.display()))?;

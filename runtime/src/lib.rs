@@ -6,7 +6,9 @@
 //!   version and re-lists when the server says it is too old (`OUT_OF_RANGE`).
 //! - [`reflector`]: an in-memory cache of one kind kept current by a watcher.
 //! - [`queue`]: a de-duplicating work queue with per-key exponential back-off.
+//! - [`leader`]: Lease-based leader election, so one replica of a component acts.
 
+pub mod leader;
 pub mod queue;
 pub mod reflector;
 pub mod watcher;

@@ -23,6 +23,33 @@ pub mod scheduler;
 pub use plugins::Profile;
 pub use scheduler::{Config, Scheduler};
 
+/// The Lease schedulers elect their leader with, in `hypermesh-system`.
+pub const LEADER_LEASE: &str = "hm-scheduler";
+
+/// Runs a scheduler that acts only while it holds the [`LEADER_LEASE`]: several
+/// replicas can run, one binds. Returns on `shutdown`.
+pub async fn run_elected(
+    channel: tonic::transport::Channel,
+    config: Config,
+    identity: String,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let leases = hypermesh_api::Api::<hypermesh_api::v1::Lease>::new(channel.clone());
+    let elector = hypermesh_runtime::leader::LeaderElector::new(
+        leases,
+        "hypermesh-system",
+        LEADER_LEASE,
+        identity,
+        std::time::Duration::from_secs(15),
+    );
+    elector
+        .run_while_leader(shutdown, move |term| {
+            tracing::info!("leading: scheduling");
+            run(channel.clone(), config.clone(), term)
+        })
+        .await;
+}
+
 /// Runs a scheduler against the apiserver behind `channel` until `shutdown`.
 pub async fn run(
     channel: tonic::transport::Channel,

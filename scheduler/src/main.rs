@@ -18,6 +18,14 @@ struct Args {
     #[arg(long, env = "HM_PROFILE", value_enum, default_value_t = ProfileArg::Spread)]
     profile: ProfileArg,
 
+    /// Identity in leader election (default: hostname and process id).
+    #[arg(long, env = "HM_IDENTITY")]
+    identity: Option<String>,
+
+    /// Schedule without leader election (only safe with a single scheduler).
+    #[arg(long, env = "HM_NO_LEADER_ELECT")]
+    no_leader_elect: bool,
+
     /// Bind requests in flight at once.
     #[arg(long, env = "HM_BIND_CONCURRENCY", default_value_t = 128)]
     bind_concurrency: usize,
@@ -65,6 +73,16 @@ async fn main() -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
-    hypermesh_scheduler::run(channel, config, shutdown).await;
+    if args.no_leader_elect {
+        hypermesh_scheduler::run(channel, config, shutdown).await;
+    } else {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let identity = args
+            .identity
+            .unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+        hypermesh_scheduler::run_elected(channel, config, identity, shutdown).await;
+    }
     Ok(())
 }

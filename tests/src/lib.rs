@@ -179,6 +179,8 @@ impl ApiServerProcess {
             .arg("--insecure-dev")
             .args(&self.extra_args)
             .env("HM_LOG", "warn")
+            // Tests that want the in-process controllers pass `--controllers all`.
+            .env("HM_CONTROLLERS", "none")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

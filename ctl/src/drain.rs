@@ -1,0 +1,154 @@
+//! `hmctl drain`: cordons a node, then evicts every Instance bound to it (all
+//! namespaces, field selector `spec.nodeName=NODE`) and waits until they are gone, so
+//! the node can be taken down. Workload-managed Instances are recreated by their
+//! Workload and placed elsewhere; Instances nothing manages would be lost, so drain
+//! refuses to evict them unless `--force` is given (as kubectl does).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use hypermesh_api::v1::{DeleteRequest, Instance, ListRequest, Node};
+use hypermesh_api::{Api, Resource};
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::cordon::{self, set_unschedulable};
+use crate::error::ServerError;
+use crate::output::print;
+use crate::{Context, Exit};
+
+/// First pause between checks while waiting for the Instances to go.
+const POLL_START: Duration = Duration::from_millis(50);
+/// Longest pause between checks.
+const POLL_MAX: Duration = Duration::from_millis(500);
+
+/// `hmctl drain`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  hmctl drain host-1\n  \
+    hmctl drain host-1 --timeout 2m --force\n\n\
+    The node stays cordoned afterwards; `hmctl uncordon NODE` brings it back.")]
+pub struct DrainArgs {
+    /// The node's name
+    #[arg(value_name = "NODE")]
+    pub node: String,
+
+    /// How long to wait for the evicted Instances to be gone, e.g. 30s, 2m
+    #[arg(long, default_value = "5m", value_parser = crate::cli::parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+
+    /// Also evict Instances that no Workload manages (they are not recreated)
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `(namespace, name, uid)` of an Instance being evicted.
+type Evictee = (String, String, String);
+
+fn evictee(inst: &Instance) -> Evictee {
+    let meta = inst.meta();
+    (meta.namespace.clone(), meta.name.clone(), meta.uid.clone())
+}
+
+fn managed(inst: &Instance) -> bool {
+    inst.meta().owner_references.iter().any(|r| r.controller)
+}
+
+/// Runs `hmctl drain`.
+pub async fn run(ctx: &Context, args: &DrainArgs) -> Result<Exit> {
+    let channel = ctx.connect().await?;
+    let nodes = Api::<Node>::new(channel.clone());
+    let instances = Api::<Instance>::new(channel);
+
+    let change = set_unschedulable(&nodes, &args.node, true).await?;
+    print(&format!("{}\n", cordon::message(&args.node, true, change)))?;
+
+    let on_node = bound_to(&instances, &args.node).await?;
+    let unmanaged: Vec<String> = on_node
+        .iter()
+        .filter(|i| !managed(i))
+        .map(|i| format!("{}/{}", i.meta().namespace, i.meta().name))
+        .collect();
+    if !unmanaged.is_empty() {
+        if !args.force {
+            eprintln!(
+                "error: cannot evict Instances that no Workload manages (use --force to evict \
+                 them anyway; they will not be recreated): {}",
+                unmanaged.join(", ")
+            );
+            return Ok(Exit::Failure);
+        }
+        eprintln!(
+            "warning: evicting Instances that no Workload manages: {}",
+            unmanaged.join(", ")
+        );
+    }
+
+    let mut waiting = BTreeSet::new();
+    for inst in &on_node {
+        let (namespace, name, uid) = evictee(inst);
+        print(&format!("evicting instance {namespace}/{name}\n"))?;
+        let request = DeleteRequest {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            ..Default::default()
+        };
+        match instances.delete(request).await {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(ServerError::for_object(&s, "instances", &name).into()),
+        }
+        waiting.insert((namespace, name, uid));
+    }
+
+    let deadline = Instant::now() + args.timeout;
+    let mut pause = POLL_START;
+    loop {
+        let still: BTreeSet<Evictee> = bound_to(&instances, &args.node)
+            .await?
+            .iter()
+            .map(evictee)
+            .collect();
+        let gone: Vec<Evictee> = waiting.difference(&still).cloned().collect();
+        for (namespace, name, uid) in gone {
+            print(&format!("evicted instance {namespace}/{name}\n"))?;
+            waiting.remove(&(namespace, name, uid));
+        }
+        if waiting.is_empty() {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let names: Vec<String> = waiting
+                .iter()
+                .map(|(ns, n, _)| format!("{ns}/{n}"))
+                .collect();
+            eprintln!(
+                "error: timed out after {:?} waiting for {} instance(s) to leave node/{}: {}",
+                args.timeout,
+                names.len(),
+                args.node,
+                names.join(", ")
+            );
+            return Ok(Exit::Failure);
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(POLL_MAX);
+    }
+    print(&format!("node/{} drained\n", args.node))?;
+    Ok(Exit::Success)
+}
+
+/// Every Instance bound to `node`, in all namespaces.
+async fn bound_to(api: &Api<Instance>, node: &str) -> Result<Vec<Instance>> {
+    let (items, _) = api
+        .list_all(ListRequest {
+            namespace: String::new(),
+            field_selector: format!("spec.nodeName={node}"),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| ServerError::from_status(&s))?;
+    Ok(items)
+}
