@@ -103,6 +103,8 @@ pub struct ClusterState {
     gpu_used: HashMap<String, u64>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
     gangs: HashMap<(String, String), i32>,
+    /// What is bound to each node name, kept even while the node itself is unknown.
+    usage: HashMap<String, (Resources, HashSet<InstanceKey>)>,
     /// Bumped whenever capacity may have appeared (a node changed, an Instance left).
     pub generation: u64,
 }
@@ -124,10 +126,24 @@ impl ClusterState {
         let name = node.meta().name.clone();
         let spec = node.spec.clone().unwrap_or_default();
         let status = node.status.clone().unwrap_or_default();
-        let entry = self.nodes.entry(name.clone()).or_insert_with(|| NodeState {
-            name: name.clone(),
-            ..Default::default()
-        });
+        if !self.nodes.contains_key(&name) {
+            // A node seen again (re-registered, or listed after its Instances) starts
+            // with what is already bound to it.
+            let (requested, instances) = self.usage.get(&name).cloned().unwrap_or_default();
+            self.nodes.insert(
+                name.clone(),
+                NodeState {
+                    name: name.clone(),
+                    requested,
+                    instances,
+                    ..Default::default()
+                },
+            );
+            self.node_order.push(name.clone());
+        }
+        let Some(entry) = self.nodes.get_mut(&name) else {
+            return;
+        };
         entry.labels = node.meta().labels.clone();
         entry.taints = spec.taints;
         entry.unschedulable = spec.unschedulable;
@@ -138,9 +154,6 @@ impl ClusterState {
         } else {
             &status.allocatable
         });
-        if !self.node_order.contains(&name) {
-            self.node_order.push(name.clone());
-        }
         self.refresh_assets(&name);
         self.generation += 1;
     }
@@ -216,25 +229,27 @@ impl ClusterState {
 
     /// Records a namespace's labels.
     pub fn upsert_namespace(&mut self, ns: &Namespace) {
-        self.namespaces
-            .insert(ns.meta().name.clone(), ns.meta().labels.clone());
+        let labels = ns.meta().labels.clone();
+        if self.namespaces.get(&ns.meta().name) != Some(&labels) {
+            self.namespaces.insert(ns.meta().name.clone(), labels);
+            self.generation += 1;
+        }
     }
 
     /// Records a Workload's gang policy.
     pub fn upsert_workload(&mut self, w: &Workload) {
         let key = (w.meta().namespace.clone(), w.meta().name.clone());
-        match w
+        let min_available = w
             .spec
             .as_ref()
             .and_then(|s| s.gang.as_ref())
-            .map(|g| g.min_available)
-        {
-            Some(min) if min > 0 => {
-                self.gangs.insert(key, min);
-            }
-            _ => {
-                self.gangs.remove(&key);
-            }
+            .map(|g| g.min_available);
+        let changed = match min_available {
+            Some(min) if min > 0 => self.gangs.insert(key, min) != Some(min),
+            _ => self.gangs.remove(&key).is_some(),
+        };
+        if changed {
+            self.generation += 1;
         }
     }
 
@@ -263,6 +278,9 @@ impl ClusterState {
     /// Records a binding (confirmed, or assumed before the apiserver answered).
     pub fn bind(&mut self, key: InstanceKey, instance: BoundInstance) {
         self.unbind(&key);
+        let usage = self.usage.entry(instance.node.clone()).or_default();
+        usage.0 += instance.requests;
+        usage.1.insert(key.clone());
         if let Some(node) = self.nodes.get_mut(&instance.node) {
             node.requested += instance.requests;
             node.instances.insert(key.clone());
@@ -276,6 +294,13 @@ impl ClusterState {
     /// Forgets a binding, freeing what it held.
     pub fn unbind(&mut self, key: &InstanceKey) -> Option<BoundInstance> {
         let old = self.bound.remove(key)?;
+        if let Some(usage) = self.usage.get_mut(&old.node) {
+            usage.0 = usage.0 - old.requests;
+            usage.1.remove(key);
+            if usage.1.is_empty() {
+                self.usage.remove(&old.node);
+            }
+        }
         if let Some(node) = self.nodes.get_mut(&old.node) {
             node.requested = node.requested - old.requests;
             node.instances.remove(key);
@@ -287,6 +312,27 @@ impl ClusterState {
         }
         self.generation += 1;
         Some(old)
+    }
+
+    /// Every bound (or assumed) Instance.
+    pub fn bound_keys(&self) -> Vec<InstanceKey> {
+        self.bound.keys().cloned().collect()
+    }
+
+    /// Every asset name known, per node.
+    pub fn asset_names(&self) -> Vec<(String, String)> {
+        self.assets_by_node
+            .iter()
+            .flat_map(|(n, a)| a.keys().map(move |k| (n.clone(), k.clone())))
+            .collect()
+    }
+
+    /// Removes an asset by node and name.
+    pub fn remove_asset_named(&mut self, node: &str, name: &str) {
+        if let Some(assets) = self.assets_by_node.get_mut(node) {
+            assets.remove(name);
+        }
+        self.refresh_assets(node);
     }
 
     /// The binding of an Instance, if any.

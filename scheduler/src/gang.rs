@@ -40,7 +40,9 @@ pub fn schedule_gang(scheduler: &mut Scheduler, gang: (String, String), min_avai
         }
         return;
     }
+    let generation = scheduler.cluster().generation;
     let mut placed: Vec<(Instance, Request, Placement)> = Vec::new();
+    let mut unplaced: Vec<(Instance, String)> = Vec::new();
     let mut last_reasons = None;
     for m in &members {
         let req = Request::new(m, scheduler.cluster());
@@ -49,7 +51,11 @@ pub fn schedule_gang(scheduler: &mut Scheduler, gang: (String, String), min_avai
                 scheduler.assume_only(m, req.resources, node.clone(), gpus.clone());
                 placed.push((m.clone(), req, (node, gpus)));
             }
-            Err(reasons) => last_reasons = Some(reasons),
+            Err(reasons) => {
+                let why = plugins::explain(scheduler.cluster().node_count(), &reasons);
+                unplaced.push((m.clone(), why));
+                last_reasons = Some(reasons);
+            }
         }
     }
     if placed.len() + already_bound >= min {
@@ -58,6 +64,10 @@ pub fn schedule_gang(scheduler: &mut Scheduler, gang: (String, String), min_avai
             scheduler.cluster_mut().unbind(&key);
             scheduler.assume_and_bind(&inst, req.resources, node, gpus);
         }
+        // Members beyond minAvailable that found no room wait like any Instance.
+        for (inst, why) in unplaced {
+            scheduler.park(&inst, why);
+        }
         return;
     }
     for (inst, _, _) in &placed {
@@ -65,6 +75,8 @@ pub fn schedule_gang(scheduler: &mut Scheduler, gang: (String, String), min_avai
             .cluster_mut()
             .unbind(&(inst.meta().namespace.clone(), inst.meta().name.clone()));
     }
+    // The what-if placements were undone: nothing changed in the cluster.
+    scheduler.cluster_mut().generation = generation;
     let why = last_reasons
         .map(|r| plugins::explain(scheduler.cluster().node_count(), &r))
         .unwrap_or_default();

@@ -19,8 +19,23 @@ pub struct Preemption {
     pub victims: Vec<InstanceKey>,
 }
 
-/// Finds the cheapest preemption for `req` at `priority`, without changing anything.
+fn fits_on(scheduler: &Scheduler, node: &str, req: &Request) -> bool {
+    scheduler
+        .cluster()
+        .node(node)
+        .is_some_and(|n| plugins::filter(scheduler.cluster(), n, req).is_ok())
+}
+
+/// Finds the cheapest preemption for `req` at `priority`, without changing anything
+/// (the what-if removals are undone, and do not count as a cluster change).
 pub fn plan(scheduler: &mut Scheduler, req: &Request, priority: i32) -> Option<Preemption> {
+    let generation = scheduler.cluster().generation;
+    let best = plan_inner(scheduler, req, priority);
+    scheduler.cluster_mut().generation = generation;
+    best
+}
+
+fn plan_inner(scheduler: &mut Scheduler, req: &Request, priority: i32) -> Option<Preemption> {
     let mut best: Option<((i32, usize), Preemption)> = None;
     for node_name in scheduler.cluster().node_names().to_vec() {
         let Some(node) = scheduler.cluster().node(&node_name) else {
@@ -50,24 +65,44 @@ pub fn plan(scheduler: &mut Scheduler, req: &Request, priority: i32) -> Option<P
             if let Some(binding) = scheduler.cluster_mut().unbind(key) {
                 removed.push((key.clone(), binding));
             }
-            let node = scheduler.cluster().node(&node_name);
-            if node.is_some_and(|n| plugins::filter(scheduler.cluster(), n, req).is_ok()) {
+            if fits_on(scheduler, &node_name, req) {
                 fits = true;
                 break;
             }
         }
+        // Reprieve: give back every removed Instance that can stay, most important
+        // first, so only what must go is evicted.
+        let mut victims = Vec::new();
+        if fits {
+            removed.sort_by(|a, b| {
+                b.1.priority
+                    .cmp(&a.1.priority)
+                    .then(a.1.created.cmp(&b.1.created))
+            });
+            for (key, binding) in std::mem::take(&mut removed) {
+                scheduler.cluster_mut().bind(key.clone(), binding.clone());
+                if fits_on(scheduler, &node_name, req) {
+                    continue; // reprieved: stays bound
+                }
+                scheduler.cluster_mut().unbind(&key);
+                victims.push((key, binding));
+            }
+        } else {
+            victims = removed;
+        }
         let cost = (
-            removed
+            victims
                 .iter()
                 .map(|(_, b)| b.priority)
                 .max()
                 .unwrap_or(i32::MIN),
-            removed.len(),
+            victims.len(),
         );
-        let victims: Vec<InstanceKey> = removed.iter().map(|(k, _)| k.clone()).collect();
-        for (key, binding) in removed {
+        let victim_keys: Vec<InstanceKey> = victims.iter().map(|(k, _)| k.clone()).collect();
+        for (key, binding) in victims {
             scheduler.cluster_mut().bind(key, binding);
         }
+        let victims = victim_keys;
         if fits && best.as_ref().is_none_or(|(c, _)| cost < *c) {
             best = Some((
                 cost,

@@ -99,7 +99,8 @@ impl Reporter {
             if status.phase == v1::InstancePhase::Unspecified as i32 {
                 status.phase = v1::InstancePhase::Pending as i32;
             }
-            updated.meta_mut().resource_version = 0;
+            // Compare-and-swap on the version we saw: if the Instance changed since
+            // (bound, say), this stale reason must not overwrite it.
             if let Err(e) = api.update_status(&updated).await {
                 debug!(error = %e.message(), "could not record pending reason");
             }

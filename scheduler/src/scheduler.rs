@@ -202,6 +202,13 @@ impl Scheduler {
             Change::Node(Event::Applied(n)) => self.cluster.upsert_node(&n),
             Change::Node(Event::Deleted(n)) => self.cluster.remove_node(&n.meta().name),
             Change::Asset(Event::Restarted(assets)) => {
+                let keep: std::collections::HashSet<&str> =
+                    assets.iter().map(|a| a.meta().name.as_str()).collect();
+                for (node, name) in self.cluster.asset_names() {
+                    if !keep.contains(name.as_str()) {
+                        self.cluster.remove_asset_named(&node, &name);
+                    }
+                }
                 assets.iter().for_each(|a| self.cluster.upsert_asset(a))
             }
             Change::Asset(Event::Applied(a)) => self.cluster.upsert_asset(&a),
@@ -220,12 +227,17 @@ impl Scheduler {
             Change::Instance(Event::Restarted(list)) => {
                 let keep: std::collections::HashSet<InstanceKey> =
                     list.iter().map(key_of).collect();
-                let stale: Vec<InstanceKey> = self
+                // Instances gone while the watch was down: waiting ones and bound ones
+                // (but not our own Binds still in flight).
+                let mut stale: Vec<InstanceKey> = self
                     .pending
                     .keys()
                     .filter(|k| !keep.contains(*k))
                     .cloned()
                     .collect();
+                stale.extend(self.cluster.bound_keys().into_iter().filter(|k| {
+                    !keep.contains(k) && self.cluster.bound(k).is_some_and(|b| !b.assumed)
+                }));
                 for key in stale {
                     self.forget(&key);
                 }
