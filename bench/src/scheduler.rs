@@ -16,7 +16,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use futures::StreamExt;
 use hypermesh_api::v1::{
-    self, Asset, AssetSharing, AssetSpec, AssetType, Condition, Instance, Node, NodeStatus, ObjectMeta, WatchEventType, WatchRequest,
+    self, Asset, AssetSharing, AssetSpec, AssetType, Condition, Instance, Node, NodeStatus,
+    ObjectMeta, WatchEventType, WatchRequest,
 };
 use hypermesh_api::{Api, Resource};
 use tokio::process::{Child, Command};
@@ -61,11 +62,18 @@ pub struct SchedulerArgs {
 
 fn node(index: usize, gpu: bool) -> Node {
     let labels = BTreeMap::from([
-        ("hypermesh.io/hostname".to_string(), format!("node-{index:05}")),
+        (
+            "hypermesh.io/hostname".to_string(),
+            format!("node-{index:05}"),
+        ),
         ("zone".to_string(), format!("zone-{}", index % 8)),
     ]);
     Node {
-        metadata: Some(ObjectMeta { name: format!("node-{index:05}"), labels, ..Default::default() }),
+        metadata: Some(ObjectMeta {
+            name: format!("node-{index:05}"),
+            labels,
+            ..Default::default()
+        }),
         spec: Some(v1::NodeSpec::default()),
         status: Some(NodeStatus {
             allocatable: BTreeMap::from([
@@ -75,7 +83,12 @@ fn node(index: usize, gpu: bool) -> Node {
                 ("instances".to_string(), "110".to_string()),
                 ("gpu".to_string(), if gpu { "8" } else { "0" }.to_string()),
             ]),
-            conditions: vec![Condition { r#type: "Ready".into(), status: "True".into(), reason: "Simulated".into(), ..Default::default() }],
+            conditions: vec![Condition {
+                r#type: "Ready".into(),
+                status: "True".into(),
+                reason: "Simulated".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
     }
@@ -83,13 +96,22 @@ fn node(index: usize, gpu: bool) -> Node {
 
 fn gpu_asset(node_index: usize, gpu: usize) -> Asset {
     Asset {
-        metadata: Some(ObjectMeta { name: format!("node-{node_index:05}-gpu{gpu}"), ..Default::default() }),
+        metadata: Some(ObjectMeta {
+            name: format!("node-{node_index:05}-gpu{gpu}"),
+            ..Default::default()
+        }),
         spec: Some(AssetSpec {
             node_name: format!("node-{node_index:05}"),
             r#type: AssetType::Gpu as i32,
             capacity: BTreeMap::from([("gpu".to_string(), "1".to_string())]),
-            attributes: BTreeMap::from([("model".to_string(), "Simulated A100-SXM4-40GB".to_string()), ("memory".to_string(), "40Gi".to_string())]),
-            sharing: Some(AssetSharing { allowed: false, max_shares: 1 }),
+            attributes: BTreeMap::from([
+                ("model".to_string(), "Simulated A100-SXM4-40GB".to_string()),
+                ("memory".to_string(), "40Gi".to_string()),
+            ]),
+            sharing: Some(AssetSharing {
+                allowed: false,
+                max_shares: 1,
+            }),
             ..Default::default()
         }),
         status: None,
@@ -128,7 +150,9 @@ where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    let mut stream = futures::stream::iter(0..count).map(job).buffer_unordered(concurrency.max(1));
+    let mut stream = futures::stream::iter(0..count)
+        .map(job)
+        .buffer_unordered(concurrency.max(1));
     while let Some(result) = stream.next().await {
         result?;
     }
@@ -137,7 +161,10 @@ where
 
 fn start_scheduler(binary: &Path, url: &str) -> Result<Child> {
     if !binary.exists() {
-        bail!("{} not found: build it with `cargo build --release -p hypermesh-scheduler`, or pass --scheduler PATH", binary.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p hypermesh-scheduler`, or pass --scheduler PATH",
+            binary.display()
+        );
     }
     Command::new(binary)
         .arg("--server")
@@ -163,7 +190,9 @@ pub struct PhaseResult {
 async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
     let timeout = Duration::from_secs(args.timeout_secs);
     let server = servers::start_apiserver(&args.apiserver, timeout).await?;
-    let channel = hypermesh_api::client::connect(server.url()).await.context("connecting")?;
+    let channel = hypermesh_api::client::connect(server.url())
+        .await
+        .context("connecting")?;
     let nodes: Api<Node> = Api::new(channel.clone());
     let assets: Api<Asset> = Api::new(channel.clone());
     let instances: Api<Instance> = Api::new(channel.clone());
@@ -174,25 +203,47 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
         let has_gpus = args.gpu_every > 0 && i % args.gpu_every == 0;
         let gpus = args.gpus_per_node;
         async move {
-            nodes.create(&node(i, has_gpus)).await.with_context(|| format!("creating node {i}"))?;
+            nodes
+                .create(&node(i, has_gpus))
+                .await
+                .with_context(|| format!("creating node {i}"))?;
             if has_gpus {
                 for g in 0..gpus {
-                    assets.create(&gpu_asset(i, g)).await.context("creating a GPU asset")?;
+                    assets
+                        .create(&gpu_asset(i, g))
+                        .await
+                        .context("creating a GPU asset")?;
                 }
             }
             Ok(())
         }
     })
     .await?;
-    let gpu_total = if args.gpu_every == 0 { 0 } else { args.nodes.div_ceil(args.gpu_every) * args.gpus_per_node };
-    eprintln!("hm-bench: {} nodes ({gpu_total} GPUs) created in {}", args.nodes, format_duration(started.elapsed()));
+    let gpu_total = if args.gpu_every == 0 {
+        0
+    } else {
+        args.nodes.div_ceil(args.gpu_every) * args.gpus_per_node
+    };
+    eprintln!(
+        "hm-bench: {} nodes ({gpu_total} GPUs) created in {}",
+        args.nodes,
+        format_duration(started.elapsed())
+    );
 
     let mut scheduler = start_scheduler(&args.scheduler, server.url())?;
     // Warm-up: one Instance bound proves the scheduler has synced its caches.
-    instances.create(&instance("warmup", false)).await.context("creating the warm-up instance")?;
+    instances
+        .create(&instance("warmup", false))
+        .await
+        .context("creating the warm-up instance")?;
     let warm_deadline = Instant::now() + timeout;
     loop {
-        let bound = instances.get("default", "warmup").await.ok().and_then(|i| i.spec).is_some_and(|s| !s.node_name.is_empty());
+        let bound = instances
+            .get("default", "warmup")
+            .await
+            .ok()
+            .and_then(|i| i.spec)
+            .is_some_and(|s| !s.node_name.is_empty());
         if bound {
             break;
         }
@@ -205,11 +256,26 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let count = if gpu { args.gpu_instances.min(gpu_total) } else { args.instances };
+    let count = if gpu {
+        args.gpu_instances.min(gpu_total)
+    } else {
+        args.instances
+    };
     let prefix = if gpu { "gpu" } else { "plain" };
-    let (_, rv, _) = instances.list(v1::ListRequest { namespace: "default".into(), limit: 1, ..Default::default() }).await.context("list")?;
+    let (_, rv, _) = instances
+        .list(v1::ListRequest {
+            namespace: "default".into(),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .context("list")?;
     let mut watch = instances
-        .watch(WatchRequest { namespace: "default".into(), resource_version: rv, ..Default::default() })
+        .watch(WatchRequest {
+            namespace: "default".into(),
+            resource_version: rv,
+            ..Default::default()
+        })
         .await
         .context("watching instances")?;
     let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; count]));
@@ -222,7 +288,10 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
                 let (instances, sent_at) = (instances.clone(), sent_at.clone());
                 async move {
                     sent_at.lock().await[i] = Some(Instant::now());
-                    instances.create(&instance(&format!("{prefix}-{i:06}"), gpu)).await.with_context(|| format!("creating instance {i}"))?;
+                    instances
+                        .create(&instance(&format!("{prefix}-{i:06}"), gpu))
+                        .await
+                        .with_context(|| format!("creating instance {i}"))?;
                     Ok(())
                 }
             })
@@ -242,8 +311,18 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
         if kind != WatchEventType::Modified && kind != WatchEventType::Added {
             continue;
         }
-        let Some(index) = inst.meta().name.strip_prefix(&format!("{prefix}-")).and_then(|n| n.parse::<usize>().ok()) else { continue };
-        if index < count && bound_at[index].is_none() && inst.spec.as_ref().is_some_and(|s| !s.node_name.is_empty()) {
+        let Some(index) = inst
+            .meta()
+            .name
+            .strip_prefix(&format!("{prefix}-"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if index < count
+            && bound_at[index].is_none()
+            && inst.spec.as_ref().is_some_and(|s| !s.node_name.is_empty())
+        {
             bound_at[index] = Some(Instant::now());
             bound += 1;
         }
@@ -251,10 +330,17 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
     let wall = begin.elapsed();
     creator.await.context("creator task")??;
     let sent = sent_at.lock().await.clone();
-    let samples: Vec<Duration> = sent.iter().zip(&bound_at).filter_map(|(s, b)| Some(b.as_ref()?.saturating_duration_since(*s.as_ref()?))).collect();
+    let samples: Vec<Duration> = sent
+        .iter()
+        .zip(&bound_at)
+        .filter_map(|(s, b)| Some(b.as_ref()?.saturating_duration_since(*s.as_ref()?)))
+        .collect();
     let _ = scheduler.kill().await;
     server.stop().await?;
-    Ok(PhaseResult { name: if gpu { "gpu" } else { "plain" }, stats: PhaseStats::new(count as u64, wall, samples) })
+    Ok(PhaseResult {
+        name: if gpu { "gpu" } else { "plain" },
+        stats: PhaseStats::new(count as u64, wall, samples),
+    })
 }
 
 /// Runs the benchmark and prints a markdown table.
@@ -263,7 +349,10 @@ pub async fn run(args: SchedulerArgs) -> Result<()> {
     if args.gpu_instances > 0 && args.gpu_every > 0 {
         results.push(run_phase(&args, true).await?);
     }
-    println!("| {} nodes, {} concurrent creators | instances | bindings/s | create→bound p50 | p99 |", args.nodes, args.concurrency);
+    println!(
+        "| {} nodes, {} concurrent creators | instances | bindings/s | create→bound p50 | p99 |",
+        args.nodes, args.concurrency
+    );
     println!("|---|---:|---:|---:|---:|");
     for r in &results {
         println!(
@@ -276,7 +365,10 @@ pub async fn run(args: SchedulerArgs) -> Result<()> {
         );
     }
     if let [plain, gpu] = results.as_slice() {
-        println!("\nGPU ÷ plain bindings/s: {:.2}", gpu.stats.throughput() / plain.stats.throughput().max(f64::MIN_POSITIVE));
+        println!(
+            "\nGPU ÷ plain bindings/s: {:.2}",
+            gpu.stats.throughput() / plain.stats.throughput().max(f64::MIN_POSITIVE)
+        );
     }
     Ok(())
 }

@@ -142,8 +142,14 @@ async fn an_unpaged_list_too_large_for_one_message_is_not_reported_as_expired() 
     // continue token even without a limit; following it yields everything.
     match api.list(support::list_request("default")).await {
         Ok((items, _, token)) => {
-            assert!(items.len() < 12 && !token.is_empty(), "a ~17 MiB listing comes in pages");
-            let (all, _) = api.list_all(support::list_request("default")).await.expect("list all pages");
+            assert!(
+                items.len() < 12 && !token.is_empty(),
+                "a ~17 MiB listing comes in pages"
+            );
+            let (all, _) = api
+                .list_all(support::list_request("default"))
+                .await
+                .expect("list all pages");
             assert_eq!(all.len(), 12);
         }
         // OUT_OF_RANGE means "your resource_version expired, re-list" in this API

@@ -1,0 +1,69 @@
+# HyperMesh entry points. On a fresh machine: `make up` (one terminal), then `make test`.
+#
+#   make up     install what is missing, build, run hm-apiserver on 127.0.0.1:7443 (foreground)
+#   make test   build every binary, run every test with cargo-nextest
+#   make bench  release build, then hm-bench against a real hm-apiserver and a real etcd
+#   make lint   rustfmt check and clippy with warnings as errors
+#   make dev-reset  delete the `make up` data dir (stop the apiserver first)
+#
+# `make up` uses the dev profile on purpose: `make test` needs the same debug build, so the
+# second command reuses the first one's work instead of compiling everything twice.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO      ?= cargo
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+
+# make up
+LISTEN   ?= 127.0.0.1:7443
+DATA_DIR ?= .hypermesh-dev/data
+
+# make test: the `ci` nextest profile (.config/nextest.toml) under CI=true, else `default`.
+NEXTEST_PROFILE ?= $(if $(filter true 1,$(CI)),ci,default)
+
+# make bench: add BENCH_FLAGS=--write to record the result in BENCHMARKS.md.
+BENCH_OBJECTS     ?= 10000
+BENCH_CONCURRENCY ?= 16
+BENCH_FLAGS       ?=
+
+.PHONY: help setup up test bench lint fmt dev-reset
+
+help:
+	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
+
+setup:
+	@bash scripts/setup.sh
+
+up: setup
+	$(CARGO) build -p hypermesh-apiserver -p hypermesh-ctl
+	@mkdir -p $(DATA_DIR)
+	@echo
+	@echo "HyperMesh apiserver: http://$(LISTEN)  (data in $(DATA_DIR); Ctrl-C stops it)"
+	@echo "In another terminal:"
+	@echo "  export HYPERMESH_SERVER=http://$(LISTEN)"
+	@echo "  export PATH=\"$(abspath $(TARGET_DIR))/debug:\$$PATH\"   # puts hmctl on PATH"
+	@echo "  hmctl apply -f examples/"
+	@echo "  hmctl get workloads -o yaml"
+	@echo
+	exec $(TARGET_DIR)/debug/hm-apiserver --listen $(LISTEN) --data-dir $(DATA_DIR) --insecure-dev
+
+test: setup
+	$(CARGO) build --workspace --bins
+	$(CARGO) nextest run --workspace --no-fail-fast --profile $(NEXTEST_PROFILE)
+
+bench: setup
+	$(CARGO) build --release -p hypermesh-apiserver -p hypermesh-bench
+	$(TARGET_DIR)/release/hm-bench api --objects $(BENCH_OBJECTS) --concurrency $(BENCH_CONCURRENCY) \
+		--etcd /usr/bin/etcd --apiserver $(TARGET_DIR)/release/hm-apiserver $(BENCH_FLAGS)
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Forget the `make up` cluster's state (the apiserver must be stopped).
+dev-reset:
+	rm -rf $(DATA_DIR)

@@ -1,0 +1,69 @@
+//! Command-line arguments of `hm-bench`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// HyperMesh benchmarks, side by side with peers.
+#[derive(Debug, Parser)]
+#[command(name = "hm-bench", version, about)]
+pub struct Cli {
+    /// Which benchmark to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, get, list (paged) and watch Workloads on a real hm-apiserver, and the
+    /// same on a real etcd through etcd-client.
+    Api(ApiArgs),
+    /// Bind Instances to simulated nodes through a real hm-apiserver and hm-scheduler:
+    /// bindings/s and create→bound latency, plain and GPU-requesting.
+    Scheduler(crate::scheduler::SchedulerArgs),
+}
+
+/// A system the `api` benchmark measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// `hm-apiserver` with its embedded store, through `hypermesh_api::Api`.
+    Hypermesh,
+    /// `etcd`, through `etcd-client`, with the same encoded objects.
+    Etcd,
+}
+
+/// Arguments of `hm-bench api`.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Workloads to create (then get, list and watch).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub objects: u32,
+    /// Concurrent clients, each with its own connection.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// The etcd binary (Debian package `etcd-server`).
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    pub etcd: PathBuf,
+    /// The hm-apiserver binary (`cargo build --release -p hypermesh-apiserver`).
+    #[arg(long, default_value = "target/release/hm-apiserver")]
+    pub apiserver: PathBuf,
+    /// Which systems to measure, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Target::Hypermesh, Target::Etcd])]
+    pub targets: Vec<Target>,
+    /// Page size of the list phase.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page_size: u32,
+    /// Namespace the Workloads are created in (must exist; `default` always does).
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Deadline in seconds for a server to start and for each phase to finish.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+    /// Record the result in the benchmarks file (replacing this benchmark's section).
+    #[arg(long)]
+    pub write: bool,
+    /// The file `--write` updates.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub benchmarks_file: PathBuf,
+}

@@ -1,0 +1,34 @@
+//! `hm-bench`: benchmarks that start real HyperMesh processes side by side with a peer
+//! (etcd) and print `BENCHMARKS.md`-ready tables.
+//!
+//! The crate is an application, like `hmctl`, so it reports errors with `anyhow` and
+//! context instead of typed enums: nothing calls it as a library except its own `main`
+//! and its tests.
+//!
+//! # Layout
+//! - [`cli`]: command-line arguments.
+//! - [`servers`]: real `hm-apiserver` and `etcd` processes on free loopback ports, killed
+//!   when dropped (also on error and on Ctrl-C).
+//! - [`workload`]: the ~1 KB Workload every phase writes.
+//! - [`stats`]: latency samples → throughput, p50, p99.
+//! - [`api`]: the `api` benchmark: create, get, list and watch against HyperMesh and etcd.
+//! - [`scheduler`]: the `scheduler` benchmark: bindings/s on simulated nodes.
+//! - [`report`]: the markdown table and the `BENCHMARKS.md` section.
+
+pub mod api;
+pub mod cli;
+pub mod report;
+pub mod scheduler;
+pub mod servers;
+pub mod stats;
+pub mod workload;
+
+use anyhow::Result;
+
+/// Runs the benchmark `cli` selects.
+pub async fn run(cli: cli::Cli) -> Result<()> {
+    match cli.command {
+        cli::Command::Api(args) => api::run(args).await,
+        cli::Command::Scheduler(args) => scheduler::run(args).await,
+    }
+}
