@@ -129,6 +129,10 @@ pub async fn start_apiserver(binary: &Path, timeout: Duration) -> Result<ServerP
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
+        // The store and API alone: no controller reacting to the benchmark's objects.
+        .arg("--controllers")
+        .arg("none")
+        .arg("--insecure-dev")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
