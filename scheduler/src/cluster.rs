@@ -35,6 +35,8 @@ pub struct GpuDevice {
     pub shareable: bool,
     /// The asset's privacy level.
     pub privacy: i32,
+    /// Thousandths of it given to Instances.
+    pub used_milli: u64,
 }
 
 /// A node as the scheduler sees it.
@@ -95,9 +97,10 @@ pub struct BoundInstance {
 /// The whole picture.
 #[derive(Debug, Default)]
 pub struct ClusterState {
-    nodes: HashMap<String, NodeState>,
-    /// Node names in a stable order, for sampling from a rotating offset.
-    node_order: Vec<String>,
+    /// Nodes in a stable order, for sampling from a rotating offset without lookups.
+    nodes: Vec<NodeState>,
+    /// Position of each node in `nodes`.
+    node_index: HashMap<String, usize>,
     assets_by_node: HashMap<String, BTreeMap<String, Asset>>,
     bound: HashMap<InstanceKey, BoundInstance>,
     gpu_used: HashMap<String, u64>,
@@ -126,22 +129,19 @@ impl ClusterState {
         let name = node.meta().name.clone();
         let spec = node.spec.clone().unwrap_or_default();
         let status = node.status.clone().unwrap_or_default();
-        if !self.nodes.contains_key(&name) {
+        if !self.node_index.contains_key(&name) {
             // A node seen again (re-registered, or listed after its Instances) starts
             // with what is already bound to it.
             let (requested, instances) = self.usage.get(&name).cloned().unwrap_or_default();
-            self.nodes.insert(
-                name.clone(),
-                NodeState {
-                    name: name.clone(),
-                    requested,
-                    instances,
-                    ..Default::default()
-                },
-            );
-            self.node_order.push(name.clone());
+            self.node_index.insert(name.clone(), self.nodes.len());
+            self.nodes.push(NodeState {
+                name: name.clone(),
+                requested,
+                instances,
+                ..Default::default()
+            });
         }
-        let Some(entry) = self.nodes.get_mut(&name) else {
+        let Some(entry) = self.node_mut(&name) else {
             return;
         };
         entry.labels = node.meta().labels.clone();
@@ -160,8 +160,18 @@ impl ClusterState {
 
     /// Removes a node (its Instances stay accounted until they are deleted).
     pub fn remove_node(&mut self, name: &str) {
-        self.nodes.remove(name);
-        self.node_order.retain(|n| n != name);
+        let Some(index) = self.node_index.remove(name) else {
+            return;
+        };
+        self.nodes.swap_remove(index);
+        if let Some(moved) = self.nodes.get(index) {
+            self.node_index.insert(moved.name.clone(), index);
+        }
+    }
+
+    fn node_mut(&mut self, name: &str) -> Option<&mut NodeState> {
+        let index = *self.node_index.get(name)?;
+        self.nodes.get_mut(index)
     }
 
     /// Adds or replaces an asset.
@@ -193,7 +203,11 @@ impl ClusterState {
     }
 
     fn refresh_assets(&mut self, node: &str) {
-        let Some(state) = self.nodes.get_mut(node) else {
+        let Some(index) = self.node_index.get(node).copied() else {
+            return;
+        };
+        let gpu_used = &self.gpu_used;
+        let Some(state) = self.nodes.get_mut(index) else {
             return;
         };
         let assets = self.assets_by_node.get(node);
@@ -212,6 +226,7 @@ impl ClusterState {
                     ),
                     shareable: spec.sharing.as_ref().is_some_and(|s| s.allowed),
                     privacy: spec.privacy,
+                    used_milli: gpu_used.get(&a.meta().name).copied().unwrap_or(0),
                 })
             })
             .collect();
@@ -281,12 +296,17 @@ impl ClusterState {
         let usage = self.usage.entry(instance.node.clone()).or_default();
         usage.0 += instance.requests;
         usage.1.insert(key.clone());
-        if let Some(node) = self.nodes.get_mut(&instance.node) {
-            node.requested += instance.requests;
-            node.instances.insert(key.clone());
-        }
         for (asset, milli) in &instance.gpus {
             *self.gpu_used.entry(asset.clone()).or_default() += milli;
+        }
+        if let Some(node) = self.node_mut(&instance.node) {
+            node.requested += instance.requests;
+            node.instances.insert(key.clone());
+            for (asset, milli) in &instance.gpus {
+                if let Some(gpu) = node.gpus.iter_mut().find(|g| &g.asset == asset) {
+                    gpu.used_milli += milli;
+                }
+            }
         }
         self.bound.insert(key, instance);
     }
@@ -301,9 +321,14 @@ impl ClusterState {
                 self.usage.remove(&old.node);
             }
         }
-        if let Some(node) = self.nodes.get_mut(&old.node) {
+        if let Some(node) = self.node_mut(&old.node) {
             node.requested = node.requested - old.requests;
             node.instances.remove(key);
+            for (asset, milli) in &old.gpus {
+                if let Some(gpu) = node.gpus.iter_mut().find(|g| &g.asset == asset) {
+                    gpu.used_milli = gpu.used_milli.saturating_sub(*milli);
+                }
+            }
         }
         for (asset, milli) in &old.gpus {
             if let Some(used) = self.gpu_used.get_mut(asset) {
@@ -347,17 +372,22 @@ impl ClusterState {
 
     /// A node by name.
     pub fn node(&self, name: &str) -> Option<&NodeState> {
-        self.nodes.get(name)
+        self.nodes.get(*self.node_index.get(name)?)
+    }
+
+    /// Every node, in a stable order.
+    pub fn nodes(&self) -> &[NodeState] {
+        &self.nodes
     }
 
     /// How many nodes there are.
     pub fn node_count(&self) -> usize {
-        self.node_order.len()
+        self.nodes.len()
     }
 
     /// Node names in stable order.
-    pub fn node_names(&self) -> &[String] {
-        &self.node_order
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
     }
 
     /// How many Instances of gang `(namespace, workload)` are bound.

@@ -224,6 +224,9 @@ pub fn privacy_allows(
     if wanted != PrivacyLevel::Unspecified as i32 && level > wanted {
         return false;
     }
+    if level >= PrivacyLevel::PublicNetwork as i32 || level == PrivacyLevel::Unspecified as i32 {
+        return true; // the common case needs no label lookups
+    }
     let ns_labels = cluster.namespace_labels(namespace);
     let same_network = || match (
         node.labels.get(NETWORK_LABEL),
@@ -276,7 +279,7 @@ pub fn pick_gpus(cluster: &ClusterState, node: &NodeState, req: &Request) -> Opt
             .gpus
             .iter()
             .filter(eligible)
-            .filter(|g| cluster.gpu_used(&g.asset) == 0)
+            .filter(|g| g.used_milli == 0)
             .take(count)
             .collect();
         return (free.len() == count)
@@ -288,10 +291,10 @@ pub fn pick_gpus(cluster: &ClusterState, node: &NodeState, req: &Request) -> Opt
     node.gpus
         .iter()
         .filter(eligible)
-        .filter(|g| g.shareable && 1000 - cluster.gpu_used(&g.asset).min(1000) >= wanted)
+        .filter(|g| g.shareable && 1000 - g.used_milli.min(1000) >= wanted)
         .max_by_key(|g| {
             (
-                cluster.gpu_used(&g.asset),
+                g.used_milli,
                 std::cmp::Reverse(g.asset.clone()),
             )
         })
@@ -388,7 +391,6 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 /// Scores a feasible node, 0–100ish; higher is better.
 pub fn score(
-    cluster: &ClusterState,
     node: &NodeState,
     req: &Request,
     gpus: &[(String, u64)],
@@ -409,7 +411,7 @@ pub fn score(
     let free_whole_gpus = node
         .gpus
         .iter()
-        .filter(|g| cluster.gpu_used(&g.asset) == 0)
+        .filter(|g| g.used_milli == 0)
         .count();
     if req.resources.gpu_milli == 0 {
         // Keep GPU nodes for GPU work.
@@ -420,7 +422,7 @@ pub fn score(
         // Pack GPU work: prefer nodes that end with the fewest whole GPUs free.
         let taken_whole = gpus
             .iter()
-            .filter(|(a, m)| *m == 1000 && cluster.gpu_used(a) == 0)
+            .filter(|(a, m)| *m == 1000 && node.gpus.iter().any(|g| &g.asset == a && g.used_milli == 0))
             .count();
         let left = free_whole_gpus.saturating_sub(taken_whole);
         score += 30.0 * (1.0 - ratio(left as u64, node.gpus.len() as u64));

@@ -309,54 +309,45 @@ impl Scheduler {
         }
     }
 
-    /// Nodes examined from a rotating offset until enough feasible ones are found.
-    fn feasible_nodes(&mut self, req: &Request) -> (Vec<Placement>, BTreeMap<Unfit, usize>) {
-        let names = self.cluster.node_names();
-        let total = names.len();
+    /// Filters nodes from a rotating offset until enough feasible ones are found,
+    /// scoring each as it goes; the best wins (ties: the earliest registered node).
+    fn best_node(&mut self, req: &Request) -> Result<Placement, BTreeMap<Unfit, usize>> {
+        let nodes = self.cluster.nodes();
+        let total = nodes.len();
         let wanted = self
             .config
             .min_feasible_nodes
             .max(total * self.config.feasible_percentage / 100);
-        let mut feasible = Vec::new();
+        let start = if total == 0 { 0 } else { self.next_offset % total };
+        let profile = self.config.profile;
         let mut reasons = BTreeMap::new();
-        let start = if total == 0 {
-            0
-        } else {
-            self.next_offset % total
-        };
+        let mut best: Option<(f64, usize, GpuPick)> = None;
+        let mut found = 0;
+        let mut next_offset = self.next_offset;
         for i in 0..total {
-            let name = &names[(start + i) % total];
-            let Some(node) = self.cluster.node(name) else {
-                continue;
-            };
+            let index = (start + i) % total;
+            let node = &nodes[index];
             match plugins::filter(&self.cluster, node, req) {
                 Ok(gpus) => {
-                    feasible.push((name.clone(), gpus));
-                    if feasible.len() >= wanted {
-                        self.next_offset = start + i + 1;
+                    let score = plugins::score(node, req, &gpus, profile);
+                    let better = best
+                        .as_ref()
+                        .is_none_or(|(s, j, _)| score > *s || (score == *s && index < *j));
+                    if better {
+                        best = Some((score, index, gpus));
+                    }
+                    found += 1;
+                    if found >= wanted {
+                        next_offset = start + i + 1;
                         break;
                     }
                 }
                 Err(reason) => *reasons.entry(reason).or_insert(0) += 1,
             }
         }
-        (feasible, reasons)
-    }
-
-    fn best_node(&mut self, req: &Request) -> Result<Placement, BTreeMap<Unfit, usize>> {
-        let (feasible, reasons) = self.feasible_nodes(req);
-        let profile = self.config.profile;
-        feasible
-            .into_iter()
-            .map(|(name, gpus)| {
-                let score = self.cluster.node(&name).map_or(f64::MIN, |n| {
-                    plugins::score(&self.cluster, n, req, &gpus, profile)
-                });
-                (score, name, gpus)
-            })
-            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
-            .map(|(_, name, gpus)| (name, gpus))
-            .ok_or(reasons)
+        let placement = best.map(|(_, index, gpus)| (nodes[index].name.clone(), gpus));
+        self.next_offset = next_offset;
+        placement.ok_or(reasons)
     }
 
     fn schedule(&mut self, key: InstanceKey) {
