@@ -22,6 +22,9 @@ pub enum Command {
     /// Bind Instances to simulated nodes through a real hm-apiserver and hm-scheduler:
     /// bindings/s and create→bound latency, plain and GPU-requesting.
     Scheduler(crate::scheduler::SchedulerArgs),
+    /// FALCON-1024 keygen/sign/verify and Asset proof build/verify per second, and
+    /// Asset registrations/s with proofs through a real hm-apiserver.
+    Trust(crate::trust::TrustArgs),
 }
 
 /// A system the `api` benchmark measures.

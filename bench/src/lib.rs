@@ -13,6 +13,7 @@
 //! - [`stats`]: latency samples → throughput, p50, p99.
 //! - [`api`]: the `api` benchmark: create, get, list and watch against HyperMesh and etcd.
 //! - [`scheduler`]: the `scheduler` benchmark: bindings/s on simulated nodes.
+//! - [`trust`]: the `trust` benchmark: FALCON-1024, proofs, and registrations with proofs.
 //! - [`report`]: the markdown table and the `BENCHMARKS.md` section.
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod report;
 pub mod scheduler;
 pub mod servers;
 pub mod stats;
+pub mod trust;
 pub mod workload;
 
 use anyhow::Result;
@@ -30,5 +32,6 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
     match cli.command {
         cli::Command::Api(args) => api::run(args).await,
         cli::Command::Scheduler(args) => scheduler::run(args).await,
+        cli::Command::Trust(args) => trust::run(args).await,
     }
 }

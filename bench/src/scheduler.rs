@@ -185,6 +185,29 @@ pub struct PhaseResult {
     pub name: &'static str,
     /// Create→bound latencies and bindings/s.
     pub stats: PhaseStats,
+    /// CPU seconds the apiserver and the scheduler used during the phase.
+    pub cpu_seconds: (f64, f64),
+}
+
+/// CPU time (user + system) a process has used so far, from /proc.
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ") ".
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
@@ -279,6 +302,7 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
         .await
         .context("watching instances")?;
     let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; count]));
+    let cpu_before = (cpu_seconds(server.pid()), cpu_seconds(scheduler.id()));
     let begin = Instant::now();
     let creator = {
         let (instances, sent_at) = (instances.clone(), sent_at.clone());
@@ -328,6 +352,10 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
         }
     }
     let wall = begin.elapsed();
+    let cpu = (
+        cpu_seconds(server.pid()) - cpu_before.0,
+        cpu_seconds(scheduler.id()) - cpu_before.1,
+    );
     creator.await.context("creator task")??;
     let sent = sent_at.lock().await.clone();
     let samples: Vec<Duration> = sent
@@ -340,6 +368,7 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
     Ok(PhaseResult {
         name: if gpu { "gpu" } else { "plain" },
         stats: PhaseStats::new(count as u64, wall, samples),
+        cpu_seconds: cpu,
     })
 }
 
@@ -350,18 +379,20 @@ pub async fn run(args: SchedulerArgs) -> Result<()> {
         results.push(run_phase(&args, true).await?);
     }
     println!(
-        "| {} nodes, {} concurrent creators | instances | bindings/s | create→bound p50 | p99 |",
+        "| {} nodes, {} concurrent creators | instances | bindings/s | create→bound p50 | p99 | CPU s apiserver / scheduler |",
         args.nodes, args.concurrency
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     for r in &results {
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.1} / {:.1} |",
             r.name,
             r.stats.ops,
             format_count(r.stats.throughput()),
             format_duration(r.stats.p50),
-            format_duration(r.stats.p99)
+            format_duration(r.stats.p99),
+            r.cpu_seconds.0,
+            r.cpu_seconds.1
         );
     }
     if let [plain, gpu] = results.as_slice() {

@@ -37,6 +37,11 @@ impl ServerProcess {
         &self.url
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Kills the process and waits for it to exit.
     pub async fn stop(mut self) -> Result<()> {
         self.child
