@@ -1,6 +1,6 @@
 # HyperMesh entry points. On a fresh machine: `make up` (one terminal), then `make test`.
 #
-#   make up     install what is missing, build, run hm-apiserver on 127.0.0.1:7443 (foreground)
+#   make up     install what is missing, build, run hm-apiserver on 127.0.0.1:7443 and hm-scheduler (foreground)
 #   make test   build every binary, run every test with cargo-nextest
 #   make bench  release build, then hm-bench against a real hm-apiserver and a real etcd
 #   make lint   rustfmt check and clippy with warnings as errors
@@ -36,17 +36,8 @@ setup:
 	@bash scripts/setup.sh
 
 up: setup
-	$(CARGO) build -p hypermesh-apiserver -p hypermesh-ctl
-	@mkdir -p $(DATA_DIR)
-	@echo
-	@echo "HyperMesh apiserver: http://$(LISTEN)  (data in $(DATA_DIR); Ctrl-C stops it)"
-	@echo "In another terminal:"
-	@echo "  export HYPERMESH_SERVER=http://$(LISTEN)"
-	@echo "  export PATH=\"$(abspath $(TARGET_DIR))/debug:\$$PATH\"   # puts hmctl on PATH"
-	@echo "  hmctl apply -f examples/"
-	@echo "  hmctl get workloads -o yaml"
-	@echo
-	exec $(TARGET_DIR)/debug/hm-apiserver --listen $(LISTEN) --data-dir $(DATA_DIR) --insecure-dev
+	$(CARGO) build -p hypermesh-apiserver -p hypermesh-scheduler -p hypermesh-ctl $(if $(wildcard agent/src/main.rs),-p hypermesh-agent)
+	LISTEN=$(LISTEN) DATA_DIR=$(DATA_DIR) BIN=$(TARGET_DIR)/debug bash scripts/up.sh
 
 test: setup
 	$(CARGO) build --workspace --bins
