@@ -12,6 +12,9 @@
 //!   [`workload::template`] (hash, stamping Instances), [`workload::plan`] (what to
 //!   create and delete, without I/O), [`workload::status`] (counts, conditions,
 //!   history) and [`workload::expectations`] (waiting for the cache to catch up).
+//! - [`node_lifecycle`]: marks nodes whose heartbeat Lease lapsed `Ready=Unknown`,
+//!   taints them `hypermesh.io/unreachable:NoExecute`, and after a grace period
+//!   deletes the Instances on them that do not tolerate that.
 //! - [`events`]: recording Events about objects.
 //! - [`run`] / [`run_with`]: every controller, leader-elected.
 
@@ -19,6 +22,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod events;
+pub mod node_lifecycle;
 pub mod workload;
 
 use std::time::Duration;
@@ -28,6 +32,7 @@ use hypermesh_runtime::leader::LeaderElector;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use crate::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use crate::workload::WorkloadController;
 
 /// Namespace of the controllers' leader-election Lease.
@@ -78,6 +83,17 @@ pub async fn run(channel: Channel, shutdown: CancellationToken) {
 /// controllers' Lease. On shutdown the controllers stop first, then the Lease is
 /// released so another replica takes over at once.
 pub async fn run_with(channel: Channel, config: Config, shutdown: CancellationToken) {
+    run_with_node_lifecycle(channel, config, NodeLifecycleConfig::default(), shutdown).await;
+}
+
+/// [`run_with`], with the node-lifecycle controller's Lease, startup and eviction
+/// graces from `node_lifecycle` (tests shorten them).
+pub async fn run_with_node_lifecycle(
+    channel: Channel,
+    config: Config,
+    node_lifecycle: NodeLifecycleConfig,
+    shutdown: CancellationToken,
+) {
     let elector = LeaderElector::new(
         Api::new(channel.clone()),
         LEASE_NAMESPACE,
@@ -87,9 +103,16 @@ pub async fn run_with(channel: Channel, config: Config, shutdown: CancellationTo
     );
     elector
         .run_while_leader(shutdown, |term| {
-            let controller =
+            let workloads =
                 WorkloadController::new(channel.clone(), &config.identity, config.workers);
-            controller.run(term)
+            let nodes = NodeLifecycleController::new(
+                channel.clone(),
+                &config.identity,
+                node_lifecycle.clone(),
+            );
+            async move {
+                tokio::join!(workloads.run(term.clone()), nodes.run(term));
+            }
         })
         .await;
 }

@@ -292,12 +292,7 @@ pub fn pick_gpus(cluster: &ClusterState, node: &NodeState, req: &Request) -> Opt
         .iter()
         .filter(eligible)
         .filter(|g| g.shareable && 1000 - g.used_milli.min(1000) >= wanted)
-        .max_by_key(|g| {
-            (
-                g.used_milli,
-                std::cmp::Reverse(g.asset.clone()),
-            )
-        })
+        .max_by_key(|g| (g.used_milli, std::cmp::Reverse(g.asset.clone())))
         .map(|g| vec![(g.asset.clone(), wanted)])
 }
 
@@ -390,12 +385,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 }
 
 /// Scores a feasible node, 0–100ish; higher is better.
-pub fn score(
-    node: &NodeState,
-    req: &Request,
-    gpus: &[(String, u64)],
-    profile: Profile,
-) -> f64 {
+pub fn score(node: &NodeState, req: &Request, gpus: &[(String, u64)], profile: Profile) -> f64 {
     let after = node.requested
         + Resources {
             gpu_milli: 0,
@@ -408,11 +398,7 @@ pub fn score(
         Profile::Spread => (1.0 - used) * 100.0,
         Profile::Binpack => used * 100.0,
     };
-    let free_whole_gpus = node
-        .gpus
-        .iter()
-        .filter(|g| g.used_milli == 0)
-        .count();
+    let free_whole_gpus = node.gpus.iter().filter(|g| g.used_milli == 0).count();
     if req.resources.gpu_milli == 0 {
         // Keep GPU nodes for GPU work.
         if free_whole_gpus > 0 {
@@ -422,7 +408,9 @@ pub fn score(
         // Pack GPU work: prefer nodes that end with the fewest whole GPUs free.
         let taken_whole = gpus
             .iter()
-            .filter(|(a, m)| *m == 1000 && node.gpus.iter().any(|g| &g.asset == a && g.used_milli == 0))
+            .filter(|(a, m)| {
+                *m == 1000 && node.gpus.iter().any(|g| &g.asset == a && g.used_milli == 0)
+            })
             .count();
         let left = free_whole_gpus.saturating_sub(taken_whole);
         score += 30.0 * (1.0 - ratio(left as u64, node.gpus.len() as u64));

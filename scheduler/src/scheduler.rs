@@ -318,7 +318,11 @@ impl Scheduler {
             .config
             .min_feasible_nodes
             .max(total * self.config.feasible_percentage / 100);
-        let start = if total == 0 { 0 } else { self.next_offset % total };
+        let start = if total == 0 {
+            0
+        } else {
+            self.next_offset % total
+        };
         let profile = self.config.profile;
         let mut reasons = BTreeMap::new();
         let mut best: Option<(f64, usize, GpuPick)> = None;
