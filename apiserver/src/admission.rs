@@ -29,6 +29,21 @@ pub trait Admission: Validate {
     fn gpu_requests(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+
+    /// The object as an Asset, for proof admission (`crate::proofs`).
+    fn as_asset(&self) -> Option<&v1::Asset> {
+        None
+    }
+
+    /// The object as a Node, for identity checks and Byzantine detection.
+    fn as_node(&self) -> Option<&v1::Node> {
+        None
+    }
+
+    /// The object as a mutable Node.
+    fn as_node_mut(&mut self) -> Option<&mut v1::Node> {
+        None
+    }
 }
 
 fn container_gpus(path: &str, containers: &[v1::Container]) -> Vec<(String, String)> {
@@ -124,9 +139,21 @@ impl Admission for v1::Namespace {
     }
 }
 
-impl Admission for v1::Node {}
+impl Admission for v1::Node {
+    fn as_node(&self) -> Option<&v1::Node> {
+        Some(self)
+    }
+
+    fn as_node_mut(&mut self) -> Option<&mut v1::Node> {
+        Some(self)
+    }
+}
 
 impl Admission for v1::Asset {
+    fn as_asset(&self) -> Option<&v1::Asset> {
+        Some(self)
+    }
+
     fn check_update(&self, old: &Self) -> Result<(), Status> {
         let node = |a: &v1::Asset| {
             a.spec

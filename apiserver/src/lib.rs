@@ -6,6 +6,8 @@
 //! - [`registry`]: per-kind object semantics over the store (uid, generation,
 //!   optimistic concurrency, finalizers, selectors, pagination, watch).
 //! - [`admission`]: per-kind defaults, immutable fields and deletion hooks.
+//! - [`proofs`]: Asset proof verification at admission and Byzantine detection
+//!   (Suspect condition, taint and Event).
 //! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
 //! - `bind`: `InstanceService.Bind`.
 //! - `service`: the gRPC services, one generic implementation for every kind.
@@ -18,6 +20,7 @@ mod bind;
 pub mod gc;
 pub mod metrics;
 pub mod object;
+pub mod proofs;
 pub mod registry;
 pub mod server;
 mod service;

@@ -252,6 +252,7 @@ impl<K: Resource + Admission> Registry<K> {
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
         self.check_namespace(&namespace).await?;
         crate::admission::check_gpu_sharing(self.store.as_ref(), &obj.gpu_requests()).await?;
+        crate::proofs::admit(&self.store, &self.options, &mut obj, None).await?;
         let meta = obj.meta_mut();
         meta.uid = uid();
         meta.generation = 1;
@@ -364,6 +365,8 @@ impl<K: Resource + Admission> Registry<K> {
             ));
         }
         obj.check_update(&current)?;
+        let suspicion =
+            crate::proofs::admit(&self.store, &self.options, &mut obj, Some(&current)).await?;
         if obj.spec_bytes() != current.spec_bytes() {
             crate::admission::check_gpu_sharing(self.store.as_ref(), &obj.gpu_requests()).await?;
         }
@@ -389,7 +392,9 @@ impl<K: Resource + Admission> Registry<K> {
         if next.spec_bytes() != current.spec_bytes() {
             next.meta_mut().generation = current.meta().generation + 1;
         }
-        self.write(&kv, &current, next, &what).await
+        let written = self.write(&kv, &current, next, &what).await?;
+        crate::proofs::after_write(&self.store, &self.options, suspicion).await;
+        Ok(written)
     }
 
     /// Replaces status only. Without a resource_version it retries on conflicts
@@ -405,6 +410,7 @@ impl<K: Resource + Admission> Registry<K> {
             Self::check_version(obj.meta().resource_version, &kv, &what)?;
             let mut next = current.clone();
             next.copy_status_from(&obj);
+            crate::proofs::keep_suspect_condition(&mut next, &current);
             validate(&next).map_err(|errs| status(errs.reason(), errs.to_string()))?;
             match self.write(&kv, &current, next, &what).await {
                 Err(s) if s.code() == tonic::Code::Aborted && obj.meta().resource_version == 0 => {
@@ -451,11 +457,15 @@ impl<K: Resource + Admission> Registry<K> {
         }
         let deletion =
             object::delete_object(self.store.as_ref(), &key, &what, expected, K::on_delete).await?;
-        let (obj, revision) = match deletion {
-            Deletion::Deleted(obj, rev) | Deletion::Pending(obj, rev) => (obj, rev),
+        let (obj, revision, deleted) = match deletion {
+            Deletion::Deleted(obj, rev) => (obj, rev, true),
+            Deletion::Pending(obj, rev) => (obj, rev, false),
         };
         let mut typed = K::decode(obj.encode_to_vec().as_slice())
             .map_err(|e| status(Reason::InternalError, e.to_string()))?;
+        if deleted {
+            crate::proofs::forget(&typed);
+        }
         typed.meta_mut().resource_version = revision;
         Ok(typed)
     }

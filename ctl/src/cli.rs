@@ -80,6 +80,9 @@ pub enum Command {
     Uncordon(crate::cordon::NodeArgs),
     /// Cordon a node, then evict every Instance on it and wait until they are gone
     Drain(crate::drain::DrainArgs),
+    /// Node administration: `hmctl node trust NAME` clears a Suspect mark
+    #[command(subcommand)]
+    Node(crate::trust::NodeCommand),
 }
 
 /// `hmctl apply`.

@@ -12,6 +12,7 @@
 //! - [`apply`], [`get`], [`watch`], [`describe`], [`delete`], [`scale`], [`rollout`],
 //!   [`api_resources`], [`version`]: one module per command.
 //! - [`cordon`] (cordon, uncordon), [`drain`]: node maintenance.
+//! - [`trust`]: `hmctl node trust`, clearing a Suspect mark.
 //! - [`columns`], [`table`], [`output`]: how objects print.
 //! - [`error`]: `Error from server (Reason): ...` reporting.
 
@@ -35,6 +36,7 @@ pub mod output;
 pub mod rollout;
 pub mod scale;
 pub mod table;
+pub mod trust;
 pub mod version;
 pub mod watch;
 
@@ -113,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Cordon(args) => cordon::run(&ctx()?, args, true).await,
         Command::Uncordon(args) => cordon::run(&ctx()?, args, false).await,
         Command::Drain(args) => drain::run(&ctx()?, args).await,
+        Command::Node(command) => trust::run(&ctx()?, command).await,
         Command::Config(ConfigCommand::SetServer { url }) => {
             let path = config::set_server(url)?;
             output::print(&format!("server set to {url} in {}\n", path.display()))?;

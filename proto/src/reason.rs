@@ -81,6 +81,30 @@ reasons! {
     InternalError => Internal,
     /// The server is shutting down or the store is unavailable.
     Unavailable => Unavailable,
+    /// A Node's `spec.identity` is inconsistent: `nodeId` is not the BLAKE3 of `publicKey`.
+    NodeIdentityInvalid => InvalidArgument,
+    /// An Asset carries a proof but its Node has no identity (public key) to check it with.
+    NodeIdentityMissing => FailedPrecondition,
+    /// An Asset of a node with an identity carries no `spec.proof`.
+    ProofMissing => InvalidArgument,
+    /// A part of the proof (stake, time, space, timestamp, nonce) is absent or ill-formed.
+    ProofMalformed => InvalidArgument,
+    /// Stake: the signature does not verify with the node's public key.
+    ProofForged => PermissionDenied,
+    /// Stake: the proof was signed as another node than the asset's owner.
+    ProofWrongNode => PermissionDenied,
+    /// Time: the record's timestamp is outside the clock-skew window.
+    ProofStale => InvalidArgument,
+    /// Time: the record's nonce was already used (a replayed registration).
+    ProofReplayed => PermissionDenied,
+    /// Space: the asset is not bound to the node, location or record the proof commits to.
+    ProofSpaceMismatch => InvalidArgument,
+    /// Space: the node's assets claim more of a device than it proved.
+    ProofOverclaimed => PermissionDenied,
+    /// Work: the proof has no work part.
+    ProofWorkMissing => InvalidArgument,
+    /// Work: the hashcash does not meet the difficulty, or the difficulty is too low.
+    ProofWorkInsufficient => InvalidArgument,
 }
 
 impl fmt::Display for Reason {

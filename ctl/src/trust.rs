@@ -1,0 +1,121 @@
+//! `hmctl node trust NAME`: an admin's decision that a node marked Suspect (failed
+//! proofs, a changed key) is trusted again: its Suspect condition is set to False
+//! and its `hypermesh.io/suspect` taint removed, so the scheduler places work there.
+//!
+//! The condition is cleared first (UpdateStatus), then the taint (Update): the
+//! apiserver keeps the taint on a node while it is still Suspect. Both writes carry
+//! the resource_version read and are retried on conflicts.
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use hypermesh_api::Api;
+use hypermesh_api::v1::{Condition, Node};
+use tonic::Code;
+
+use crate::error::ServerError;
+use crate::output::print;
+use crate::{Context, Exit};
+
+/// The node condition Byzantine detection sets.
+pub const SUSPECT_CONDITION: &str = "Suspect";
+/// The taint a Suspect node carries.
+pub const SUSPECT_TAINT: &str = "hypermesh.io/suspect";
+/// The condition reason once an admin trusted the node.
+pub const TRUSTED_REASON: &str = "TrustedByAdmin";
+
+const MAX_ATTEMPTS: usize = 10;
+
+/// `hmctl node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Trust a Suspect node again: clear its Suspect condition and taint
+    #[command(
+        after_help = "A node is marked Suspect when one of its asset proofs fails \
+        (forged signature, replayed nonce, over-claimed space, ...) or its key changes; \
+        `hmctl describe node NAME` shows why.\n\nExample:\n  hmctl node trust host-1"
+    )]
+    Trust(TrustArgs),
+}
+
+/// `hmctl node trust`.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// The node's name
+    #[arg(value_name = "NODE")]
+    pub node: String,
+}
+
+/// Runs `hmctl node ...`.
+pub async fn run(ctx: &Context, command: &NodeCommand) -> Result<Exit> {
+    match command {
+        NodeCommand::Trust(args) => {
+            let api = Api::<Node>::new(ctx.connect().await?);
+            let changed = trust(&api, &args.node).await?;
+            let line = if changed {
+                format!("node/{} trusted\n", args.node)
+            } else {
+                format!("node/{} was not suspect\n", args.node)
+            };
+            print(&line)?;
+            Ok(Exit::Success)
+        }
+    }
+}
+
+/// Clears the Suspect condition and taint of node `name`; false when it had neither.
+pub async fn trust(api: &Api<Node>, name: &str) -> Result<bool> {
+    let mut changed = false;
+    let mut done = false;
+    for _ in 0..MAX_ATTEMPTS {
+        let mut node = api
+            .get("", name)
+            .await
+            .map_err(|s| ServerError::for_object(&s, "nodes", name))?;
+        let status = node.status.get_or_insert_with(Default::default);
+        let Some(c) = status
+            .conditions
+            .iter_mut()
+            .find(|c| c.r#type == SUSPECT_CONDITION && c.status == "True")
+        else {
+            done = true;
+            break;
+        };
+        *c = Condition {
+            r#type: SUSPECT_CONDITION.into(),
+            status: "False".into(),
+            reason: TRUSTED_REASON.into(),
+            message: format!("trusted by an admin (was {}: {})", c.reason, c.message),
+            last_transition_time: Some(hypermesh_api::time::now()),
+        };
+        match api.update_status(&node).await {
+            Ok(_) => {
+                changed = true;
+                done = true;
+                break;
+            }
+            Err(s) if s.code() == Code::Aborted => continue,
+            Err(s) => return Err(ServerError::for_object(&s, "nodes", name).into()),
+        }
+    }
+    if !done {
+        bail!("node/{name} kept changing under us; gave up after {MAX_ATTEMPTS} attempts");
+    }
+    for _ in 0..MAX_ATTEMPTS {
+        let mut node = api
+            .get("", name)
+            .await
+            .map_err(|s| ServerError::for_object(&s, "nodes", name))?;
+        let spec = node.spec.get_or_insert_with(Default::default);
+        let before = spec.taints.len();
+        spec.taints.retain(|t| t.key != SUSPECT_TAINT);
+        if spec.taints.len() == before {
+            return Ok(changed);
+        }
+        match api.update(&node).await {
+            Ok(_) => return Ok(true),
+            Err(s) if s.code() == Code::Aborted => continue,
+            Err(s) => return Err(ServerError::for_object(&s, "nodes", name).into()),
+        }
+    }
+    bail!("node/{name} kept changing under us; gave up after {MAX_ATTEMPTS} attempts")
+}

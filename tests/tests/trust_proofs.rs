@@ -1,0 +1,382 @@
+//! Asset proofs at admission: a valid proof is accepted; a forged signature, a
+//! tampered capacity, a stale timestamp, a replayed nonce, over-claimed space and
+//! missing work are each rejected with their own reason, and the sender is marked
+//! Suspect (condition, NoSchedule taint, Event) — visible in `hmctl describe node` —
+//! until `hmctl node trust` clears it. A changed node key also makes it Suspect.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, SystemTime};
+
+use hypermesh_api::reason::{Reason, reason_of};
+use hypermesh_api::v1::{
+    Asset, AssetSpec, AssetType, DeleteRequest, Event, ListRequest, Node, NodeSpec, ObjectMeta,
+    TaintEffect,
+};
+use hypermesh_api::{Api, Resource};
+use hypermesh_tests::InProcessApiServer;
+use hypermesh_trust::NodeIdentity;
+use hypermesh_trust::proof::{ProofParams, prove_asset, prove_asset_at};
+
+const SUSPECT_TAINT: &str = "hypermesh.io/suspect";
+
+struct Cluster {
+    server: InProcessApiServer,
+    identity: NodeIdentity,
+    nodes: Api<Node>,
+    assets: Api<Asset>,
+}
+
+impl Cluster {
+    /// A server with node `n1` registered with a fresh identity.
+    async fn start() -> Self {
+        let server = InProcessApiServer::start().await.unwrap();
+        let identity = NodeIdentity::generate();
+        let nodes = server.api::<Node>();
+        nodes
+            .create(&Node {
+                metadata: Some(ObjectMeta {
+                    name: "n1".into(),
+                    ..Default::default()
+                }),
+                spec: Some(NodeSpec {
+                    identity: Some(identity.to_node_identity()),
+                    ..Default::default()
+                }),
+                status: None,
+            })
+            .await
+            .unwrap();
+        let assets = server.api::<Asset>();
+        Cluster {
+            server,
+            identity,
+            nodes,
+            assets,
+        }
+    }
+
+    async fn node(&self) -> Node {
+        self.nodes.get("", "n1").await.unwrap()
+    }
+
+    /// (status, reason) of the Suspect condition, if any.
+    async fn suspect(&self) -> Option<(String, String)> {
+        let node = self.node().await;
+        node.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.r#type == "Suspect")
+            .map(|c| (c.status, c.reason))
+    }
+
+    async fn tainted(&self) -> bool {
+        self.node()
+            .await
+            .spec
+            .unwrap()
+            .taints
+            .iter()
+            .any(|t| t.key == SUSPECT_TAINT && t.effect == TaintEffect::NoSchedule as i32)
+    }
+
+    async fn assert_suspect(&self, reason: Reason) {
+        assert_eq!(
+            self.suspect().await,
+            Some(("True".to_string(), reason.as_str().to_string()))
+        );
+        assert!(
+            self.tainted().await,
+            "suspect node carries the NoSchedule taint"
+        );
+        let (events, _, _) = self
+            .server
+            .api::<Event>()
+            .list(ListRequest {
+                field_selector: "spec.involvedObject.name=n1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.spec.as_ref().unwrap().reason == reason.as_str()),
+            "an Event with reason {reason} about n1: {events:?}"
+        );
+    }
+
+    async fn hmctl(&self, args: &[&str]) -> (bool, String) {
+        let home = tempfile::tempdir().unwrap();
+        let out = tokio::process::Command::new(hypermesh_tests::bin_path("hmctl"))
+            .args(["--server", self.server.url()])
+            .args(args)
+            .env("HOME", home.path())
+            .env_remove("HYPERMESH_SERVER")
+            .output()
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+fn disk_spec(capacity: &str) -> AssetSpec {
+    AssetSpec {
+        node_name: "n1".into(),
+        r#type: AssetType::Storage as i32,
+        capacity: [("storage".to_string(), capacity.to_string())].into(),
+        attributes: [("path".to_string(), "/dev/sda".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// Asset `name` on `location` committing `bytes`, with a proof made now.
+fn disk(identity: &NodeIdentity, name: &str, location: &str, bytes: u64) -> Asset {
+    let mut spec = disk_spec("1Ti");
+    spec.proof = Some(prove_asset(
+        identity,
+        name,
+        &spec,
+        location,
+        bytes,
+        &ProofParams::default(),
+    ));
+    asset(name, spec)
+}
+
+fn asset(name: &str, spec: AssetSpec) -> Asset {
+    Asset {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+async fn rejected(cluster: &Cluster, asset: &Asset) -> (Reason, String) {
+    let err = cluster.assets.create(asset).await.unwrap_err();
+    (reason_of(&err).unwrap(), err.message().to_string())
+}
+
+#[tokio::test]
+async fn a_valid_proof_is_accepted() {
+    let c = Cluster::start().await;
+    let a = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40);
+    let created = c.assets.create(&a).await.unwrap();
+    assert_eq!(created.spec, a.spec);
+    // Another device of the same node, and a label-only update (no new proof needed).
+    c.assets
+        .create(&disk(&c.identity, "n1-sdb", "/dev/sdb", 1 << 40))
+        .await
+        .unwrap();
+    let mut relabeled = created.clone();
+    relabeled
+        .meta_mut()
+        .labels
+        .insert("tier".into(), "ssd".into());
+    c.assets.update(&relabeled).await.unwrap();
+    // Re-proving with a fresh proof (an agent's periodic update) is accepted too.
+    let mut again = c.assets.get("", "n1-sda").await.unwrap();
+    again.spec = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40).spec;
+    c.assets.update(&again).await.unwrap();
+    assert_eq!(c.suspect().await, None);
+    assert!(!c.tainted().await);
+}
+
+#[tokio::test]
+async fn a_forged_signature_is_rejected_and_the_node_marked_suspect_until_trusted() {
+    let c = Cluster::start().await;
+    let mut a = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40);
+    let stake = a
+        .spec
+        .as_mut()
+        .unwrap()
+        .proof
+        .as_mut()
+        .unwrap()
+        .stake
+        .as_mut()
+        .unwrap();
+    let last = stake.signature.len() - 1;
+    stake.signature[last] ^= 0x55;
+    stake.signature[10] ^= 0x55;
+    let (reason, message) = rejected(&c, &a).await;
+    assert_eq!(reason, Reason::ProofForged, "{message}");
+    assert!(message.contains("stake"), "{message}");
+    c.assert_suspect(Reason::ProofForged).await;
+
+    // `hmctl describe node` shows why.
+    let (ok, text) = c.hmctl(&["describe", "node", "n1"]).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("Suspect"), "{text}");
+    assert!(text.contains("ProofForged"), "{text}");
+    assert!(text.contains(SUSPECT_TAINT), "{text}");
+
+    // The agent's own writes do not clear the mark.
+    let mut node = c.node().await;
+    node.status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .retain(|cond| cond.r#type != "Suspect");
+    c.nodes.update_status(&node).await.unwrap();
+    let mut node = c.node().await;
+    node.spec.as_mut().unwrap().taints.clear();
+    c.nodes.update(&node).await.unwrap();
+    c.assert_suspect(Reason::ProofForged).await;
+
+    // An admin trusts the node again.
+    let (ok, text) = c.hmctl(&["node", "trust", "n1"]).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("node/n1 trusted"), "{text}");
+    assert_eq!(
+        c.suspect().await,
+        Some(("False".to_string(), "TrustedByAdmin".to_string()))
+    );
+    assert!(!c.tainted().await);
+    let (ok, text) = c.hmctl(&["node", "trust", "n1"]).await;
+    assert!(ok && text.contains("was not suspect"), "{text}");
+    // And a valid proof goes through.
+    c.assets
+        .create(&disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_tampered_capacity_is_rejected() {
+    let c = Cluster::start().await;
+    let mut a = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40);
+    a.spec
+        .as_mut()
+        .unwrap()
+        .capacity
+        .insert("storage".into(), "100Ti".into());
+    let (reason, message) = rejected(&c, &a).await;
+    assert_eq!(reason, Reason::ProofSpaceMismatch, "{message}");
+    c.assert_suspect(Reason::ProofSpaceMismatch).await;
+}
+
+#[tokio::test]
+async fn a_stale_timestamp_is_rejected() {
+    let c = Cluster::start().await;
+    let mut spec = disk_spec("1Ti");
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    spec.proof = Some(prove_asset_at(
+        &c.identity,
+        "n1-sda",
+        &spec,
+        "/dev/sda",
+        1 << 40,
+        &ProofParams::default(),
+        old,
+    ));
+    let (reason, message) = rejected(&c, &asset("n1-sda", spec)).await;
+    assert_eq!(reason, Reason::ProofStale, "{message}");
+    c.assert_suspect(Reason::ProofStale).await;
+}
+
+#[tokio::test]
+async fn a_replayed_nonce_is_rejected() {
+    let c = Cluster::start().await;
+    let a = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40);
+    c.assets.create(&a).await.unwrap();
+    c.assets
+        .delete(DeleteRequest {
+            name: "n1-sda".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (reason, message) = rejected(&c, &a).await;
+    assert_eq!(reason, Reason::ProofReplayed, "{message}");
+    c.assert_suspect(Reason::ProofReplayed).await;
+}
+
+#[tokio::test]
+async fn over_claimed_space_is_rejected() {
+    let c = Cluster::start().await;
+    c.assets
+        .create(&disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40))
+        .await
+        .unwrap();
+    // The same device again under another name: the node's claims on /dev/sda would
+    // be twice what it proved.
+    let (reason, message) =
+        rejected(&c, &disk(&c.identity, "n1-sda-again", "/dev/sda", 1 << 40)).await;
+    assert_eq!(reason, Reason::ProofOverclaimed, "{message}");
+    c.assert_suspect(Reason::ProofOverclaimed).await;
+}
+
+#[tokio::test]
+async fn missing_work_is_rejected() {
+    let c = Cluster::start().await;
+    let mut a = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40);
+    a.spec.as_mut().unwrap().proof.as_mut().unwrap().work = None;
+    let (reason, message) = rejected(&c, &a).await;
+    assert_eq!(reason, Reason::ProofWorkMissing, "{message}");
+    c.assert_suspect(Reason::ProofWorkMissing).await;
+}
+
+#[tokio::test]
+async fn an_asset_without_proof_is_rejected_without_blaming_the_node() {
+    let c = Cluster::start().await;
+    let (reason, message) = rejected(&c, &asset("n1-sda", disk_spec("1Ti"))).await;
+    assert_eq!(reason, Reason::ProofMissing, "{message}");
+    assert_eq!(c.suspect().await, None);
+    // A proof for a node that does not exist is refused too.
+    let mut spec = disk_spec("1Ti");
+    spec.node_name = "ghost".into();
+    spec.proof = Some(prove_asset(
+        &c.identity,
+        "ghost-sda",
+        &spec,
+        "/dev/sda",
+        1,
+        &ProofParams::default(),
+    ));
+    let (reason, _) = rejected(&c, &asset("ghost-sda", spec)).await;
+    assert_eq!(reason, Reason::NodeNotFound);
+}
+
+#[tokio::test]
+async fn a_changed_node_key_makes_the_node_suspect() {
+    let c = Cluster::start().await;
+    // A NodeId that is not the hash of the key is refused outright.
+    let mut node = c.node().await;
+    node.spec
+        .as_mut()
+        .unwrap()
+        .identity
+        .as_mut()
+        .unwrap()
+        .node_id = "00".repeat(32);
+    let err = c.nodes.update(&node).await.unwrap_err();
+    assert_eq!(reason_of(&err), Some(Reason::NodeIdentityInvalid));
+
+    let new_identity = NodeIdentity::generate();
+    let mut node = c.node().await;
+    node.spec.as_mut().unwrap().identity = Some(new_identity.to_node_identity());
+    c.nodes.update(&node).await.unwrap();
+    assert_eq!(
+        c.suspect().await,
+        Some(("True".to_string(), "NodeKeyChanged".to_string()))
+    );
+    assert!(c.tainted().await);
+    let (_, text) = c.hmctl(&["describe", "node", "n1"]).await;
+    assert!(text.contains("NodeKeyChanged"), "{text}");
+    // Proofs by the old key no longer verify; the new key's do.
+    let (reason, _) = rejected(&c, &disk(&c.identity, "n1-sda", "/dev/sda", 1)).await;
+    assert_eq!(reason, Reason::ProofWrongNode);
+    c.assets
+        .create(&disk(&new_identity, "n1-sdb", "/dev/sdb", 1))
+        .await
+        .unwrap();
+}
