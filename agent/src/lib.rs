@@ -1,4 +1,210 @@
-//! The per-host agent: hardware detection, node and asset registration, heartbeats,
-//! and reconciling Instances against containerd.
+//! The per-host agent: detects the real hardware, registers its Node and one Asset per
+//! device (each with a signed consensus proof), and heartbeats a Lease while keeping
+//! the Node's conditions current. Reconciling Instances against containerd is issue 6.
 //!
-//! Empty until issues 5 and 6.
+//! # Layout
+//! - [`config`]: `hm-agent` flags and the [`Config`] that [`run`] takes.
+//! - [`detect`]: CPU, memory, storage, network, GPU (NVML) and container capacity,
+//!   read from sysinfo, `/proc` and `/sys`; turns them into device assets.
+//! - [`register`]: Node and Asset create/update/delete, asset names and addresses.
+//! - [`heartbeat`]: Lease renewal and condition refresh.
+//! - [`conditions`]: measuring and merging Node conditions.
+//! - [`metrics`]: Prometheus counters and the `--metrics-addr` server.
+
+pub mod conditions;
+pub mod config;
+pub mod detect;
+pub mod heartbeat;
+pub mod metrics;
+pub mod register;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hypermesh_api::Api;
+use hypermesh_trust::NodeIdentity;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The node identity in the state dir could not be loaded or created.
+    #[error("node identity in {dir}: {source}")]
+    Identity {
+        dir: std::path::PathBuf,
+        #[source]
+        source: hypermesh_trust::IdentityError,
+    },
+    /// The host's CPU or memory could not be read.
+    #[error("hardware detection: {0}")]
+    Detect(#[from] detect::DetectError),
+    /// `--metrics-addr` could not be bound.
+    #[error("binding metrics address {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking task panicked.
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Runs the agent until `shutdown` is cancelled: loads (or creates) the node identity,
+/// detects the hardware, registers the Node and its Assets, then heartbeats and
+/// re-detects periodically. Apiserver errors are logged and retried, never fatal.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let dir = config.state_dir.clone();
+    let identity = tokio::task::spawn_blocking(move || NodeIdentity::load_or_create(&dir))
+        .await?
+        .map_err(|source| AgentError::Identity {
+            dir: config.state_dir.clone(),
+            source,
+        })?;
+    let identity = Arc::new(identity);
+    let metrics = Arc::new(metrics::AgentMetrics::default());
+    if let Some(addr) = config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AgentError::Metrics { addr, source })?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving metrics");
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            shutdown.child_token(),
+        ));
+    }
+    tracing::info!(node = %config.node_name, node_id = %identity.node_id(), "node identity loaded");
+
+    let Some(channel) = connect(&config.server, &shutdown).await else {
+        return Ok(());
+    };
+    let registrar = register::Registrar {
+        nodes: Api::new(channel.clone()),
+        assets: Api::new(channel.clone()),
+        config: config.clone(),
+        identity,
+    };
+    let mut lease = heartbeat::LeaseRenewer::new(Api::new(channel), &config);
+
+    let mut inventory = detect_now(&config).await?;
+    let mut registered = false;
+    let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut redetect = tokio::time::interval(config.detect_interval);
+    redetect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    redetect.tick().await;
+    loop {
+        if !registered {
+            registered = register(&registrar, &inventory, &metrics).await;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = heartbeat.tick() => {
+                if !registered {
+                    continue;
+                }
+                let started = std::time::Instant::now();
+                match lease.renew().await {
+                    Ok(_) => {
+                        metrics.heartbeats.inc();
+                    }
+                    Err(e) => {
+                        metrics.heartbeat_failures.inc();
+                        tracing::warn!(error = %e, "lease renewal failed");
+                    }
+                }
+                match heartbeat::refresh_conditions(&registrar.nodes, &config, &inventory.gpu).await {
+                    Ok(changed) => {
+                        if changed {
+                            metrics.condition_updates.inc();
+                        }
+                    }
+                    Err(s) if s.code() == tonic::Code::NotFound => {
+                        tracing::warn!("Node was deleted: registering again");
+                        registered = false;
+                    }
+                    Err(e) => {
+                        metrics.heartbeat_failures.inc();
+                        tracing::warn!(error = %e, "condition update failed");
+                    }
+                }
+                metrics.heartbeat_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            _ = redetect.tick() => {
+                match detect_now(&config).await {
+                    Ok(fresh) => {
+                        if fresh.device_assets() != inventory.device_assets()
+                            || fresh.gpu != inventory.gpu
+                            || fresh.storage.root().map(|r| r.total_bytes)
+                                != inventory.storage.root().map(|r| r.total_bytes)
+                        {
+                            tracing::info!("hardware changed: updating Node and Assets");
+                            registered = false;
+                        }
+                        inventory = fresh;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "re-detection failed"),
+                }
+            }
+        }
+    }
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// Registers the Node and Assets; logs and returns false on failure (retried on the
+/// next heartbeat).
+async fn register(
+    registrar: &register::Registrar,
+    inventory: &detect::Inventory,
+    metrics: &metrics::AgentMetrics,
+) -> bool {
+    let node = match registrar.register_node(inventory).await {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::warn!(error = %e, "node registration failed; retrying");
+            metrics.registration_failures.inc();
+            return false;
+        }
+    };
+    match registrar.sync_assets(&node, inventory).await {
+        Ok(names) => {
+            tracing::info!(assets = names.len(), "node and assets registered");
+            metrics.registrations.inc();
+            metrics
+                .assets
+                .set(i64::try_from(names.len()).unwrap_or(i64::MAX));
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "asset registration failed; retrying");
+            metrics.registration_failures.inc();
+            false
+        }
+    }
+}
+
+async fn detect_now(config: &Config) -> Result<detect::Inventory, AgentError> {
+    let paths = config.paths.clone();
+    let max = config.max_instances;
+    Ok(tokio::task::spawn_blocking(move || detect::detect(&paths, max)).await??)
+}
+
+/// Connects to the apiserver, retrying with back-off; `None` if shut down first.
+async fn connect(url: &str, shutdown: &CancellationToken) -> Option<tonic::transport::Channel> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match hypermesh_api::client::connect(url).await {
+            Ok(channel) => return Some(channel),
+            Err(e) => tracing::warn!(server = url, error = %e, "apiserver unreachable; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,258 @@
+//! The agent's configuration: the `hm-agent` command line (each flag also read from an
+//! `HM_…` variable) and the [`Config`] that [`crate::run`] takes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hypermesh_api::quantity::Quantity;
+use hypermesh_api::v1::PrivacyLevel;
+
+/// Why a flag value was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--label` without `=`.
+    #[error("label {0:?}: expected KEY=VALUE")]
+    Label(String),
+    /// `--reserve` entry that is not `resource=quantity`.
+    #[error("reserve {0:?}: expected e.g. cpu=500m,memory=512Mi")]
+    Reserve(String),
+    /// `--reserve` quantity that does not parse.
+    #[error("reserve {entry:?}: {source}")]
+    ReserveQuantity {
+        entry: String,
+        #[source]
+        source: hypermesh_api::quantity::QuantityError,
+    },
+    /// `--privacy` not one of the PrivacyLevel names.
+    #[error("privacy {0:?}: expected PRIVATE, PRIVATE_NETWORK, P2P, PUBLIC_NETWORK or FULL_PUBLIC")]
+    Privacy(String),
+    /// A duration like `2s`, `500ms`, `1m` that does not parse.
+    #[error("duration {0:?}: expected e.g. 2s, 500ms or 1m")]
+    Duration(String),
+    /// No node name given and the hostname could not be read.
+    #[error("no --node-name given and the hostname is unknown")]
+    NodeName,
+}
+
+/// What the agent needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Apiserver URL, e.g. `http://127.0.0.1:7443`.
+    pub server: String,
+    /// Node name (default: the hostname).
+    pub node_name: String,
+    /// Identity keys and other state live here.
+    pub state_dir: PathBuf,
+    /// containerd's socket.
+    pub containerd_socket: PathBuf,
+    /// Labels on the Node.
+    pub labels: BTreeMap<String, String>,
+    /// Resources held back from Instances (`cpu`, `memory`, ...).
+    pub reserved: BTreeMap<String, Quantity>,
+    /// Privacy level of every Asset.
+    pub privacy: PrivacyLevel,
+    /// How often the Lease is renewed and conditions are refreshed.
+    pub heartbeat_interval: Duration,
+    /// The Lease's duration.
+    pub lease_duration: Duration,
+    /// How often hardware is detected again.
+    pub detect_interval: Duration,
+    /// Instances this node accepts.
+    pub max_instances: u32,
+    /// MemoryPressure when available memory falls below this percent of total.
+    pub memory_pressure_percent: f64,
+    /// DiskPressure when the root filesystem's free space falls below this percent.
+    pub disk_pressure_percent: f64,
+    /// Host file locations.
+    pub paths: crate::detect::HostPaths,
+    /// Where to serve `/metrics` (none: no metrics server).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// The containerd socket when neither the flag nor `CONTAINERD_ADDRESS` says otherwise.
+pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+
+impl Config {
+    /// Defaults for everything but the server, node name and state dir.
+    pub fn new(
+        server: impl Into<String>,
+        node_name: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Config {
+            server: server.into(),
+            node_name: node_name.into(),
+            state_dir: state_dir.into(),
+            containerd_socket: DEFAULT_CONTAINERD_SOCKET.into(),
+            labels: BTreeMap::new(),
+            reserved: BTreeMap::new(),
+            privacy: PrivacyLevel::PublicNetwork,
+            heartbeat_interval: Duration::from_secs(2),
+            lease_duration: Duration::from_secs(10),
+            detect_interval: Duration::from_secs(60),
+            max_instances: 110,
+            memory_pressure_percent: 5.0,
+            disk_pressure_percent: 10.0,
+            paths: crate::detect::HostPaths::default(),
+            metrics_addr: None,
+        }
+    }
+}
+
+/// `hm-agent` flags.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "hm-agent",
+    version,
+    about = "HyperMesh agent: detects this host's hardware, registers its Node and Assets, heartbeats."
+)]
+pub struct Args {
+    /// Apiserver URL.
+    #[arg(long, env = "HM_SERVER", default_value = "http://127.0.0.1:7443")]
+    pub server: String,
+    /// Node name (default: the hostname).
+    #[arg(long, env = "HM_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// State directory (node identity keys).
+    #[arg(long, env = "HM_STATE_DIR", default_value = "/var/lib/hypermesh/agent")]
+    pub state_dir: PathBuf,
+    /// containerd socket.
+    #[arg(long, env = "CONTAINERD_ADDRESS", default_value = DEFAULT_CONTAINERD_SOCKET)]
+    pub containerd_socket: PathBuf,
+    /// Node label KEY=VALUE (repeatable, or comma-separated).
+    #[arg(long = "label", env = "HM_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Reserved for the system, e.g. cpu=500m,memory=512Mi.
+    #[arg(long, env = "HM_RESERVE", default_value = "")]
+    pub reserve: String,
+    /// Privacy level of this node's Assets.
+    #[arg(long, env = "HM_PRIVACY", default_value = "PUBLIC_NETWORK")]
+    pub privacy: String,
+    /// Lease renewal and condition refresh period.
+    #[arg(long, env = "HM_HEARTBEAT_INTERVAL", default_value = "2s")]
+    pub heartbeat_interval: String,
+    /// Lease duration.
+    #[arg(long, env = "HM_LEASE_DURATION", default_value = "10s")]
+    pub lease_duration: String,
+    /// Hardware re-detection period.
+    #[arg(long, env = "HM_DETECT_INTERVAL", default_value = "60s")]
+    pub detect_interval: String,
+    /// Most Instances this node runs.
+    #[arg(long, env = "HM_MAX_INSTANCES", default_value_t = 110)]
+    pub max_instances: u32,
+    /// MemoryPressure threshold: available memory below this percent of total.
+    #[arg(long, env = "HM_MEMORY_PRESSURE_PERCENT", default_value_t = 5.0)]
+    pub memory_pressure_percent: f64,
+    /// DiskPressure threshold: root filesystem free space below this percent.
+    #[arg(long, env = "HM_DISK_PRESSURE_PERCENT", default_value_t = 10.0)]
+    pub disk_pressure_percent: f64,
+    /// Serve Prometheus metrics on HOST:PORT (`/metrics`, `/healthz`).
+    #[arg(long, env = "HM_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl Args {
+    /// Checks every flag and builds the [`Config`].
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let node_name = match self.node_name {
+            Some(n) if !n.is_empty() => n,
+            _ => sysinfo::System::host_name()
+                .ok()
+                .filter(|h| !h.is_empty())
+                .ok_or(ConfigError::NodeName)?
+                .to_lowercase(),
+        };
+        let mut config = Config::new(self.server, node_name, self.state_dir);
+        config.containerd_socket = self.containerd_socket;
+        config.labels = parse_labels(&self.labels)?;
+        config.reserved = parse_reserve(&self.reserve)?;
+        config.privacy = PrivacyLevel::from_str_name(&self.privacy)
+            .filter(|p| *p != PrivacyLevel::Unspecified)
+            .ok_or_else(|| ConfigError::Privacy(self.privacy.clone()))?;
+        config.heartbeat_interval = parse_duration(&self.heartbeat_interval)?;
+        config.lease_duration = parse_duration(&self.lease_duration)?;
+        config.detect_interval = parse_duration(&self.detect_interval)?;
+        config.max_instances = self.max_instances;
+        config.memory_pressure_percent = self.memory_pressure_percent;
+        config.disk_pressure_percent = self.disk_pressure_percent;
+        config.metrics_addr = self.metrics_addr;
+        Ok(config)
+    }
+}
+
+/// `k=v` strings → a map.
+pub fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
+    items
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| ConfigError::Label(s.clone()))
+        })
+        .collect()
+}
+
+/// `cpu=500m,memory=512Mi` → a map of quantities.
+pub fn parse_reserve(text: &str) -> Result<BTreeMap<String, Quantity>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (k, v) = entry
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Reserve(entry.to_string()))?;
+        let q = v
+            .trim()
+            .parse::<Quantity>()
+            .map_err(|source| ConfigError::ReserveQuantity {
+                entry: entry.to_string(),
+                source,
+            })?;
+        out.insert(k.trim().to_string(), q);
+    }
+    Ok(out)
+}
+
+/// `2s`, `500ms`, `1m`, `1h` or bare seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+    let t = text.trim();
+    let bad = || ConfigError::Duration(text.to_string());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(bad());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse() {
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_duration("2s").ok(), Some(Duration::from_secs(2)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        let r = parse_reserve("cpu=500m, memory=512Mi").expect("reserve");
+        assert_eq!(r["cpu"].millis(), 500);
+        assert!(parse_reserve("cpu").is_err());
+        assert!(parse_reserve("cpu=lots").is_err());
+        let l = parse_labels(&["a=b".into(), "hypermesh.io/role=worker".into()]).expect("labels");
+        assert_eq!(l["hypermesh.io/role"], "worker");
+        assert!(parse_labels(&["nokey".into()]).is_err());
+    }
+}
