@@ -45,6 +45,28 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# --- containerd runtime (issue 6) -------------------------------------------------------
+#   containerd      the container runtime hm-agent drives over its gRPC socket; tests and
+#                   `make up` start a private one with scripts/containerd.sh (own socket and
+#                   state dir). Debian's package enables a system containerd service; nothing
+#                   here relies on it.
+#   runc            the OCI runtime containerd's runc shim runs
+#   busybox-static  a static /bin/busybox that scripts/build-test-image.sh turns into the
+#                   test image hypermesh.local/busybox:latest
+runtime_missing=()
+command -v containerd >/dev/null 2>&1 || runtime_missing+=(containerd)
+command -v runc >/dev/null 2>&1 || runtime_missing+=(runc)
+if ! [ -x /bin/busybox ] || ! { ldd /bin/busybox 2>&1 || true; } | grep -q 'not a dynamic executable'; then
+    runtime_missing+=(busybox-static)
+fi
+if [ ${#runtime_missing[@]} -gt 0 ]; then
+    command -v apt-get >/dev/null 2>&1 || die "missing ${runtime_missing[*]} and no apt-get: install them by hand"
+    say "installing ${runtime_missing[*]} with apt-get"
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends "${runtime_missing[@]}"
+fi
+# --- end containerd runtime ------------------------------------------------------------
+
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (rustup) first"
 
 if ! cargo nextest --version >/dev/null 2>&1; then
@@ -52,4 +74,4 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
-say "ok: $(protoc --version), etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p'), $(cargo nextest --version 2>/dev/null | head -n1)"
+say "ok: $(protoc --version), etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p'), $(cargo nextest --version 2>/dev/null | head -n1), containerd $(containerd --version 2>/dev/null | awk '{print $3}')"

@@ -77,13 +77,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HM_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    hypermesh_runtime::process::init_logging();
     let args = Args::parse();
     if !args.insecure_dev {
         warn!(
@@ -97,9 +91,8 @@ async fn main() -> anyhow::Result<()> {
 
     // A signal stops the controllers first (so they release their Lease while the
     // server still answers), then the server.
-    let stop = CancellationToken::new();
+    let stop = hypermesh_runtime::process::shutdown_on_signals();
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(stop.clone()));
 
     let mut config = hypermesh_apiserver::Config::new(&args.data_dir);
     config.store.retain_revisions = args.history_revisions;
@@ -153,20 +146,4 @@ fn self_channel(address: SocketAddr) -> anyhow::Result<tonic::transport::Channel
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30));
     Ok(endpoint.connect_lazy())
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    shutdown.cancel();
 }

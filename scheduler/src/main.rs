@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use tokio_util::sync::CancellationToken;
 
 /// The HyperMesh scheduler: binds every pending Instance to the best node that fits
 /// (resources, GPUs, selectors, affinity, taints, privacy), with priority preemption
@@ -44,13 +43,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HM_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    hypermesh_runtime::process::init_logging();
     let args = Args::parse();
     let channel = hypermesh_api::client::connect(&args.server)
         .await
@@ -63,21 +56,7 @@ async fn main() -> anyhow::Result<()> {
         bind_concurrency: args.bind_concurrency,
         ..Default::default()
     };
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        on_signal.cancel();
-    });
+    let shutdown = hypermesh_runtime::process::shutdown_on_signals();
     if args.no_leader_elect {
         hypermesh_scheduler::run(channel, config, shutdown).await;
     } else {

@@ -1,0 +1,225 @@
+//! The connection to containerd: one tonic channel over the unix socket, requests
+//! stamped with the `hypermesh` namespace (and a lease while building content).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use containerd_client::services::v1::{
+    leases_client::LeasesClient, namespaces_client::NamespacesClient,
+    version_client::VersionClient, CreateNamespaceRequest, CreateRequest as CreateLeaseRequest,
+    DeleteRequest as DeleteLeaseRequest, GetNamespaceRequest, Namespace,
+};
+use tonic::transport::Channel;
+use tonic::Request;
+
+use super::{RuntimeError, NAMESPACE};
+
+/// gRPC metadata key containerd reads the namespace from.
+const NAMESPACE_HEADER: &str = "containerd-namespace";
+/// gRPC metadata key containerd reads the lease from.
+const LEASE_HEADER: &str = "containerd-lease";
+
+/// A connection to one containerd, scoped to one namespace.
+#[derive(Clone, Debug)]
+pub struct RuntimeClient {
+    channel: Channel,
+    namespace: String,
+    socket: PathBuf,
+}
+
+/// The daemon's version, as containerd reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonVersion {
+    /// e.g. `1.6.20~ds1`.
+    pub version: String,
+    /// The build revision.
+    pub revision: String,
+}
+
+impl RuntimeClient {
+    /// Connects to the containerd socket at `socket` and makes sure the [`NAMESPACE`]
+    /// namespace exists. Fails when nothing answers there.
+    pub async fn connect(socket: impl AsRef<Path>) -> Result<Self, RuntimeError> {
+        Self::connect_namespace(socket, NAMESPACE).await
+    }
+
+    /// As [`RuntimeClient::connect`], in another namespace (tests use this to isolate runs).
+    pub async fn connect_namespace(
+        socket: impl AsRef<Path>,
+        namespace: &str,
+    ) -> Result<Self, RuntimeError> {
+        let socket = socket.as_ref().to_path_buf();
+        let channel = containerd_client::connect(&socket)
+            .await
+            .map_err(|source| RuntimeError::Connect {
+                socket: socket.clone(),
+                source,
+            })?;
+        let client = RuntimeClient {
+            channel,
+            namespace: namespace.to_string(),
+            socket,
+        };
+        client.ensure_namespace().await?;
+        Ok(client)
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The containerd namespace this client works in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The underlying channel, for service clients.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Wraps `message` in a request carrying the namespace header.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        // A namespace name is validated by containerd to be a DNS label, so it is always
+        // valid ASCII metadata; an invalid one is simply not sent and containerd rejects
+        // the call with its own error.
+        if let Ok(value) = self.namespace.parse() {
+            request.metadata_mut().insert(NAMESPACE_HEADER, value);
+        }
+        request
+    }
+
+    /// As [`RuntimeClient::request`], also carrying `lease` so that content and
+    /// snapshots created by the call are kept until the lease is deleted.
+    pub fn leased_request<T>(&self, message: T, lease: &str) -> Request<T> {
+        let mut request = self.request(message);
+        if let Ok(value) = lease.parse() {
+            request.metadata_mut().insert(LEASE_HEADER, value);
+        }
+        request
+    }
+
+    /// The daemon's version.
+    pub async fn version(&self) -> Result<DaemonVersion, RuntimeError> {
+        let response = VersionClient::new(self.channel())
+            .version(Request::new(()))
+            .await
+            .map_err(RuntimeError::call("version"))?
+            .into_inner();
+        Ok(DaemonVersion {
+            version: response.version,
+            revision: response.revision,
+        })
+    }
+
+    /// Creates the namespace if it does not exist yet.
+    pub async fn ensure_namespace(&self) -> Result<(), RuntimeError> {
+        let mut namespaces = NamespacesClient::new(self.channel());
+        let found = namespaces
+            .get(Request::new(GetNamespaceRequest {
+                name: self.namespace.clone(),
+            }))
+            .await;
+        match found {
+            Ok(_) => return Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => return Err(RuntimeError::call("namespaces.get")(status)),
+        }
+        let created = namespaces
+            .create(Request::new(CreateNamespaceRequest {
+                namespace: Some(Namespace {
+                    name: self.namespace.clone(),
+                    labels: HashMap::new(),
+                }),
+            }))
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
+            Err(status) => Err(RuntimeError::call("namespaces.create")(status)),
+        }
+    }
+
+    /// Creates a lease that expires after `ttl` on its own if it is never deleted (so a
+    /// crash mid-import leaves nothing pinned forever).
+    pub async fn create_lease(
+        &self,
+        id: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), RuntimeError> {
+        let mut labels = HashMap::new();
+        labels.insert(
+            "containerd.io/gc.expire".to_string(),
+            rfc3339_after(ttl),
+        );
+        LeasesClient::new(self.channel())
+            .create(self.request(CreateLeaseRequest {
+                id: id.to_string(),
+                labels,
+            }))
+            .await
+            .map_err(RuntimeError::call("leases.create"))?;
+        Ok(())
+    }
+
+    /// Deletes a lease; what it pinned becomes collectable unless referenced elsewhere.
+    pub async fn delete_lease(&self, id: &str) -> Result<(), RuntimeError> {
+        let result = LeasesClient::new(self.channel())
+            .delete(self.request(DeleteLeaseRequest {
+                id: id.to_string(),
+                sync: false,
+            }))
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(RuntimeError::call("leases.delete")(status)),
+        }
+    }
+}
+
+/// `now + ttl` as an RFC 3339 UTC timestamp (the format containerd's gc labels use).
+fn rfc3339_after(ttl: std::time::Duration) -> String {
+    let at = std::time::SystemTime::now() + ttl;
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+}

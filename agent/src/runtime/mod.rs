@@ -1,0 +1,86 @@
+//! Running containers on the host's containerd, through its gRPC API over the unix socket.
+//!
+//! The agent owns everything it creates in the containerd namespace [`NAMESPACE`], so it
+//! never sees or disturbs containers of other tools on the same containerd. Debian's
+//! containerd 1.6 has no Transfer service, so images are brought in by hand: blobs are
+//! written through the content service and layers are unpacked through the diff and
+//! snapshot services, the same steps `ctr images import` takes on the client side.
+//!
+//! Not wired into the agent's reconcile loop yet (issue 6): these are the building
+//! blocks the Instance reconciler will use.
+//!
+//! # Layout
+//! - [`client`]: [`RuntimeClient`], the connection, namespace metadata and leases.
+//! - [`image`]: importing OCI image archives and unpacking their layers into snapshots.
+//! - [`container`]: [`ContainerConfig`] → OCI runtime spec, container and task
+//!   lifecycle (create, start, wait, kill, delete with its snapshot).
+
+pub mod client;
+pub mod container;
+pub mod image;
+
+pub use client::RuntimeClient;
+pub use container::{ContainerConfig, ExitStatus};
+pub use image::ImportedImage;
+
+/// The containerd namespace every HyperMesh container, image and snapshot lives in.
+pub const NAMESPACE: &str = "hypermesh";
+
+/// The snapshotter used for image layers and container root filesystems.
+pub const SNAPSHOTTER: &str = "overlayfs";
+
+/// Why a containerd operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The socket could not be connected to (containerd not running, wrong path).
+    #[error("connecting to containerd at {socket}: {source}")]
+    Connect {
+        socket: std::path::PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// containerd answered a call with an error status.
+    #[error("containerd {call}: {} ({})", .source.message(), .source.code())]
+    Call {
+        call: &'static str,
+        #[source]
+        source: tonic::Status,
+    },
+    /// A local file (image archive, log file) could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An image archive or one of its blobs is malformed or inconsistent.
+    #[error("invalid image archive {path}: {detail}")]
+    InvalidImage {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    /// The image is not known to containerd (not imported or pulled).
+    #[error("image {0} not found")]
+    ImageNotFound(String),
+    /// A container's configuration cannot be turned into a runtime spec.
+    #[error("invalid container config: {0}")]
+    InvalidConfig(String),
+    /// A blocking helper task panicked.
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl RuntimeError {
+    /// Wraps a failed containerd call, naming it.
+    pub(crate) fn call(call: &'static str) -> impl FnOnce(tonic::Status) -> RuntimeError {
+        move |source| RuntimeError::Call { call, source }
+    }
+
+    /// The gRPC status code when containerd answered with an error.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            RuntimeError::Call { source, .. } => Some(source.code()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! What every HyperMesh binary does first: log to stderr, and turn SIGTERM/SIGINT into
+//! one cancellation token passed down to everything it runs.
+
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Logs to stderr with the filter from `HM_LOG` (else `RUST_LOG`, else `info`), in
+/// colour only when stderr is a terminal.
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_env("HM_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// A token cancelled on the first SIGTERM or SIGINT. Call inside a Tokio runtime.
+/// Without signal handlers (which only fails in exotic sandboxes) the token is never
+/// cancelled and the process stops on SIGKILL.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let on_signal = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signal received: shutting down");
+        on_signal.cancel();
+    });
+    token
+}
