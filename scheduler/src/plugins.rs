@@ -296,8 +296,50 @@ pub fn pick_gpus(cluster: &ClusterState, node: &NodeState, req: &Request) -> Opt
         .map(|g| vec![(g.asset.clone(), wanted)])
 }
 
-/// Runs every filter; on success returns the GPUs the Instance would get.
-pub fn filter(cluster: &ClusterState, node: &NodeState, req: &Request) -> Result<GpuPick, Unfit> {
+/// Whether `node` has the GPUs `req` asks for, without choosing them (no allocation:
+/// this runs for every candidate node; [`pick_gpus`] runs for the winner only).
+fn gpus_fit(cluster: &ClusterState, node: &NodeState, req: &Request) -> bool {
+    let wanted = req.resources.gpu_milli;
+    if wanted == 0 {
+        return true;
+    }
+    if wanted > 1000 && !wanted.is_multiple_of(1000) {
+        return false;
+    }
+    let eligible = |g: &&GpuDevice| {
+        g.model.contains(&req.gpu_model)
+            && g.memory >= req.gpu_memory
+            && privacy_allows(
+                cluster,
+                node,
+                if g.privacy == 0 {
+                    node.privacy
+                } else {
+                    g.privacy
+                },
+                &req.namespace,
+                req.spec.privacy,
+            )
+    };
+    if wanted.is_multiple_of(1000) {
+        let count = usize::try_from(wanted / 1000).unwrap_or(usize::MAX);
+        return node
+            .gpus
+            .iter()
+            .filter(eligible)
+            .filter(|g| g.used_milli == 0)
+            .take(count)
+            .count()
+            == count;
+    }
+    node.gpus
+        .iter()
+        .filter(eligible)
+        .any(|g| g.shareable && 1000 - g.used_milli.min(1000) >= wanted)
+}
+
+/// Runs every filter: `Ok` when `node` can take the Instance.
+pub fn filter(cluster: &ClusterState, node: &NodeState, req: &Request) -> Result<(), Unfit> {
     if !node.ready {
         return Err(Unfit::NotReady);
     }
@@ -358,7 +400,9 @@ pub fn filter(cluster: &ClusterState, node: &NodeState, req: &Request) -> Result
     if r.instances > free.instances {
         return Err(Unfit::TooManyInstances);
     }
-    let gpus = pick_gpus(cluster, node, req).ok_or(Unfit::InsufficientGpu)?;
+    if !gpus_fit(cluster, node, req) {
+        return Err(Unfit::InsufficientGpu);
+    }
     for (key, values, matches_itself) in &req.affinity {
         let ok = match node.labels.get(key) {
             Some(v) => values.contains(v) || (values.is_empty() && *matches_itself),
@@ -373,7 +417,7 @@ pub fn filter(cluster: &ClusterState, node: &NodeState, req: &Request) -> Result
             return Err(Unfit::InstanceAntiAffinity);
         }
     }
-    Ok(gpus)
+    Ok(())
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {
@@ -385,7 +429,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 }
 
 /// Scores a feasible node, 0–100ish; higher is better.
-pub fn score(node: &NodeState, req: &Request, gpus: &[(String, u64)], profile: Profile) -> f64 {
+pub fn score(node: &NodeState, req: &Request, profile: Profile) -> f64 {
     let after = node.requested
         + Resources {
             gpu_milli: 0,
@@ -406,12 +450,13 @@ pub fn score(node: &NodeState, req: &Request, gpus: &[(String, u64)], profile: P
         }
     } else if !node.gpus.is_empty() {
         // Pack GPU work: prefer nodes that end with the fewest whole GPUs free.
-        let taken_whole = gpus
-            .iter()
-            .filter(|(a, m)| {
-                *m == 1000 && node.gpus.iter().any(|g| &g.asset == a && g.used_milli == 0)
-            })
-            .count();
+        // Whole-GPU requests take free GPUs; fractional ones share a used one if they can.
+        let wanted = req.resources.gpu_milli;
+        let taken_whole = if wanted.is_multiple_of(1000) {
+            usize::try_from(wanted / 1000).unwrap_or(0)
+        } else {
+            0
+        };
         let left = free_whole_gpus.saturating_sub(taken_whole);
         score += 30.0 * (1.0 - ratio(left as u64, node.gpus.len() as u64));
     }

@@ -325,20 +325,20 @@ impl Scheduler {
         };
         let profile = self.config.profile;
         let mut reasons = BTreeMap::new();
-        let mut best: Option<(f64, usize, GpuPick)> = None;
+        let mut best: Option<(f64, usize)> = None;
         let mut found = 0;
         let mut next_offset = self.next_offset;
         for i in 0..total {
             let index = (start + i) % total;
             let node = &nodes[index];
             match plugins::filter(&self.cluster, node, req) {
-                Ok(gpus) => {
-                    let score = plugins::score(node, req, &gpus, profile);
+                Ok(()) => {
+                    let score = plugins::score(node, req, profile);
                     let better = best
                         .as_ref()
-                        .is_none_or(|(s, j, _)| score > *s || (score == *s && index < *j));
+                        .is_none_or(|(s, j)| score > *s || (score == *s && index < *j));
                     if better {
-                        best = Some((score, index, gpus));
+                        best = Some((score, index));
                     }
                     found += 1;
                     if found >= wanted {
@@ -349,7 +349,11 @@ impl Scheduler {
                 Err(reason) => *reasons.entry(reason).or_insert(0) += 1,
             }
         }
-        let placement = best.map(|(_, index, gpus)| (nodes[index].name.clone(), gpus));
+        let placement = best.map(|(_, index)| {
+            let node = &nodes[index];
+            let gpus = plugins::pick_gpus(&self.cluster, node, req).unwrap_or_default();
+            (node.name.clone(), gpus)
+        });
         self.next_offset = next_offset;
         placement.ok_or(reasons)
     }
