@@ -81,6 +81,41 @@ fn capacity(map: &BTreeMap<String, String>, key: &str) -> String {
     or_none(map.get(key).cloned().unwrap_or_default())
 }
 
+/// A byte quantity in the largest binary unit it reaches, for tables:
+/// `24683652Ki` → `23.5Gi`. Anything else is shown as given.
+fn readable_bytes(quantity: &str) -> String {
+    let Ok(q) = quantity.parse::<hypermesh_api::quantity::Quantity>() else {
+        return quantity.to_string();
+    };
+    let bytes = q.units_ceil() as f64;
+    for (unit, size) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
+        let value = bytes / size as f64;
+        if value >= 1.0 {
+            let text = format!("{value:.1}");
+            return format!("{}{unit}", text.strip_suffix(".0").unwrap_or(&text));
+        }
+    }
+    quantity.to_string()
+}
+
+/// `k=v` pairs with memory and storage amounts made readable.
+fn capacity_text(map: &BTreeMap<String, String>) -> String {
+    or_none(
+        map.iter()
+            .map(|(k, v)| match k.as_str() {
+                "memory" | "storage" => format!("{k}={}", readable_bytes(v)),
+                _ => format!("{k}={v}"),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
 impl Columns for Namespace {
     fn headers(_wide: bool) -> Vec<&'static str> {
         vec!["NAME", "STATUS", "AGE"]
@@ -150,7 +185,7 @@ impl Columns for Node {
             created(self),
             or_none(info.agent_version.clone()),
             capacity(&status.capacity, "cpu"),
-            capacity(&status.capacity, "memory"),
+            readable_bytes(&capacity(&status.capacity, "memory")),
             capacity(&status.capacity, "gpu"),
         ];
         if wide {
@@ -193,7 +228,7 @@ impl Columns for Asset {
             self.meta().name.clone(),
             enum_text(spec.r#type, |t: v1::AssetType| t.as_str_name()),
             or_none(spec.node_name),
-            map_text(&spec.capacity),
+            capacity_text(&spec.capacity),
             enum_text(spec.privacy, |p: v1::PrivacyLevel| p.as_str_name()),
             or_none(status.address),
             created(self),
@@ -453,6 +488,15 @@ impl Columns for Event {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn byte_quantities_read_well_in_tables() {
+        assert_eq!(readable_bytes("24683652Ki"), "23.5Gi");
+        assert_eq!(readable_bytes("256Gi"), "256Gi");
+        assert_eq!(readable_bytes("512"), "512");
+        assert_eq!(readable_bytes("<none>"), "<none>");
+    }
+
     use super::*;
     use hypermesh_api::time::now;
 
