@@ -10,6 +10,8 @@
 //! - [`heartbeat`]: Lease renewal and condition refresh.
 //! - [`conditions`]: measuring and merging Node conditions.
 //! - [`metrics`]: Prometheus counters and the `--metrics-addr` server.
+//! - [`runtime`]: containerd client: image import, containers with limits (not yet
+//!   wired into [`run`]).
 
 pub mod conditions;
 pub mod config;
@@ -17,6 +19,7 @@ pub mod detect;
 pub mod heartbeat;
 pub mod metrics;
 pub mod register;
+pub mod runtime;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use containerd_client::services::v1::{
-    leases_client::LeasesClient, namespaces_client::NamespacesClient,
-    version_client::VersionClient, CreateNamespaceRequest, CreateRequest as CreateLeaseRequest,
-    DeleteRequest as DeleteLeaseRequest, GetNamespaceRequest, Namespace,
+    CreateNamespaceRequest, CreateRequest as CreateLeaseRequest,
+    DeleteRequest as DeleteLeaseRequest, Namespace, leases_client::LeasesClient,
+    namespaces_client::NamespacesClient, version_client::VersionClient,
 };
-use tonic::transport::Channel;
 use tonic::Request;
+use tonic::transport::Channel;
 
-use super::{RuntimeError, NAMESPACE};
+use super::{NAMESPACE, RuntimeError};
 
 /// gRPC metadata key containerd reads the namespace from.
 const NAMESPACE_HEADER: &str = "containerd-namespace";
@@ -114,21 +114,14 @@ impl RuntimeClient {
         })
     }
 
-    /// Creates the namespace if it does not exist yet.
+    /// Creates the namespace if it does not exist yet. (containerd 1.6's namespace `Get`
+    /// answers OK with no labels for a namespace that does not exist, so this creates
+    /// and treats `AlreadyExists` as success instead of looking first.)
     pub async fn ensure_namespace(&self) -> Result<(), RuntimeError> {
         let mut namespaces = NamespacesClient::new(self.channel());
-        let found = namespaces
-            .get(Request::new(GetNamespaceRequest {
-                name: self.namespace.clone(),
-            }))
-            .await;
-        match found {
-            Ok(_) => return Ok(()),
-            Err(status) if status.code() == tonic::Code::NotFound => {}
-            Err(status) => return Err(RuntimeError::call("namespaces.get")(status)),
-        }
         let created = namespaces
-            .create(Request::new(CreateNamespaceRequest {
+            // The namespace header too: containerd publishes the creation event in it.
+            .create(self.request(CreateNamespaceRequest {
                 namespace: Some(Namespace {
                     name: self.namespace.clone(),
                     labels: HashMap::new(),
@@ -150,10 +143,7 @@ impl RuntimeClient {
         ttl: std::time::Duration,
     ) -> Result<(), RuntimeError> {
         let mut labels = HashMap::new();
-        labels.insert(
-            "containerd.io/gc.expire".to_string(),
-            rfc3339_after(ttl),
-        );
+        labels.insert("containerd.io/gc.expire".to_string(), rfc3339_after(ttl));
         LeasesClient::new(self.channel())
             .create(self.request(CreateLeaseRequest {
                 id: id.to_string(),
