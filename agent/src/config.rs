@@ -68,7 +68,17 @@ pub struct Config {
     pub paths: crate::detect::HostPaths,
     /// Where to serve `/metrics` (none: no metrics server).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// OCI image archives imported into containerd at start and when they appear.
+    pub image_dir: Option<PathBuf>,
+    /// Per-Instance log files (none: `<state_dir>/logs`).
+    pub log_dir: Option<PathBuf>,
+    /// First back-off before restarting a failed container (doubles up to
+    /// [`MAX_RESTART_BACKOFF`]).
+    pub restart_backoff: Duration,
 }
+
+/// The longest back-off between container restarts.
+pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
 
 /// The containerd socket when neither the flag nor `CONTAINERD_ADDRESS` says otherwise.
 pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
@@ -96,7 +106,17 @@ impl Config {
             disk_pressure_percent: 10.0,
             paths: crate::detect::HostPaths::default(),
             metrics_addr: None,
+            image_dir: None,
+            log_dir: None,
+            restart_backoff: Duration::from_secs(10),
         }
+    }
+
+    /// Where per-Instance log files go.
+    pub fn log_dir(&self) -> PathBuf {
+        self.log_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("logs"))
     }
 }
 
@@ -150,6 +170,15 @@ pub struct Args {
     /// Serve Prometheus metrics on HOST:PORT (`/metrics`, `/healthz`).
     #[arg(long, env = "HM_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Directory of OCI image archives, imported at start and when they appear.
+    #[arg(long, env = "HM_IMAGE_DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// Per-Instance container log files (default: <state-dir>/logs).
+    #[arg(long, env = "HM_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// First back-off before restarting a failed container (doubles up to 5m).
+    #[arg(long, env = "HM_RESTART_BACKOFF", default_value = "10s")]
+    pub restart_backoff: String,
 }
 
 impl Args {
@@ -177,6 +206,9 @@ impl Args {
         config.memory_pressure_percent = self.memory_pressure_percent;
         config.disk_pressure_percent = self.disk_pressure_percent;
         config.metrics_addr = self.metrics_addr;
+        config.image_dir = self.image_dir;
+        config.log_dir = self.log_dir;
+        config.restart_backoff = parse_duration(&self.restart_backoff)?;
         Ok(config)
     }
 }

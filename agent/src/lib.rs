@@ -1,6 +1,6 @@
 //! The per-host agent: detects the real hardware, registers its Node and one Asset per
 //! device (each with a signed consensus proof), and heartbeats a Lease while keeping
-//! the Node's conditions current. Reconciling Instances against containerd is issue 6.
+//! the Node's conditions current, and runs the Instances bound to it on containerd.
 //!
 //! # Layout
 //! - [`config`]: `hm-agent` flags and the [`Config`] that [`run`] takes.
@@ -10,14 +10,15 @@
 //! - [`heartbeat`]: Lease renewal and condition refresh.
 //! - [`conditions`]: measuring and merging Node conditions.
 //! - [`metrics`]: Prometheus counters and the `--metrics-addr` server.
-//! - [`runtime`]: containerd client: image import, containers with limits (not yet
-//!   wired into [`run`]).
+//! - [`runtime`]: containerd client: image import, containers with limits.
+//! - [`reconcile`]: runs the Instances bound to this node on containerd.
 
 pub mod conditions;
 pub mod config;
 pub mod detect;
 pub mod heartbeat;
 pub mod metrics;
+pub mod reconcile;
 pub mod register;
 pub mod runtime;
 
@@ -90,6 +91,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         config: config.clone(),
         identity,
     };
+    tokio::spawn(reconcile::run(
+        config.clone(),
+        channel.clone(),
+        shutdown.child_token(),
+    ));
     let mut lease = heartbeat::LeaseRenewer::new(Api::new(channel), &config);
 
     let mut inventory = detect_now(&config).await?;

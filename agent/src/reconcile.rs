@@ -1,0 +1,809 @@
+//! The Instance reconciler: runs the Instances bound to this node on containerd.
+//!
+//! One watcher (field selector `spec.nodeName=<node>`, all namespaces) feeds a map of
+//! per-Instance workers keyed by uid. A worker ensures the images (importing archives
+//! from `--image-dir`), creates and starts one containerd container per container of
+//! the spec, waits for the tasks to exit, applies the restart policy with exponential
+//! back-off and reports everything through `UpdateStatus`. Container IDs are derived
+//! from namespace/name/uid/container, so a restarted agent adopts the running ones.
+//! A deleted Instance (or one with a deletion timestamp) is stopped (SIGTERM, the grace
+//! period, SIGKILL) and its containers and snapshots removed. While containerd is
+//! unreachable nothing is changed: operations are retried.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hypermesh_api::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Instance, InstancePhase, Node, RestartPolicy,
+};
+use hypermesh_api::{Api, Resource};
+use hypermesh_runtime::watcher::{self, Event};
+use pbjson_types::Timestamp;
+use tokio::sync::Mutex;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, MAX_RESTART_BACKOFF};
+use crate::runtime::{ContainerConfig, RuntimeClient, RuntimeError, container, image};
+
+/// Default grace period between SIGTERM and SIGKILL.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// How often a missing image or an unreachable containerd is retried.
+const RETRY: Duration = Duration::from_secs(1);
+/// Container labels naming the owning Instance.
+const LABEL_UID: &str = "hypermesh.io/instance-uid";
+const LABEL_NAMESPACE: &str = "hypermesh.io/instance-namespace";
+const LABEL_NAME: &str = "hypermesh.io/instance-name";
+const LABEL_CONTAINER: &str = "hypermesh.io/container";
+const LABEL_GRACE: &str = "hypermesh.io/grace-seconds";
+
+/// The containerd container ID of container `container` of an Instance: stable across
+/// agent restarts, unique per Instance uid, valid as a containerd ID and cgroup leaf.
+pub fn container_id(namespace: &str, name: &str, uid: &str, container: &str) -> String {
+    let hash = blake3::hash(format!("{namespace}/{name}/{uid}/{container}").as_bytes());
+    format!("hm-{}", &hash.to_hex()[..32])
+}
+
+/// The log file of one container of an Instance (stdout and stderr).
+pub fn log_path(log_dir: &std::path::Path, instance: &Instance, container: &str) -> PathBuf {
+    let meta = instance.meta();
+    log_dir
+        .join(format!("{}_{}_{}", meta.namespace, meta.name, meta.uid))
+        .join(format!("{container}.log"))
+}
+
+/// How often the image directory is looked at for new archives.
+const IMAGE_RESCAN: Duration = Duration::from_secs(10);
+/// How long an archive that failed to import is left alone (unless it changes).
+const IMPORT_RETRY: Duration = Duration::from_secs(30);
+
+/// Imports OCI archives from the image directory, each again only when it changed (or,
+/// after a failed import, after [`IMPORT_RETRY`]).
+struct Images {
+    client: RuntimeClient,
+    dir: Option<PathBuf>,
+    /// Archive → its mtime when last tried, and when it failed (none: imported).
+    seen: Mutex<HashMap<PathBuf, (SystemTime, Option<std::time::Instant>)>>,
+}
+
+impl Images {
+    /// Imports every archive in the directory not imported at its current mtime.
+    async fn scan(&self) {
+        let Some(dir) = &self.dir else { return };
+        let mut seen = self.seen.lock().await;
+        let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata().await else {
+                continue;
+            };
+            let Ok(modified) = meta.modified() else {
+                continue;
+            };
+            let settled = seen.get(&path).is_some_and(|(mtime, failed)| {
+                *mtime == modified && failed.is_none_or(|at| at.elapsed() < IMPORT_RETRY)
+            });
+            if !meta.is_file() || settled {
+                continue;
+            }
+            match image::import_archive(&self.client, &path).await {
+                Ok(images) => {
+                    for i in images {
+                        tracing::info!(image = %i.name, archive = %path.display(), "image imported");
+                    }
+                    seen.insert(path, (modified, None));
+                }
+                Err(e @ RuntimeError::Connect { .. }) => {
+                    tracing::warn!(error = %e, "image import: containerd unreachable");
+                }
+                Err(e) if e.code() == Some(tonic::Code::Unavailable) => {
+                    tracing::warn!(error = %e, "image import: containerd unreachable");
+                }
+                Err(e) => {
+                    tracing::warn!(archive = %path.display(), error = %e, "image import failed");
+                    seen.insert(path, (modified, Some(std::time::Instant::now())));
+                }
+            }
+        }
+    }
+
+    /// Ok when the image is in containerd (importing new archives first if needed).
+    async fn ensure(&self, name: &str) -> Result<(), RuntimeError> {
+        match image::resolve(&self.client, name).await {
+            Err(RuntimeError::ImageNotFound(_)) => {
+                self.scan().await;
+                image::resolve(&self.client, name).await.map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+struct Ctx {
+    client: RuntimeClient,
+    api: Api<Instance>,
+    images: Images,
+    log_dir: PathBuf,
+    backoff: Duration,
+    nodes: Api<Node>,
+    node_name: String,
+    /// The Node's first `InternalIP`, once read.
+    host_ip: Mutex<Option<String>>,
+}
+
+impl Ctx {
+    /// The Node's first `InternalIP` (empty when it has none or cannot be read yet).
+    async fn host_ip(&self) -> String {
+        let mut cached = self.host_ip.lock().await;
+        if let Some(ip) = cached.as_ref() {
+            return ip.clone();
+        }
+        let Ok(node) = self.nodes.get("", &self.node_name).await else {
+            return String::new();
+        };
+        let ip = node
+            .status
+            .iter()
+            .flat_map(|s| &s.addresses)
+            .find(|a| a.r#type == "InternalIP")
+            .map(|a| a.address.clone())
+            .unwrap_or_default();
+        *cached = Some(ip.clone());
+        ip
+    }
+}
+
+/// Runs the reconciler until `shutdown`. Containers keep running when the agent stops.
+pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: CancellationToken) {
+    let client = loop {
+        match RuntimeClient::connect(&config.containerd_socket).await {
+            Ok(c) => break c,
+            Err(e) => tracing::debug!(error = %e, "reconciler: containerd unreachable; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RETRY * 2) => {}
+        }
+    };
+    let ctx = Arc::new(Ctx {
+        images: Images {
+            client: client.clone(),
+            dir: config.image_dir.clone(),
+            seen: Mutex::new(HashMap::new()),
+        },
+        client,
+        api: Api::new(channel.clone()),
+        nodes: Api::new(channel),
+        node_name: config.node_name.clone(),
+        host_ip: Mutex::new(None),
+        log_dir: config.log_dir(),
+        backoff: config.restart_backoff,
+    });
+    ctx.images.scan().await;
+    let stream = watcher::watcher(
+        ctx.api.clone(),
+        watcher::Config {
+            field_selector: format!("spec.nodeName={}", config.node_name),
+            ..Default::default()
+        },
+    );
+    let mut stream = pin!(stream);
+    // uid → the token that tells its worker the Instance is gone.
+    let mut workers: HashMap<String, CancellationToken> = HashMap::new();
+    let mut rescan = tokio::time::interval(IMAGE_RESCAN);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = rescan.tick() => {
+                // New archives in the image dir are imported as they appear.
+                let ctx = ctx.clone();
+                tokio::spawn(async move { ctx.images.scan().await });
+                continue;
+            }
+            event = stream.next() => event,
+        };
+        match event {
+            None => break,
+            Some(Err(e)) => tracing::warn!(error = %e, "instance watch"),
+            Some(Ok(Event::Restarted(list))) => {
+                let uids: HashSet<String> = list.iter().map(|i| i.meta().uid.clone()).collect();
+                workers.retain(|uid, remove| {
+                    if !uids.contains(uid) {
+                        remove.cancel();
+                    }
+                    uids.contains(uid)
+                });
+                for instance in list {
+                    observe(&ctx, &mut workers, instance, &shutdown);
+                }
+                // Listed before any later event can start a new container.
+                for (id, grace) in orphans(&ctx, &uids).await {
+                    tracing::info!(container = %id, "removing the container of a deleted instance");
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { stop(&ctx.client, &id, grace).await });
+                }
+            }
+            Some(Ok(Event::Applied(instance))) => {
+                observe(&ctx, &mut workers, instance, &shutdown);
+            }
+            Some(Ok(Event::Deleted(instance))) => match workers.remove(&instance.meta().uid) {
+                Some(remove) => remove.cancel(),
+                None => {
+                    // Not seen before (e.g. deleted while we re-listed): clean up anyway.
+                    let remove = CancellationToken::new();
+                    remove.cancel();
+                    tokio::spawn(worker(ctx.clone(), instance, remove, shutdown.clone()));
+                }
+            },
+        }
+    }
+}
+
+fn observe(
+    ctx: &Arc<Ctx>,
+    workers: &mut HashMap<String, CancellationToken>,
+    instance: Instance,
+    shutdown: &CancellationToken,
+) {
+    let uid = instance.meta().uid.clone();
+    let deleting = instance.meta().deletion_timestamp.is_some();
+    if let Some(remove) = workers.get(&uid) {
+        if deleting {
+            remove.cancel();
+        }
+        return;
+    }
+    let phase = instance.status.as_ref().map(|s| s.phase).unwrap_or(0);
+    let remove = CancellationToken::new();
+    workers.insert(uid, remove.clone());
+    if phase == InstancePhase::Succeeded as i32 || phase == InstancePhase::Failed as i32 {
+        // Finished: its containers were removed when it finished.
+        return;
+    }
+    if deleting {
+        remove.cancel();
+    }
+    tokio::spawn(worker(ctx.clone(), instance, remove, shutdown.clone()));
+}
+
+/// Runs one Instance until it finishes, is removed (then stops its containers) or the
+/// agent shuts down (then leaves them running).
+async fn worker(
+    ctx: Arc<Ctx>,
+    instance: Instance,
+    remove: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let key = format!("{}/{}", instance.meta().namespace, instance.meta().name);
+    if !remove.is_cancelled() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = remove.cancelled() => {}
+            _ = drive(&ctx, &instance) => return,
+        }
+    }
+    if shutdown.is_cancelled() {
+        return;
+    }
+    let grace = grace_of(&instance);
+    let names: Vec<String> = containers_of(&instance)
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let mut stops = tokio::task::JoinSet::new();
+    for name in names {
+        let id = ids(&instance, &name);
+        let ctx = ctx.clone();
+        stops.spawn(async move { stop(&ctx.client, &id, grace).await });
+    }
+    while stops.join_next().await.is_some() {}
+    tracing::info!(instance = %key, "instance removed: containers stopped and deleted");
+}
+
+/// `terminationGracePeriodSeconds`, 30 s when unset (0).
+fn grace_of(instance: &Instance) -> Duration {
+    instance
+        .spec
+        .as_ref()
+        .map(|s| s.termination_grace_period_seconds)
+        .filter(|g| *g > 0)
+        .map(|g| Duration::from_secs(g.unsigned_abs()))
+        .unwrap_or(DEFAULT_GRACE)
+}
+
+/// The containers (and their recorded grace periods) of Instances not in `live`, i.e.
+/// deleted while the agent was not watching.
+async fn orphans(ctx: &Ctx, live: &HashSet<String>) -> Vec<(String, Duration)> {
+    use containerd_client::services::v1::{
+        ListContainersRequest, containers_client::ContainersClient,
+    };
+    let listed = ContainersClient::new(ctx.client.channel())
+        .list(ctx.client.request(ListContainersRequest {
+            filters: vec![format!("labels.\"{LABEL_UID}\"")],
+        }))
+        .await;
+    let containers = match listed {
+        Ok(response) => response.into_inner().containers,
+        Err(e) => {
+            tracing::debug!(error = %e, "listing containers for orphans");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for c in containers {
+        let Some(uid) = c.labels.get(LABEL_UID) else {
+            continue;
+        };
+        if live.contains(uid) {
+            continue;
+        }
+        let grace = c
+            .labels
+            .get(LABEL_GRACE)
+            .and_then(|g| g.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_GRACE);
+        out.push((c.id, grace));
+    }
+    out
+}
+
+fn containers_of(instance: &Instance) -> &[hypermesh_api::v1::Container] {
+    instance
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or(&[])
+}
+
+fn ids(instance: &Instance, container: &str) -> String {
+    let m = instance.meta();
+    container_id(&m.namespace, &m.name, &m.uid, container)
+}
+
+/// SIGTERM, up to `grace` for the exit, SIGKILL, then deletes task, container and
+/// snapshot. Retries while containerd is unreachable.
+async fn stop(client: &RuntimeClient, id: &str, grace: Duration) {
+    const SIGTERM: u32 = 15;
+    const SIGKILL: u32 = 9;
+    for attempt in 0..30u32 {
+        if attempt > 0 {
+            tokio::time::sleep(RETRY).await;
+        }
+        if container::kill(client, id, SIGTERM).await.is_ok()
+            && tokio::time::timeout(grace, container::wait(client, id))
+                .await
+                .is_err()
+        {
+            let _ = container::kill(client, id, SIGKILL).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), container::wait(client, id)).await;
+        }
+        match container::delete(client, id).await {
+            Ok(_) => return,
+            Err(e) => tracing::warn!(container = id, error = %e, "deleting container; retrying"),
+        }
+    }
+}
+
+fn restarts(policy: RestartPolicy, code: i32) -> bool {
+    match policy {
+        RestartPolicy::Never => false,
+        RestartPolicy::OnFailure => code != 0,
+        RestartPolicy::Always | RestartPolicy::Unspecified => true,
+    }
+}
+
+/// True when the error means containerd could not be reached (retry, change nothing).
+fn unreachable(e: &RuntimeError) -> bool {
+    matches!(e, RuntimeError::Connect { .. })
+        || matches!(
+            e.code(),
+            Some(tonic::Code::Unavailable | tonic::Code::Cancelled)
+        )
+}
+
+/// The status this agent owns for one Instance, written as a whole.
+struct Shared {
+    statuses: Vec<ContainerStatus>,
+    start_time: Option<Timestamp>,
+    phase: Option<InstancePhase>,
+}
+
+/// Everything but removal: images, containers, exits, restarts, final phase.
+async fn drive(ctx: &Arc<Ctx>, instance: &Instance) {
+    let containers = containers_of(instance).to_vec();
+    if containers.is_empty() {
+        return;
+    }
+    let policy = instance
+        .spec
+        .as_ref()
+        .and_then(|s| RestartPolicy::try_from(s.restart_policy).ok())
+        .unwrap_or(RestartPolicy::Always);
+    let old = instance.status.clone().unwrap_or_default();
+    let statuses = containers
+        .iter()
+        .map(|c| {
+            old.container_statuses
+                .iter()
+                .find(|s| s.name == c.name)
+                .cloned()
+                .unwrap_or_else(|| ContainerStatus {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    ..Default::default()
+                })
+        })
+        .collect();
+    let shared = Arc::new(Mutex::new(Shared {
+        statuses,
+        start_time: old.start_time,
+        phase: None,
+    }));
+
+    // Images first: report a missing one and keep trying, changing nothing else.
+    loop {
+        let mut missing = Vec::new();
+        let mut down = false;
+        for c in &containers {
+            match ctx.images.ensure(&c.image).await {
+                Ok(()) => {}
+                Err(RuntimeError::ImageNotFound(_)) => missing.push(c.name.clone()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "image lookup failed; retrying");
+                    down = true;
+                }
+            }
+        }
+        if missing.is_empty() && !down {
+            break;
+        }
+        if !missing.is_empty() {
+            let mut s = shared.lock().await;
+            let mut changed = false;
+            for (status, c) in s.statuses.iter_mut().zip(&containers) {
+                if missing.contains(&c.name)
+                    && status
+                        .state
+                        .as_ref()
+                        .and_then(|s| s.waiting.as_ref())
+                        .map(|w| w.reason.as_str())
+                        != Some("ImageNotFound")
+                {
+                    status.state = Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: "ImageNotFound".into(),
+                            message: format!(
+                                "image {} is not in containerd and no archive in the image directory provides it",
+                                c.image
+                            ),
+                        }),
+                        ..Default::default()
+                    });
+                    changed = true;
+                }
+            }
+            if changed {
+                publish(ctx, instance, &s).await;
+            }
+        }
+        tokio::time::sleep(RETRY * 2).await;
+    }
+
+    let mut loops = tokio::task::JoinSet::new();
+    for (index, c) in containers.iter().enumerate() {
+        let ctx = ctx.clone();
+        let shared = shared.clone();
+        let instance = instance.clone();
+        let c = c.clone();
+        loops
+            .spawn(async move { run_container(&ctx, &instance, index, &c, policy, &shared).await });
+    }
+    let mut codes = Vec::new();
+    while let Some(result) = loops.join_next().await {
+        codes.push(result.unwrap_or(-1));
+    }
+    let mut s = shared.lock().await;
+    s.phase = Some(if codes.iter().all(|c| *c == 0) {
+        InstancePhase::Succeeded
+    } else {
+        InstancePhase::Failed
+    });
+    publish(ctx, instance, &s).await;
+    tracing::info!(
+        instance = %format!("{}/{}", instance.meta().namespace, instance.meta().name),
+        phase = ?s.phase,
+        "instance finished"
+    );
+}
+
+fn config_of(ctx: &Ctx, instance: &Instance, c: &hypermesh_api::v1::Container) -> ContainerConfig {
+    let meta = instance.meta();
+    let resources = c.resources.clone().unwrap_or_default();
+    let quantity = |text: &str| {
+        Some(text)
+            .filter(|t| !t.is_empty())
+            .and_then(|q| q.parse::<hypermesh_api::quantity::Quantity>().ok())
+    };
+    let log = log_path(&ctx.log_dir, instance, &c.name);
+    ContainerConfig {
+        id: ids(instance, &c.name),
+        image: c.image.clone(),
+        command: c.command.clone(),
+        args: c.args.clone(),
+        env: c
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect(),
+        working_dir: Some(c.working_dir.clone()).filter(|d| !d.is_empty()),
+        cpu: quantity(&resources.cpu),
+        memory: quantity(&resources.memory),
+        pids_limit: None,
+        stdout: log.clone(),
+        stderr: log,
+        labels: HashMap::from([
+            (LABEL_UID.to_string(), meta.uid.clone()),
+            (LABEL_NAMESPACE.to_string(), meta.namespace.clone()),
+            (LABEL_NAME.to_string(), meta.name.clone()),
+            (LABEL_CONTAINER.to_string(), c.name.clone()),
+            (
+                LABEL_GRACE.to_string(),
+                grace_of(instance).as_secs().to_string(),
+            ),
+        ]),
+    }
+}
+
+/// How one run of a container ended.
+struct Exit {
+    code: i32,
+    reason: String,
+    message: String,
+    started_at: Option<Timestamp>,
+}
+
+/// Runs container `index` until it is done under `policy`; returns its last exit code.
+async fn run_container(
+    ctx: &Ctx,
+    instance: &Instance,
+    index: usize,
+    c: &hypermesh_api::v1::Container,
+    policy: RestartPolicy,
+    shared: &Mutex<Shared>,
+) -> i32 {
+    let config = config_of(ctx, instance, c);
+    // Finished before an agent restart: do not run it again.
+    {
+        let s = shared.lock().await;
+        if let Some(t) = s.statuses[index]
+            .state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            && !restarts(policy, t.exit_code)
+        {
+            return t.exit_code;
+        }
+    }
+    let mut backoff = ctx.backoff;
+    loop {
+        let exit = run_once(ctx, &config, index, shared, instance).await;
+        let mut s = shared.lock().await;
+        let terminated = ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: exit.code,
+                signal: 0,
+                reason: exit.reason.clone(),
+                message: exit.message.clone(),
+                started_at: exit.started_at,
+                finished_at: Some(hypermesh_api::time::now()),
+            }),
+            ..Default::default()
+        };
+        let status = &mut s.statuses[index];
+        status.ready = false;
+        if !restarts(policy, exit.code) {
+            status.state = Some(terminated);
+            if s.statuses.len() > 1 {
+                publish(ctx, instance, &s).await;
+            }
+            return exit.code;
+        }
+        status.last_state = Some(terminated);
+        status.restart_count += 1;
+        status.state = Some(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: "CrashLoopBackOff".into(),
+                message: format!(
+                    "back-off {}s restarting failed container {} (exit code {})",
+                    backoff.as_secs_f64(),
+                    c.name,
+                    exit.code
+                ),
+            }),
+            ..Default::default()
+        });
+        publish(ctx, instance, &s).await;
+        drop(s);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
+    }
+}
+
+/// Creates (or adopts) and starts the container, reports it running, waits for its
+/// exit and deletes it. Retries while containerd is unreachable.
+async fn run_once(
+    ctx: &Ctx,
+    config: &ContainerConfig,
+    index: usize,
+    shared: &Mutex<Shared>,
+    instance: &Instance,
+) -> Exit {
+    let client = &ctx.client;
+    let start_error = |e: RuntimeError| Exit {
+        code: 128,
+        reason: "StartError".into(),
+        message: e.to_string(),
+        started_at: None,
+    };
+    loop {
+        let adopted = match container::create(client, config).await {
+            Ok(_) => match container::start(client, &config.id).await {
+                Ok(_) => false,
+                Err(e) if unreachable(&e) => {
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+                Err(e) => {
+                    let _ = container::delete(client, &config.id).await;
+                    return start_error(e);
+                }
+            },
+            Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {
+                // Adopted. A task created but never started (the agent stopped in
+                // between) is started now; a running or exited one refuses, harmlessly.
+                let _ = container::start(client, &config.id).await;
+                true
+            }
+            Err(e) if unreachable(&e) => {
+                tracing::debug!(error = %e, "containerd unreachable; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+            Err(e) => return start_error(e),
+        };
+        let started_at = {
+            let mut s = shared.lock().await;
+            let previous = s.statuses[index]
+                .state
+                .as_ref()
+                .and_then(|st| st.running.as_ref())
+                .and_then(|r| r.started_at);
+            let started_at = if adopted {
+                previous.unwrap_or_else(hypermesh_api::time::now)
+            } else {
+                hypermesh_api::time::now()
+            };
+            let status = &mut s.statuses[index];
+            status.state = Some(ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: Some(started_at),
+                }),
+                ..Default::default()
+            });
+            status.container_id = format!("containerd://{}", config.id);
+            status.image = config.image.clone();
+            status.ready = true;
+            if s.start_time.is_none() {
+                s.start_time = Some(started_at);
+            }
+            s.phase = Some(InstancePhase::Running);
+            publish(ctx, instance, &s).await;
+            started_at
+        };
+        let exit = loop {
+            match container::wait(client, &config.id).await {
+                Ok(exit) => break Ok(exit),
+                Err(e) if e.code() == Some(tonic::Code::NotFound) => break Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "waiting for task; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        };
+        // Read OOM state before delete removes the cgroup (wait already did).
+        let deleted = loop {
+            match container::delete(client, &config.id).await {
+                Ok(status) => break status,
+                Err(e) => {
+                    tracing::debug!(error = %e, "deleting exited container; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        };
+        let exit = match exit {
+            Ok(exit) => exit,
+            // An adopted container without a task: start it afresh.
+            Err(_) => match deleted {
+                Some(exit) => exit,
+                None => continue,
+            },
+        };
+        return Exit {
+            code: i32::try_from(exit.code).unwrap_or(i32::MAX),
+            reason: exit.reason().to_string(),
+            message: String::new(),
+            started_at: Some(started_at),
+        };
+    }
+}
+
+/// Writes this agent's part of the status (container statuses, phase, start time),
+/// keeping the rest (conditions). Gives up quietly when the Instance is gone.
+async fn publish(ctx: &Ctx, instance: &Instance, shared: &Shared) {
+    let meta = instance.meta();
+    for attempt in 0..10u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut current = match ctx.api.get(&meta.namespace, &meta.name).await {
+            Ok(i) => i,
+            Err(s) if s.code() == tonic::Code::NotFound => return,
+            Err(s) => {
+                tracing::warn!(error = %s, "reading instance for status");
+                continue;
+            }
+        };
+        if current.meta().uid != meta.uid {
+            return;
+        }
+        let status = current.status.get_or_insert_with(Default::default);
+        status.container_statuses = shared.statuses.clone();
+        if let Some(phase) = shared.phase {
+            status.phase = phase as i32;
+        }
+        if shared.start_time.is_some() {
+            status.start_time = shared.start_time;
+        }
+        if status.host_ip.is_empty() {
+            status.host_ip = ctx.host_ip().await;
+        }
+        match ctx.api.update_status(&current).await {
+            Ok(_) => return,
+            Err(s) if s.code() == tonic::Code::NotFound => return,
+            Err(s) => tracing::warn!(error = %s, "instance status update failed; retrying"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_are_stable_and_distinct() {
+        let a = container_id("default", "web", "u1", "main");
+        assert_eq!(a, container_id("default", "web", "u1", "main"));
+        assert_ne!(a, container_id("default", "web", "u2", "main"));
+        assert_ne!(a, container_id("default", "web", "u1", "side"));
+        assert_eq!(a.len(), 35);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    }
+
+    #[test]
+    fn restart_policies() {
+        assert!(!restarts(RestartPolicy::Never, 1));
+        assert!(restarts(RestartPolicy::OnFailure, 1));
+        assert!(!restarts(RestartPolicy::OnFailure, 0));
+        assert!(restarts(RestartPolicy::Always, 0));
+        assert!(restarts(RestartPolicy::Unspecified, 0));
+    }
+}

@@ -1,0 +1,494 @@
+//! The agent runs the Instances bound to its node on a real (private) containerd: a
+//! container that exits 0 makes its Instance SUCCEEDED with its output in the log file,
+//! one exiting 3 makes it FAILED with exit code 3, deleting a running Instance removes
+//! its container and snapshot, and a missing image is reported as `ImageNotFound`.
+
+mod agent_support;
+mod runtime_support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use agent_support::Agent;
+use hypermesh_agent::reconcile::{container_id, log_path};
+use hypermesh_api::v1::{
+    self, BindRequest, DeleteRequest, Instance, InstancePhase, Node, ObjectMeta, RestartPolicy,
+};
+use hypermesh_api::{Api, Resource};
+use hypermesh_tests::{InProcessApiServer, wait_for};
+use runtime_support::{PrivateContainerd, TEST_IMAGE};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const NODE: &str = "runner";
+
+/// An apiserver, a private containerd with the test image in an image dir, and an
+/// agent using both; fields keep them alive.
+struct Env {
+    server: InProcessApiServer,
+    containerd: PrivateContainerd,
+    agent: Option<Agent>,
+    log_dir: tempfile::TempDir,
+    _state: tempfile::TempDir,
+    _images: tempfile::TempDir,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let server = InProcessApiServer::start().await.expect("apiserver");
+        let containerd = PrivateContainerd::start();
+        let images = tempfile::tempdir().expect("image dir");
+        std::fs::copy(
+            containerd.build_test_image(),
+            images.path().join("busybox.oci.tar"),
+        )
+        .expect("copy archive");
+        let state = tempfile::tempdir().expect("state dir");
+        let log_dir = tempfile::tempdir().expect("log dir");
+        let mut config = agent_support::config(
+            server.url(),
+            NODE,
+            state.path(),
+            containerd.socket().to_path_buf(),
+        );
+        config.image_dir = Some(images.path().to_path_buf());
+        config.log_dir = Some(log_dir.path().to_path_buf());
+        config.restart_backoff = Duration::from_millis(200);
+        let agent = Agent::start(config);
+        let nodes = server.api::<Node>();
+        wait_for(TIMEOUT, || {
+            let nodes = nodes.clone();
+            async move { nodes.get("", NODE).await.ok() }
+        })
+        .await
+        .expect("agent registers its Node");
+        Env {
+            server,
+            containerd,
+            agent: Some(agent),
+            log_dir,
+            _state: state,
+            _images: images,
+        }
+    }
+
+    fn instances(&self) -> Api<Instance> {
+        self.server.api::<Instance>()
+    }
+
+    /// Creates an Instance running `command` with `image` and binds it to the node.
+    async fn run(
+        &self,
+        name: &str,
+        image: &str,
+        command: &[&str],
+        policy: RestartPolicy,
+    ) -> Instance {
+        self.run_limited(name, image, command, policy, "64Mi").await
+    }
+
+    /// As [`Env::run`] with a memory limit.
+    async fn run_limited(
+        &self,
+        name: &str,
+        image: &str,
+        command: &[&str],
+        policy: RestartPolicy,
+        memory: &str,
+    ) -> Instance {
+        let instance = Instance {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::InstanceSpec {
+                containers: vec![v1::Container {
+                    name: "main".into(),
+                    image: image.into(),
+                    command: command.iter().map(|s| s.to_string()).collect(),
+                    resources: Some(v1::ResourceRequirements {
+                        cpu: "500m".into(),
+                        memory: memory.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                restart_policy: policy as i32,
+                termination_grace_period_seconds: 1,
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let instances = self.instances();
+        instances.create(&instance).await.expect("create instance");
+        instances
+            .bind(BindRequest {
+                namespace: "default".into(),
+                name: name.into(),
+                node_name: NODE.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("bind instance")
+    }
+
+    /// Waits until `check` accepts the Instance's status; panics with the last one.
+    async fn wait_status<F>(&self, name: &str, what: &str, check: F) -> Instance
+    where
+        F: Fn(&v1::InstanceStatus) -> bool,
+    {
+        let instances = self.instances();
+        let found = wait_for(TIMEOUT, || {
+            let instances = instances.clone();
+            let check = &check;
+            async move {
+                let i = instances.get("default", name).await.ok()?;
+                i.status.as_ref().is_some_and(check).then_some(i)
+            }
+        })
+        .await;
+        match found {
+            Ok(i) => i,
+            Err(_) => {
+                let last = self.instances().get("default", name).await;
+                panic!(
+                    "{name}: {what}: last {:?}\ncontainerd log:\n{}",
+                    last.map(|i| i.status),
+                    self.containerd.log()
+                );
+            }
+        }
+    }
+
+    /// `ctr -n hypermesh <args>` output.
+    fn ctr(&self, args: &[&str]) -> String {
+        let output = Command::new("ctr")
+            .arg("--address")
+            .arg(self.containerd.socket())
+            .args(["--namespace", hypermesh_agent::runtime::NAMESPACE])
+            .args(args)
+            .output()
+            .expect("running ctr");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The pid of the task of container `id`, if it runs.
+    fn task_pid(&self, id: &str) -> Option<String> {
+        self.ctr(&["tasks", "ls"])
+            .lines()
+            .find(|l| l.starts_with(id))
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+    }
+
+    /// Stops the agent (its containers keep running).
+    async fn stop_agent(&mut self) -> hypermesh_agent::Config {
+        let agent = self.agent.take().expect("agent running");
+        let config = agent.config.clone();
+        agent.stop().await;
+        config
+    }
+
+    async fn stop(mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.stop().await;
+        }
+    }
+}
+
+fn terminated(status: &v1::InstanceStatus) -> Option<&v1::ContainerStateTerminated> {
+    status
+        .container_statuses
+        .first()?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+}
+
+fn id_of(instance: &Instance) -> String {
+    let m = instance.meta();
+    container_id(&m.namespace, &m.name, &m.uid, "main")
+}
+
+#[tokio::test]
+async fn a_completed_instance_succeeds_with_its_output_logged() {
+    let env = Env::start().await;
+    let instance = env
+        .run(
+            "hello",
+            TEST_IMAGE,
+            &["sh", "-c", "echo hello from hypermesh; exit 0"],
+            RestartPolicy::Never,
+        )
+        .await;
+    let done = env
+        .wait_status("hello", "SUCCEEDED", |s| {
+            s.phase == InstancePhase::Succeeded as i32
+        })
+        .await;
+    let status = done.status.as_ref().expect("status");
+    let t = terminated(status).expect("terminated state");
+    assert_eq!(t.exit_code, 0);
+    assert_eq!(t.reason, "Completed");
+    assert!(t.finished_at.is_some());
+    assert!(status.start_time.is_some());
+    let node = env.server.api::<Node>().get("", NODE).await.expect("node");
+    let internal_ip = node
+        .status
+        .iter()
+        .flat_map(|s| &s.addresses)
+        .find(|a| a.r#type == "InternalIP")
+        .map(|a| a.address.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        status.host_ip, internal_ip,
+        "hostIP is the Node's InternalIP"
+    );
+    assert_eq!(
+        status.container_statuses[0].container_id,
+        format!("containerd://{}", id_of(&instance))
+    );
+    let log =
+        std::fs::read_to_string(log_path(env.log_dir.path(), &done, "main")).expect("log file");
+    assert!(log.contains("hello from hypermesh"), "log: {log:?}");
+    // A finished Instance leaves no container behind.
+    assert!(
+        !env.ctr(&["containers", "ls", "-q"])
+            .contains(&id_of(&instance))
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_instance_fails_with_its_exit_code() {
+    let env = Env::start().await;
+    env.run(
+        "three",
+        TEST_IMAGE,
+        &["sh", "-c", "exit 3"],
+        RestartPolicy::Never,
+    )
+    .await;
+    let done = env
+        .wait_status("three", "FAILED", |s| {
+            s.phase == InstancePhase::Failed as i32
+        })
+        .await;
+    let t = terminated(done.status.as_ref().expect("status")).expect("terminated");
+    assert_eq!(t.exit_code, 3);
+    assert_eq!(t.reason, "Error");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_running_instance_removes_its_container() {
+    let env = Env::start().await;
+    let instance = env
+        .run(
+            "sleeper",
+            TEST_IMAGE,
+            &["sleep", "300"],
+            RestartPolicy::Always,
+        )
+        .await;
+    let running = env
+        .wait_status("sleeper", "RUNNING", |s| {
+            s.phase == InstancePhase::Running as i32
+                && s.container_statuses.first().is_some_and(|c| {
+                    c.state.as_ref().is_some_and(|st| {
+                        st.running.as_ref().is_some_and(|r| r.started_at.is_some())
+                    })
+                })
+        })
+        .await;
+    let id = id_of(&instance);
+    assert!(env.ctr(&["tasks", "ls", "-q"]).contains(&id), "task runs");
+    env.instances()
+        .delete(DeleteRequest {
+            namespace: "default".into(),
+            name: "sleeper".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete");
+    drop(running);
+    wait_for(TIMEOUT, || async {
+        let gone = !env.ctr(&["containers", "ls", "-q"]).contains(&id)
+            && !env.ctr(&["snapshots", "ls"]).contains(&id);
+        gone.then_some(())
+    })
+    .await
+    .expect("container and snapshot removed after delete");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_image_is_reported_as_image_not_found() {
+    let env = Env::start().await;
+    env.run(
+        "ghost",
+        "hypermesh.local/nothing:latest",
+        &["true"],
+        RestartPolicy::Never,
+    )
+    .await;
+    let waiting = env
+        .wait_status("ghost", "waiting ImageNotFound", |s| {
+            s.container_statuses.first().is_some_and(|c| {
+                c.state.as_ref().is_some_and(|st| {
+                    st.waiting
+                        .as_ref()
+                        .is_some_and(|w| w.reason == "ImageNotFound")
+                })
+            })
+        })
+        .await;
+    let status = waiting.status.as_ref().expect("status");
+    assert_eq!(status.phase, InstancePhase::Scheduled as i32);
+    let message = &status.container_statuses[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .expect("waiting")
+        .message;
+    assert!(
+        message.contains("hypermesh.local/nothing:latest"),
+        "{message}"
+    );
+    assert!(env.ctr(&["containers", "ls", "-q"]).trim().is_empty());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_crashing_container_is_restarted_with_back_off() {
+    let env = Env::start().await;
+    env.run(
+        "crasher",
+        TEST_IMAGE,
+        &["sh", "-c", "exit 1"],
+        RestartPolicy::OnFailure,
+    )
+    .await;
+    let crashing = env
+        .wait_status("crasher", "CrashLoopBackOff after 2 restarts", |s| {
+            s.container_statuses.first().is_some_and(|c| {
+                c.restart_count >= 2
+                    && c.state.as_ref().is_some_and(|st| {
+                        st.waiting
+                            .as_ref()
+                            .is_some_and(|w| w.reason == "CrashLoopBackOff")
+                    })
+            })
+        })
+        .await;
+    let c = &crashing.status.as_ref().expect("status").container_statuses[0];
+    let last = c
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("last state terminated");
+    assert_eq!(last.exit_code, 1);
+    assert_eq!(last.reason, "Error");
+    assert_ne!(
+        crashing.status.as_ref().map(|s| s.phase),
+        Some(InstancePhase::Failed as i32),
+        "OnFailure keeps restarting"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_running_containers_and_cleans_up_deleted_ones() {
+    let mut env = Env::start().await;
+    let kept = env
+        .run("kept", TEST_IMAGE, &["sleep", "300"], RestartPolicy::Always)
+        .await;
+    let gone = env
+        .run("gone", TEST_IMAGE, &["sleep", "300"], RestartPolicy::Always)
+        .await;
+    for name in ["kept", "gone"] {
+        env.wait_status(name, "RUNNING", |s| {
+            s.phase == InstancePhase::Running as i32
+        })
+        .await;
+    }
+    let (kept_id, gone_id) = (id_of(&kept), id_of(&gone));
+    let pid = env.task_pid(&kept_id).expect("kept task runs");
+
+    let config = env.stop_agent().await;
+    env.instances()
+        .delete(DeleteRequest {
+            namespace: "default".into(),
+            name: "gone".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete while the agent is down");
+    assert!(env.task_pid(&gone_id).is_some(), "nobody stopped it yet");
+    env.agent = Some(Agent::start(config));
+
+    wait_for(TIMEOUT, || async {
+        (!env.ctr(&["containers", "ls", "-q"]).contains(&gone_id)).then_some(())
+    })
+    .await
+    .expect("the deleted Instance's container is removed after the restart");
+    let containers = env.ctr(&["containers", "ls", "-q"]);
+    assert_eq!(containers.lines().count(), 1, "no duplicates: {containers}");
+    assert_eq!(env.task_pid(&kept_id), Some(pid), "adopted, not restarted");
+    let status = env
+        .instances()
+        .get("default", "kept")
+        .await
+        .expect("kept")
+        .status
+        .expect("status");
+    assert_eq!(status.phase, InstancePhase::Running as i32);
+    assert_eq!(status.container_statuses[0].restart_count, 0);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn exceeding_the_memory_limit_is_reported_as_oom_killed() {
+    let env = Env::start().await;
+    env.run_limited(
+        "hog",
+        TEST_IMAGE,
+        &[
+            "sh",
+            "-c",
+            "exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+        ],
+        RestartPolicy::Never,
+        "16Mi",
+    )
+    .await;
+    let done = env
+        .wait_status("hog", "FAILED", |s| s.phase == InstancePhase::Failed as i32)
+        .await;
+    let t = terminated(done.status.as_ref().expect("status")).expect("terminated");
+    assert_eq!(t.reason, "OOMKilled", "{t:?}");
+    assert_eq!(t.exit_code, 137);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_command_fails_with_a_clear_reason() {
+    let env = Env::start().await;
+    env.run(
+        "badcmd",
+        TEST_IMAGE,
+        &["/no/such/program"],
+        RestartPolicy::Never,
+    )
+    .await;
+    let done = env
+        .wait_status("badcmd", "FAILED", |s| {
+            s.phase == InstancePhase::Failed as i32
+        })
+        .await;
+    let t = terminated(done.status.as_ref().expect("status")).expect("terminated");
+    assert_eq!(t.reason, "StartError", "{t:?}");
+    assert!(t.message.contains("/no/such/program"), "{t:?}");
+    assert!(env.ctr(&["containers", "ls", "-q"]).trim().is_empty());
+    env.stop().await;
+}
