@@ -1,6 +1,6 @@
 # HyperMesh entry points. On a fresh machine: `make up` (one terminal), then `make test`.
 #
-#   make up     install what is missing, build, run hm-apiserver on 127.0.0.1:7443 and hm-scheduler (foreground)
+#   make up     install what is missing, build, run containerd, hm-apiserver on 127.0.0.1:7443, hm-scheduler and hm-agent (foreground)
 #   make test   build every binary, run every test with cargo-nextest
 #   make bench  release build, then hm-bench against a real hm-apiserver and a real etcd
 #   make lint   rustfmt check and clippy with warnings as errors

@@ -746,8 +746,34 @@ async fn run_once(
     }
 }
 
-/// Writes this agent's part of the status (container statuses, phase, start time),
-/// keeping the rest (conditions). Gives up quietly when the Instance is gone.
+/// Sets condition `kind` to True/False, moving its transition time only when it flips.
+fn set_condition(
+    conditions: &mut Vec<hypermesh_api::v1::Condition>,
+    kind: &str,
+    value: bool,
+    reason: &str,
+) {
+    let status = if value { "True" } else { "False" };
+    if let Some(c) = conditions.iter_mut().find(|c| c.r#type == kind) {
+        if c.status != status {
+            c.status = status.to_string();
+            c.reason = reason.to_string();
+            c.last_transition_time = Some(hypermesh_api::time::now());
+        }
+        return;
+    }
+    conditions.push(hypermesh_api::v1::Condition {
+        r#type: kind.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: String::new(),
+        last_transition_time: Some(hypermesh_api::time::now()),
+    });
+}
+
+/// Writes this agent's part of the status (container statuses, phase, start time, the
+/// Ready condition), keeping the rest (other conditions). Gives up quietly when the
+/// Instance is gone.
 async fn publish(ctx: &Ctx, instance: &Instance, shared: &Shared) {
     let meta = instance.meta();
     for attempt in 0..10u32 {
@@ -776,6 +802,21 @@ async fn publish(ctx: &Ctx, instance: &Instance, shared: &Shared) {
         if status.host_ip.is_empty() {
             status.host_ip = ctx.host_ip().await;
         }
+        // Ready: every container running and ready (no probes yet, so running = ready).
+        // The workload controller counts Instances as available from this condition.
+        let ready = !status.container_statuses.is_empty()
+            && status.container_statuses.iter().all(|c| c.ready)
+            && status.phase == hypermesh_api::v1::InstancePhase::Running as i32;
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            ready,
+            if ready {
+                "ContainersReady"
+            } else {
+                "ContainersNotReady"
+            },
+        );
         match ctx.api.update_status(&current).await {
             Ok(_) => return,
             Err(s) if s.code() == tonic::Code::NotFound => return,
