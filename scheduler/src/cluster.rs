@@ -123,6 +123,13 @@ fn quantity_bytes(q: Option<&String>) -> u64 {
         .map_or(0, |q| u64::try_from(q.units_ceil()).unwrap_or(u64::MAX))
 }
 
+impl GpuDevice {
+    /// Whether a fractional request of `milli` thousandths fits on this shareable GPU.
+    pub fn has_room_for(&self, milli: u64) -> bool {
+        self.shareable && 1000 - self.used_milli.min(1000) >= milli
+    }
+}
+
 impl ClusterState {
     /// Adds or replaces a node.
     pub fn upsert_node(&mut self, node: &Node) {
@@ -363,11 +370,6 @@ impl ClusterState {
     /// The binding of an Instance, if any.
     pub fn bound(&self, key: &InstanceKey) -> Option<&BoundInstance> {
         self.bound.get(key)
-    }
-
-    /// Thousandths of a GPU in use on an asset.
-    pub fn gpu_used(&self, asset: &str) -> u64 {
-        self.gpu_used.get(asset).copied().unwrap_or(0)
     }
 
     /// A node by name.

@@ -251,6 +251,18 @@ pub fn privacy_allows(
     }
 }
 
+/// Whether one GPU of `node` matches the request's model, memory and privacy.
+fn gpu_eligible(cluster: &ClusterState, node: &NodeState, req: &Request, g: &GpuDevice) -> bool {
+    let level = if g.privacy == 0 {
+        node.privacy
+    } else {
+        g.privacy
+    };
+    g.model.contains(&req.gpu_model)
+        && g.memory >= req.gpu_memory
+        && privacy_allows(cluster, node, level, &req.namespace, req.spec.privacy)
+}
+
 /// The GPUs an Instance would get on `node`: whole free devices for whole-GPU requests,
 /// the most-used shareable device with room for fractional ones (keeping whole GPUs free).
 pub fn pick_gpus(cluster: &ClusterState, node: &NodeState, req: &Request) -> Option<GpuPick> {
@@ -258,21 +270,7 @@ pub fn pick_gpus(cluster: &ClusterState, node: &NodeState, req: &Request) -> Opt
     if wanted == 0 {
         return Some(Vec::new());
     }
-    let eligible = |g: &&GpuDevice| {
-        g.model.contains(&req.gpu_model)
-            && g.memory >= req.gpu_memory
-            && privacy_allows(
-                cluster,
-                node,
-                if g.privacy == 0 {
-                    node.privacy
-                } else {
-                    g.privacy
-                },
-                &req.namespace,
-                req.spec.privacy,
-            )
-    };
+    let eligible = |g: &&GpuDevice| gpu_eligible(cluster, node, req, g);
     if wanted.is_multiple_of(1000) {
         let count = usize::try_from(wanted / 1000).ok()?;
         let free: Vec<&GpuDevice> = node
@@ -291,7 +289,7 @@ pub fn pick_gpus(cluster: &ClusterState, node: &NodeState, req: &Request) -> Opt
     node.gpus
         .iter()
         .filter(eligible)
-        .filter(|g| g.shareable && 1000 - g.used_milli.min(1000) >= wanted)
+        .filter(|g| g.has_room_for(wanted))
         .max_by_key(|g| (g.used_milli, std::cmp::Reverse(g.asset.clone())))
         .map(|g| vec![(g.asset.clone(), wanted)])
 }
@@ -306,21 +304,7 @@ fn gpus_fit(cluster: &ClusterState, node: &NodeState, req: &Request) -> bool {
     if wanted > 1000 && !wanted.is_multiple_of(1000) {
         return false;
     }
-    let eligible = |g: &&GpuDevice| {
-        g.model.contains(&req.gpu_model)
-            && g.memory >= req.gpu_memory
-            && privacy_allows(
-                cluster,
-                node,
-                if g.privacy == 0 {
-                    node.privacy
-                } else {
-                    g.privacy
-                },
-                &req.namespace,
-                req.spec.privacy,
-            )
-    };
+    let eligible = |g: &&GpuDevice| gpu_eligible(cluster, node, req, g);
     if wanted.is_multiple_of(1000) {
         let count = usize::try_from(wanted / 1000).unwrap_or(usize::MAX);
         return node
@@ -335,7 +319,7 @@ fn gpus_fit(cluster: &ClusterState, node: &NodeState, req: &Request) -> bool {
     node.gpus
         .iter()
         .filter(eligible)
-        .any(|g| g.shareable && 1000 - g.used_milli.min(1000) >= wanted)
+        .any(|g| g.has_room_for(wanted))
 }
 
 /// Runs every filter: `Ok` when `node` can take the Instance.
