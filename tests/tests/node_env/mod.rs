@@ -1,0 +1,199 @@
+//! Shared by the tests where a real agent runs Instances: an in-process apiserver, a
+//! private containerd with the busybox test image in the agent's image directory, and an
+//! in-process agent on node [`NODE`] using both. Test files declare `mod agent_support;
+//! mod runtime_support; mod node_env;`.
+
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::agent_support::{self, Agent};
+use crate::runtime_support::PrivateContainerd;
+use hypermesh_api::v1::{self, BindRequest, Instance, Node, ObjectMeta, RestartPolicy};
+use hypermesh_api::{Api, Resource};
+use hypermesh_tests::{InProcessApiServer, wait_for};
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+pub const NODE: &str = "runner";
+
+/// An apiserver, a private containerd with the test image in an image dir, and an
+/// agent using both; fields keep them alive.
+pub struct Env {
+    pub server: InProcessApiServer,
+    pub containerd: PrivateContainerd,
+    pub agent: Option<Agent>,
+    pub log_dir: tempfile::TempDir,
+    _state: tempfile::TempDir,
+    _images: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Env::start_with(|_| {}).await
+    }
+
+    /// As [`Env::start`], with `tune` adjusting the agent's config before it starts.
+    pub async fn start_with(tune: impl FnOnce(&mut hypermesh_agent::Config)) -> Env {
+        let server = InProcessApiServer::start().await.expect("apiserver");
+        let containerd = PrivateContainerd::start();
+        let images = tempfile::tempdir().expect("image dir");
+        std::fs::copy(
+            containerd.build_test_image(),
+            images.path().join("busybox.oci.tar"),
+        )
+        .expect("copy archive");
+        let state = tempfile::tempdir().expect("state dir");
+        let log_dir = tempfile::tempdir().expect("log dir");
+        let mut config = agent_support::config(
+            server.url(),
+            NODE,
+            state.path(),
+            containerd.socket().to_path_buf(),
+        );
+        config.image_dir = Some(images.path().to_path_buf());
+        config.log_dir = Some(log_dir.path().to_path_buf());
+        config.restart_backoff = Duration::from_millis(200);
+        tune(&mut config);
+        let agent = Agent::start(config);
+        let nodes = server.api::<Node>();
+        wait_for(TIMEOUT, || {
+            let nodes = nodes.clone();
+            async move { nodes.get("", NODE).await.ok() }
+        })
+        .await
+        .expect("agent registers its Node");
+        Env {
+            server,
+            containerd,
+            agent: Some(agent),
+            log_dir,
+            _state: state,
+            _images: images,
+        }
+    }
+
+    pub fn instances(&self) -> Api<Instance> {
+        self.server.api::<Instance>()
+    }
+
+    /// Creates an Instance running `command` with `image` and binds it to the node.
+    pub async fn run(
+        &self,
+        name: &str,
+        image: &str,
+        command: &[&str],
+        policy: RestartPolicy,
+    ) -> Instance {
+        self.run_limited(name, image, command, policy, "64Mi").await
+    }
+
+    /// As [`Env::run`] with a memory limit.
+    pub async fn run_limited(
+        &self,
+        name: &str,
+        image: &str,
+        command: &[&str],
+        policy: RestartPolicy,
+        memory: &str,
+    ) -> Instance {
+        let instance = Instance {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::InstanceSpec {
+                containers: vec![v1::Container {
+                    name: "main".into(),
+                    image: image.into(),
+                    command: command.iter().map(|s| s.to_string()).collect(),
+                    resources: Some(v1::ResourceRequirements {
+                        cpu: "500m".into(),
+                        memory: memory.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                restart_policy: policy as i32,
+                termination_grace_period_seconds: 1,
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let instances = self.instances();
+        instances.create(&instance).await.expect("create instance");
+        instances
+            .bind(BindRequest {
+                namespace: "default".into(),
+                name: name.into(),
+                node_name: NODE.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("bind instance")
+    }
+
+    /// Waits until `check` accepts the Instance's status; panics with the last one.
+    pub async fn wait_status<F>(&self, name: &str, what: &str, check: F) -> Instance
+    where
+        F: Fn(&v1::InstanceStatus) -> bool,
+    {
+        let instances = self.instances();
+        let found = wait_for(TIMEOUT, || {
+            let instances = instances.clone();
+            let check = &check;
+            async move {
+                let i = instances.get("default", name).await.ok()?;
+                i.status.as_ref().is_some_and(check).then_some(i)
+            }
+        })
+        .await;
+        match found {
+            Ok(i) => i,
+            Err(_) => {
+                let last = self.instances().get("default", name).await;
+                panic!(
+                    "{name}: {what}: last {:?}\ncontainerd log:\n{}",
+                    last.map(|i| i.status),
+                    self.containerd.log()
+                );
+            }
+        }
+    }
+
+    /// `ctr -n hypermesh <args>` output.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let output = Command::new("ctr")
+            .arg("--address")
+            .arg(self.containerd.socket())
+            .args(["--namespace", hypermesh_agent::runtime::NAMESPACE])
+            .args(args)
+            .output()
+            .expect("running ctr");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The pid of the task of container `id`, if it runs.
+    pub fn task_pid(&self, id: &str) -> Option<String> {
+        self.ctr(&["tasks", "ls"])
+            .lines()
+            .find(|l| l.starts_with(id))
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+    }
+
+    /// Stops the agent (its containers keep running).
+    pub async fn stop_agent(&mut self) -> hypermesh_agent::Config {
+        let agent = self.agent.take().expect("agent running");
+        let config = agent.config.clone();
+        agent.stop().await;
+        config
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.stop().await;
+        }
+    }
+}
+
