@@ -30,6 +30,9 @@ pub enum ConfigError {
     /// A duration like `2s`, `500ms`, `1m` that does not parse.
     #[error("duration {0:?}: expected e.g. 2s, 500ms or 1m")]
     Duration(String),
+    /// `--log-max-size` that is not a positive byte quantity.
+    #[error("log-max-size {0:?}: expected a size such as 10Mi")]
+    LogMaxSize(String),
     /// No node name given and the hostname could not be read.
     #[error("no --node-name given and the hostname is unknown")]
     NodeName,
@@ -75,6 +78,12 @@ pub struct Config {
     /// First back-off before restarting a failed container (doubles up to
     /// [`MAX_RESTART_BACKOFF`]).
     pub restart_backoff: Duration,
+    /// The `hm-logger` program containerd starts for each container's output.
+    pub logger: PathBuf,
+    /// A container log is rotated when it would grow past this many bytes.
+    pub log_max_bytes: u64,
+    /// Log files kept per container run (the live one included).
+    pub log_max_files: u32,
 }
 
 /// The longest back-off between container restarts.
@@ -109,6 +118,9 @@ impl Config {
             image_dir: None,
             log_dir: None,
             restart_backoff: Duration::from_secs(10),
+            logger: default_logger(),
+            log_max_bytes: 10 * 1024 * 1024,
+            log_max_files: 5,
         }
     }
 
@@ -118,6 +130,14 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.state_dir.join("logs"))
     }
+}
+
+/// `hm-logger` beside the running program (where `cargo build` and the packages put it).
+pub fn default_logger() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("hm-logger")))
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/hm-logger"))
 }
 
 /// `hm-agent` flags.
@@ -179,6 +199,16 @@ pub struct Args {
     /// First back-off before restarting a failed container (doubles up to 5m).
     #[arg(long, env = "HM_RESTART_BACKOFF", default_value = "10s")]
     pub restart_backoff: String,
+    /// The log writer containerd starts per container (default: `hm-logger` beside
+    /// `hm-agent`).
+    #[arg(long, env = "HM_LOGGER")]
+    pub logger: Option<PathBuf>,
+    /// Rotate a container's log when it would grow past this size.
+    #[arg(long, env = "HM_LOG_MAX_SIZE", default_value = "10Mi")]
+    pub log_max_size: String,
+    /// Log files kept per container run, the live one included.
+    #[arg(long, env = "HM_LOG_MAX_FILES", default_value_t = 5)]
+    pub log_max_files: u32,
 }
 
 impl Args {
@@ -209,6 +239,18 @@ impl Args {
         config.image_dir = self.image_dir;
         config.log_dir = self.log_dir;
         config.restart_backoff = parse_duration(&self.restart_backoff)?;
+        if let Some(logger) = self.logger {
+            config.logger = logger;
+        }
+        config.log_max_bytes = self
+            .log_max_size
+            .parse::<Quantity>()
+            .ok()
+            .map(|q| q.units_ceil())
+            .and_then(|b| u64::try_from(b).ok())
+            .filter(|b| *b > 0)
+            .ok_or_else(|| ConfigError::LogMaxSize(self.log_max_size.clone()))?;
+        config.log_max_files = self.log_max_files.max(1);
         Ok(config)
     }
 }

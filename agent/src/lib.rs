@@ -17,6 +17,7 @@ pub mod conditions;
 pub mod config;
 pub mod detect;
 pub mod heartbeat;
+pub mod logs;
 pub mod metrics;
 pub mod reconcile;
 pub mod register;

@@ -28,7 +28,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MAX_RESTART_BACKOFF};
-use crate::runtime::{ContainerConfig, RuntimeClient, RuntimeError, container, image};
+use crate::runtime::{ContainerConfig, LogSink, RuntimeClient, RuntimeError, container, image};
 
 /// Default grace period between SIGTERM and SIGKILL.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -48,12 +48,11 @@ pub fn container_id(namespace: &str, name: &str, uid: &str, container: &str) -> 
     format!("hm-{}", &hash.to_hex()[..32])
 }
 
-/// The log file of one container of an Instance (stdout and stderr).
-pub fn log_path(log_dir: &std::path::Path, instance: &Instance, container: &str) -> PathBuf {
+/// The directory of the logs of one container of an Instance (one file per run, see
+/// [`crate::logs`]).
+pub fn log_dir_of(log_dir: &std::path::Path, instance: &Instance, container: &str) -> PathBuf {
     let meta = instance.meta();
-    log_dir
-        .join(format!("{}_{}_{}", meta.namespace, meta.name, meta.uid))
-        .join(format!("{container}.log"))
+    crate::logs::container_dir(log_dir, &meta.namespace, &meta.name, &meta.uid, container)
 }
 
 /// How often the image directory is looked at for new archives.
@@ -130,6 +129,9 @@ struct Ctx {
     api: Api<Instance>,
     images: Images,
     log_dir: PathBuf,
+    logger: PathBuf,
+    log_max_bytes: u64,
+    log_max_files: u32,
     backoff: Duration,
     nodes: Api<Node>,
     node_name: String,
@@ -183,6 +185,9 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
         node_name: config.node_name.clone(),
         host_ip: Mutex::new(None),
         log_dir: config.log_dir(),
+        logger: config.logger.clone(),
+        log_max_bytes: config.log_max_bytes,
+        log_max_files: config.log_max_files,
         backoff: config.restart_backoff,
     });
     ctx.images.scan().await;
@@ -304,6 +309,13 @@ async fn worker(
         stops.spawn(async move { stop(&ctx.client, &id, grace).await });
     }
     while stops.join_next().await.is_some() {}
+    let meta = instance.meta();
+    let logs = crate::logs::instance_dir(&ctx.log_dir, &meta.namespace, &meta.name, &meta.uid);
+    if let Err(e) = std::fs::remove_dir_all(&logs)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %logs.display(), error = %e, "removing instance logs");
+    }
     tracing::info!(instance = %key, "instance removed: containers stopped and deleted");
 }
 
@@ -533,7 +545,6 @@ fn config_of(ctx: &Ctx, instance: &Instance, c: &hypermesh_api::v1::Container) -
             .filter(|t| !t.is_empty())
             .and_then(|q| q.parse::<hypermesh_api::quantity::Quantity>().ok())
     };
-    let log = log_path(&ctx.log_dir, instance, &c.name);
     ContainerConfig {
         id: ids(instance, &c.name),
         image: c.image.clone(),
@@ -548,8 +559,12 @@ fn config_of(ctx: &Ctx, instance: &Instance, c: &hypermesh_api::v1::Container) -
         cpu: quantity(&resources.cpu),
         memory: quantity(&resources.memory),
         pids_limit: None,
-        stdout: log.clone(),
-        stderr: log,
+        log: LogSink {
+            logger: ctx.logger.clone(),
+            file: crate::logs::run_log(&log_dir_of(&ctx.log_dir, instance, &c.name), 0),
+            max_bytes: ctx.log_max_bytes,
+            max_files: ctx.log_max_files,
+        },
         labels: HashMap::from([
             (LABEL_UID.to_string(), meta.uid.clone()),
             (LABEL_NAMESPACE.to_string(), meta.namespace.clone()),
@@ -580,7 +595,8 @@ async fn run_container(
     policy: RestartPolicy,
     shared: &Mutex<Shared>,
 ) -> i32 {
-    let config = config_of(ctx, instance, c);
+    let mut config = config_of(ctx, instance, c);
+    let log_dir = log_dir_of(&ctx.log_dir, instance, &c.name);
     // Finished before an agent restart: do not run it again.
     {
         let s = shared.lock().await;
@@ -595,6 +611,10 @@ async fn run_container(
     }
     let mut backoff = ctx.backoff;
     loop {
+        // One log per run: this one and the previous (`hmctl logs --previous`) are kept.
+        let run = shared.lock().await.statuses[index].restart_count;
+        crate::logs::prune_runs(&log_dir, 1);
+        config.log.file = crate::logs::run_log(&log_dir, run);
         let exit = run_once(ctx, &config, index, shared, instance).await;
         let mut s = shared.lock().await;
         let terminated = ContainerState {
