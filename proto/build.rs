@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "hypermesh/v1/secret.proto",
     "hypermesh/v1/lease.proto",
     "hypermesh/v1/event.proto",
+    "hypermesh/v1/session.proto",
     "hypermesh/v1/services.proto",
 ];
 

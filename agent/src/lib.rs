@@ -12,6 +12,9 @@
 //! - [`metrics`]: Prometheus counters and the `--metrics-addr` server.
 //! - [`runtime`]: containerd client: image import, containers with limits.
 //! - [`reconcile`]: runs the Instances bound to this node on containerd.
+//! - [`logs`]: container log files (written by `hm-logger`), rotation, tail and follow.
+//! - [`sessions`]: logs, exec and image imports relayed by the apiserver over a
+//!   connection the agent dials.
 
 pub mod conditions;
 pub mod config;
@@ -22,6 +25,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod register;
 pub mod runtime;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +97,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         identity,
     };
     tokio::spawn(reconcile::run(
+        config.clone(),
+        channel.clone(),
+        shutdown.child_token(),
+    ));
+    tokio::spawn(sessions::run(
         config.clone(),
         channel.clone(),
         shutdown.child_token(),

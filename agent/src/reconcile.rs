@@ -32,6 +32,8 @@ use crate::runtime::{ContainerConfig, LogSink, RuntimeClient, RuntimeError, cont
 
 /// Default grace period between SIGTERM and SIGKILL.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// How long an exited container's logger gets to write the last of its output.
+const LOG_FLUSH: Duration = Duration::from_secs(5);
 /// How often a missing image or an unreachable containerd is retried.
 const RETRY: Duration = Duration::from_secs(1);
 /// Container labels naming the owning Instance.
@@ -749,6 +751,9 @@ async fn run_once(
                 }
             }
         };
+        // Deleting the task closed the output pipes; once the logger has written the
+        // rest, the reported exit means the log is complete.
+        crate::logs::wait_done(&config.log.file, LOG_FLUSH).await;
         let exit = match exit {
             Ok(exit) => exit,
             // An adopted container without a task: start it afresh.

@@ -24,6 +24,7 @@ pub mod proofs;
 pub mod registry;
 pub mod server;
 mod service;
+pub mod sessions;
 pub mod store;
 
 pub use server::{ApiServer, Config, ServerError, serve};

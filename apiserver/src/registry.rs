@@ -38,6 +38,8 @@ pub struct RegistryOptions {
     pub shutdown: CancellationToken,
     /// Where request and watch metrics go.
     pub metrics: Arc<Metrics>,
+    /// Logs, exec and image-import sessions relayed to agents.
+    pub sessions: Arc<crate::sessions::Sessions>,
 }
 
 impl Default for RegistryOptions {
@@ -47,6 +49,7 @@ impl Default for RegistryOptions {
             bookmark_interval: Duration::from_secs(10),
             shutdown: CancellationToken::new(),
             metrics: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 }
@@ -160,6 +163,11 @@ impl<K: Resource + Admission> Registry<K> {
     /// The metrics requests are recorded in.
     pub fn metrics(&self) -> &Metrics {
         &self.options.metrics
+    }
+
+    /// The broker of sessions with agents.
+    pub fn sessions(&self) -> &Arc<crate::sessions::Sessions> {
+        &self.options.sessions
     }
 
     fn info() -> &'static hypermesh_api::resource::KindInfo {

@@ -157,6 +157,7 @@ impl ApiServer {
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.child_token(),
             metrics: Arc::default(),
+            sessions: Arc::default(),
         });
         let namespaces: Registry<v1::Namespace> = Registry::new(store.clone(), options.clone());
         ensure_system_namespaces(&namespaces)
@@ -246,6 +247,13 @@ impl ApiServer {
             ))
             .add_service(with_limits!(
                 v1::lease_service_server::LeaseServiceServer::new(reg!())
+            ))
+            .add_service(with_limits!(
+                v1::agent_tunnel_service_server::AgentTunnelServiceServer::new(
+                    crate::sessions::TunnelService {
+                        sessions: options.sessions.clone(),
+                    }
+                )
             ))
             .add_service(with_limits!(
                 v1::event_service_server::EventServiceServer::new(reg!())

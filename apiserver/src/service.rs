@@ -1,11 +1,12 @@
 //! The gRPC services: every `<Kind>Service` is implemented once, generically, by
 //! forwarding to that kind's [`Registry`] and recording the request in metrics.
-//! Kind-specific calls (e.g. `InstanceService.Bind`) are added per kind.
+//! Kind-specific calls (e.g. `InstanceService.Bind`, `Logs`, `Exec`) are added per kind.
 
 use hypermesh_api::v1::{self, DeleteRequest, GetRequest, ListRequest, WatchRequest};
 use tonic::{Request, Response, Status};
 
 use crate::registry::{EventStream, Registry};
+use crate::sessions;
 
 macro_rules! kind_service {
     ($ty:ident, $module:ident, $service:ident $(, { $($extra:tt)* })?) => {
@@ -55,7 +56,17 @@ macro_rules! kind_service {
 }
 
 kind_service!(Namespace, namespace_service_server, NamespaceService);
-kind_service!(Node, node_service_server, NodeService);
+kind_service!(Node, node_service_server, NodeService, {
+    async fn import_image(
+        &self,
+        request: Request<tonic::Streaming<v1::ImageImportRequest>>,
+    ) -> Result<Response<v1::ImageImportResponse>, Status> {
+        let timer = self.metrics().request("Node", "ImportImage");
+        timer
+            .finish(sessions::import_image(self, self.sessions(), request.into_inner()).await)
+            .map(Response::new)
+    }
+});
 kind_service!(Asset, asset_service_server, AssetService);
 kind_service!(Workload, workload_service_server, WorkloadService);
 kind_service!(Route, route_service_server, RouteService);
@@ -70,6 +81,30 @@ kind_service!(Instance, instance_service_server, InstanceService, {
         let timer = self.metrics().request("Instance", "Bind");
         timer
             .finish(Registry::bind(self, request.into_inner()).await)
+            .map(Response::new)
+    }
+
+    type LogsStream = sessions::BoxStream<v1::LogChunk>;
+
+    async fn logs(
+        &self,
+        request: Request<v1::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let timer = self.metrics().request("Instance", "Logs");
+        timer
+            .finish(sessions::logs(self, self.sessions(), request.into_inner()).await)
+            .map(Response::new)
+    }
+
+    type ExecStream = sessions::BoxStream<v1::ExecOutput>;
+
+    async fn exec(
+        &self,
+        request: Request<tonic::Streaming<v1::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let timer = self.metrics().request("Instance", "Exec");
+        timer
+            .finish(sessions::exec(self, self.sessions(), request.into_inner()).await)
             .map(Response::new)
     }
 });

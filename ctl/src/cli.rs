@@ -83,6 +83,22 @@ pub enum Command {
     /// Node administration: `hmctl node trust NAME` clears a Suspect mark
     #[command(subcommand)]
     Node(crate::trust::NodeCommand),
+    /// Print a container's output (from its node, through the apiserver)
+    #[command(after_help = "Examples:\n  hmctl logs web-7x2kq\n  \
+        hmctl logs web-7x2kq -f --tail 20\n  hmctl logs web-7x2kq --previous\n  \
+        hmctl logs inst/job-1 -c sidecar --timestamps")]
+    Logs(crate::logs::LogsArgs),
+    /// Run a command in a running container
+    #[command(
+        after_help = "The command runs in the container's environment, user and \
+        working directory; hmctl exits with its exit code.\n\nExamples:\n  \
+        hmctl exec web-7x2kq -- cat /etc/hostname\n  hmctl exec -it web-7x2kq -- sh\n  \
+        echo hi | hmctl exec -i web-7x2kq -- wc -c"
+    )]
+    Exec(crate::exec::ExecArgs),
+    /// Images on nodes: `hmctl image import FILE --node NODE`
+    #[command(subcommand)]
+    Image(crate::image::ImageCommand),
 }
 
 /// `hmctl apply`.

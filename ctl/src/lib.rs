@@ -13,6 +13,8 @@
 //!   [`api_resources`], [`version`]: one module per command.
 //! - [`cordon`] (cordon, uncordon), [`drain`]: node maintenance.
 //! - [`trust`]: `hmctl node trust`, clearing a Suspect mark.
+//! - [`logs`], [`exec`], [`image`]: container logs, commands in containers and image
+//!   imports, streamed through the apiserver to the node's agent.
 //! - [`columns`], [`table`], [`output`]: how objects print.
 //! - [`error`]: `Error from server (Reason): ...` reporting.
 
@@ -29,8 +31,11 @@ pub mod delete;
 pub mod describe;
 pub mod drain;
 pub mod error;
+pub mod exec;
 pub mod get;
+pub mod image;
 pub mod kinds;
+pub mod logs;
 pub mod manifests;
 pub mod output;
 pub mod rollout;
@@ -58,6 +63,8 @@ pub enum Exit {
     Success,
     /// Something failed and was reported on stderr.
     Failure,
+    /// A remote command's exit code (`hmctl exec`).
+    Code(u8),
 }
 
 impl From<Exit> for ExitCode {
@@ -65,6 +72,7 @@ impl From<Exit> for ExitCode {
         match exit {
             Exit::Success => ExitCode::SUCCESS,
             Exit::Failure => ExitCode::FAILURE,
+            Exit::Code(code) => ExitCode::from(code),
         }
     }
 }
@@ -116,6 +124,9 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Uncordon(args) => cordon::run(&ctx()?, args, false).await,
         Command::Drain(args) => drain::run(&ctx()?, args).await,
         Command::Node(command) => trust::run(&ctx()?, command).await,
+        Command::Logs(args) => logs::run(&ctx()?, args).await,
+        Command::Exec(args) => exec::run(&ctx()?, args).await,
+        Command::Image(command) => image::run(&ctx()?, command).await,
         Command::Config(ConfigCommand::SetServer { url }) => {
             let path = config::set_server(url)?;
             output::print(&format!("server set to {url} in {}\n", path.display()))?;

@@ -41,6 +41,19 @@ pub fn done_marker(log: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Waits (up to `limit`) until the logger of run `log` has finished writing.
+pub async fn wait_done(log: &Path, limit: std::time::Duration) -> bool {
+    let marker = done_marker(log);
+    let deadline = tokio::time::Instant::now() + limit;
+    while !marker.exists() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    true
+}
+
 /// Rotated file `n` (1 = the newest rotated) of `log`.
 pub fn rotated(log: &Path, n: u32) -> PathBuf {
     let mut name = log.as_os_str().to_owned();

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use containerd_client::services::v1::{
-    DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest, ResizePtyRequest,
-    StartRequest, WaitRequest, containers_client::ContainersClient, tasks_client::TasksClient,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest,
+    ResizePtyRequest, StartRequest, WaitRequest, containers_client::ContainersClient,
+    tasks_client::TasksClient,
 };
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -259,6 +260,20 @@ impl ExecSession {
             }))
             .await
             .map_err(RuntimeError::call("tasks.resize_pty"))?;
+        Ok(())
+    }
+
+    /// Ends the process's stdin (after the caller dropped its [`ExecSession::stdin`]):
+    /// the shim keeps the FIFO open, so end of input is sent explicitly.
+    pub async fn close_stdin(&self, client: &RuntimeClient) -> Result<(), RuntimeError> {
+        TasksClient::new(client.channel())
+            .close_io(client.request(CloseIoRequest {
+                container_id: self.container_id.clone(),
+                exec_id: self.exec_id.clone(),
+                stdin: true,
+            }))
+            .await
+            .map_err(RuntimeError::call("tasks.close_io"))?;
         Ok(())
     }
 

@@ -1,0 +1,439 @@
+//! Sessions the apiserver relays to this node: `hmctl logs`, `hmctl exec` and
+//! `hmctl image import`. The agent dials out — it keeps `AgentTunnelService.Listen`
+//! open and answers each `SessionOpen` by calling `Attach` — so this works for nodes
+//! that accept no inbound connections. Logs come from the node's log files
+//! ([`crate::logs`]), exec and imports from containerd ([`crate::runtime`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hypermesh_api::v1::{
+    AgentHello, ExecOutput, ExecStart, ImageImportResponse, ImageImportStart, LogChunk,
+    LogsRequest, SessionError, SessionFrame, SessionOpen,
+    agent_tunnel_service_client::AgentTunnelServiceClient, exec_input, exec_output, session_frame,
+    session_open,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Status, Streaming};
+
+use crate::config::Config;
+use crate::logs::reader::{self, LogOptions};
+use crate::runtime::exec::{ExecSession, ExecSpec};
+use crate::runtime::{RuntimeClient, RuntimeError, image};
+
+/// Longest wait between attempts to (re)open the Listen stream.
+const MAX_RECONNECT: Duration = Duration::from_secs(5);
+/// How long a finished session waits for the apiserver to close its side.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Frames buffered towards the apiserver per session.
+const FRAME_BUFFER: usize = 16;
+/// gRPC message limit for session frames (image chunks are smaller).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+struct Ctx {
+    tunnel: AgentTunnelServiceClient<Channel>,
+    node_name: String,
+    log_dir: PathBuf,
+    import_dir: PathBuf,
+    containerd_socket: PathBuf,
+}
+
+impl Ctx {
+    async fn runtime(&self) -> Result<RuntimeClient, Status> {
+        RuntimeClient::connect(&self.containerd_socket)
+            .await
+            .map_err(|e| runtime_status(&self.node_name, e))
+    }
+}
+
+/// A gRPC status for a runtime failure, naming the node.
+fn runtime_status(node: &str, e: RuntimeError) -> Status {
+    match &e {
+        RuntimeError::Connect { .. } => {
+            Status::unavailable(format!("node {node}: containerd is not reachable: {e}"))
+        }
+        RuntimeError::Call { source, .. } => {
+            Status::new(source.code(), format!("node {node}: {e}"))
+        }
+        RuntimeError::InvalidImage { .. } | RuntimeError::InvalidConfig(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        RuntimeError::ImageNotFound(_) => Status::not_found(e.to_string()),
+        RuntimeError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
+        RuntimeError::Io { .. } | RuntimeError::Task(_) => {
+            Status::internal(format!("node {node}: {e}"))
+        }
+    }
+}
+
+/// Keeps the Listen stream open (reconnecting with back-off) and serves each session
+/// until `shutdown`.
+pub async fn run(config: Config, channel: Channel, shutdown: CancellationToken) {
+    let tunnel = AgentTunnelServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let ctx = Arc::new(Ctx {
+        tunnel,
+        node_name: config.node_name.clone(),
+        log_dir: config.log_dir(),
+        import_dir: config.state_dir.join("imports"),
+        containerd_socket: config.containerd_socket.clone(),
+    });
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let hello = AgentHello {
+            node_name: ctx.node_name.clone(),
+        };
+        match ctx.tunnel.clone().listen(hello).await {
+            Ok(response) => {
+                backoff = Duration::from_millis(250);
+                let mut opens = response.into_inner();
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        open = opens.message() => match open {
+                            Ok(Some(open)) => {
+                                tokio::spawn(serve(ctx.clone(), open));
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "session listen stream ended");
+                                break;
+                            }
+                        },
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot listen for sessions; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_RECONNECT);
+    }
+}
+
+/// Frames towards the apiserver.
+type Outbound = mpsc::Sender<SessionFrame>;
+
+async fn send(out: &Outbound, payload: session_frame::Payload) -> Result<(), Gone> {
+    out.send(SessionFrame {
+        session_id: String::new(),
+        payload: Some(payload),
+    })
+    .await
+    .map_err(|_| Gone)
+}
+
+/// The user (or the apiserver) went away.
+struct Gone;
+
+/// Attaches for one session and serves it; a failure becomes the session's error frame.
+async fn serve(ctx: Arc<Ctx>, open: SessionOpen) {
+    let (out, rx) = mpsc::channel(FRAME_BUFFER);
+    let first = SessionFrame {
+        session_id: open.session_id.clone(),
+        payload: None,
+    };
+    if out.send(first).await.is_err() {
+        return;
+    }
+    let mut inbound = match ctx.tunnel.clone().attach(ReceiverStream::new(rx)).await {
+        Ok(response) => response.into_inner(),
+        Err(e) => {
+            tracing::warn!(session = %open.session_id, error = %e, "attaching a session failed");
+            return;
+        }
+    };
+    let uid = open.instance_uid;
+    let result = match open.request {
+        Some(session_open::Request::Logs(request)) => {
+            logs(&ctx, &uid, request, &out, &mut inbound).await
+        }
+        Some(session_open::Request::Exec(start)) => {
+            exec(&ctx, &uid, start, &out, &mut inbound).await
+        }
+        Some(session_open::Request::ImageImport(start)) => {
+            import(&ctx, start, &out, &mut inbound).await
+        }
+        None => Err(Status::invalid_argument("session: no request")),
+    };
+    if let Err(status) = result {
+        let error = SessionError {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+        };
+        let _ = send(&out, session_frame::Payload::Error(error)).await;
+    }
+    // Half-close, then let the apiserver end its side: dropping the response stream
+    // first would reset the call and could discard the last frames sent.
+    drop(out);
+    let drain = async { while let Ok(Some(_)) = inbound.message().await {} };
+    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+}
+
+/// Streams one container run's log until it ends (or, following, until the run's
+/// output ends or the user goes away).
+async fn logs(
+    ctx: &Ctx,
+    uid: &str,
+    request: LogsRequest,
+    out: &Outbound,
+    inbound: &mut Streaming<SessionFrame>,
+) -> Result<(), Status> {
+    let instance = format!("{}/{}", request.namespace, request.name);
+    let dir = crate::logs::container_dir(
+        &ctx.log_dir,
+        &request.namespace,
+        &request.name,
+        uid,
+        &request.container,
+    );
+    let runs = crate::logs::runs(&dir);
+    let run = if request.previous {
+        runs.iter().rev().nth(1)
+    } else {
+        runs.last()
+    };
+    let Some(run) = run else {
+        return Err(Status::not_found(if request.previous {
+            format!(
+                "container {:?} of instance {instance} has no previous run (it has not restarted)",
+                request.container
+            )
+        } else {
+            format!(
+                "container {:?} of instance {instance} has no log yet (it has not started)",
+                request.container
+            )
+        }));
+    };
+    let options = LogOptions {
+        tail: request
+            .tail_lines
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        timestamps: request.timestamps,
+        follow: request.follow && !request.previous,
+    };
+    let (chunks, mut rx) = mpsc::channel(FRAME_BUFFER);
+    let reader = tokio::spawn(reader::stream(
+        crate::logs::run_log(&dir, *run),
+        options,
+        chunks,
+    ));
+    let result = loop {
+        tokio::select! {
+            chunk = rx.recv() => match chunk {
+                Some(Ok(data)) => {
+                    if send(out, session_frame::Payload::Logs(LogChunk { data })).await.is_err() {
+                        break Ok(());
+                    }
+                }
+                Some(Err(e)) => break Err(Status::internal(format!("reading the log of {instance}: {e}"))),
+                None => break Ok(()),
+            },
+            message = inbound.message() => {
+                if !matches!(message, Ok(Some(_))) {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    reader.abort();
+    result
+}
+
+/// Runs a command in a running container, relaying stdin, resizes and output; the last
+/// frame carries the exit code.
+async fn exec(
+    ctx: &Ctx,
+    uid: &str,
+    start: ExecStart,
+    out: &Outbound,
+    inbound: &mut Streaming<SessionFrame>,
+) -> Result<(), Status> {
+    let client = ctx.runtime().await?;
+    let id = crate::reconcile::container_id(&start.namespace, &start.name, uid, &start.container);
+    let spec = ExecSpec {
+        args: start.command.clone(),
+        tty: start.tty,
+        stdin: start.stdin,
+    };
+    let mut session = match ExecSession::start(&client, &id, &spec).await {
+        Ok(session) => session,
+        Err(e) if e.code() == Some(tonic::Code::NotFound) => {
+            return Err(Status::failed_precondition(format!(
+                "container {:?} of instance {}/{} is not running",
+                start.container, start.namespace, start.name
+            )));
+        }
+        Err(e) => return Err(runtime_status(&ctx.node_name, e)),
+    };
+    if let Some(size) = start.size.filter(|_| start.tty) {
+        let _ = session.resize(&client, size.width, size.height).await;
+    }
+    let mut stdin = session.stdin.take();
+    let (mut out_buf, mut err_buf) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
+    let mut stdout_open = true;
+    let mut stderr_open = session.stderr.is_some();
+    let mut inbound_open = true;
+    let mut user_gone = false;
+    while stdout_open || stderr_open {
+        tokio::select! {
+            n = session.stdout.read(&mut out_buf), if stdout_open => match n {
+                Ok(0) | Err(_) => stdout_open = false,
+                Ok(n) => {
+                    let data = exec_output::Output::Stdout(out_buf[..n].to_vec());
+                    if send(out, session_frame::Payload::ExecOutput(ExecOutput { output: Some(data) })).await.is_err() {
+                        user_gone = true;
+                        break;
+                    }
+                }
+            },
+            n = read_optional(session.stderr.as_mut(), &mut err_buf), if stderr_open => match n {
+                Ok(0) | Err(_) => stderr_open = false,
+                Ok(n) => {
+                    let data = exec_output::Output::Stderr(err_buf[..n].to_vec());
+                    if send(out, session_frame::Payload::ExecOutput(ExecOutput { output: Some(data) })).await.is_err() {
+                        user_gone = true;
+                        break;
+                    }
+                }
+            },
+            message = inbound.message(), if inbound_open => match message {
+                Ok(Some(SessionFrame { payload: Some(session_frame::Payload::ExecInput(input)), .. })) => {
+                    match input.input {
+                        Some(exec_input::Input::Stdin(data)) => {
+                            if let Some(pipe) = stdin.as_mut()
+                                && pipe.write_all(&data).await.is_err()
+                            {
+                                stdin = None;
+                                let _ = session.close_stdin(&client).await;
+                            }
+                        }
+                        Some(exec_input::Input::Resize(size)) => {
+                            let _ = session.resize(&client, size.width, size.height).await;
+                        }
+                        Some(exec_input::Input::CloseStdin(_)) if stdin.take().is_some() => {
+                            let _ = session.close_stdin(&client).await;
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    inbound_open = false;
+                    if stdin.take().is_some() {
+                        let _ = session.close_stdin(&client).await;
+                    }
+                }
+            },
+        }
+    }
+    drop(stdin);
+    if user_gone {
+        // Nobody reads the output any more: stop the process rather than leave it.
+        let _ = session.kill(&client).await;
+    }
+    let code = session.wait(&client).await;
+    session.remove(&client).await;
+    let code = code.map_err(|e| runtime_status(&ctx.node_name, e))?;
+    let _ = send(
+        out,
+        session_frame::Payload::ExecOutput(ExecOutput {
+            output: Some(exec_output::Output::ExitCode(code)),
+        }),
+    )
+    .await;
+    Ok(())
+}
+
+async fn read_optional(
+    pipe: Option<&mut tokio::net::unix::pipe::Receiver>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match pipe {
+        Some(pipe) => pipe.read(buf).await,
+        None => Ok(0),
+    }
+}
+
+/// Receives an OCI archive, imports it into containerd and answers with its images.
+async fn import(
+    ctx: &Ctx,
+    start: ImageImportStart,
+    out: &Outbound,
+    inbound: &mut Streaming<SessionFrame>,
+) -> Result<(), Status> {
+    tokio::fs::create_dir_all(&ctx.import_dir)
+        .await
+        .map_err(|e| Status::internal(format!("{}: {e}", ctx.import_dir.display())))?;
+    let path = ctx
+        .import_dir
+        .join(format!("upload-{}.tar", image::unique_suffix()));
+    let result = async {
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
+        let mut received = 0u64;
+        loop {
+            match inbound.message().await {
+                Ok(Some(SessionFrame {
+                    payload: Some(session_frame::Payload::ImageChunk(chunk)),
+                    ..
+                })) => {
+                    received += chunk.len() as u64;
+                    file.write_all(&chunk)
+                        .await
+                        .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return Err(Status::cancelled(format!("upload interrupted: {e}"))),
+            }
+        }
+        file.flush()
+            .await
+            .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
+        if start.size != 0 && received != start.size {
+            return Err(Status::invalid_argument(format!(
+                "{}: upload truncated: received {received} of {} bytes",
+                start.file_name, start.size
+            )));
+        }
+        let client = ctx.runtime().await?;
+        let images = image::import_archive(&client, &path)
+            .await
+            .map_err(|e| match e {
+                // The upload is not a readable archive: name the user's file, not ours.
+                RuntimeError::Io { source, .. } => Status::invalid_argument(format!(
+                    "{}: not a readable OCI image archive: {source}",
+                    start.file_name
+                )),
+                RuntimeError::InvalidImage { detail, .. } => Status::invalid_argument(format!(
+                    "{}: invalid OCI image archive: {detail}",
+                    start.file_name
+                )),
+                e => runtime_status(&ctx.node_name, e),
+            })?;
+        for i in &images {
+            tracing::info!(image = %i.name, archive = %start.file_name, "image imported on request");
+        }
+        Ok(images.into_iter().map(|i| i.name).collect::<Vec<_>>())
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&path).await;
+    let images = result?;
+    let _ = send(
+        out,
+        session_frame::Payload::ImageImported(ImageImportResponse { images }),
+    )
+    .await;
+    Ok(())
+}

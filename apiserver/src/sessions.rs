@@ -1,0 +1,429 @@
+//! Sessions between users and nodes (logs, exec, image import), relayed over
+//! connections the agents open (see `session.proto`).
+//!
+//! Each agent keeps one `AgentTunnelService.Listen` stream; [`Sessions::open`] sends a
+//! [`SessionOpen`] down it and waits for the agent's `Attach` call naming the session.
+//! The attached streams are then piped to and from the user's call, so HTTP/2 flow
+//! control applies per session end to end and a slow reader only slows itself.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::Stream;
+use hypermesh_api::v1::{
+    self, AgentHello, ExecInput, ExecOutput, ImageImportRequest, ImageImportResponse,
+    ImageImportStart, LogChunk, LogsRequest, SessionError, SessionFrame, SessionOpen, exec_input,
+    image_import_request, session_frame, session_open,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::registry::Registry;
+
+/// How long the agent has to attach after being asked to open a session.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(15);
+/// Frames buffered per direction of a session.
+const FRAME_BUFFER: usize = 16;
+
+/// A boxed response stream.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The agent's half of an attached session.
+struct Attached {
+    from_agent: Streaming<SessionFrame>,
+    to_agent: mpsc::Sender<Result<SessionFrame, Status>>,
+}
+
+/// One agent's Listen stream.
+struct AgentLink {
+    /// Distinguishes a replaced link from its successor on removal.
+    generation: u64,
+    opens: mpsc::Sender<Result<SessionOpen, Status>>,
+}
+
+/// The broker: connected agents and sessions waiting for their agent to attach.
+#[derive(Default)]
+pub struct Sessions {
+    agents: Mutex<HashMap<String, AgentLink>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Attached>>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self
+            .agents
+            .lock()
+            .map(|a| a.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("Sessions").field("agents", &nodes).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Sessions {
+    /// Registers `node`'s Listen stream (replacing an older one); the stream ends when
+    /// the agent goes away or a newer Listen replaces it.
+    fn listen(self: &std::sync::Arc<Self>, node: String) -> BoxStream<SessionOpen> {
+        let (tx, rx) = mpsc::channel(FRAME_BUFFER);
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.agents).insert(
+            node.clone(),
+            AgentLink {
+                generation,
+                opens: tx.clone(),
+            },
+        );
+        tracing::info!(node = %node, "agent connected for sessions");
+        // Forget the link once the agent's stream is gone.
+        let this = self.clone();
+        tokio::spawn(async move {
+            tx.closed().await;
+            let mut agents = lock(&this.agents);
+            if agents
+                .get(&node)
+                .is_some_and(|l| l.generation == generation)
+            {
+                agents.remove(&node);
+                tracing::info!(node = %node, "agent disconnected from sessions");
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+
+    /// Asks `node`'s agent to open a session and waits until it attaches.
+    async fn open(
+        &self,
+        node: &str,
+        instance_uid: &str,
+        request: session_open::Request,
+    ) -> Result<Attached, Status> {
+        let session_id = uuid_like();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting).insert(session_id.clone(), tx);
+        let opens = lock(&self.agents).get(node).map(|l| l.opens.clone());
+        let result = async {
+            let opens = opens.ok_or_else(|| {
+                Status::unavailable(format!(
+                    "node {node:?} has no agent connected: check that hm-agent runs there \
+                     (`hmctl get node {node}`)"
+                ))
+            })?;
+            opens
+                .send(Ok(SessionOpen {
+                    session_id: session_id.clone(),
+                    instance_uid: instance_uid.to_string(),
+                    request: Some(request),
+                }))
+                .await
+                .map_err(|_| Status::unavailable(format!("node {node:?}: agent disconnected")))?;
+            match tokio::time::timeout(ATTACH_TIMEOUT, rx).await {
+                Ok(Ok(attached)) => Ok(attached),
+                _ => Err(Status::unavailable(format!(
+                    "node {node:?}: the agent did not answer within {}s",
+                    ATTACH_TIMEOUT.as_secs()
+                ))),
+            }
+        }
+        .await;
+        lock(&self.waiting).remove(&session_id);
+        result
+    }
+
+    /// The agent's Attach: pairs its streams with the waiting session.
+    async fn attach(
+        &self,
+        mut from_agent: Streaming<SessionFrame>,
+    ) -> Result<BoxStream<SessionFrame>, Status> {
+        let first = from_agent
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("attach: no first frame"))?;
+        let waiting = lock(&self.waiting).remove(&first.session_id);
+        let waiting = waiting.ok_or_else(|| {
+            Status::not_found(format!(
+                "attach: session {:?} is unknown or expired",
+                first.session_id
+            ))
+        })?;
+        let (to_agent, rx) = mpsc::channel(FRAME_BUFFER);
+        waiting
+            .send(Attached {
+                from_agent,
+                to_agent,
+            })
+            .map_err(|_| Status::cancelled("attach: the user went away"))?;
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+/// A random session ID.
+fn uuid_like() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A status from an agent's error frame.
+fn status_of(error: SessionError) -> Status {
+    Status::new(tonic::Code::from_i32(error.code), error.message)
+}
+
+/// The gRPC service agents call.
+#[derive(Debug, Clone)]
+pub struct TunnelService {
+    pub sessions: std::sync::Arc<Sessions>,
+}
+
+#[tonic::async_trait]
+impl v1::agent_tunnel_service_server::AgentTunnelService for TunnelService {
+    type ListenStream = BoxStream<SessionOpen>;
+
+    async fn listen(
+        &self,
+        request: Request<AgentHello>,
+    ) -> Result<Response<Self::ListenStream>, Status> {
+        let node = request.into_inner().node_name;
+        if node.is_empty() {
+            return Err(Status::invalid_argument("node_name: required"));
+        }
+        Ok(Response::new(self.sessions.listen(node)))
+    }
+
+    type AttachStream = BoxStream<SessionFrame>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<SessionFrame>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        self.sessions
+            .attach(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+}
+
+/// The bound node, uid and resolved container name of an Instance.
+async fn target(
+    instances: &Registry<v1::Instance>,
+    namespace: &str,
+    name: &str,
+    container: &str,
+) -> Result<(String, String, String), Status> {
+    let namespace = if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
+    };
+    let instance = instances.get(namespace, name).await?;
+    let spec = instance.spec.unwrap_or_default();
+    let meta = instance.metadata.unwrap_or_default();
+    if spec.node_name.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "instance {namespace}/{name} is not scheduled to a node yet"
+        )));
+    }
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    let container = match (container, names.as_slice()) {
+        ("", [only]) => only.to_string(),
+        ("", _) => {
+            return Err(Status::invalid_argument(format!(
+                "container: instance {namespace}/{name} has several containers; choose one of {}",
+                names.join(", ")
+            )));
+        }
+        (c, _) if names.contains(&c) => c.to_string(),
+        (c, _) => {
+            return Err(Status::not_found(format!(
+                "container {c:?} not found in instance {namespace}/{name} (containers: {})",
+                names.join(", ")
+            )));
+        }
+    };
+    Ok((spec.node_name, meta.uid, container))
+}
+
+/// `InstanceService.Logs`.
+pub async fn logs(
+    instances: &Registry<v1::Instance>,
+    sessions: &Sessions,
+    mut request: LogsRequest,
+) -> Result<BoxStream<LogChunk>, Status> {
+    let (node, uid, container) = target(
+        instances,
+        &request.namespace,
+        &request.name,
+        &request.container,
+    )
+    .await?;
+    if request.namespace.is_empty() {
+        request.namespace = "default".to_string();
+    }
+    request.container = container;
+    let attached = sessions
+        .open(&node, &uid, session_open::Request::Logs(request))
+        .await?;
+    // Keep the agent-bound sender alive for the whole stream: dropping it would end the
+    // agent's Attach response early.
+    let keep = attached.to_agent;
+    let stream = attached.from_agent.filter_map(move |frame| {
+        let _ = &keep;
+        match frame {
+            Err(status) => Some(Err(status)),
+            Ok(f) => match f.payload {
+                Some(session_frame::Payload::Logs(chunk)) => Some(Ok(chunk)),
+                Some(session_frame::Payload::Error(e)) => Some(Err(status_of(e))),
+                _ => None,
+            },
+        }
+    });
+    Ok(Box::pin(stream))
+}
+
+/// `InstanceService.Exec`.
+pub async fn exec(
+    instances: &Registry<v1::Instance>,
+    sessions: &Sessions,
+    mut input: Streaming<ExecInput>,
+) -> Result<BoxStream<ExecOutput>, Status> {
+    let first = input
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("exec: no start message"))?;
+    let Some(exec_input::Input::Start(mut start)) = first.input else {
+        return Err(Status::invalid_argument(
+            "exec: the first message must be `start`",
+        ));
+    };
+    if start.command.is_empty() || start.command[0].is_empty() {
+        return Err(Status::invalid_argument("command: required"));
+    }
+    let (node, uid, container) =
+        target(instances, &start.namespace, &start.name, &start.container).await?;
+    if start.namespace.is_empty() {
+        start.namespace = "default".to_string();
+    }
+    start.container = container;
+    let attached = sessions
+        .open(&node, &uid, session_open::Request::Exec(start))
+        .await?;
+    // User → agent: stdin, resizes, close; until the output stream below is dropped
+    // (the agent finished or the user went away), which ends the agent's inbound side.
+    let to_agent = attached.to_agent;
+    let output_done = tokio_util::sync::CancellationToken::new();
+    let relay_done = output_done.clone();
+    tokio::spawn(async move {
+        let relay = async {
+            while let Some(Ok(message)) = input.next().await {
+                let frame = SessionFrame {
+                    session_id: String::new(),
+                    payload: Some(session_frame::Payload::ExecInput(message)),
+                };
+                if to_agent.send(Ok(frame)).await.is_err() {
+                    return;
+                }
+            }
+            // The user's stream ended: the process sees end of input; its output still
+            // flows until it exits.
+            let close = SessionFrame {
+                session_id: String::new(),
+                payload: Some(session_frame::Payload::ExecInput(ExecInput {
+                    input: Some(exec_input::Input::CloseStdin(true)),
+                })),
+            };
+            let _ = to_agent.send(Ok(close)).await;
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = relay => {}
+            _ = relay_done.cancelled() => {}
+        }
+    });
+    let guard = output_done.drop_guard();
+    let stream = attached.from_agent.filter_map(move |frame| {
+        let _ = &guard;
+        match frame {
+            Err(status) => Some(Err(status)),
+            Ok(f) => match f.payload {
+                Some(session_frame::Payload::ExecOutput(out)) => Some(Ok(out)),
+                Some(session_frame::Payload::Error(e)) => Some(Err(status_of(e))),
+                _ => None,
+            },
+        }
+    });
+    Ok(Box::pin(stream))
+}
+
+/// `NodeService.ImportImage`.
+pub async fn import_image(
+    nodes: &Registry<v1::Node>,
+    sessions: &Sessions,
+    mut input: Streaming<ImageImportRequest>,
+) -> Result<ImageImportResponse, Status> {
+    let first = input
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("import: no start message"))?;
+    let Some(image_import_request::Part::Start(start)) = first.part else {
+        return Err(Status::invalid_argument(
+            "import: the first message must be `start`",
+        ));
+    };
+    let ImageImportStart { node_name, .. } = &start;
+    if node_name.is_empty() {
+        return Err(Status::invalid_argument("node_name: required"));
+    }
+    nodes.get("", node_name).await?;
+    let node = node_name.clone();
+    let Attached {
+        mut from_agent,
+        to_agent,
+    } = sessions
+        .open(&node, "", session_open::Request::ImageImport(start))
+        .await?;
+    let upload = async move {
+        while let Some(message) = input.next().await {
+            let Some(image_import_request::Part::Chunk(chunk)) = message?.part else {
+                return Err(Status::invalid_argument(
+                    "import: only chunks may follow `start`",
+                ));
+            };
+            let frame = SessionFrame {
+                session_id: String::new(),
+                payload: Some(session_frame::Payload::ImageChunk(chunk)),
+            };
+            if to_agent.send(Ok(frame)).await.is_err() {
+                break;
+            }
+        }
+        // End of the archive: the agent sees its inbound stream end.
+        drop(to_agent);
+        Ok(())
+    };
+    let outcome = async {
+        while let Some(frame) = from_agent.next().await {
+            match frame?.payload {
+                Some(session_frame::Payload::ImageImported(done)) => return Ok(done),
+                Some(session_frame::Payload::Error(e)) => return Err(status_of(e)),
+                _ => {}
+            }
+        }
+        Err(Status::unavailable(format!(
+            "node {node:?}: the agent ended the import without an answer"
+        )))
+    };
+    let (uploaded, outcome) = tokio::join!(upload, outcome);
+    match (uploaded, outcome) {
+        (_, Ok(done)) => Ok(done),
+        (Err(upload_error), Err(_)) => Err(upload_error),
+        (Ok(()), Err(e)) => Err(e),
+    }
+}
