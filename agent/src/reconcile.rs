@@ -331,14 +331,16 @@ async fn worker(
 ) {
     let key = format!("{}/{}", instance.meta().namespace, instance.meta().name);
     if !remove.is_cancelled() {
+        // A finished Instance keeps its volumes until it is removed.
         let run = async {
             if !finished {
                 drive(&ctx, &instance).await;
             }
-            remove.cancelled().await;
+            std::future::pending::<()>().await;
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = remove.cancelled() => {}
             _ = run => {}
         }
     }

@@ -1008,7 +1008,11 @@ mod tests {
                 "spec.containers[0].volumeMounts[5].mountPath",
             ]
         );
-        assert!(err.to_string().contains("\"/x/../../etc\" must not contain"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("\"/x/../../etc\" must not contain"),
+            "{err}"
+        );
         assert!(err.to_string().contains("mounted more than once"), "{err}");
     }
 
@@ -1047,7 +1051,10 @@ mod tests {
         assert_eq!(validate(&secret("tls.crt")), Ok(()));
         assert_eq!(validate(&secret(".hidden")), Ok(()));
         for bad in [".", "..", "..data", "a/b"] {
-            assert_eq!(fields(validate(&secret(bad))), [format!("spec.data[{bad}]")]);
+            assert_eq!(
+                fields(validate(&secret(bad))),
+                [format!("spec.data[{bad}]")]
+            );
         }
     }
 

@@ -83,15 +83,19 @@ async fn unsafe_volumes_and_mounts_are_rejected_with_field_paths() {
             with_volumes(vec![host("/srv/../etc")], vec![]),
             "spec.volumes[0].hostPath.path: \"/srv/../etc\" must not contain",
         ),
-        ("a liveness probe that must succeed twice", {
-            let mut i = instance("default", "web");
-            i.spec.as_mut().expect("spec").containers[0].liveness_probe = Some(v1::Probe {
-                tcp_socket: Some(v1::TcpSocketAction { port: 8080 }),
-                success_threshold: 2,
-                ..Default::default()
-            });
-            i
-        }, "spec.containers[0].livenessProbe.successThreshold"),
+        (
+            "a liveness probe that must succeed twice",
+            {
+                let mut i = instance("default", "web");
+                i.spec.as_mut().expect("spec").containers[0].liveness_probe = Some(v1::Probe {
+                    tcp_socket: Some(v1::TcpSocketAction { port: 8080 }),
+                    success_threshold: 2,
+                    ..Default::default()
+                });
+                i
+            },
+            "spec.containers[0].livenessProbe.successThreshold",
+        ),
     ];
     for (what, bad, mentions) in cases {
         let err = api.create(&bad).await.expect_err(what);

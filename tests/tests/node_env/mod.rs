@@ -24,6 +24,8 @@ pub struct Env {
     pub containerd: PrivateContainerd,
     pub agent: Option<Agent>,
     pub log_dir: tempfile::TempDir,
+    /// The agent's `--secrets-dir`, on tmpfs (/dev/shm).
+    pub secrets_dir: tempfile::TempDir,
     _state: tempfile::TempDir,
     _images: tempfile::TempDir,
 }
@@ -45,6 +47,10 @@ impl Env {
         .expect("copy archive");
         let state = tempfile::tempdir().expect("state dir");
         let log_dir = tempfile::tempdir().expect("log dir");
+        let secrets_dir = tempfile::Builder::new()
+            .prefix("hm-secrets-")
+            .tempdir_in("/dev/shm")
+            .expect("secrets dir on tmpfs");
         let mut config = agent_support::config(
             server.url(),
             NODE,
@@ -54,6 +60,7 @@ impl Env {
         config.image_dir = Some(images.path().to_path_buf());
         config.log_dir = Some(log_dir.path().to_path_buf());
         config.restart_backoff = Duration::from_millis(200);
+        config.secrets_dir = secrets_dir.path().to_path_buf();
         tune(&mut config);
         let agent = Agent::start(config);
         let nodes = server.api::<Node>();
@@ -68,6 +75,7 @@ impl Env {
             containerd,
             agent: Some(agent),
             log_dir,
+            secrets_dir,
             _state: state,
             _images: images,
         }
@@ -190,6 +198,35 @@ impl Env {
         config
     }
 
+    /// Creates `spec` as Instance `default/<name>` and binds it to the node.
+    pub async fn run_spec(&self, name: &str, spec: v1::InstanceSpec) -> Instance {
+        let instance = Instance {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(spec),
+            status: None,
+        };
+        let instances = self.instances();
+        instances.create(&instance).await.expect("create instance");
+        instances
+            .bind(BindRequest {
+                namespace: "default".into(),
+                name: name.into(),
+                node_name: NODE.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("bind instance")
+    }
+
+    /// The agent's emptyDir root (`<state dir>/volumes`).
+    pub fn volumes_dir(&self) -> std::path::PathBuf {
+        self._state.path().join("volumes")
+    }
+
     pub async fn stop(mut self) {
         if let Some(agent) = self.agent.take() {
             agent.stop().await;
@@ -197,3 +234,77 @@ impl Env {
     }
 }
 
+/// A busybox container `name` running `script` with `sh -c`.
+pub fn sh(name: &str, script: &str) -> v1::Container {
+    v1::Container {
+        name: name.into(),
+        image: crate::runtime_support::TEST_IMAGE.into(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        resources: Some(v1::ResourceRequirements {
+            cpu: "500m".into(),
+            memory: "64Mi".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The status of container `name`.
+pub fn container_status<'a>(
+    status: &'a v1::InstanceStatus,
+    name: &str,
+) -> Option<&'a v1::ContainerStatus> {
+    status.container_statuses.iter().find(|c| c.name == name)
+}
+
+/// The waiting state of container `name`, if it waits.
+pub fn waiting<'a>(
+    status: &'a v1::InstanceStatus,
+    name: &str,
+) -> Option<&'a v1::ContainerStateWaiting> {
+    container_status(status, name)?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()
+}
+
+/// Whether container `name` runs.
+pub fn running(status: &v1::InstanceStatus, name: &str) -> bool {
+    container_status(status, name)
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|s| s.running.is_some())
+}
+
+/// The Instance's `Ready` condition status (`True`, `False`), if set.
+pub fn ready_condition(status: &v1::InstanceStatus) -> Option<&str> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Ready")
+        .map(|c| c.status.as_str())
+}
+
+impl Env {
+    /// The log of container `container` of `instance` so far.
+    pub fn log_of(&self, instance: &Instance, container: &str) -> String {
+        std::fs::read_to_string(hypermesh_agent::reconcile::log_path(
+            self.log_dir.path(),
+            instance,
+            container,
+        ))
+        .unwrap_or_default()
+    }
+
+    /// Deletes Instance `default/<name>`.
+    pub async fn delete(&self, name: &str) {
+        self.instances()
+            .delete(v1::DeleteRequest {
+                namespace: "default".into(),
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("delete instance");
+    }
+}
