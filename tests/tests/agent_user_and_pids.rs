@@ -4,13 +4,15 @@
 //! containers run), and `--pids-limit` is the container cgroup's `pids.max`.
 
 mod agent_support;
+mod instance_support;
 mod node_env;
 mod runtime_support;
 
 use hypermesh_agent::reconcile::container_id;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, InstancePhase, RestartPolicy};
-use node_env::{Env, running, sh, waiting};
+use instance_support::{log_of, running, sh, waiting};
+use node_env::Env;
 use runtime_support::{TEST_IMAGE, pids_limit_of};
 
 fn spec(containers: Vec<v1::Container>, policy: RestartPolicy) -> v1::InstanceSpec {
@@ -34,7 +36,7 @@ async fn a_numeric_user_runs_the_container_as_that_uid_and_gid() {
             s.phase == InstancePhase::Succeeded as i32
         })
         .await;
-    let log = env.log_of(&done, "main");
+    let log = log_of(&env, &done, "main");
     assert!(log.contains("uid=1234 gid=5678"), "{log:?}");
     env.stop().await;
 }

@@ -6,6 +6,7 @@
 //! when it was deleted while the agent was down.
 
 mod agent_support;
+mod instance_support;
 mod node_env;
 mod runtime_support;
 
@@ -16,7 +17,8 @@ use agent_support::Agent;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, InstancePhase, RestartPolicy, Secret};
 use hypermesh_tests::wait_for;
-use node_env::{Env, TIMEOUT, running, sh, waiting};
+use instance_support::{delete, log_of, running, sh, waiting};
+use node_env::{Env, TIMEOUT};
 
 fn empty_dir(name: &str) -> v1::Volume {
     v1::Volume {
@@ -119,7 +121,7 @@ async fn containers_of_an_instance_share_an_empty_dir() {
             s.phase == InstancePhase::Succeeded as i32
         })
         .await;
-    let log = env.log_of(&done, "reader");
+    let log = log_of(&env, &done, "reader");
     assert!(log.contains("made-by-writer"), "reader log: {log:?}");
     let on_host = instance_dir(&env.volumes_dir(), &instance).join("shared/msg");
     assert_eq!(
@@ -129,7 +131,7 @@ async fn containers_of_an_instance_share_an_empty_dir() {
     );
 
     // Deleting the (finished) Instance removes its volumes.
-    env.delete("pair").await;
+    delete(&env, "pair").await;
     wait_for(TIMEOUT, || async {
         (!instance_dir(&env.volumes_dir(), &instance).exists()).then_some(())
     })
@@ -159,7 +161,7 @@ async fn host_paths_are_visible_and_read_only_when_asked() {
             s.phase == InstancePhase::Succeeded as i32 || s.phase == InstancePhase::Failed as i32
         })
         .await;
-    let log = env.log_of(&done, "main");
+    let log = log_of(&env, &done, "main");
     assert_eq!(
         done.status.as_ref().map(|s| s.phase),
         Some(InstancePhase::Succeeded as i32),
@@ -176,7 +178,7 @@ async fn host_paths_are_visible_and_read_only_when_asked() {
             .as_deref(),
         Some("written-through\n")
     );
-    env.delete("hosty").await;
+    delete(&env, "hosty").await;
     env.stop().await;
     assert!(
         host.path().join("greeting").exists(),
@@ -203,12 +205,12 @@ async fn secret_keys_are_read_only_files_on_tmpfs() {
         )
         .await;
     wait_for(TIMEOUT, || async {
-        let log = env.log_of(&instance, "main");
+        let log = log_of(&env, &instance, "main");
         log.contains("-r--------").then_some(log)
     })
     .await
     .expect("the container lists its secret file");
-    let log = env.log_of(&instance, "main");
+    let log = log_of(&env, &instance, "main");
     assert!(log.contains("hunter2"), "{log:?}");
     assert!(
         log.lines().any(|l| l.starts_with("-r--------")
@@ -236,7 +238,7 @@ async fn secret_keys_are_read_only_files_on_tmpfs() {
             .exists()
     );
 
-    env.delete("reader").await;
+    delete(&env, "reader").await;
     wait_for(TIMEOUT, || async {
         (!instance_dir(env.secrets_dir.path(), &instance).exists()).then_some(())
     })
@@ -275,7 +277,7 @@ async fn a_missing_secret_waits_as_a_config_error_until_it_appears() {
     })
     .await;
     wait_for(TIMEOUT, || async {
-        env.log_of(&instance, "main")
+        log_of(&env, &instance, "main")
             .contains("finally")
             .then_some(())
     })
@@ -353,7 +355,7 @@ async fn volumes_of_an_instance_deleted_while_the_agent_was_down_are_removed() {
     }
 
     let config = env.stop_agent().await;
-    env.delete("gone").await;
+    delete(&env, "gone").await;
     env.agent = Some(Agent::start(config));
     wait_for(TIMEOUT, || async {
         let removed = !instance_dir(&env.volumes_dir(), &gone).exists()
