@@ -33,6 +33,9 @@ pub enum ConfigError {
     /// A negative `--pids-limit`.
     #[error("pids limit {0}: expected a positive number, or 0 for no limit")]
     PidsLimit(i64),
+    /// `--log-max-size` that is not a positive byte quantity.
+    #[error("log-max-size {0:?}: expected a size such as 10Mi")]
+    LogMaxSize(String),
     /// No node name given and the hostname could not be read.
     #[error("no --node-name given and the hostname is unknown")]
     NodeName,
@@ -83,6 +86,12 @@ pub struct Config {
     /// Where secret volumes are written: must be on tmpfs (or ramfs) so secrets never
     /// reach a disk.
     pub secrets_dir: PathBuf,
+    /// The `hm-logger` program containerd starts for each container's output.
+    pub logger: PathBuf,
+    /// A container log is rotated when it would grow past this many bytes.
+    pub log_max_bytes: u64,
+    /// Log files kept per container run (the live one included).
+    pub log_max_files: u32,
 }
 
 /// The longest back-off between container restarts.
@@ -126,6 +135,9 @@ impl Config {
             restart_backoff: Duration::from_secs(10),
             pids_limit: Some(DEFAULT_PIDS_LIMIT),
             secrets_dir: DEFAULT_SECRETS_DIR.into(),
+            logger: default_logger(),
+            log_max_bytes: 10 * 1024 * 1024,
+            log_max_files: 5,
         }
     }
 
@@ -140,6 +152,14 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.state_dir.join("logs"))
     }
+}
+
+/// `hm-logger` beside the running program (where `cargo build` and the packages put it).
+pub fn default_logger() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("hm-logger")))
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/hm-logger"))
 }
 
 /// `hm-agent` flags.
@@ -207,6 +227,16 @@ pub struct Args {
     /// Directory for secret volumes; must be on tmpfs so secrets never reach a disk.
     #[arg(long, env = "HM_SECRETS_DIR", default_value = DEFAULT_SECRETS_DIR)]
     pub secrets_dir: PathBuf,
+    /// The log writer containerd starts per container (default: `hm-logger` beside
+    /// `hm-agent`).
+    #[arg(long, env = "HM_LOGGER")]
+    pub logger: Option<PathBuf>,
+    /// Rotate a container's log when it would grow past this size.
+    #[arg(long, env = "HM_LOG_MAX_SIZE", default_value = "10Mi")]
+    pub log_max_size: String,
+    /// Log files kept per container run, the live one included.
+    #[arg(long, env = "HM_LOG_MAX_FILES", default_value_t = 5)]
+    pub log_max_files: u32,
 }
 
 impl Args {
@@ -243,6 +273,18 @@ impl Args {
             n => return Err(ConfigError::PidsLimit(n)),
         };
         config.secrets_dir = self.secrets_dir;
+        if let Some(logger) = self.logger {
+            config.logger = logger;
+        }
+        config.log_max_bytes = self
+            .log_max_size
+            .parse::<Quantity>()
+            .ok()
+            .map(|q| q.units_ceil())
+            .and_then(|b| u64::try_from(b).ok())
+            .filter(|b| *b > 0)
+            .ok_or_else(|| ConfigError::LogMaxSize(self.log_max_size.clone()))?;
+        config.log_max_files = self.log_max_files.max(1);
         Ok(config)
     }
 }

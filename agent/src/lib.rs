@@ -22,6 +22,7 @@ pub mod config;
 pub mod container_setup;
 pub mod detect;
 pub mod heartbeat;
+pub mod logs;
 pub mod metrics;
 pub mod probe;
 pub mod reconcile;

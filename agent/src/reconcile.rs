@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, MAX_RESTART_BACKOFF};
 use crate::container_setup::{ContainerSetup, Launch, LaunchError};
 use crate::probe::{self, ContainerProbes};
-use crate::runtime::{ContainerConfig, RuntimeClient, RuntimeError, container, image};
+use crate::runtime::{ContainerConfig, LogSink, RuntimeClient, RuntimeError, container, image};
 use crate::volumes::{self, InstanceVolumes};
 
 /// Default grace period between SIGTERM and SIGKILL.
@@ -57,12 +57,11 @@ pub fn container_id(namespace: &str, name: &str, uid: &str, container: &str) -> 
     format!("hm-{}", &hash.to_hex()[..32])
 }
 
-/// The log file of one container of an Instance (stdout and stderr).
-pub fn log_path(log_dir: &std::path::Path, instance: &Instance, container: &str) -> PathBuf {
+/// The directory of the logs of one container of an Instance (one file per run, see
+/// [`crate::logs`]).
+pub fn log_dir_of(log_dir: &std::path::Path, instance: &Instance, container: &str) -> PathBuf {
     let meta = instance.meta();
-    log_dir
-        .join(format!("{}_{}_{}", meta.namespace, meta.name, meta.uid))
-        .join(format!("{container}.log"))
+    crate::logs::container_dir(log_dir, &meta.namespace, &meta.name, &meta.uid, container)
 }
 
 /// How often the image directory is looked at for new archives.
@@ -139,6 +138,9 @@ struct Ctx {
     api: Api<Instance>,
     images: Images,
     log_dir: PathBuf,
+    logger: PathBuf,
+    log_max_bytes: u64,
+    log_max_files: u32,
     backoff: Duration,
     nodes: Api<Node>,
     node_name: String,
@@ -203,6 +205,9 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
         node_name: config.node_name.clone(),
         host_ip: Mutex::new(None),
         log_dir: config.log_dir(),
+        logger: config.logger.clone(),
+        log_max_bytes: config.log_max_bytes,
+        log_max_files: config.log_max_files,
         backoff: config.restart_backoff,
         setup,
     });
@@ -359,6 +364,13 @@ async fn worker(
         stops.spawn(async move { stop(&ctx.client, &id, grace).await });
     }
     while stops.join_next().await.is_some() {}
+    let meta = instance.meta();
+    let logs = crate::logs::instance_dir(&ctx.log_dir, &meta.namespace, &meta.name, &meta.uid);
+    if let Err(e) = std::fs::remove_dir_all(&logs)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %logs.display(), error = %e, "removing instance logs");
+    }
     if let Err(e) = ctx.setup.volumes.remove(&instance).await {
         tracing::warn!(instance = %key, error = %e, "removing the instance's volumes");
     }
@@ -591,7 +603,6 @@ fn config_of(ctx: &Ctx, instance: &Instance, c: &hypermesh_api::v1::Container) -
             .filter(|t| !t.is_empty())
             .and_then(|q| q.parse::<hypermesh_api::quantity::Quantity>().ok())
     };
-    let log = log_path(&ctx.log_dir, instance, &c.name);
     ContainerConfig {
         id: ids(instance, &c.name),
         image: c.image.clone(),
@@ -606,8 +617,12 @@ fn config_of(ctx: &Ctx, instance: &Instance, c: &hypermesh_api::v1::Container) -
         cpu: quantity(&resources.cpu),
         memory: quantity(&resources.memory),
         pids_limit: None,
-        stdout: log.clone(),
-        stderr: log,
+        log: LogSink {
+            logger: ctx.logger.clone(),
+            file: crate::logs::run_log(&log_dir_of(&ctx.log_dir, instance, &c.name), 0),
+            max_bytes: ctx.log_max_bytes,
+            max_files: ctx.log_max_files,
+        },
         labels: HashMap::from([
             (LABEL_UID.to_string(), meta.uid.clone()),
             (LABEL_NAMESPACE.to_string(), meta.namespace.clone()),
@@ -644,6 +659,7 @@ async fn run_container(
     shared: &Arc<Mutex<Shared>>,
 ) -> i32 {
     let base = config_of(ctx, instance, c);
+    let log_dir = log_dir_of(&ctx.log_dir, instance, &c.name);
     // Finished before an agent restart: do not run it again.
     {
         let s = shared.lock().await;
@@ -658,7 +674,7 @@ async fn run_container(
     }
     let mut backoff = ctx.backoff;
     loop {
-        let launch = match ctx.setup.prepare(instance, index, c, base.clone()).await {
+        let mut launch = match ctx.setup.prepare(instance, index, c, base.clone()).await {
             Ok(launch) => launch,
             // A container an earlier agent left running is adopted as it is.
             Err(_) if container::pid(&ctx.client, &base.id).await.is_ok() => Launch {
@@ -670,6 +686,10 @@ async fn run_container(
                 continue;
             }
         };
+        // One log per run: this one and the previous (`hmctl logs --previous`) are kept.
+        let run = shared.lock().await.statuses[index].restart_count;
+        crate::logs::prune_runs(&log_dir, 1);
+        launch.config.log.file = crate::logs::run_log(&log_dir, run);
         let exit = run_once(ctx, &launch.config, index, shared, instance, &launch.probes).await;
         let mut s = shared.lock().await;
         let terminated = ContainerState {

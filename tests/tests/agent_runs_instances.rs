@@ -4,15 +4,13 @@
 //! its container and snapshot, and a missing image is reported as `ImageNotFound`.
 
 mod agent_support;
-mod runtime_support;
 mod node_env;
-
-use std::time::Duration;
+mod runtime_support;
 
 use agent_support::Agent;
-use hypermesh_agent::reconcile::{container_id, log_path};
-use hypermesh_api::v1::{self, DeleteRequest, Instance, InstancePhase, Node, RestartPolicy};
+use hypermesh_agent::reconcile::{container_id, log_dir_of};
 use hypermesh_api::Resource;
+use hypermesh_api::v1::{self, DeleteRequest, Instance, InstancePhase, Node, RestartPolicy};
 use hypermesh_tests::wait_for;
 use node_env::{Env, NODE, TIMEOUT};
 use runtime_support::TEST_IMAGE;
@@ -70,8 +68,10 @@ async fn a_completed_instance_succeeds_with_its_output_logged() {
         status.container_statuses[0].container_id,
         format!("containerd://{}", id_of(&instance))
     );
-    let log =
-        std::fs::read_to_string(log_path(env.log_dir.path(), &done, "main")).expect("log file");
+    let log = runtime_support::finished_log(&hypermesh_agent::logs::run_log(
+        &log_dir_of(env.log_dir.path(), &done, "main"),
+        0,
+    ));
     assert!(log.contains("hello from hypermesh"), "log: {log:?}");
     // A finished Instance leaves no container behind.
     assert!(

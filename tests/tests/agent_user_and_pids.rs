@@ -11,7 +11,7 @@ mod runtime_support;
 use hypermesh_agent::reconcile::container_id;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, InstancePhase, RestartPolicy};
-use instance_support::{log_of, running, sh, waiting};
+use instance_support::{finished_log_of, running, sh, waiting};
 use node_env::Env;
 use runtime_support::{TEST_IMAGE, pids_limit_of};
 
@@ -36,7 +36,7 @@ async fn a_numeric_user_runs_the_container_as_that_uid_and_gid() {
             s.phase == InstancePhase::Succeeded as i32
         })
         .await;
-    let log = log_of(&env, &done, "main");
+    let log = finished_log_of(&env, &done, "main");
     assert!(log.contains("uid=1234 gid=5678"), "{log:?}");
     env.stop().await;
 }

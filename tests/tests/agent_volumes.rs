@@ -17,7 +17,7 @@ use agent_support::Agent;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, InstancePhase, RestartPolicy, Secret};
 use hypermesh_tests::wait_for;
-use instance_support::{delete, log_of, running, sh, waiting};
+use instance_support::{delete, finished_log_of, log_of, running, sh, waiting};
 use node_env::{Env, TIMEOUT};
 
 fn empty_dir(name: &str) -> v1::Volume {
@@ -121,7 +121,7 @@ async fn containers_of_an_instance_share_an_empty_dir() {
             s.phase == InstancePhase::Succeeded as i32
         })
         .await;
-    let log = log_of(&env, &done, "reader");
+    let log = finished_log_of(&env, &done, "reader");
     assert!(log.contains("made-by-writer"), "reader log: {log:?}");
     let on_host = instance_dir(&env.volumes_dir(), &instance).join("shared/msg");
     assert_eq!(
@@ -161,7 +161,7 @@ async fn host_paths_are_visible_and_read_only_when_asked() {
             s.phase == InstancePhase::Succeeded as i32 || s.phase == InstancePhase::Failed as i32
         })
         .await;
-    let log = log_of(&env, &done, "main");
+    let log = finished_log_of(&env, &done, "main");
     assert_eq!(
         done.status.as_ref().map(|s| s.phase),
         Some(InstancePhase::Succeeded as i32),

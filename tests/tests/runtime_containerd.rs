@@ -1,7 +1,8 @@
 //! The agent's containerd runtime against a real, private containerd: connect, import the
 //! busybox OCI archive through the API (no `ctr`), run a container with cpu, memory and
 //! pids limits, read its output and exit code, then delete it and its snapshot; a
-//! process allocating beyond its memory limit is OOM-killed and reported as such.
+//! process allocating beyond its memory limit is OOM-killed and reported as such; exec
+//! runs extra processes in a running container (captured, timed out, on a tty).
 
 mod runtime_support;
 
@@ -11,7 +12,8 @@ use std::time::Duration;
 
 use hypermesh_agent::runtime::{self, ContainerConfig, RuntimeClient, container, image};
 use runtime_support::{
-    PrivateContainerd, TEST_IMAGE, cpu_quota_of, memory_limit_of, pids_limit_of, unique_id,
+    PrivateContainerd, TEST_IMAGE, cpu_quota_of, finished_log, log_sink, memory_limit_of,
+    pids_limit_of, unique_id,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -104,8 +106,7 @@ async fn runs_a_container_with_limits_and_cleans_up() {
         cpu: Some("500m".parse().expect("quantity")),
         memory: Some("64Mi".parse().expect("quantity")),
         pids_limit: Some(32),
-        stdout: logs.path().join("stdout.log"),
-        stderr: logs.path().join("stderr.log"),
+        log: log_sink(logs.path()),
         labels: HashMap::from([("hypermesh.io/instance".into(), "default/echo".into())]),
     };
     let pid = container::create(&client, &config)
@@ -129,13 +130,14 @@ async fn runs_a_container_with_limits_and_cleans_up() {
     assert_eq!(status.code, 7);
     assert!(!status.oom_killed);
     assert_eq!(status.reason(), "Error");
-    let stdout = std::fs::read_to_string(&config.stdout).expect("stdout file");
-    assert_eq!(stdout, "hello from hypermesh\ngreeting=hi there\n/tmp\n");
 
     let deleted = container::delete(&client, &config.id)
         .await
         .expect("delete");
     assert_eq!(deleted.map(|s| s.code), Some(7));
+    // Deleting the task closes the output pipes: the logger writes the rest and ends.
+    let stdout = finished_log(&config.log.file);
+    assert_eq!(stdout, "hello from hypermesh\ngreeting=hi there\n/tmp\n");
     assert!(!ctr(&containerd, &["containers", "ls", "-q"]).contains(&config.id));
     assert!(!ctr(&containerd, &["snapshots", "ls"]).contains(&config.id));
     // Deleting again finds nothing left and succeeds.
@@ -158,8 +160,7 @@ async fn unknown_image_is_a_clear_error() {
         id: unique_id("runtime-test-missing"),
         image: "hypermesh.local/nothing:latest".into(),
         command: vec!["/bin/true".into()],
-        stdout: logs.path().join("out"),
-        stderr: logs.path().join("err"),
+        log: log_sink(logs.path()),
         ..Default::default()
     };
     let err = container::create(&client, &config)
@@ -191,8 +192,7 @@ async fn allocating_beyond_the_memory_limit_is_oom_killed() {
         command: vec!["/bin/sh".into(), "-c".into()],
         args: vec!["echo allocating; exec dd if=/dev/zero of=/dev/null bs=64M count=1".into()],
         memory: Some("16Mi".parse().expect("quantity")),
-        stdout: logs.path().join("stdout.log"),
-        stderr: logs.path().join("stderr.log"),
+        log: log_sink(logs.path()),
         ..Default::default()
     };
     let pid = container::create(&client, &config)
@@ -204,7 +204,11 @@ async fn allocating_beyond_the_memory_limit_is_oom_killed() {
         .await
         .expect("exit in time")
         .expect("wait");
-    let stdout = std::fs::read_to_string(&config.stdout).expect("stdout file");
+    let deleted = container::delete(&client, &config.id)
+        .await
+        .expect("delete");
+    assert_eq!(deleted.map(|s| s.oom_killed), Some(true));
+    let stdout = finished_log(&config.log.file);
     assert!(
         status.oom_killed,
         "not OOM-killed: {status:?}, stdout {stdout:?}"
@@ -213,10 +217,6 @@ async fn allocating_beyond_the_memory_limit_is_oom_killed() {
     assert!(stdout.starts_with("allocating\n"), "{stdout:?}");
     // The main process itself was killed: SIGKILL, 128 + 9.
     assert_eq!(status.code, 137, "{stdout:?}");
-    let deleted = container::delete(&client, &config.id)
-        .await
-        .expect("delete");
-    assert_eq!(deleted.map(|s| s.oom_killed), Some(true));
 }
 
 #[tokio::test]
@@ -234,8 +234,7 @@ async fn a_command_missing_from_the_image_fails_clearly_and_leaves_nothing() {
         id: unique_id("runtime-test-badcmd"),
         image: TEST_IMAGE.into(),
         command: vec!["/bin/no-such-command".into()],
-        stdout: logs.path().join("out"),
-        stderr: logs.path().join("err"),
+        log: log_sink(logs.path()),
         ..Default::default()
     };
     let failed = match container::create(&client, &config).await {
@@ -255,4 +254,104 @@ async fn a_command_missing_from_the_image_fails_clearly_and_leaves_nothing() {
         .expect("delete");
     assert!(!ctr(&containerd, &["containers", "ls", "-q"]).contains(&config.id));
     assert!(!ctr(&containerd, &["snapshots", "ls"]).contains(&config.id));
+}
+
+#[tokio::test]
+async fn exec_runs_in_the_container_with_output_exit_code_stdin_and_tty() {
+    use hypermesh_agent::runtime::exec::{self, ExecSession, ExecSpec};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let containerd = PrivateContainerd::start();
+    let archive = containerd.build_test_image();
+    let client = RuntimeClient::connect(containerd.socket())
+        .await
+        .expect("connect to containerd");
+    image::import_archive(&client, &archive)
+        .await
+        .expect("import the OCI archive");
+    let logs = tempfile::tempdir().expect("log dir");
+    let config = ContainerConfig {
+        id: unique_id("runtime-test-exec"),
+        image: TEST_IMAGE.into(),
+        command: vec!["/bin/sh".into(), "-c".into()],
+        args: vec!["echo main > /tmp/marker; exec sleep 300".into()],
+        env: vec![("FROM_SPEC".into(), "yes".into())],
+        log: log_sink(logs.path()),
+        ..Default::default()
+    };
+    container::create(&client, &config)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}\ncontainerd log:\n{}", containerd.log()));
+    container::start(&client, &config.id).await.expect("start");
+
+    // Captured: stdout and stderr, the exit code, the container's env and filesystem.
+    let args: Vec<String> = [
+        "sh",
+        "-c",
+        "cat /tmp/marker; echo \"env=$FROM_SPEC\"; echo oops >&2; exit 4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let ran = exec::run_captured(&client, &config.id, &args, TIMEOUT)
+        .await
+        .expect("exec");
+    assert_eq!(ran.exit_code, 4);
+    assert_eq!(
+        String::from_utf8_lossy(&ran.output),
+        "main\nenv=yes\noops\n"
+    );
+
+    // A command that outlives its timeout is killed and reported as such.
+    let slow = vec!["sleep".to_string(), "30".to_string()];
+    let err = exec::run_captured(&client, &config.id, &slow, Duration::from_millis(500))
+        .await
+        .expect_err("times out");
+    assert!(matches!(err, runtime::RuntimeError::Timeout(_)), "{err}");
+
+    // A missing command is an error, not a hang.
+    let missing = vec!["/bin/no-such-command".to_string()];
+    let failed = tokio::time::timeout(
+        TIMEOUT,
+        exec::run_captured(&client, &config.id, &missing, TIMEOUT),
+    )
+    .await
+    .expect("answers in time");
+    assert!(
+        failed.is_err() || failed.as_ref().is_ok_and(|c| c.exit_code != 0),
+        "{failed:?}"
+    );
+
+    // Interactive on a terminal: input goes in, the shell's output comes back.
+    let spec = ExecSpec {
+        args: vec!["sh".into()],
+        tty: true,
+        stdin: true,
+    };
+    let mut session = ExecSession::start(&client, &config.id, &spec)
+        .await
+        .expect("start a tty session");
+    session.resize(&client, 100, 30).await.expect("resize");
+    let mut stdin = session.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"stty size; echo tty-$((6*7)); exit 3\n")
+        .await
+        .expect("write stdin");
+    let mut output = Vec::new();
+    tokio::time::timeout(TIMEOUT, session.stdout.read_to_end(&mut output))
+        .await
+        .expect("output ends in time")
+        .expect("read tty");
+    let text = String::from_utf8_lossy(&output);
+    assert!(text.contains("tty-42"), "{text:?}");
+    assert!(text.contains("30 100"), "{text:?}");
+    assert_eq!(session.wait(&client).await.expect("wait"), 3);
+    session.remove(&client).await;
+    drop(stdin);
+
+    container::kill(&client, &config.id, 9).await.expect("kill");
+    container::wait(&client, &config.id).await.expect("wait");
+    container::delete(&client, &config.id)
+        .await
+        .expect("delete");
 }

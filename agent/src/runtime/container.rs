@@ -1,10 +1,10 @@
 //! Containers: a [`ContainerConfig`] becomes an OCI runtime spec (process and its user,
 //! mounts incl. bind-mounted volumes, namespaces, cgroup cpu/memory/pids limits), a
 //! container record, a writable snapshot on top of the image, and a runc task whose
-//! stdout/stderr go to files.
+//! stdout/stderr go to `hm-logger` (a [`LogSink`]).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
@@ -54,10 +54,8 @@ pub struct ContainerConfig {
     pub user: Option<ProcessUser>,
     /// Host directories or files bind-mounted into the container (volumes).
     pub mounts: Vec<BindMount>,
-    /// File the container's stdout is appended to.
-    pub stdout: PathBuf,
-    /// File the container's stderr is appended to.
-    pub stderr: PathBuf,
+    /// Where stdout and stderr are written.
+    pub log: LogSink,
     /// Labels on the container record (e.g. the owning Instance).
     pub labels: HashMap<String, String>,
 }
@@ -100,6 +98,62 @@ pub struct BindMount {
     pub destination: String,
     /// Mounted read-only.
     pub read_only: bool,
+}
+
+/// A container's output destination: containerd's runc shim starts `logger` with the
+/// container's stdout and stderr pipes and it writes them, rotated, to `file` (see
+/// [`crate::logs::writer`]). The logger belongs to the shim, so output is kept while the
+/// agent restarts.
+#[derive(Clone, Debug, Default)]
+pub struct LogSink {
+    /// The `hm-logger` program.
+    pub logger: PathBuf,
+    /// The live log file of this run.
+    pub file: PathBuf,
+    /// Rotate when the file would grow past this many bytes.
+    pub max_bytes: u64,
+    /// Files kept, the live one included.
+    pub max_files: u32,
+}
+
+impl LogSink {
+    /// The `binary://` stdio URI; the shim passes each query pair as `key value` argv.
+    pub fn uri(&self) -> Result<String, RuntimeError> {
+        for path in [&self.logger, &self.file] {
+            if !path.is_absolute() {
+                return Err(RuntimeError::InvalidConfig(format!(
+                    "log path {} is not absolute",
+                    path.display()
+                )));
+            }
+        }
+        if let Some(parent) = self.file.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| RuntimeError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(format!(
+            "binary://{}?--file={}&--max-size={}&--max-files={}",
+            escape(&self.logger.to_string_lossy(), true),
+            escape(&self.file.to_string_lossy(), false),
+            self.max_bytes,
+            self.max_files
+        ))
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (and `/` in paths).
+fn escape(text: &str, path: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (path && b == b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// How a task ended.
@@ -363,8 +417,7 @@ pub async fn create(client: &RuntimeClient, config: &ContainerConfig) -> Result<
     let spec = runtime_spec(config, &image)?;
     let spec_json = serde_json::to_vec(&spec)
         .map_err(|e| RuntimeError::InvalidConfig(format!("{}: spec: {e}", config.id)))?;
-    let stdout = file_uri(&config.stdout)?;
-    let stderr = file_uri(&config.stderr)?;
+    let stdio = config.log.uri()?;
 
     ContainersClient::new(client.channel())
         .create(client.request(CreateContainerRequest {
@@ -408,8 +461,8 @@ pub async fn create(client: &RuntimeClient, config: &ContainerConfig) -> Result<
                 container_id: config.id.clone(),
                 rootfs: mounts,
                 stdin: String::new(),
-                stdout,
-                stderr,
+                stdout: stdio.clone(),
+                stderr: stdio,
                 terminal: false,
                 checkpoint: None,
                 options: None,
@@ -425,23 +478,6 @@ pub async fn create(client: &RuntimeClient, config: &ContainerConfig) -> Result<
         let _ = delete(client, &config.id).await;
     }
     rest
-}
-
-/// `file:///abs/path`, the stdio form the runc shim opens (appending) itself.
-fn file_uri(path: &Path) -> Result<String, RuntimeError> {
-    if !path.is_absolute() {
-        return Err(RuntimeError::InvalidConfig(format!(
-            "log path {} is not absolute",
-            path.display()
-        )));
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| RuntimeError::Io {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-    }
-    Ok(format!("file://{}", path.display()))
 }
 
 /// Starts a created task; returns its pid.
@@ -567,8 +603,12 @@ mod tests {
         ContainerConfig {
             id: "c1".into(),
             image: "hypermesh.local/busybox:latest".into(),
-            stdout: "/tmp/out".into(),
-            stderr: "/tmp/err".into(),
+            log: LogSink {
+                logger: "/usr/bin/hm-logger".into(),
+                file: "/tmp/hm-test/0.log".into(),
+                max_bytes: 1024,
+                max_files: 2,
+            },
             ..Default::default()
         }
     }
@@ -697,6 +737,25 @@ mod tests {
         assert!(mounts.iter().any(|m| m["destination"] == "/proc"));
         c.mounts = vec![bind("host", "/data", false)];
         assert!(runtime_spec(&c, &busybox()).is_err());
+    }
+
+    #[test]
+    fn log_uri_escapes_the_query() {
+        let sink = LogSink {
+            logger: "/opt/hm bin/hm-logger".into(),
+            file: std::env::temp_dir().join("hm-uri-test/a&b=c.log"),
+            max_bytes: 10,
+            max_files: 3,
+        };
+        let uri = sink.uri().expect("uri");
+        assert!(
+            uri.starts_with("binary:///opt/hm%20bin/hm-logger?--file=%2F"),
+            "{uri}"
+        );
+        assert!(
+            uri.contains("a%26b%3Dc.log&--max-size=10&--max-files=3"),
+            "{uri}"
+        );
     }
 
     #[test]

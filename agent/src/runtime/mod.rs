@@ -6,21 +6,20 @@
 //! written through the content service and layers are unpacked through the diff and
 //! snapshot services, the same steps `ctr images import` takes on the client side.
 //!
-//! Not wired into the agent's reconcile loop yet (issue 6): these are the building
-//! blocks the Instance reconciler will use.
-//!
 //! # Layout
 //! - [`client`]: [`RuntimeClient`], the connection, namespace metadata and leases.
 //! - [`image`]: importing OCI image archives and unpacking their layers into snapshots.
 //! - [`container`]: [`ContainerConfig`] → OCI runtime spec, container and task
 //!   lifecycle (create, start, wait, kill, delete with its snapshot).
+//! - [`exec`]: extra processes in a running container (exec sessions, exec probes).
 
 pub mod client;
 pub mod container;
+pub mod exec;
 pub mod image;
 
 pub use client::RuntimeClient;
-pub use container::{ContainerConfig, ExitStatus};
+pub use container::{ContainerConfig, ExitStatus, LogSink};
 pub use image::ImportedImage;
 
 /// The containerd namespace every HyperMesh container, image and snapshot lives in.
@@ -65,6 +64,9 @@ pub enum RuntimeError {
     /// A container's configuration cannot be turned into a runtime spec.
     #[error("invalid container config: {0}")]
     InvalidConfig(String),
+    /// An operation did not finish in time (and was cancelled).
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
     /// A blocking helper task panicked.
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

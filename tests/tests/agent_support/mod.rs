@@ -27,6 +27,7 @@ pub fn config(server: &str, node: &str, state_dir: &Path, socket: PathBuf) -> Co
     let mut c = Config::new(server, node, state_dir);
     c.heartbeat_interval = Duration::from_millis(300);
     c.containerd_socket = socket;
+    c.logger = hypermesh_tests::bin_path("hm-logger");
     c
 }
 

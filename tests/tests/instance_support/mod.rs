@@ -60,14 +60,26 @@ pub fn ready_condition(status: &v1::InstanceStatus) -> Option<&str> {
         .map(|c| c.status.as_str())
 }
 
-/// The log of container `container` of `instance` so far.
+/// The first run's log of container `container` of `instance` so far (as `hmctl logs`
+/// shows it).
 pub fn log_of(env: &Env, instance: &Instance, container: &str) -> String {
-    std::fs::read_to_string(hypermesh_agent::reconcile::log_path(
-        env.log_dir.path(),
-        instance,
-        container,
-    ))
-    .unwrap_or_default()
+    let log = first_run_log(env, instance, container);
+    hypermesh_agent::logs::reader::read(&log, Default::default())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}
+
+/// The whole first-run log of container `container` of `instance`, once the container's
+/// output has ended.
+pub fn finished_log_of(env: &Env, instance: &Instance, container: &str) -> String {
+    crate::runtime_support::finished_log(&first_run_log(env, instance, container))
+}
+
+fn first_run_log(env: &Env, instance: &Instance, container: &str) -> std::path::PathBuf {
+    hypermesh_agent::logs::run_log(
+        &hypermesh_agent::reconcile::log_dir_of(env.log_dir.path(), instance, container),
+        0,
+    )
 }
 
 /// Deletes Instance `default/<name>`.

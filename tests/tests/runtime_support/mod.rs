@@ -118,6 +118,33 @@ for ns in $(ctr -a "$1" namespaces ls -q); do
 done
 "#;
 
+/// Output of a container to `hm-logger` writing `<dir>/0.log`.
+pub fn log_sink(dir: &Path) -> hypermesh_agent::runtime::LogSink {
+    hypermesh_agent::runtime::LogSink {
+        logger: hypermesh_tests::bin_path("hm-logger"),
+        file: dir.join("0.log"),
+        max_bytes: 1024 * 1024,
+        max_files: 2,
+    }
+}
+
+/// The text of a container run's log (as `hmctl logs` shows it) once the logger has
+/// written all of it; panics after a minute without the done marker.
+pub fn finished_log(file: &Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !hypermesh_agent::logs::done_marker(file).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: the logger never finished",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let bytes = hypermesh_agent::logs::reader::read(file, Default::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// A container ID unique to this test process, so concurrent or failed runs never
 /// collide in the shared runc root.
 pub fn unique_id(prefix: &str) -> String {
