@@ -6,6 +6,8 @@
 //! A TCP probe connects to `127.0.0.1:<port>` inside the container's network namespace
 //! (containers have a private one): a short-lived thread enters the namespace of the
 //! task's init process and connects from there, so the agent's own threads never move.
+//! An exec probe runs its command in the container ([`exec::run_captured`]); exit code 0
+//! is success.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,13 +17,15 @@ use std::time::Duration;
 
 use hypermesh_api::v1;
 
-use crate::runtime::{RuntimeClient, container};
+use crate::runtime::{RuntimeClient, RuntimeError, container, exec};
 
 /// Kubernetes' defaults for the fields left 0.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 1;
+/// How much of an exec probe's output a failure message quotes.
+const MAX_OUTPUT_CHARS: usize = 256;
 
 /// Why a probe in a container spec cannot be run.
 #[derive(Debug, thiserror::Error)]
@@ -303,15 +307,37 @@ pub async fn check(action: &Action, target: &Target, timeout: Duration) -> Resul
                 .map_err(|e| format!("the container's task: {e}"))?;
             tcp_in_netns(pid, *port, timeout).await
         }
-        Action::Exec { command } => exec(target, command, timeout).await,
+        Action::Exec { command } => exec_in_container(target, command, timeout).await,
     }
 }
 
-// INTERIM until runtime::exec lands on main (merge, then call exec::run_captured).
-async fn exec(_target: &Target, command: &[String], _timeout: Duration) -> Result<(), String> {
-    Err(format!(
-        "exec probe {command:?}: exec in containers is not available in this build"
-    ))
+/// Runs `command` in the container: exit code 0 is success.
+async fn exec_in_container(
+    target: &Target,
+    command: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
+    match exec::run_captured(&target.client, &target.container_id, command, timeout).await {
+        Ok(done) if done.exit_code == 0 => Ok(()),
+        Ok(done) => {
+            let output = String::from_utf8_lossy(&done.output);
+            let output = output.trim();
+            let mut message = format!("command {command:?} exited with {}", done.exit_code);
+            if !output.is_empty() {
+                let cut = output
+                    .char_indices()
+                    .nth(MAX_OUTPUT_CHARS)
+                    .map_or(output.len(), |(at, _)| at);
+                message.push_str(": ");
+                message.push_str(&output[..cut]);
+            }
+            Err(message)
+        }
+        Err(RuntimeError::Timeout(after)) => {
+            Err(format!("command {command:?} timed out after {after:?}"))
+        }
+        Err(e) => Err(format!("command {command:?}: {e}")),
+    }
 }
 
 /// Connects to 127.0.0.1:`port` in the network namespace of process `pid`.

@@ -2,7 +2,7 @@
 //! own network namespace) keeps the container and the Instance's `Ready` condition false
 //! until the port listens; a failing TCP liveness probe kills the container, which the
 //! restart policy restarts with "Liveness probe failed" in its last state; a passing one
-//! leaves it alone.
+//! leaves it alone. Exec probes (`test -f …` run in the container) do the same.
 
 mod agent_support;
 mod instance_support;
@@ -168,5 +168,90 @@ async fn a_passing_tcp_liveness_probe_leaves_the_container_running() {
         |s| container_status(s, "web").is_none_or(|c| c.restart_count > 0 || !c.ready),
     )
     .await;
+    env.stop().await;
+}
+
+fn exec_probe(command: &[&str], period_seconds: u32, failure_threshold: u32) -> v1::Probe {
+    v1::Probe {
+        exec: Some(v1::ExecAction {
+            command: command.iter().map(|s| s.to_string()).collect(),
+        }),
+        period_seconds,
+        failure_threshold,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_exec_readiness_probe_makes_the_instance_ready_once_the_file_exists() {
+    let env = Env::start().await;
+    let control = tempfile::tempdir().expect("control dir");
+    let mut app = sh(
+        "app",
+        "until [ -f /control/go ]; do sleep 0.1; done; touch /tmp/ready; exec sleep 300",
+    );
+    app.readiness_probe = Some(exec_probe(&["test", "-f", "/tmp/ready"], 1, 1));
+    app.volume_mounts = vec![v1::VolumeMount {
+        name: "control".into(),
+        mount_path: "/control".into(),
+        read_only: true,
+    }];
+    let volume = v1::Volume {
+        name: "control".into(),
+        source: Some(v1::volume::Source::HostPath(v1::HostPathVolume {
+            path: control.path().display().to_string(),
+        })),
+    };
+    env.run_spec("app", spec(vec![app], vec![volume])).await;
+    env.wait_status("app", "RUNNING", |s| running(s, "app"))
+        .await;
+    never_during(
+        &env,
+        "app",
+        Duration::from_secs(3),
+        "ready before /tmp/ready exists",
+        |s| {
+            container_status(s, "app").is_some_and(|c| c.ready)
+                || ready_condition(s) == Some("True")
+        },
+    )
+    .await;
+    std::fs::write(control.path().join("go"), "").expect("let the app get ready");
+    let ready = env
+        .wait_status("app", "Ready once /tmp/ready exists", |s| {
+            ready_condition(s) == Some("True")
+        })
+        .await;
+    let app = container_status(ready.status.as_ref().expect("status"), "app").expect("app");
+    assert!(app.ready);
+    assert_eq!(app.restart_count, 0);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_exec_liveness_probe_restarts_the_container() {
+    let env = Env::start().await;
+    let mut app = sh(
+        "app",
+        "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 300",
+    );
+    app.liveness_probe = Some(exec_probe(&["test", "-f", "/tmp/alive"], 1, 1));
+    env.run_spec("wilting", spec(vec![app], vec![])).await;
+    let restarted = env
+        .wait_status("wilting", "restarted by its liveness probe", |s| {
+            container_status(s, "app").is_some_and(|c| c.restart_count >= 1)
+        })
+        .await;
+    let c = container_status(restarted.status.as_ref().expect("status"), "app").expect("app");
+    let last = c
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("last state terminated");
+    assert_eq!(
+        last.message,
+        "Liveness probe failed: command [\"test\", \"-f\", \"/tmp/alive\"] exited with 1",
+        "{last:?}"
+    );
     env.stop().await;
 }
