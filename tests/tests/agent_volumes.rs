@@ -250,7 +250,12 @@ async fn secret_keys_are_read_only_files_on_tmpfs() {
 #[tokio::test]
 async fn a_missing_secret_waits_as_a_config_error_until_it_appears() {
     let env = Env::start().await;
-    let c = mounted(sh("main", "cat /s/token; echo; sleep 300"), "late", "/s", true);
+    let c = mounted(
+        sh("main", "cat /s/token; echo; sleep 300"),
+        "late",
+        "/s",
+        true,
+    );
     let instance = env
         .run_spec(
             "patient",
