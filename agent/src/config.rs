@@ -30,6 +30,9 @@ pub enum ConfigError {
     /// A duration like `2s`, `500ms`, `1m` that does not parse.
     #[error("duration {0:?}: expected e.g. 2s, 500ms or 1m")]
     Duration(String),
+    /// A negative `--pids-limit`.
+    #[error("pids limit {0}: expected a positive number, or 0 for no limit")]
+    PidsLimit(i64),
     /// `--log-max-size` that is not a positive byte quantity.
     #[error("log-max-size {0:?}: expected a size such as 10Mi")]
     LogMaxSize(String),
@@ -78,6 +81,11 @@ pub struct Config {
     /// First back-off before restarting a failed container (doubles up to
     /// [`MAX_RESTART_BACKOFF`]).
     pub restart_backoff: Duration,
+    /// Most processes in each container (its cgroup's `pids.max`); none: unlimited.
+    pub pids_limit: Option<i64>,
+    /// Where secret volumes are written: must be on tmpfs (or ramfs) so secrets never
+    /// reach a disk.
+    pub secrets_dir: PathBuf,
     /// The `hm-logger` program containerd starts for each container's output.
     pub logger: PathBuf,
     /// A container log is rotated when it would grow past this many bytes.
@@ -91,6 +99,13 @@ pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
 
 /// The containerd socket when neither the flag nor `CONTAINERD_ADDRESS` says otherwise.
 pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+
+/// Processes per container when `--pids-limit` is not given.
+pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
+
+/// Where secret volumes go when `--secrets-dir` is not given (`/run` is a tmpfs on
+/// systemd hosts).
+pub const DEFAULT_SECRETS_DIR: &str = "/run/hypermesh/secrets";
 
 impl Config {
     /// Defaults for everything but the server, node name and state dir.
@@ -118,10 +133,17 @@ impl Config {
             image_dir: None,
             log_dir: None,
             restart_backoff: Duration::from_secs(10),
+            pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            secrets_dir: DEFAULT_SECRETS_DIR.into(),
             logger: default_logger(),
             log_max_bytes: 10 * 1024 * 1024,
             log_max_files: 5,
         }
+    }
+
+    /// Where emptyDir volumes go: `<state_dir>/volumes`.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.state_dir.join("volumes")
     }
 
     /// Where per-Instance log files go.
@@ -199,6 +221,12 @@ pub struct Args {
     /// First back-off before restarting a failed container (doubles up to 5m).
     #[arg(long, env = "HM_RESTART_BACKOFF", default_value = "10s")]
     pub restart_backoff: String,
+    /// Most processes in each container (0: unlimited).
+    #[arg(long, env = "HM_PIDS_LIMIT", default_value_t = DEFAULT_PIDS_LIMIT)]
+    pub pids_limit: i64,
+    /// Directory for secret volumes; must be on tmpfs so secrets never reach a disk.
+    #[arg(long, env = "HM_SECRETS_DIR", default_value = DEFAULT_SECRETS_DIR)]
+    pub secrets_dir: PathBuf,
     /// The log writer containerd starts per container (default: `hm-logger` beside
     /// `hm-agent`).
     #[arg(long, env = "HM_LOGGER")]
@@ -239,6 +267,12 @@ impl Args {
         config.image_dir = self.image_dir;
         config.log_dir = self.log_dir;
         config.restart_backoff = parse_duration(&self.restart_backoff)?;
+        config.pids_limit = match self.pids_limit {
+            0 => None,
+            n if n > 0 => Some(n),
+            n => return Err(ConfigError::PidsLimit(n)),
+        };
+        config.secrets_dir = self.secrets_dir;
         if let Some(logger) = self.logger {
             config.logger = logger;
         }
@@ -328,5 +362,28 @@ mod tests {
         let l = parse_labels(&["a=b".into(), "hypermesh.io/role=worker".into()]).expect("labels");
         assert_eq!(l["hypermesh.io/role"], "worker");
         assert!(parse_labels(&["nokey".into()]).is_err());
+    }
+
+    #[test]
+    fn pids_limit_flag() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["hm-agent", "--node-name", "n1"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv)
+                .expect("flags parse")
+                .into_config()
+        };
+        let config = parse(&[]).expect("defaults");
+        assert_eq!(config.pids_limit, Some(DEFAULT_PIDS_LIMIT));
+        assert_eq!(config.secrets_dir, PathBuf::from(DEFAULT_SECRETS_DIR));
+        let config = parse(&["--pids-limit", "64", "--secrets-dir", "/dev/shm/s"]).expect("set");
+        assert_eq!(config.pids_limit, Some(64));
+        assert_eq!(config.secrets_dir, PathBuf::from("/dev/shm/s"));
+        assert_eq!(parse(&["--pids-limit", "0"]).expect("0").pids_limit, None);
+        assert!(matches!(
+            parse(&["--pids-limit=-5"]),
+            Err(ConfigError::PidsLimit(-5))
+        ));
     }
 }

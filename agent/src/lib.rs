@@ -4,28 +4,35 @@
 //!
 //! # Layout
 //! - [`config`]: `hm-agent` flags and the [`Config`] that [`run`] takes.
+//! - [`container_setup`]: per-start container settings from the spec (user, pids
+//!   limit, volume mounts, probes) and their `CreateContainerConfigError`s.
 //! - [`detect`]: CPU, memory, storage, network, GPU (NVML) and container capacity,
 //!   read from sysinfo, `/proc` and `/sys`; turns them into device assets.
 //! - [`register`]: Node and Asset create/update/delete, asset names and addresses.
 //! - [`heartbeat`]: Lease renewal and condition refresh.
 //! - [`conditions`]: measuring and merging Node conditions.
 //! - [`metrics`]: Prometheus counters and the `--metrics-addr` server.
+//! - [`probe`]: readiness and liveness probes (TCP in the container's netns, exec).
 //! - [`runtime`]: containerd client: image import, containers with limits.
 //! - [`reconcile`]: runs the Instances bound to this node on containerd.
 //! - [`logs`]: container log files (written by `hm-logger`), rotation, tail and follow.
 //! - [`sessions`]: logs, exec and image imports relayed by the apiserver over a
 //!   connection the agent dials.
+//! - [`volumes`]: emptyDir, hostPath and secret volumes on the host, and their cleanup.
 
 pub mod conditions;
 pub mod config;
+pub mod container_setup;
 pub mod detect;
 pub mod heartbeat;
 pub mod logs;
 pub mod metrics;
+pub mod probe;
 pub mod reconcile;
 pub mod register;
 pub mod runtime;
 pub mod sessions;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,6 +9,12 @@
 //! A deleted Instance (or one with a deletion timestamp) is stopped (SIGTERM, the grace
 //! period, SIGKILL) and its containers and snapshots removed. While containerd is
 //! unreachable nothing is changed: operations are retried.
+//!
+//! Before each start, [`ContainerSetup`] sets up the container's volumes and resolves its
+//! user, pids limit and probes; a spec problem shows as `CreateContainerConfigError`
+//! and is retried. While a container runs its probes run beside it: readiness sets
+//! `ready`, a liveness failure kills it and the restart policy applies. An Instance's
+//! volume directories are removed with it (or, after a restart, found and removed).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -28,7 +34,10 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MAX_RESTART_BACKOFF};
+use crate::container_setup::{ContainerSetup, Launch, LaunchError};
+use crate::probe::{self, ContainerProbes};
 use crate::runtime::{ContainerConfig, LogSink, RuntimeClient, RuntimeError, container, image};
+use crate::volumes::{self, InstanceVolumes};
 
 /// Default grace period between SIGTERM and SIGKILL.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -139,6 +148,8 @@ struct Ctx {
     node_name: String,
     /// The Node's first `InternalIP`, once read.
     host_ip: Mutex<Option<String>>,
+    /// Volumes, user, pids limit and probes of each container start.
+    setup: ContainerSetup,
 }
 
 impl Ctx {
@@ -175,6 +186,15 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
             _ = tokio::time::sleep(RETRY * 2) => {}
         }
     };
+    let setup = ContainerSetup {
+        client: client.clone(),
+        volumes: InstanceVolumes::new(
+            Api::new(channel.clone()),
+            config.volumes_dir(),
+            config.secrets_dir.clone(),
+        ),
+        pids_limit: config.pids_limit,
+    };
     let ctx = Arc::new(Ctx {
         images: Images {
             client: client.clone(),
@@ -191,6 +211,7 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
         log_max_bytes: config.log_max_bytes,
         log_max_files: config.log_max_files,
         backoff: config.restart_backoff,
+        setup,
     });
     ctx.images.scan().await;
     let stream = watcher::watcher(
@@ -231,11 +252,26 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
                     observe(&ctx, &mut workers, instance, &shutdown);
                 }
                 // Listed before any later event can start a new container.
+                let stale = ctx.setup.volumes.stale(&uids).await;
+                let mut stops = tokio::task::JoinSet::new();
                 for (id, grace) in orphans(&ctx, &uids).await {
                     tracing::info!(container = %id, "removing the container of a deleted instance");
                     let ctx = ctx.clone();
-                    tokio::spawn(async move { stop(&ctx.client, &id, grace).await });
+                    stops.spawn(async move { stop(&ctx.client, &id, grace).await });
                 }
+                // Their volumes go once their containers are gone.
+                tokio::spawn(async move {
+                    while stops.join_next().await.is_some() {}
+                    if !stale.is_empty() {
+                        tracing::info!(
+                            dirs = stale.len(),
+                            "removing the volumes of deleted instances"
+                        );
+                    }
+                    if let Err(e) = volumes::remove_dirs(stale).await {
+                        tracing::warn!(error = %e, "removing the volumes of deleted instances");
+                    }
+                });
             }
             Some(Ok(Event::Applied(instance))) => {
                 observe(&ctx, &mut workers, instance, &shutdown);
@@ -246,7 +282,13 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
                     // Not seen before (e.g. deleted while we re-listed): clean up anyway.
                     let remove = CancellationToken::new();
                     remove.cancel();
-                    tokio::spawn(worker(ctx.clone(), instance, remove, shutdown.clone()));
+                    tokio::spawn(worker(
+                        ctx.clone(),
+                        instance,
+                        false,
+                        remove,
+                        shutdown.clone(),
+                    ));
                 }
             },
         }
@@ -270,30 +312,43 @@ fn observe(
     let phase = instance.status.as_ref().map(|s| s.phase).unwrap_or(0);
     let remove = CancellationToken::new();
     workers.insert(uid, remove.clone());
-    if phase == InstancePhase::Succeeded as i32 || phase == InstancePhase::Failed as i32 {
-        // Finished: its containers were removed when it finished.
-        return;
-    }
+    // Finished: its containers were removed when it finished; its volumes wait for it.
+    let finished =
+        phase == InstancePhase::Succeeded as i32 || phase == InstancePhase::Failed as i32;
     if deleting {
         remove.cancel();
     }
-    tokio::spawn(worker(ctx.clone(), instance, remove, shutdown.clone()));
+    tokio::spawn(worker(
+        ctx.clone(),
+        instance,
+        finished,
+        remove,
+        shutdown.clone(),
+    ));
 }
 
-/// Runs one Instance until it finishes, is removed (then stops its containers) or the
-/// agent shuts down (then leaves them running).
+/// Runs one Instance (unless `finished` already) until it is removed (then stops its
+/// containers and removes its volumes) or the agent shuts down (then leaves them).
 async fn worker(
     ctx: Arc<Ctx>,
     instance: Instance,
+    finished: bool,
     remove: CancellationToken,
     shutdown: CancellationToken,
 ) {
     let key = format!("{}/{}", instance.meta().namespace, instance.meta().name);
     if !remove.is_cancelled() {
+        // A finished Instance keeps its volumes until it is removed.
+        let run = async {
+            if !finished {
+                drive(&ctx, &instance).await;
+            }
+            std::future::pending::<()>().await;
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = remove.cancelled() => {}
-            _ = drive(&ctx, &instance) => return,
+            _ = run => {}
         }
     }
     if shutdown.is_cancelled() {
@@ -317,6 +372,9 @@ async fn worker(
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!(dir = %logs.display(), error = %e, "removing instance logs");
+    }
+    if let Err(e) = ctx.setup.volumes.remove(&instance).await {
+        tracing::warn!(instance = %key, error = %e, "removing the instance's volumes");
     }
     tracing::info!(instance = %key, "instance removed: containers stopped and deleted");
 }
@@ -577,6 +635,9 @@ fn config_of(ctx: &Ctx, instance: &Instance, c: &hypermesh_api::v1::Container) -
                 grace_of(instance).as_secs().to_string(),
             ),
         ]),
+        // Set per start by ContainerSetup::prepare.
+        user: None,
+        mounts: Vec::new(),
     }
 }
 
@@ -586,18 +647,20 @@ struct Exit {
     reason: String,
     message: String,
     started_at: Option<Timestamp>,
+    /// Its liveness probe failed and it was killed.
+    liveness_failed: bool,
 }
 
 /// Runs container `index` until it is done under `policy`; returns its last exit code.
 async fn run_container(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     instance: &Instance,
     index: usize,
     c: &hypermesh_api::v1::Container,
     policy: RestartPolicy,
-    shared: &Mutex<Shared>,
+    shared: &Arc<Mutex<Shared>>,
 ) -> i32 {
-    let mut config = config_of(ctx, instance, c);
+    let base = config_of(ctx, instance, c);
     let log_dir = log_dir_of(&ctx.log_dir, instance, &c.name);
     // Finished before an agent restart: do not run it again.
     {
@@ -613,11 +676,23 @@ async fn run_container(
     }
     let mut backoff = ctx.backoff;
     loop {
+        let mut launch = match ctx.setup.prepare(instance, index, c, base.clone()).await {
+            Ok(launch) => launch,
+            // A container an earlier agent left running is adopted as it is.
+            Err(_) if container::pid(&ctx.client, &base.id).await.is_ok() => Launch {
+                config: base.clone(),
+                probes: ContainerProbes::of(index, c).unwrap_or_default(),
+            },
+            Err(e) => {
+                config_error(ctx, instance, index, shared, &e).await;
+                continue;
+            }
+        };
         // One log per run: this one and the previous (`hmctl logs --previous`) are kept.
         let run = shared.lock().await.statuses[index].restart_count;
         crate::logs::prune_runs(&log_dir, 1);
-        config.log.file = crate::logs::run_log(&log_dir, run);
-        let exit = run_once(ctx, &config, index, shared, instance).await;
+        launch.config.log.file = crate::logs::run_log(&log_dir, run);
+        let exit = run_once(ctx, &launch.config, index, shared, instance, &launch.probes).await;
         let mut s = shared.lock().await;
         let terminated = ContainerState {
             terminated: Some(ContainerStateTerminated {
@@ -632,7 +707,10 @@ async fn run_container(
         };
         let status = &mut s.statuses[index];
         status.ready = false;
-        if !restarts(policy, exit.code) {
+        // As Kubernetes: a container its liveness probe killed restarts unless Never.
+        let restart =
+            restarts(policy, exit.code) || (exit.liveness_failed && policy != RestartPolicy::Never);
+        if !restart {
             status.state = Some(terminated);
             if s.statuses.len() > 1 {
                 publish(ctx, instance, &s).await;
@@ -663,11 +741,12 @@ async fn run_container(
 /// Creates (or adopts) and starts the container, reports it running, waits for its
 /// exit and deletes it. Retries while containerd is unreachable.
 async fn run_once(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     config: &ContainerConfig,
     index: usize,
-    shared: &Mutex<Shared>,
+    shared: &Arc<Mutex<Shared>>,
     instance: &Instance,
+    probes: &ContainerProbes,
 ) -> Exit {
     let client = &ctx.client;
     let start_error = |e: RuntimeError| Exit {
@@ -675,6 +754,7 @@ async fn run_once(
         reason: "StartError".into(),
         message: e.to_string(),
         started_at: None,
+        liveness_failed: false,
     };
     loop {
         let adopted = match container::create(client, config).await {
@@ -723,7 +803,8 @@ async fn run_once(
             });
             status.container_id = format!("containerd://{}", config.id);
             status.image = config.image.clone();
-            status.ready = true;
+            // Without a readiness probe a running container is ready.
+            status.ready = probes.readiness.is_none();
             if s.start_time.is_none() {
                 s.start_time = Some(started_at);
             }
@@ -731,6 +812,7 @@ async fn run_once(
             publish(ctx, instance, &s).await;
             started_at
         };
+        let probing = Probing::start(ctx, instance, index, shared, probes, &config.id);
         let exit = loop {
             match container::wait(client, &config.id).await {
                 Ok(exit) => break Ok(exit),
@@ -741,6 +823,7 @@ async fn run_once(
                 }
             }
         };
+        let liveness = probing.stop();
         // Read OOM state before delete removes the cgroup (wait already did).
         let deleted = loop {
             match container::delete(client, &config.id).await {
@@ -765,9 +848,126 @@ async fn run_once(
         return Exit {
             code: i32::try_from(exit.code).unwrap_or(i32::MAX),
             reason: exit.reason().to_string(),
-            message: String::new(),
+            liveness_failed: liveness.is_some(),
+            message: liveness.unwrap_or_default(),
             started_at: Some(started_at),
         };
+    }
+}
+
+/// Shows a container's spec problem as `CreateContainerConfigError` (transient ones are
+/// only logged), then waits before the next try.
+async fn config_error(
+    ctx: &Ctx,
+    instance: &Instance,
+    index: usize,
+    shared: &Mutex<Shared>,
+    error: &LaunchError,
+) {
+    if error.is_transient() {
+        tracing::debug!(error = %error, "preparing container; retrying");
+        tokio::time::sleep(RETRY).await;
+        return;
+    }
+    let waiting = ContainerStateWaiting {
+        reason: "CreateContainerConfigError".into(),
+        message: error.to_string(),
+    };
+    {
+        let mut s = shared.lock().await;
+        let status = &mut s.statuses[index];
+        if status.state.as_ref().and_then(|st| st.waiting.as_ref()) != Some(&waiting) {
+            tracing::info!(container = %status.name, error = %error, "container config error");
+            status.ready = false;
+            status.state = Some(ContainerState {
+                waiting: Some(waiting),
+                ..Default::default()
+            });
+            publish(ctx, instance, &s).await;
+        }
+    }
+    tokio::time::sleep(RETRY * 2).await;
+}
+
+/// The probes of one running container, on a task of their own: readiness flips are
+/// published as the container's `ready`; a liveness failure is recorded and the
+/// container stopped (SIGTERM, the grace period, SIGKILL), which ends the exit wait.
+struct Probing {
+    task: Option<tokio::task::JoinHandle<()>>,
+    liveness: Arc<std::sync::OnceLock<String>>,
+}
+
+impl Probing {
+    fn start(
+        ctx: &Arc<Ctx>,
+        instance: &Instance,
+        index: usize,
+        shared: &Arc<Mutex<Shared>>,
+        probes: &ContainerProbes,
+        id: &str,
+    ) -> Probing {
+        let liveness = Arc::new(std::sync::OnceLock::new());
+        if probes.readiness.is_none() && probes.liveness.is_none() {
+            return Probing {
+                task: None,
+                liveness,
+            };
+        }
+        let (ctx, instance, shared, probes) = (
+            ctx.clone(),
+            instance.clone(),
+            shared.clone(),
+            probes.clone(),
+        );
+        let target = probe::Target {
+            client: ctx.client.clone(),
+            container_id: id.to_string(),
+        };
+        let failed = liveness.clone();
+        let task = tokio::spawn(async move {
+            let on_ready = |ready: bool, why: String| {
+                let (ctx, instance, shared) = (ctx.clone(), instance.clone(), shared.clone());
+                async move {
+                    let mut s = shared.lock().await;
+                    tracing::info!(container = %s.statuses[index].name, ready, why, "readiness changed");
+                    s.statuses[index].ready = ready;
+                    publish(&ctx, &instance, &s).await;
+                }
+            };
+            let failure = probes.run(&target, on_ready).await;
+            tracing::info!(container = %target.container_id, failure, "killing the container");
+            let _ = failed.set(failure);
+            const SIGTERM: u32 = 15;
+            const SIGKILL: u32 = 9;
+            let id = &target.container_id;
+            if container::kill(&ctx.client, id, SIGTERM).await.is_ok()
+                && tokio::time::timeout(grace_of(&instance), container::wait(&ctx.client, id))
+                    .await
+                    .is_err()
+            {
+                let _ = container::kill(&ctx.client, id, SIGKILL).await;
+            }
+        });
+        Probing {
+            task: Some(task),
+            liveness,
+        }
+    }
+
+    /// Stops probing; the liveness failure that killed the container, if one did.
+    fn stop(mut self) -> Option<String> {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.liveness.get().cloned()
+    }
+}
+
+impl Drop for Probing {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 
@@ -827,8 +1027,9 @@ async fn publish(ctx: &Ctx, instance: &Instance, shared: &Shared) {
         if status.host_ip.is_empty() {
             status.host_ip = ctx.host_ip().await;
         }
-        // Ready: every container running and ready (no probes yet, so running = ready).
-        // The workload controller counts Instances as available from this condition.
+        // Ready: every container running and ready (its readiness probe passing, or
+        // running when it has none). The workload controller counts Instances as
+        // available from this condition.
         let ready = !status.container_statuses.is_empty()
             && status.container_statuses.iter().all(|c| c.ready)
             && status.phase == hypermesh_api::v1::InstancePhase::Running as i32;

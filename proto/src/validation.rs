@@ -304,7 +304,7 @@ fn validate_resources(errs: &mut FieldErrors, path: &str, r: &v1::ResourceRequir
     check_quantity(errs, &format!("{path}.gpu"), &r.gpu);
 }
 
-fn validate_probe(errs: &mut FieldErrors, path: &str, p: &v1::Probe) {
+fn validate_probe(errs: &mut FieldErrors, path: &str, p: &v1::Probe, liveness: bool) {
     match (&p.exec, &p.tcp_socket) {
         (Some(exec), None) if exec.command.is_empty() => {
             errs.required(format!("{path}.exec.command"))
@@ -313,6 +313,23 @@ fn validate_probe(errs: &mut FieldErrors, path: &str, p: &v1::Probe) {
         (Some(_), None) => {}
         _ => errs.invalid(path, "set exactly one of exec or tcpSocket"),
     }
+    if liveness && p.success_threshold > 1 {
+        errs.invalid(
+            format!("{path}.successThreshold"),
+            format!("{} must be 1 for a liveness probe", p.success_threshold),
+        );
+    }
+}
+
+/// Why `path` is not an absolute path without `.` or `..` components, if it is not.
+fn clean_absolute_path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return Some(format!("{path:?} must be an absolute path"));
+    }
+    if path.split('/').any(|part| part == ".." || part == ".") {
+        return Some(format!("{path:?} must not contain '.' or '..'"));
+    }
+    None
 }
 
 /// The fields an Instance and an Instance template share.
@@ -353,11 +370,10 @@ fn validate_placement(errs: &mut FieldErrors, path: &str, p: PlacementRef<'_>) {
                 Reason::FieldRequired,
                 "set one of emptyDir, hostPath or secret",
             ),
-            Some(v1::volume::Source::HostPath(h)) if !h.path.starts_with('/') => {
-                errs.invalid(
-                    format!("{vp}.hostPath.path"),
-                    format!("{:?} must be an absolute path", h.path),
-                );
+            Some(v1::volume::Source::HostPath(h)) => {
+                if let Some(problem) = clean_absolute_path_problem(&h.path) {
+                    errs.invalid(format!("{vp}.hostPath.path"), problem);
+                }
             }
             Some(v1::volume::Source::Secret(s)) => {
                 if let Some(problem) = dns_subdomain_problem(&s.secret_name) {
@@ -433,6 +449,7 @@ fn validate_placement(errs: &mut FieldErrors, path: &str, p: PlacementRef<'_>) {
         if let Some(r) = &c.resources {
             validate_resources(errs, &format!("{cp}.resources"), r);
         }
+        let mut mount_paths = BTreeSet::new();
         for (j, m) in c.volume_mounts.iter().enumerate() {
             let mp = format!("{cp}.volumeMounts[{j}]");
             if !volume_names.contains(m.name.as_str()) {
@@ -441,18 +458,22 @@ fn validate_placement(errs: &mut FieldErrors, path: &str, p: PlacementRef<'_>) {
                     format!("no volume named {:?} in volumes", m.name),
                 );
             }
-            if !m.mount_path.starts_with('/') {
+            if m.mount_path.is_empty() {
+                errs.required(format!("{mp}.mountPath"));
+            } else if let Some(problem) = clean_absolute_path_problem(&m.mount_path) {
+                errs.invalid(format!("{mp}.mountPath"), problem);
+            } else if !mount_paths.insert(m.mount_path.trim_end_matches('/')) {
                 errs.invalid(
                     format!("{mp}.mountPath"),
-                    format!("{:?} must be an absolute path", m.mount_path),
+                    format!("{:?} is mounted more than once", m.mount_path),
                 );
             }
         }
         if let Some(probe) = &c.liveness_probe {
-            validate_probe(errs, &format!("{cp}.livenessProbe"), probe);
+            validate_probe(errs, &format!("{cp}.livenessProbe"), probe, true);
         }
         if let Some(probe) = &c.readiness_probe {
-            validate_probe(errs, &format!("{cp}.readinessProbe"), probe);
+            validate_probe(errs, &format!("{cp}.readinessProbe"), probe, false);
         }
     }
     check_labels(errs, &format!("{path}.nodeSelector"), p.node_selector);
@@ -762,6 +783,12 @@ impl Validate for v1::Secret {
                     format!("spec.data[{k}]"),
                     "keys must be alphanumerics, '-', '_' or '.'",
                 );
+            } else if k == "." || k.starts_with("..") {
+                // Keys become file names in secret volumes.
+                errs.invalid(
+                    format!("spec.data[{k}]"),
+                    "keys must not be '.' or start with '..'",
+                );
             }
         }
     }
@@ -910,6 +937,125 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(fields(validate(&ns)), ["metadata.namespace"]);
+    }
+
+    fn instance(volumes: Vec<v1::Volume>, mounts: Vec<v1::VolumeMount>) -> v1::Instance {
+        v1::Instance {
+            metadata: Some(v1::ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::InstanceSpec {
+                containers: vec![v1::Container {
+                    name: "web".into(),
+                    image: "registry.local/web:1".into(),
+                    volume_mounts: mounts,
+                    ..Default::default()
+                }],
+                volumes,
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn mount(name: &str, path: &str) -> v1::VolumeMount {
+        v1::VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn volume_mounts_need_a_defined_volume_and_a_clean_absolute_path() {
+        let scratch = v1::Volume {
+            name: "scratch".into(),
+            source: Some(v1::volume::Source::EmptyDir(v1::EmptyDirVolume {})),
+        };
+        let host = |path: &str| v1::Volume {
+            name: "host".into(),
+            source: Some(v1::volume::Source::HostPath(v1::HostPathVolume {
+                path: path.into(),
+            })),
+        };
+        let good = instance(
+            vec![scratch.clone(), host("/var/data")],
+            vec![mount("scratch", "/scratch"), mount("host", "/data")],
+        );
+        assert_eq!(validate(&good), Ok(()));
+        let bad = instance(
+            vec![scratch.clone(), host("/var/../etc")],
+            vec![
+                mount("nothing", "/a"),
+                mount("scratch", "relative"),
+                mount("scratch", "/x/../../etc"),
+                mount("scratch", ""),
+                mount("host", "/b"),
+                mount("scratch", "/b/"),
+            ],
+        );
+        let err = validate(&bad).expect_err("invalid");
+        assert_eq!(
+            err.0.iter().map(|f| f.field.as_str()).collect::<Vec<_>>(),
+            [
+                "spec.volumes[1].hostPath.path",
+                "spec.containers[0].volumeMounts[0].name",
+                "spec.containers[0].volumeMounts[1].mountPath",
+                "spec.containers[0].volumeMounts[2].mountPath",
+                "spec.containers[0].volumeMounts[3].mountPath",
+                "spec.containers[0].volumeMounts[5].mountPath",
+            ]
+        );
+        assert!(
+            err.to_string()
+                .contains("\"/x/../../etc\" must not contain"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("mounted more than once"), "{err}");
+    }
+
+    #[test]
+    fn liveness_probes_succeed_once() {
+        let mut i = instance(vec![], vec![]);
+        let c = &mut i.spec.as_mut().unwrap().containers[0];
+        let probe = v1::Probe {
+            tcp_socket: Some(v1::TcpSocketAction { port: 8080 }),
+            success_threshold: 2,
+            ..Default::default()
+        };
+        c.readiness_probe = Some(probe.clone());
+        assert_eq!(validate(&i), Ok(()));
+        i.spec.as_mut().unwrap().containers[0].liveness_probe = Some(probe);
+        assert_eq!(
+            fields(validate(&i)),
+            ["spec.containers[0].livenessProbe.successThreshold"]
+        );
+    }
+
+    #[test]
+    fn secret_keys_are_file_names() {
+        let secret = |key: &str| v1::Secret {
+            metadata: Some(v1::ObjectMeta {
+                name: "creds".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::SecretSpec {
+                data: [(key.to_string(), b"x".to_vec())].into(),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        assert_eq!(validate(&secret("tls.crt")), Ok(()));
+        assert_eq!(validate(&secret(".hidden")), Ok(()));
+        for bad in [".", "..", "..data", "a/b"] {
+            assert_eq!(
+                fields(validate(&secret(bad))),
+                [format!("spec.data[{bad}]")]
+            );
+        }
     }
 
     #[test]

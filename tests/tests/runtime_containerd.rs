@@ -108,6 +108,7 @@ async fn runs_a_container_with_limits_and_cleans_up() {
         pids_limit: Some(32),
         log: log_sink(logs.path()),
         labels: HashMap::from([("hypermesh.io/instance".into(), "default/echo".into())]),
+        ..Default::default()
     };
     let pid = container::create(&client, &config)
         .await

@@ -1,14 +1,14 @@
-//! Containers: a [`ContainerConfig`] becomes an OCI runtime spec (process, mounts,
-//! namespaces, cgroup cpu/memory/pids limits), a container record, a writable snapshot
-//! on top of the image, and a runc task whose stdout/stderr go to `hm-logger` (a
-//! [`LogSink`]).
+//! Containers: a [`ContainerConfig`] becomes an OCI runtime spec (process and its user,
+//! mounts incl. bind-mounted volumes, namespaces, cgroup cpu/memory/pids limits), a
+//! container record, a writable snapshot on top of the image, and a runc task whose
+//! stdout/stderr go to `hm-logger` (a [`LogSink`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, KillRequest, StartRequest, WaitRequest,
+    DeleteTaskRequest, GetRequest, KillRequest, StartRequest, WaitRequest,
     container::Runtime,
     containers_client::ContainersClient,
     snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest, snapshots_client::SnapshotsClient},
@@ -50,10 +50,54 @@ pub struct ContainerConfig {
     pub memory: Option<Quantity>,
     /// Maximum number of processes in the container.
     pub pids_limit: Option<i64>,
+    /// The user the process runs as; `None`: the image's user when numeric, else root.
+    pub user: Option<ProcessUser>,
+    /// Host directories or files bind-mounted into the container (volumes).
+    pub mounts: Vec<BindMount>,
     /// Where stdout and stderr are written.
     pub log: LogSink,
     /// Labels on the container record (e.g. the owning Instance).
     pub labels: HashMap<String, String>,
+}
+
+/// A numeric user and group the container's process runs as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl ProcessUser {
+    /// Parses `uid` or `uid:gid` (both numeric; the group is 0 when not given). `None`
+    /// for anything else, e.g. a user name, which would need the image's /etc/passwd.
+    pub fn parse(text: &str) -> Option<ProcessUser> {
+        let number = |t: &str| {
+            (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| t.parse::<u32>().ok())
+                .flatten()
+        };
+        match text.split_once(':') {
+            Some((uid, gid)) => Some(ProcessUser {
+                uid: number(uid)?,
+                gid: number(gid)?,
+            }),
+            None => Some(ProcessUser {
+                uid: number(text)?,
+                gid: 0,
+            }),
+        }
+    }
+}
+
+/// A host path bind-mounted into the container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindMount {
+    /// The host directory or file.
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub destination: String,
+    /// Mounted read-only.
+    pub read_only: bool,
 }
 
 /// A container's output destination: containerd's runc shim starts `logger` with the
@@ -211,6 +255,35 @@ pub fn runtime_spec(
         )));
     }
 
+    let user = match config.user {
+        Some(user) => user,
+        None if defaults.user.is_empty() => ProcessUser::default(),
+        None => ProcessUser::parse(&defaults.user).ok_or_else(|| {
+            RuntimeError::InvalidConfig(format!(
+                "{}: the image's user {:?} is not a numeric uid[:gid]",
+                config.id, defaults.user
+            ))
+        })?,
+    };
+    let mut mounts = default_mounts();
+    for m in sorted_by_depth(&config.mounts) {
+        if !m.destination.starts_with('/') || !m.source.is_absolute() {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "{}: bind mount {} -> {:?} needs absolute paths",
+                config.id,
+                m.source.display(),
+                m.destination
+            )));
+        }
+        let access = if m.read_only { "ro" } else { "rw" };
+        mounts.push(json!({
+            "destination": m.destination,
+            "type": "bind",
+            "source": m.source,
+            "options": ["rbind", "rprivate", access],
+        }));
+    }
+
     let mut resources = json!({
         "devices": [{"allow": false, "access": "rwm"}],
     });
@@ -267,7 +340,7 @@ pub fn runtime_spec(
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": false,
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": user.uid, "gid": user.gid},
             "args": argv,
             "env": env,
             "cwd": cwd,
@@ -281,22 +354,7 @@ pub fn runtime_spec(
         },
         "root": {"path": "rootfs", "readonly": false},
         "hostname": "",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
-        ],
+        "mounts": mounts,
         "linux": {
             "resources": resources,
             "cgroupsPath": cgroup_path(&config.id),
@@ -314,6 +372,39 @@ pub fn runtime_spec(
             ],
         },
     }))
+}
+
+/// The kernel file systems every container gets.
+fn default_mounts() -> Vec<Value> {
+    vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ]
+}
+
+/// Parents before children (fewer path components first), so a volume mounted below
+/// another one is not hidden by it; the given order otherwise.
+fn sorted_by_depth(mounts: &[BindMount]) -> Vec<&BindMount> {
+    let mut sorted: Vec<&BindMount> = mounts.iter().collect();
+    sorted.sort_by_key(|m| {
+        m.destination
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .count()
+    });
+    sorted
 }
 
 /// Creates the container, its writable snapshot and its (not yet started) task; returns
@@ -400,6 +491,22 @@ pub async fn start(client: &RuntimeClient, id: &str) -> Result<u32, RuntimeError
         .map_err(RuntimeError::call("tasks.start"))?
         .into_inner()
         .pid)
+}
+
+/// The host pid of the task's init process (e.g. to enter its namespaces).
+pub async fn pid(client: &RuntimeClient, id: &str) -> Result<u32, RuntimeError> {
+    TasksClient::new(client.channel())
+        .get(client.request(GetRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        }))
+        .await
+        .map_err(RuntimeError::call("tasks.get"))?
+        .into_inner()
+        .process
+        .map(|p| p.pid)
+        .filter(|pid| *pid > 0)
+        .ok_or_else(|| RuntimeError::InvalidConfig(format!("{id}: the task has no process")))
 }
 
 /// Waits until the task exits (returns at once if it already has).
@@ -561,6 +668,75 @@ mod tests {
         let mut image = busybox();
         image.config.cmd.clear();
         assert!(runtime_spec(&config(), &image).is_err());
+    }
+
+    #[test]
+    fn users_are_numeric_uid_and_gid() {
+        let user = |uid, gid| Some(ProcessUser { uid, gid });
+        assert_eq!(ProcessUser::parse("1000"), user(1000, 0));
+        assert_eq!(ProcessUser::parse("1000:50"), user(1000, 50));
+        assert_eq!(ProcessUser::parse("0:0"), user(0, 0));
+        for bad in [
+            "",
+            "nobody",
+            "1000:staff",
+            ":5",
+            "5:",
+            "-1",
+            "+7",
+            "99999999999",
+            "1:2:3",
+        ] {
+            assert_eq!(ProcessUser::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_user_comes_from_the_config_then_the_image() {
+        let spec = runtime_spec(&config(), &busybox()).expect("spec");
+        assert_eq!(spec["process"]["user"], json!({"uid": 0, "gid": 0}));
+        let mut image = busybox();
+        image.config.user = "65534:65534".into();
+        let spec = runtime_spec(&config(), &image).expect("spec");
+        assert_eq!(spec["process"]["user"], json!({"uid": 65534, "gid": 65534}));
+        let mut c = config();
+        c.user = Some(ProcessUser { uid: 1000, gid: 7 });
+        let spec = runtime_spec(&c, &image).expect("spec");
+        assert_eq!(spec["process"]["user"], json!({"uid": 1000, "gid": 7}));
+        image.config.user = "www-data".into();
+        assert!(matches!(
+            runtime_spec(&config(), &image),
+            Err(RuntimeError::InvalidConfig(m)) if m.contains("www-data")
+        ));
+    }
+
+    #[test]
+    fn volumes_are_bind_mounts_parents_first() {
+        let mut c = config();
+        let bind = |source: &str, destination: &str, read_only| BindMount {
+            source: source.into(),
+            destination: destination.into(),
+            read_only,
+        };
+        c.mounts = vec![
+            bind("/host/b", "/data/cache", false),
+            bind("/host/a", "/data", true),
+        ];
+        let spec = runtime_spec(&c, &busybox()).expect("spec");
+        let mounts = spec["mounts"].as_array().expect("mounts");
+        let binds: Vec<&Value> = mounts.iter().filter(|m| m["type"] == "bind").collect();
+        assert_eq!(
+            binds,
+            [
+                &json!({"destination": "/data", "type": "bind", "source": "/host/a",
+                        "options": ["rbind", "rprivate", "ro"]}),
+                &json!({"destination": "/data/cache", "type": "bind", "source": "/host/b",
+                        "options": ["rbind", "rprivate", "rw"]}),
+            ]
+        );
+        assert!(mounts.iter().any(|m| m["destination"] == "/proc"));
+        c.mounts = vec![bind("host", "/data", false)];
+        assert!(runtime_spec(&c, &busybox()).is_err());
     }
 
     #[test]

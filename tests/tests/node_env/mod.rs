@@ -24,6 +24,8 @@ pub struct Env {
     pub containerd: PrivateContainerd,
     pub agent: Option<Agent>,
     pub log_dir: tempfile::TempDir,
+    /// The agent's `--secrets-dir`, on tmpfs (/dev/shm).
+    pub secrets_dir: tempfile::TempDir,
     _state: tempfile::TempDir,
     _images: tempfile::TempDir,
 }
@@ -45,6 +47,10 @@ impl Env {
         .expect("copy archive");
         let state = tempfile::tempdir().expect("state dir");
         let log_dir = tempfile::tempdir().expect("log dir");
+        let secrets_dir = tempfile::Builder::new()
+            .prefix("hm-secrets-")
+            .tempdir_in("/dev/shm")
+            .expect("secrets dir on tmpfs");
         let mut config = agent_support::config(
             server.url(),
             NODE,
@@ -54,6 +60,7 @@ impl Env {
         config.image_dir = Some(images.path().to_path_buf());
         config.log_dir = Some(log_dir.path().to_path_buf());
         config.restart_backoff = Duration::from_millis(200);
+        config.secrets_dir = secrets_dir.path().to_path_buf();
         tune(&mut config);
         let agent = Agent::start(config);
         let nodes = server.api::<Node>();
@@ -68,6 +75,7 @@ impl Env {
             containerd,
             agent: Some(agent),
             log_dir,
+            secrets_dir,
             _state: state,
             _images: images,
         }
@@ -188,6 +196,35 @@ impl Env {
         let config = agent.config.clone();
         agent.stop().await;
         config
+    }
+
+    /// Creates `spec` as Instance `default/<name>` and binds it to the node.
+    pub async fn run_spec(&self, name: &str, spec: v1::InstanceSpec) -> Instance {
+        let instance = Instance {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(spec),
+            status: None,
+        };
+        let instances = self.instances();
+        instances.create(&instance).await.expect("create instance");
+        instances
+            .bind(BindRequest {
+                namespace: "default".into(),
+                name: name.into(),
+                node_name: NODE.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("bind instance")
+    }
+
+    /// The agent's emptyDir root (`<state dir>/volumes`).
+    pub fn volumes_dir(&self) -> std::path::PathBuf {
+        self._state.path().join("volumes")
     }
 
     pub async fn stop(mut self) {

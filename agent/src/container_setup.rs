@@ -1,0 +1,105 @@
+//! What each start of a container needs beyond the [`ContainerConfig`] built from its
+//! spec: the process user (the spec's `uid[:gid]`, else the image's when numeric), the
+//! node's pids limit, the volume mounts and the probes. Failures the spec causes (a
+//! non-numeric user, a missing hostPath or Secret) are the Instance owner's to fix: the
+//! reconciler shows them as the container's `CreateContainerConfigError` and retries;
+//! transient ones (apiserver or containerd unreachable) are retried quietly.
+
+use hypermesh_api::v1::{self, Instance};
+
+use crate::probe::{ContainerProbes, ProbeError};
+use crate::runtime::container::ProcessUser;
+use crate::runtime::{ContainerConfig, RuntimeClient, RuntimeError, image};
+use crate::volumes::{InstanceVolumes, VolumeError};
+
+/// Why a container cannot be started as its spec says.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// `containers[i].user` is not a numeric `uid[:gid]`.
+    #[error("containers[{index}].user: {user:?} is not a numeric uid[:gid]")]
+    User { index: usize, user: String },
+    /// No user in the spec, and the image's user is a name, not a number.
+    #[error(
+        "containers[{index}].user is not set and image {image} runs as {user:?}, which is \
+         not a numeric uid[:gid]: set containers[{index}].user"
+    )]
+    ImageUser {
+        index: usize,
+        image: String,
+        user: String,
+    },
+    /// A volume could not be set up.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    /// A probe cannot be run.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// containerd could not be asked about the image (retried).
+    #[error("reading the image's config: {0}")]
+    Runtime(#[source] RuntimeError),
+}
+
+impl LaunchError {
+    /// True when retrying may help without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LaunchError::Volume(e) => e.is_transient(),
+            LaunchError::Runtime(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A container ready to be created: its full config and its probes.
+#[derive(Debug)]
+pub struct Launch {
+    pub config: ContainerConfig,
+    pub probes: ContainerProbes,
+}
+
+/// Node-wide settings and the volume directories, shared by every container start.
+pub struct ContainerSetup {
+    pub client: RuntimeClient,
+    pub volumes: InstanceVolumes,
+    /// Every container's pids limit (`--pids-limit`).
+    pub pids_limit: Option<i64>,
+}
+
+impl ContainerSetup {
+    /// Completes `config` (for container `index` of `instance`, spec `c`): user, pids
+    /// limit, volume mounts (setting the volumes up) and probes.
+    pub async fn prepare(
+        &self,
+        instance: &Instance,
+        index: usize,
+        c: &v1::Container,
+        mut config: ContainerConfig,
+    ) -> Result<Launch, LaunchError> {
+        let probes = ContainerProbes::of(index, c)?;
+        config.user = Some(self.user(index, c).await?);
+        config.pids_limit = self.pids_limit;
+        config.mounts = self.volumes.mounts(instance, c).await?;
+        Ok(Launch { config, probes })
+    }
+
+    async fn user(&self, index: usize, c: &v1::Container) -> Result<ProcessUser, LaunchError> {
+        if !c.user.is_empty() {
+            return ProcessUser::parse(&c.user).ok_or_else(|| LaunchError::User {
+                index,
+                user: c.user.clone(),
+            });
+        }
+        let image = image::resolve(&self.client, &c.image)
+            .await
+            .map_err(LaunchError::Runtime)?;
+        let user = &image.config.user;
+        if user.is_empty() {
+            return Ok(ProcessUser::default());
+        }
+        ProcessUser::parse(user).ok_or_else(|| LaunchError::ImageUser {
+            index,
+            image: c.image.clone(),
+            user: user.clone(),
+        })
+    }
+}

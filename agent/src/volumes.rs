@@ -1,0 +1,614 @@
+//! Instance volumes on the host, handed to containers as bind mounts: an emptyDir is a
+//! directory under `<state_dir>/volumes`, a secret volume is the Secret's keys written as
+//! files (mode 0400) under `--secrets-dir`, which must be a tmpfs so secrets never reach
+//! a disk, and a hostPath is checked to exist. An Instance's directories are named
+//! `<namespace>_<name>_<uid>` in both places, so they are removed with the Instance and,
+//! after an agent restart, recognised by uid and removed once the Instance is gone.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use hypermesh_api::v1::{self, Instance, Secret, volume::Source};
+use hypermesh_api::{Api, Resource};
+use tokio::sync::Mutex;
+
+use crate::runtime::container::BindMount;
+
+/// Mode of each secret file: readable by its owner (root) only.
+const SECRET_FILE_MODE: u32 = 0o400;
+/// Mode of an emptyDir: writable by any user the container runs as (as Kubernetes).
+const EMPTY_DIR_MODE: u32 = 0o777;
+/// Prefix of a secret file while it is written (Secret keys cannot start with `..`).
+const TEMP_PREFIX: &str = "..tmp-";
+/// `statfs` magic numbers of the memory-backed file systems secrets may live on.
+const TMPFS_MAGIC: rustix::fs::FsWord = 0x0102_1994;
+const RAMFS_MAGIC: rustix::fs::FsWord = 0x8584_58f6;
+
+/// Why a container's volumes could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// A volume mount names a volume the Instance does not define.
+    #[error("volume mount {0:?}: no volume of that name in spec.volumes")]
+    Undefined(String),
+    /// A volume sets none of emptyDir, hostPath or secret.
+    #[error("volume {0:?}: set one of emptyDir, hostPath or secret")]
+    NoSource(String),
+    /// A mount path that is relative or climbs out with `..`.
+    #[error("volume mount {volume:?}: mount path {path:?} must be absolute, without '..'")]
+    MountPath { volume: String, path: String },
+    /// A hostPath that is relative or climbs out with `..`.
+    #[error("volume {volume:?}: hostPath {path:?} must be absolute, without '..'")]
+    HostPathInvalid { volume: String, path: String },
+    /// A hostPath that does not exist on this node.
+    #[error("volume {volume:?}: hostPath {path:?} does not exist on this node")]
+    HostPathMissing { volume: String, path: String },
+    /// The Secret a secret volume names is not in the Instance's namespace.
+    #[error("secret {0:?} not found")]
+    SecretNotFound(String),
+    /// A Secret key that cannot be a file name.
+    #[error("secret {secret:?}: key {key:?} cannot be used as a file name")]
+    SecretKey { secret: String, key: String },
+    /// `--secrets-dir` is not memory-backed.
+    #[error(
+        "secret volume {volume:?}: {} is not on tmpfs and secrets are never written to disk: \
+         point the agent's --secrets-dir at a tmpfs",
+        .dir.display()
+    )]
+    NotTmpfs { volume: String, dir: PathBuf },
+    /// The Secret could not be read from the apiserver (retried).
+    #[error("reading secret {name:?}: {source}")]
+    Api {
+        name: String,
+        #[source]
+        source: tonic::Status,
+    },
+    /// A host file or directory could not be inspected, created, written or removed.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking file task panicked.
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl VolumeError {
+    /// True for failures worth retrying quietly (the apiserver unreachable), as opposed
+    /// to ones the Instance's owner has to see and fix.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            VolumeError::Api { source, .. } => source.code() != tonic::Code::PermissionDenied,
+            VolumeError::Task(_) => true,
+            _ => false,
+        }
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
+        move |source| VolumeError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The volume directories of the Instances on this node.
+pub struct InstanceVolumes {
+    secrets: Api<Secret>,
+    empty_dir_root: PathBuf,
+    secrets_root: PathBuf,
+    /// Serialises secret writes: two containers of one Instance start at once.
+    writing: Mutex<()>,
+}
+
+impl InstanceVolumes {
+    /// emptyDirs under `empty_dir_root`, secrets (read through `secrets`) under
+    /// `secrets_root`; both are created when first needed.
+    pub fn new(secrets: Api<Secret>, empty_dir_root: PathBuf, secrets_root: PathBuf) -> Self {
+        InstanceVolumes {
+            secrets,
+            empty_dir_root,
+            secrets_root,
+            writing: Mutex::new(()),
+        }
+    }
+
+    /// Sets up every volume `container` mounts (creating emptyDirs, checking hostPaths,
+    /// writing Secrets afresh) and returns its bind mounts.
+    pub async fn mounts(
+        &self,
+        instance: &Instance,
+        container: &v1::Container,
+    ) -> Result<Vec<BindMount>, VolumeError> {
+        let volumes = instance
+            .spec
+            .as_ref()
+            .map(|s| s.volumes.as_slice())
+            .unwrap_or(&[]);
+        let mut mounts = Vec::with_capacity(container.volume_mounts.len());
+        for m in &container.volume_mounts {
+            let volume = volumes
+                .iter()
+                .find(|v| v.name == m.name)
+                .ok_or_else(|| VolumeError::Undefined(m.name.clone()))?;
+            if !clean_absolute(&m.mount_path) {
+                return Err(VolumeError::MountPath {
+                    volume: m.name.clone(),
+                    path: m.mount_path.clone(),
+                });
+            }
+            let (source, read_only) = match &volume.source {
+                None => return Err(VolumeError::NoSource(volume.name.clone())),
+                Some(Source::EmptyDir(_)) => {
+                    (self.empty_dir(instance, &volume.name).await?, m.read_only)
+                }
+                Some(Source::HostPath(h)) => (host_path(&volume.name, &h.path).await?, m.read_only),
+                Some(Source::Secret(s)) => (
+                    self.secret(instance, &volume.name, &s.secret_name).await?,
+                    true,
+                ),
+            };
+            mounts.push(BindMount {
+                source,
+                destination: m.mount_path.clone(),
+                read_only,
+            });
+        }
+        Ok(mounts)
+    }
+
+    /// Removes the Instance's emptyDirs and secret files (its containers must be gone).
+    pub async fn remove(&self, instance: &Instance) -> Result<(), VolumeError> {
+        let name = dir_name(instance);
+        remove_dirs(vec![
+            self.empty_dir_root.join(&name),
+            self.secrets_root.join(&name),
+        ])
+        .await
+    }
+
+    /// The volume directories of Instances whose uid is not in `live`: left behind by
+    /// Instances deleted while the agent was not watching.
+    pub async fn stale(&self, live: &HashSet<String>) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for root in [&self.empty_dir_root, &self.secrets_root] {
+            let Ok(mut entries) = tokio::fs::read_dir(root).await else {
+                continue;
+            };
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let name = entry.file_name();
+                let Some(uid) = name.to_str().and_then(uid_of_dir) else {
+                    continue;
+                };
+                if !live.contains(uid) {
+                    out.push(entry.path());
+                }
+            }
+        }
+        out
+    }
+
+    async fn empty_dir(&self, instance: &Instance, volume: &str) -> Result<PathBuf, VolumeError> {
+        let dir = self.empty_dir_root.join(dir_name(instance)).join(volume);
+        let path = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .create(&path)
+                .map_err(VolumeError::io(&path))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(EMPTY_DIR_MODE))
+                .map_err(VolumeError::io(&path))
+        })
+        .await??;
+        Ok(dir)
+    }
+
+    async fn secret(
+        &self,
+        instance: &Instance,
+        volume: &str,
+        secret_name: &str,
+    ) -> Result<PathBuf, VolumeError> {
+        let secret = match self
+            .secrets
+            .get(&instance.meta().namespace, secret_name)
+            .await
+        {
+            Ok(secret) => secret,
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                return Err(VolumeError::SecretNotFound(secret_name.to_string()));
+            }
+            Err(source) => {
+                return Err(VolumeError::Api {
+                    name: secret_name.to_string(),
+                    source,
+                });
+            }
+        };
+        let data = secret.spec.map(|s| s.data).unwrap_or_default();
+        if let Some(key) = data.keys().find(|k| !usable_key(k)) {
+            return Err(VolumeError::SecretKey {
+                secret: secret_name.to_string(),
+                key: key.clone(),
+            });
+        }
+        let root = self.secrets_root.clone();
+        let dir = root.join(dir_name(instance)).join(volume);
+        let volume = volume.to_string();
+        let target = dir.clone();
+        let _writing = self.writing.lock().await;
+        tokio::task::spawn_blocking(move || {
+            private_dir(&root)?;
+            if !memory_backed(&root)? {
+                return Err(VolumeError::NotTmpfs { volume, dir: root });
+            }
+            if let Some(parent) = target.parent() {
+                private_dir(parent)?;
+            }
+            write_secret_files(&target, &data)
+        })
+        .await??;
+        Ok(dir)
+    }
+}
+
+/// `<namespace>_<name>_<uid>`: namespaces and names are DNS names, so the uid is what
+/// follows the last `_`.
+fn dir_name(instance: &Instance) -> String {
+    let m = instance.meta();
+    format!("{}_{}_{}", m.namespace, m.name, m.uid)
+}
+
+/// The uid in a directory name made by [`dir_name`].
+fn uid_of_dir(name: &str) -> Option<&str> {
+    let (rest, uid) = name.rsplit_once('_')?;
+    (rest.contains('_') && !uid.is_empty()).then_some(uid)
+}
+
+/// Absolute and without `.` or `..` components.
+fn clean_absolute(path: &str) -> bool {
+    path.starts_with('/') && !path.split('/').any(|part| part == ".." || part == ".")
+}
+
+/// A Secret key that is a plain file name in the volume directory.
+fn usable_key(key: &str) -> bool {
+    !key.is_empty()
+        && key != "."
+        && !key.starts_with("..")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Checks that a hostPath is usable: absolute, no `..`, and present on this node.
+async fn host_path(volume: &str, path: &str) -> Result<PathBuf, VolumeError> {
+    if !clean_absolute(path) {
+        return Err(VolumeError::HostPathInvalid {
+            volume: volume.to_string(),
+            path: path.to_string(),
+        });
+    }
+    match tokio::fs::metadata(path).await {
+        Ok(_) => Ok(PathBuf::from(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(VolumeError::HostPathMissing {
+            volume: volume.to_string(),
+            path: path.to_string(),
+        }),
+        Err(source) => Err(VolumeError::Io {
+            path: PathBuf::from(path),
+            source,
+        }),
+    }
+}
+
+/// Creates `dir` (and parents) readable by root only.
+fn private_dir(dir: &Path) -> Result<(), VolumeError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(VolumeError::io(dir))
+}
+
+/// True when `dir` is on tmpfs or ramfs.
+fn memory_backed(dir: &Path) -> Result<bool, VolumeError> {
+    let stat = rustix::fs::statfs(dir).map_err(|e| VolumeError::Io {
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok(matches!(stat.f_type, TMPFS_MAGIC | RAMFS_MAGIC))
+}
+
+/// Makes `dir` hold exactly one file per key (mode 0400), each replaced atomically.
+fn write_secret_files(dir: &Path, data: &BTreeMap<String, Vec<u8>>) -> Result<(), VolumeError> {
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .recursive(true)
+        .create(dir)
+        .map_err(VolumeError::io(dir))?;
+    for (key, value) in data {
+        let temp = dir.join(format!("{TEMP_PREFIX}{key}"));
+        let _ = std::fs::remove_file(&temp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(SECRET_FILE_MODE)
+            .open(&temp)
+            .map_err(VolumeError::io(&temp))?;
+        file.write_all(value).map_err(VolumeError::io(&temp))?;
+        drop(file);
+        let path = dir.join(key);
+        std::fs::rename(&temp, &path).map_err(VolumeError::io(&path))?;
+    }
+    // Keys removed from the Secret since the last write.
+    for entry in std::fs::read_dir(dir).map_err(VolumeError::io(dir))? {
+        let entry = entry.map_err(VolumeError::io(dir))?;
+        let keep = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| data.contains_key(n));
+        if !keep {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(VolumeError::io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes directories and everything in them (symlinks inside are removed, never
+/// followed); missing ones are fine.
+pub async fn remove_dirs(dirs: Vec<PathBuf>) -> Result<(), VolumeError> {
+    tokio::task::spawn_blocking(move || {
+        for dir in dirs {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(VolumeError::Io { path: dir, source }),
+            }
+        }
+        Ok(())
+    })
+    .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hypermesh_api::v1::ObjectMeta;
+
+    fn instance(uid: &str, volumes: Vec<v1::Volume>) -> Instance {
+        Instance {
+            metadata: Some(ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                uid: uid.into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::InstanceSpec {
+                volumes,
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn volume(name: &str, source: Source) -> v1::Volume {
+        v1::Volume {
+            name: name.into(),
+            source: Some(source),
+        }
+    }
+
+    fn mount(name: &str, path: &str, read_only: bool) -> v1::VolumeMount {
+        v1::VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            read_only,
+        }
+    }
+
+    /// Volumes over a secrets client that is never called (no secret volumes used).
+    fn volumes(root: &Path) -> InstanceVolumes {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        InstanceVolumes::new(
+            Api::new(channel),
+            root.join("volumes"),
+            root.join("secrets"),
+        )
+    }
+
+    #[tokio::test]
+    async fn empty_dirs_and_host_paths_become_bind_mounts() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let v = volumes(root.path());
+        let host = root.path().join("host.txt");
+        std::fs::write(&host, "x").expect("host file");
+        let i = instance(
+            "u1",
+            vec![
+                volume("scratch", Source::EmptyDir(v1::EmptyDirVolume {})),
+                volume(
+                    "conf",
+                    Source::HostPath(v1::HostPathVolume {
+                        path: host.display().to_string(),
+                    }),
+                ),
+            ],
+        );
+        let c = v1::Container {
+            volume_mounts: vec![
+                mount("scratch", "/scratch", false),
+                mount("conf", "/etc/conf", true),
+            ],
+            ..Default::default()
+        };
+        let mounts = v.mounts(&i, &c).await.expect("mounts");
+        let scratch = root.path().join("volumes/default_web_u1/scratch");
+        assert_eq!(
+            mounts,
+            [
+                BindMount {
+                    source: scratch.clone(),
+                    destination: "/scratch".into(),
+                    read_only: false
+                },
+                BindMount {
+                    source: host.clone(),
+                    destination: "/etc/conf".into(),
+                    read_only: true
+                },
+            ]
+        );
+        let mode = std::fs::metadata(&scratch)
+            .expect("emptyDir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, EMPTY_DIR_MODE);
+        std::fs::write(scratch.join("data"), "kept").expect("write");
+        // A second container (or a restart) sees the same directory and its data.
+        v.mounts(&i, &c).await.expect("again");
+        assert_eq!(
+            std::fs::read_to_string(scratch.join("data"))
+                .ok()
+                .as_deref(),
+            Some("kept")
+        );
+
+        v.remove(&i).await.expect("remove");
+        assert!(!root.path().join("volumes/default_web_u1").exists());
+        assert!(host.exists(), "a hostPath is never removed");
+    }
+
+    #[tokio::test]
+    async fn bad_host_paths_and_mounts_name_the_volume_and_path() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let v = volumes(root.path());
+        let i = instance(
+            "u1",
+            vec![volume(
+                "data",
+                Source::HostPath(v1::HostPathVolume {
+                    path: "/no/such/hypermesh/path".into(),
+                }),
+            )],
+        );
+        let with = |m| v1::Container {
+            volume_mounts: vec![m],
+            ..Default::default()
+        };
+        let err = v
+            .mounts(&i, &with(mount("data", "/data", false)))
+            .await
+            .expect_err("missing");
+        assert!(matches!(err, VolumeError::HostPathMissing { .. }));
+        assert_eq!(
+            err.to_string(),
+            "volume \"data\": hostPath \"/no/such/hypermesh/path\" does not exist on this node"
+        );
+        assert!(!err.is_transient());
+        let err = v
+            .mounts(&i, &with(mount("other", "/x", false)))
+            .await
+            .expect_err("undefined");
+        assert!(matches!(err, VolumeError::Undefined(n) if n == "other"));
+        let err = v
+            .mounts(&i, &with(mount("data", "/a/../etc", false)))
+            .await
+            .expect_err("climbs");
+        assert!(matches!(err, VolumeError::MountPath { .. }));
+        let dotted = instance(
+            "u2",
+            vec![volume(
+                "data",
+                Source::HostPath(v1::HostPathVolume {
+                    path: "/tmp/../etc".into(),
+                }),
+            )],
+        );
+        let err = v
+            .mounts(&dotted, &with(mount("data", "/data", false)))
+            .await
+            .expect_err("..");
+        assert!(matches!(err, VolumeError::HostPathInvalid { .. }));
+    }
+
+    #[test]
+    fn secret_files_are_written_0400_and_replaced_exactly() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = root.path().join("s");
+        let data: BTreeMap<String, Vec<u8>> = [
+            ("password".to_string(), b"hunter2".to_vec()),
+            ("tls.crt".to_string(), b"---".to_vec()),
+        ]
+        .into();
+        write_secret_files(&dir, &data).expect("write");
+        let read = |k: &str| std::fs::read(dir.join(k)).ok();
+        assert_eq!(read("password").as_deref(), Some(&b"hunter2"[..]));
+        let mode = std::fs::metadata(dir.join("password"))
+            .expect("file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, SECRET_FILE_MODE);
+        let data: BTreeMap<String, Vec<u8>> = [("password".to_string(), b"new".to_vec())].into();
+        write_secret_files(&dir, &data).expect("rewrite");
+        assert_eq!(read("password").as_deref(), Some(&b"new"[..]));
+        assert_eq!(read("tls.crt"), None, "a removed key's file goes");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["password"], "no temporary files left");
+    }
+
+    #[test]
+    fn keys_must_be_plain_file_names() {
+        for ok in ["password", "tls.crt", ".hidden", "a-b_c"] {
+            assert!(usable_key(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "..data", "a/b", "../x", "ä"] {
+            assert!(!usable_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_memory_backed_dirs_hold_secrets() {
+        assert!(memory_backed(Path::new("/dev/shm")).expect("statfs /dev/shm"));
+        assert!(!memory_backed(Path::new("/proc")).expect("statfs /proc"));
+    }
+
+    #[tokio::test]
+    async fn stale_dirs_are_the_ones_of_instances_not_live() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let v = volumes(root.path());
+        let c = v1::Container {
+            volume_mounts: vec![mount("scratch", "/scratch", false)],
+            ..Default::default()
+        };
+        for uid in ["live-1", "gone-2"] {
+            let i = instance(
+                uid,
+                vec![volume("scratch", Source::EmptyDir(v1::EmptyDirVolume {}))],
+            );
+            v.mounts(&i, &c).await.expect("mounts");
+        }
+        std::fs::create_dir_all(root.path().join("volumes/unrelated")).expect("dir");
+        let live: HashSet<String> = ["live-1".to_string()].into();
+        let stale = v.stale(&live).await;
+        assert_eq!(stale, [root.path().join("volumes/default_web_gone-2")]);
+        remove_dirs(stale).await.expect("remove");
+        assert!(root.path().join("volumes/default_web_live-1").exists());
+        assert!(root.path().join("volumes/unrelated").exists());
+        assert!(!root.path().join("volumes/default_web_gone-2").exists());
+    }
+
+    #[test]
+    fn directory_names_carry_the_uid() {
+        assert_eq!(uid_of_dir("default_web_1f2e"), Some("1f2e"));
+        assert_eq!(uid_of_dir("web_1f2e"), None);
+        assert_eq!(uid_of_dir("unrelated"), None);
+    }
+}
