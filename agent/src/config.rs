@@ -75,6 +75,8 @@ pub struct Config {
     /// First back-off before restarting a failed container (doubles up to
     /// [`MAX_RESTART_BACKOFF`]).
     pub restart_backoff: Duration,
+    /// How images are pulled from registries (credentials, plain-http hosts, extra CA).
+    pub registry: crate::runtime::registry::RegistryConfig,
 }
 
 /// The longest back-off between container restarts.
@@ -109,6 +111,7 @@ impl Config {
             image_dir: None,
             log_dir: None,
             restart_backoff: Duration::from_secs(10),
+            registry: Default::default(),
         }
     }
 
@@ -179,6 +182,22 @@ pub struct Args {
     /// First back-off before restarting a failed container (doubles up to 5m).
     #[arg(long, env = "HM_RESTART_BACKOFF", default_value = "10s")]
     pub restart_backoff: String,
+    /// Registry credentials: a docker config.json (`{"auths": {"HOST:PORT": {"auth":
+    /// base64("user:password")}}}`), read at every pull.
+    #[arg(long, env = "HM_REGISTRY_AUTH", value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
+    /// A registry (HOST:PORT, as in image names) reached over plain http instead of
+    /// https (repeatable, or comma-separated).
+    #[arg(
+        long = "insecure-registry",
+        env = "HM_INSECURE_REGISTRIES",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+    /// Extra PEM root certificates trusted for https registries (besides the system's).
+    #[arg(long, env = "HM_REGISTRY_CA", value_name = "FILE")]
+    pub registry_ca: Option<PathBuf>,
 }
 
 impl Args {
@@ -209,6 +228,16 @@ impl Args {
         config.image_dir = self.image_dir;
         config.log_dir = self.log_dir;
         config.restart_backoff = parse_duration(&self.restart_backoff)?;
+        config.registry = crate::runtime::registry::RegistryConfig {
+            auth_file: self.registry_auth,
+            insecure: self
+                .insecure_registries
+                .into_iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            ca_file: self.registry_ca,
+        };
         Ok(config)
     }
 }
