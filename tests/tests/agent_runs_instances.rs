@@ -4,15 +4,13 @@
 //! its container and snapshot, and a missing image is reported as `ImageNotFound`.
 
 mod agent_support;
-mod runtime_support;
 mod node_env;
-
-use std::time::Duration;
+mod runtime_support;
 
 use agent_support::Agent;
 use hypermesh_agent::reconcile::{container_id, log_path};
-use hypermesh_api::v1::{self, DeleteRequest, Instance, InstancePhase, Node, RestartPolicy};
 use hypermesh_api::Resource;
+use hypermesh_api::v1::{self, DeleteRequest, Instance, InstancePhase, Node, RestartPolicy};
 use hypermesh_tests::wait_for;
 use node_env::{Env, NODE, TIMEOUT};
 use runtime_support::TEST_IMAGE;
@@ -149,7 +147,7 @@ async fn a_missing_image_is_reported_as_image_not_found() {
     let env = Env::start().await;
     env.run(
         "ghost",
-        "hypermesh.local/nothing:latest",
+        "hypermesh/nothing:latest",
         &["true"],
         RestartPolicy::Never,
     )
@@ -173,10 +171,7 @@ async fn a_missing_image_is_reported_as_image_not_found() {
         .and_then(|s| s.waiting.as_ref())
         .expect("waiting")
         .message;
-    assert!(
-        message.contains("hypermesh.local/nothing:latest"),
-        "{message}"
-    );
+    assert!(message.contains("hypermesh/nothing:latest"), "{message}");
     assert!(env.ctr(&["containers", "ls", "-q"]).trim().is_empty());
     env.stop().await;
 }

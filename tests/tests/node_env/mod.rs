@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::agent_support::{self, Agent};
 use crate::runtime_support::PrivateContainerd;
+use hypermesh_api::Api;
 use hypermesh_api::v1::{self, BindRequest, Instance, Node, ObjectMeta, RestartPolicy};
-use hypermesh_api::{Api, Resource};
 use hypermesh_tests::{InProcessApiServer, wait_for};
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -196,4 +196,3 @@ impl Env {
         }
     }
 }
-
