@@ -1,6 +1,7 @@
 //! The agent pulls images from a real registry (Debian's `docker-registry` on loopback,
 //! htpasswd auth, plain http via `--insecure-registry`): by tag with credentials from
-//! `--registry-auth`, the Instance runs and its output is logged; by digest; a wrong
+//! `--registry-auth`, the Instance runs and its output is logged; over https trusting
+//! `--registry-ca` (and only https to registries not listed insecure); by digest; a wrong
 //! password, an unknown tag and a tampered blob each become `ErrImagePull` with a message
 //! saying why, backed off as `ImagePullBackOff`, while other Instances run undisturbed,
 //! and a tampered layer is never committed, so nothing half-imported is used.
@@ -153,6 +154,52 @@ async fn an_image_pulled_by_tag_with_credentials_runs() {
         .find(|l| l.starts_with(&image))
         .unwrap_or_else(|| panic!("{image} not in:\n{images}"));
     assert!(line.contains(&pushed.manifest), "{line}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn an_image_pulled_over_https_trusting_registry_ca_runs() {
+    let (plain, _, _scratch) = registry_with_test_image();
+    let (https, ca) = plain.https_mirror();
+    let auth = https.auth_file(USER, PASSWORD);
+    let https_host = https.host().to_string();
+    let env = Env::start_with(move |config| {
+        config.registry = RegistryConfig {
+            auth_file: Some(auth),
+            insecure: Vec::new(),
+            ca_file: Some(ca),
+        };
+        config.image_dir = None;
+    })
+    .await;
+    let image = format!("{https_host}/{REPOSITORY}:v1");
+    env.run(
+        "over-tls",
+        &image,
+        &["sh", "-c", "echo came over tls"],
+        RestartPolicy::Never,
+    )
+    .await;
+    let done = wait_succeeded(&env, "over-tls").await;
+    let log = std::fs::read_to_string(log_path(env.log_dir.path(), &done, "main")).expect("log");
+    assert!(log.contains("came over tls"), "log: {log:?}");
+    // A registry not listed as insecure is spoken to over https only: the plain-http
+    // one fails the TLS handshake.
+    let plain_image = format!("{}/{REPOSITORY}:v1", plain.host());
+    env.run(
+        "not-insecure",
+        &plain_image,
+        &["true"],
+        RestartPolicy::Never,
+    )
+    .await;
+    wait_waiting(
+        &env,
+        "not-insecure",
+        "ErrImagePull",
+        &["unreachable", "TLS", plain.host()],
+    )
+    .await;
     env.stop().await;
 }
 

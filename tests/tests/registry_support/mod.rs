@@ -56,17 +56,49 @@ impl PrivateRegistry {
     /// Starts the registry on `127.0.0.1:0` with user [`USER`] / [`PASSWORD`] and waits
     /// until it answers `/v2/`.
     pub fn start() -> PrivateRegistry {
-        assert!(
-            Path::new(REGISTRY_BIN).exists(),
-            "{REGISTRY_BIN} not found: the registry tests need the Debian package \
-             `docker-registry`; run scripts/setup.sh"
-        );
         let dir = tempfile::Builder::new()
             .prefix("hm-registry-")
             .tempdir()
             .expect("temp dir for the registry");
         let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
         std::fs::write(dir.path().join("htpasswd"), format!("{USER}:{hash}\n")).expect("htpasswd");
+        let storage = dir.path().join("storage");
+        let htpasswd = dir.path().join("htpasswd");
+        PrivateRegistry::spawn(dir, &storage, &htpasswd, "")
+    }
+
+    /// A second registry serving this one's storage and users over https, with a
+    /// certificate for 127.0.0.1 signed by a fresh CA; returns it and the CA's PEM file
+    /// (what `--registry-ca` takes).
+    pub fn https_mirror(&self) -> (PrivateRegistry, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("hm-registry-tls-")
+            .tempdir()
+            .expect("temp dir for the registry");
+        let ca = make_certificates(dir.path());
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            dir.path().join("server.pem").display(),
+            dir.path().join("server.key").display()
+        );
+        let storage = self.dir.path().join("storage");
+        let htpasswd = self.dir.path().join("htpasswd");
+        (PrivateRegistry::spawn(dir, &storage, &htpasswd, &tls), ca)
+    }
+
+    /// Writes the config into `dir` and starts `docker-registry serve` on it; `tls` is
+    /// YAML added under `http:`.
+    fn spawn(
+        dir: tempfile::TempDir,
+        storage: &Path,
+        htpasswd: &Path,
+        tls: &str,
+    ) -> PrivateRegistry {
+        assert!(
+            Path::new(REGISTRY_BIN).exists(),
+            "{REGISTRY_BIN} not found: the registry tests need the Debian package \
+             `docker-registry`; run scripts/setup.sh"
+        );
         let config = format!(
             "version: 0.1
 log:
@@ -82,13 +114,13 @@ storage:
       enabled: false
 http:
   addr: 127.0.0.1:0
-auth:
+{tls}auth:
   htpasswd:
     realm: hypermesh-test
     path: {htpasswd}
 ",
-            root = dir.path().join("storage").display(),
-            htpasswd = dir.path().join("htpasswd").display(),
+            root = storage.display(),
+            htpasswd = htpasswd.display(),
         );
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("registry config");
@@ -106,13 +138,13 @@ auth:
             dir,
             addr: String::new(),
         };
-        registry.addr = registry.wait_listening();
+        registry.addr = registry.wait_listening(!tls.is_empty());
         registry
     }
 
     /// Reads the bound address from the log ("listening on 127.0.0.1:PORT"), then waits
-    /// until `/v2/` answers.
-    fn wait_listening(&mut self) -> String {
+    /// until `/v2/` answers (over TLS: until it accepts connections).
+    fn wait_listening(&mut self, tls: bool) -> String {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -127,8 +159,15 @@ auth:
                     .collect();
                 addr.starts_with("127.0.0.1:").then_some(addr)
             });
+            let answers = |addr: &str| {
+                if tls {
+                    TcpStream::connect(addr).is_ok()
+                } else {
+                    request(addr, "GET", "/v2/", &[], &[]).is_ok()
+                }
+            };
             if let Some(addr) = addr
-                && request(&addr, "GET", "/v2/", &[], &[]).is_ok()
+                && answers(&addr)
             {
                 return addr;
             }
@@ -294,6 +333,76 @@ auth:
     pub fn restore_blob(&self, digest: &str, original: &[u8]) {
         std::fs::write(self.blob_path(digest), original).expect("restoring blob");
     }
+}
+
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed (`server.pem`,
+/// `server.key`), made with the openssl command; returns the CA's path.
+fn make_certificates(dir: &Path) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=hypermesh test CA",
+            ][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-subj", "/CN=127.0.0.1"][..],
+            &ec,
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("extensions file");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    dir.join("ca.pem")
 }
 
 impl Drop for PrivateRegistry {

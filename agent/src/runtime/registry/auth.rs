@@ -419,6 +419,97 @@ mod tests {
         );
     }
 
+    /// The (path and query, Authorization header) of each request a test server saw.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+    /// A token service on loopback answering every request with `status` and `body`;
+    /// returns its address and what it saw.
+    async fn token_service(status: u16, body: &'static str) -> (std::net::SocketAddr, Seen) {
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen: Seen = Arc::default();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let record = record.clone();
+                let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                    let auth = request
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let target = request.uri().to_string();
+                    record.lock().expect("record").push((target, auth));
+                    async move {
+                        hyper::Response::builder()
+                            .status(status)
+                            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn bearer_tokens_are_fetched_from_the_realm_with_the_credentials() {
+        let (addr, seen) = token_service(200, r#"{"token":"abc123"}"#).await;
+        let transport = Transport::new(Vec::new(), None);
+        let challenge = Challenge::Bearer {
+            realm: format!("http://{addr}/token"),
+            service: Some("test registry".into()),
+            scope: None,
+        };
+        let credentials = Credentials {
+            username: "alice".into(),
+            password: "pw".into(),
+        };
+        let header = authorize(
+            &transport,
+            &challenge,
+            Some(&credentials),
+            "hypermesh/busybox",
+        )
+        .await
+        .expect("token");
+        assert_eq!(header, "Bearer abc123");
+        let seen = seen.lock().expect("seen").clone();
+        assert_eq!(
+            seen,
+            vec![(
+                "/token?service=test%20registry&scope=repository%3Ahypermesh%2Fbusybox%3Apull"
+                    .to_string(),
+                Some(credentials.basic())
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_request_is_unauthorized() {
+        let (addr, _) = token_service(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#).await;
+        let transport = Transport::new(Vec::new(), None);
+        let challenge = Challenge::Bearer {
+            realm: format!("http://{addr}/token"),
+            service: None,
+            scope: Some("repository:x:pull".into()),
+        };
+        let error = authorize(&transport, &challenge, None, "x")
+            .await
+            .expect_err("refused");
+        assert!(error.is_unauthorized(), "{error}");
+        let basic = authorize(&transport, &Challenge::Basic, None, "x")
+            .await
+            .expect_err("no credentials");
+        assert!(basic.is_unauthorized(), "{basic}");
+    }
+
     #[test]
     fn tokens_come_from_token_or_access_token() {
         assert_eq!(parse_token(br#"{"token":"t1"}"#), Ok("t1".into()));

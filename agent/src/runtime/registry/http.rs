@@ -42,7 +42,9 @@ pub enum HttpError {
         source: std::io::Error,
     },
     /// The TLS handshake failed (certificate not trusted, wrong name, plain-http server).
-    #[error("TLS with {host}: {source}")]
+    #[error(
+        "TLS with {host}: {source} (a plain-http registry must be listed with --insecure-registry; one with a private CA needs --registry-ca)"
+    )]
     Tls {
         host: String,
         #[source]

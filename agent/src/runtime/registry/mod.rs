@@ -386,19 +386,9 @@ impl Session {
         };
         let response = self.get(&format!("{kind}/{}", desc.digest), accept).await?;
         let mut body = response.into_body();
-        let limit = usize::try_from(desc.size)
-            .unwrap_or(DOCUMENT_LIMIT)
-            .min(DOCUMENT_LIMIT);
-        let bytes = match http::read_body(&mut body, &self.host, what, limit).await {
-            Err(HttpError::TooLarge { .. }) => {
-                return Err(PullError::SizeMismatch {
-                    what: format!("{what} {}", desc.digest),
-                    expected: desc.size,
-                    actual: -1,
-                });
-            }
-            other => other.map_err(|source| self.unreachable(source))?,
-        };
+        let bytes = http::read_body(&mut body, &self.host, what, DOCUMENT_LIMIT)
+            .await
+            .map_err(|source| self.unreachable(source))?;
         let actual = sha256_digest(&bytes);
         if actual != desc.digest {
             return Err(PullError::DigestMismatch {
@@ -464,10 +454,16 @@ impl Session {
         }
     }
 
+    /// An HTTP failure: the registry unreachable, or a document too large to accept.
     fn unreachable(&self, source: HttpError) -> PullError {
-        PullError::Unreachable {
-            registry: self.registry.clone(),
-            source,
+        match source {
+            HttpError::TooLarge { .. } => PullError::Invalid {
+                detail: format!("registry {}: {source}", self.registry),
+            },
+            source => PullError::Unreachable {
+                registry: self.registry.clone(),
+                source,
+            },
         }
     }
 
