@@ -53,12 +53,17 @@ fi
 #   runc            the OCI runtime containerd's runc shim runs
 #   busybox-static  a static /bin/busybox that scripts/build-test-image.sh turns into the
 #                   test image hypermesh.local/busybox:latest
+#   docker-registry the CNCF distribution registry (2.8); the registry_pull tests start
+#                   their own on a free loopback port with a temp storage dir. Debian's
+#                   package enables a system registry service on :5000; nothing here
+#                   relies on it.
 runtime_missing=()
 command -v containerd >/dev/null 2>&1 || runtime_missing+=(containerd)
 command -v runc >/dev/null 2>&1 || runtime_missing+=(runc)
 if ! [ -x /bin/busybox ] || ! { ldd /bin/busybox 2>&1 || true; } | grep -q 'not a dynamic executable'; then
     runtime_missing+=(busybox-static)
 fi
+[ -x /usr/bin/docker-registry ] || runtime_missing+=(docker-registry)
 if [ ${#runtime_missing[@]} -gt 0 ]; then
     command -v apt-get >/dev/null 2>&1 || die "missing ${runtime_missing[*]} and no apt-get: install them by hand"
     say "installing ${runtime_missing[*]} with apt-get"

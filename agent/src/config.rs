@@ -92,6 +92,8 @@ pub struct Config {
     pub log_max_bytes: u64,
     /// Log files kept per container run (the live one included).
     pub log_max_files: u32,
+    /// How images are pulled from registries (credentials, plain-http hosts, extra CA).
+    pub registry: crate::runtime::registry::RegistryConfig,
 }
 
 /// The longest back-off between container restarts.
@@ -138,6 +140,7 @@ impl Config {
             logger: default_logger(),
             log_max_bytes: 10 * 1024 * 1024,
             log_max_files: 5,
+            registry: Default::default(),
         }
     }
 
@@ -237,6 +240,22 @@ pub struct Args {
     /// Log files kept per container run, the live one included.
     #[arg(long, env = "HM_LOG_MAX_FILES", default_value_t = 5)]
     pub log_max_files: u32,
+    /// Registry credentials: a docker config.json (`{"auths": {"HOST:PORT": {"auth":
+    /// base64("user:password")}}}`), read at every pull.
+    #[arg(long, env = "HM_REGISTRY_AUTH", value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
+    /// A registry (HOST:PORT, as in image names) reached over plain http instead of
+    /// https (repeatable, or comma-separated).
+    #[arg(
+        long = "insecure-registry",
+        env = "HM_INSECURE_REGISTRIES",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+    /// Extra PEM root certificates trusted for https registries (besides the system's).
+    #[arg(long, env = "HM_REGISTRY_CA", value_name = "FILE")]
+    pub registry_ca: Option<PathBuf>,
 }
 
 impl Args {
@@ -285,6 +304,16 @@ impl Args {
             .filter(|b| *b > 0)
             .ok_or_else(|| ConfigError::LogMaxSize(self.log_max_size.clone()))?;
         config.log_max_files = self.log_max_files.max(1);
+        config.registry = crate::runtime::registry::RegistryConfig {
+            auth_file: self.registry_auth,
+            insecure: self
+                .insecure_registries
+                .into_iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            ca_file: self.registry_ca,
+        };
         Ok(config)
     }
 }

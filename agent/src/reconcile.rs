@@ -2,7 +2,8 @@
 //!
 //! One watcher (field selector `spec.nodeName=<node>`, all namespaces) feeds a map of
 //! per-Instance workers keyed by uid. A worker ensures the images (importing archives
-//! from `--image-dir`), creates and starts one containerd container per container of
+//! from `--image-dir`, pulling references that name a registry, with back-off after a
+//! failed pull), creates and starts one containerd container per container of
 //! the spec, waits for the tasks to exit, applies the restart policy with exponential
 //! back-off and reports everything through `UpdateStatus`. Container IDs are derived
 //! from namespace/name/uid/container, so a restarted agent adopts the running ones.
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, MAX_RESTART_BACKOFF};
 use crate::container_setup::{ContainerSetup, Launch, LaunchError};
 use crate::probe::{self, ContainerProbes};
+use crate::runtime::registry::{self, RegistryConfig};
 use crate::runtime::{ContainerConfig, LogSink, RuntimeClient, RuntimeError, container, image};
 use crate::volumes::{self, InstanceVolumes};
 
@@ -71,13 +73,54 @@ const IMAGE_RESCAN: Duration = Duration::from_secs(10);
 /// How long an archive that failed to import is left alone (unless it changes).
 const IMPORT_RETRY: Duration = Duration::from_secs(30);
 
-/// Imports OCI archives from the image directory, each again only when it changed (or,
-/// after a failed import, after [`IMPORT_RETRY`]).
+/// First wait before pulling an image again after a failed pull.
+const PULL_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between pulls of an image that keeps failing.
+const MAX_PULL_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Brings images into containerd: imports OCI archives from the image directory, each
+/// again only when it changed (or, after a failed import, after [`IMPORT_RETRY`]), and
+/// pulls images whose reference names a registry, one pull per image at a time, backing
+/// off per image after a failure.
 struct Images {
     client: RuntimeClient,
     dir: Option<PathBuf>,
     /// Archive → its mtime when last tried, and when it failed (none: imported).
     seen: Mutex<HashMap<PathBuf, (SystemTime, Option<std::time::Instant>)>>,
+    registry: RegistryConfig,
+    /// Image → held while it is being pulled, so concurrent workers pull it once.
+    pulling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Image → its last failed pull.
+    failed: std::sync::Mutex<HashMap<String, PullFailure>>,
+}
+
+/// A failed pull of one image: why, and when it may be tried again.
+struct PullFailure {
+    message: String,
+    retry_at: std::time::Instant,
+    delay: Duration,
+}
+
+/// What the image-wait loop learns about one container's image.
+enum ImageState {
+    /// In containerd, unpacked.
+    Ready,
+    /// Not in containerd, no archive provides it, and its name has no registry.
+    NotFound,
+    /// Its name has a registry: pull it now.
+    Pull,
+    /// The last pull failed (the message says why); waiting before the next one.
+    BackOff(String),
+    /// containerd is unreachable: retry, change nothing.
+    Down,
+}
+
+/// How a pull ended.
+enum Pulled {
+    Done,
+    Failed(String),
+    /// containerd became unreachable: retry, change nothing.
+    Down,
 }
 
 impl Images {
@@ -131,6 +174,80 @@ impl Images {
                 image::resolve(&self.client, name).await.map(|_| ())
             }
             other => other.map(|_| ()),
+        }
+    }
+
+    /// Whether image `name` is ready, to be pulled, backing off or missing.
+    async fn check(&self, name: &str) -> ImageState {
+        match self.ensure(name).await {
+            Ok(()) => ImageState::Ready,
+            Err(RuntimeError::ImageNotFound(_)) if registry::is_pullable(name) => {
+                let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                match failed.get(name) {
+                    Some(f) if f.retry_at > std::time::Instant::now() => {
+                        ImageState::BackOff(f.message.clone())
+                    }
+                    _ => ImageState::Pull,
+                }
+            }
+            Err(RuntimeError::ImageNotFound(_)) => ImageState::NotFound,
+            Err(e) => {
+                tracing::debug!(error = %e, "image lookup failed; retrying");
+                ImageState::Down
+            }
+        }
+    }
+
+    /// Pulls image `name` unless another worker just did; a failure starts (or
+    /// doubles) the image's back-off.
+    async fn pull(&self, name: &str) -> Pulled {
+        let gate = self
+            .pulling
+            .lock()
+            .await
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let _pulling = gate.lock().await;
+        if image::resolve(&self.client, name).await.is_ok() {
+            return Pulled::Done;
+        }
+        let started = std::time::Instant::now();
+        match registry::pull(&self.client, &self.registry, name).await {
+            Ok(pulled) => {
+                tracing::info!(
+                    image = name,
+                    manifest = %pulled.manifest,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "image pulled"
+                );
+                self.failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(name);
+                Pulled::Done
+            }
+            Err(e) if e.runtime().is_some_and(unreachable) => {
+                tracing::debug!(image = name, error = %e, "pull: containerd unreachable; retrying");
+                Pulled::Down
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                let delay = failed
+                    .get(name)
+                    .map_or(PULL_BACKOFF, |f| (f.delay * 2).min(MAX_PULL_BACKOFF));
+                tracing::warn!(image = name, error = %message, retry_in = ?delay, "image pull failed");
+                failed.insert(
+                    name.to_string(),
+                    PullFailure {
+                        message: message.clone(),
+                        retry_at: std::time::Instant::now() + delay,
+                        delay,
+                    },
+                );
+                Pulled::Failed(message)
+            }
         }
     }
 }
@@ -200,6 +317,9 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
             client: client.clone(),
             dir: config.image_dir.clone(),
             seen: Mutex::new(HashMap::new()),
+            registry: config.registry.clone(),
+            pulling: Mutex::new(HashMap::new()),
+            failed: std::sync::Mutex::new(HashMap::new()),
         },
         client,
         api: Api::new(channel.clone()),
@@ -489,6 +609,31 @@ struct Shared {
     phase: Option<InstancePhase>,
 }
 
+/// Shows container `index` waiting with `reason` and `message`, publishing only a change.
+async fn set_waiting(
+    ctx: &Ctx,
+    instance: &Instance,
+    shared: &Mutex<Shared>,
+    index: usize,
+    reason: &str,
+    message: String,
+) {
+    let mut s = shared.lock().await;
+    let waiting = ContainerStateWaiting {
+        reason: reason.into(),
+        message,
+    };
+    let status = &mut s.statuses[index];
+    if status.state.as_ref().and_then(|st| st.waiting.as_ref()) == Some(&waiting) {
+        return;
+    }
+    status.state = Some(ContainerState {
+        waiting: Some(waiting),
+        ..Default::default()
+    });
+    publish(ctx, instance, &s).await;
+}
+
 /// Everything but removal: images, containers, exits, restarts, final phase.
 async fn drive(ctx: &Arc<Ctx>, instance: &Instance) {
     let containers = containers_of(instance).to_vec();
@@ -521,51 +666,48 @@ async fn drive(ctx: &Arc<Ctx>, instance: &Instance) {
         phase: None,
     }));
 
-    // Images first: report a missing one and keep trying, changing nothing else.
+    // Images first: pull or report a missing one and keep trying, changing nothing else.
     loop {
-        let mut missing = Vec::new();
-        let mut down = false;
-        for c in &containers {
-            match ctx.images.ensure(&c.image).await {
-                Ok(()) => {}
-                Err(RuntimeError::ImageNotFound(_)) => missing.push(c.name.clone()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "image lookup failed; retrying");
-                    down = true;
+        let mut ready = true;
+        for (index, c) in containers.iter().enumerate() {
+            let (reason, message) = match ctx.images.check(&c.image).await {
+                ImageState::Ready => continue,
+                ImageState::Down => {
+                    ready = false;
+                    continue;
                 }
-            }
+                ImageState::NotFound => (
+                    "ImageNotFound",
+                    format!(
+                        "image {} is not in containerd and no archive in the image directory provides it",
+                        c.image
+                    ),
+                ),
+                ImageState::BackOff(error) => (
+                    "ImagePullBackOff",
+                    format!("back-off pulling image {}: {error}", c.image),
+                ),
+                ImageState::Pull => {
+                    let pulling = format!("pulling image {}", c.image);
+                    set_waiting(ctx, instance, &shared, index, "PullingImage", pulling).await;
+                    match ctx.images.pull(&c.image).await {
+                        Pulled::Done => continue,
+                        Pulled::Down => {
+                            ready = false;
+                            continue;
+                        }
+                        Pulled::Failed(error) => (
+                            "ErrImagePull",
+                            format!("pulling image {}: {error}", c.image),
+                        ),
+                    }
+                }
+            };
+            ready = false;
+            set_waiting(ctx, instance, &shared, index, reason, message).await;
         }
-        if missing.is_empty() && !down {
+        if ready {
             break;
-        }
-        if !missing.is_empty() {
-            let mut s = shared.lock().await;
-            let mut changed = false;
-            for (status, c) in s.statuses.iter_mut().zip(&containers) {
-                if missing.contains(&c.name)
-                    && status
-                        .state
-                        .as_ref()
-                        .and_then(|s| s.waiting.as_ref())
-                        .map(|w| w.reason.as_str())
-                        != Some("ImageNotFound")
-                {
-                    status.state = Some(ContainerState {
-                        waiting: Some(ContainerStateWaiting {
-                            reason: "ImageNotFound".into(),
-                            message: format!(
-                                "image {} is not in containerd and no archive in the image directory provides it",
-                                c.image
-                            ),
-                        }),
-                        ..Default::default()
-                    });
-                    changed = true;
-                }
-            }
-            if changed {
-                publish(ctx, instance, &s).await;
-            }
         }
         tokio::time::sleep(RETRY * 2).await;
     }

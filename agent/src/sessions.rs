@@ -60,9 +60,11 @@ fn runtime_status(node: &str, e: RuntimeError) -> Status {
         RuntimeError::Call { source, .. } => {
             Status::new(source.code(), format!("node {node}: {e}"))
         }
-        RuntimeError::InvalidImage { .. } | RuntimeError::InvalidConfig(_) => {
-            Status::invalid_argument(e.to_string())
-        }
+        RuntimeError::InvalidImage { .. }
+        | RuntimeError::InvalidConfig(_)
+        | RuntimeError::DigestMismatch { .. }
+        | RuntimeError::SizeMismatch { .. }
+        | RuntimeError::UnsupportedDigest(_) => Status::invalid_argument(e.to_string()),
         RuntimeError::ImageNotFound(_) => Status::not_found(e.to_string()),
         RuntimeError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
         RuntimeError::Io { .. } | RuntimeError::Task(_) => {
@@ -374,9 +376,10 @@ async fn import(
     tokio::fs::create_dir_all(&ctx.import_dir)
         .await
         .map_err(|e| Status::internal(format!("{}: {e}", ctx.import_dir.display())))?;
-    let path = ctx
-        .import_dir
-        .join(format!("upload-{}.tar", image::unique_suffix()));
+    let path = ctx.import_dir.join(format!(
+        "upload-{}.tar",
+        crate::runtime::content::unique_suffix()
+    ));
     let result = async {
         let mut file = tokio::fs::File::create(&path)
             .await

@@ -8,7 +8,7 @@ mod node_env;
 mod runtime_support;
 
 use agent_support::Agent;
-use hypermesh_agent::reconcile::{container_id, log_dir_of};
+use hypermesh_agent::reconcile::container_id;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, DeleteRequest, Instance, InstancePhase, Node, RestartPolicy};
 use hypermesh_tests::wait_for;
@@ -68,10 +68,7 @@ async fn a_completed_instance_succeeds_with_its_output_logged() {
         status.container_statuses[0].container_id,
         format!("containerd://{}", id_of(&instance))
     );
-    let log = runtime_support::finished_log(&hypermesh_agent::logs::run_log(
-        &log_dir_of(env.log_dir.path(), &done, "main"),
-        0,
-    ));
+    let log = env.log(&done, "main");
     assert!(log.contains("hello from hypermesh"), "log: {log:?}");
     // A finished Instance leaves no container behind.
     assert!(
@@ -149,7 +146,7 @@ async fn a_missing_image_is_reported_as_image_not_found() {
     let env = Env::start().await;
     env.run(
         "ghost",
-        "hypermesh.local/nothing:latest",
+        "hypermesh/nothing:latest",
         &["true"],
         RestartPolicy::Never,
     )
@@ -173,10 +170,7 @@ async fn a_missing_image_is_reported_as_image_not_found() {
         .and_then(|s| s.waiting.as_ref())
         .expect("waiting")
         .message;
-    assert!(
-        message.contains("hypermesh.local/nothing:latest"),
-        "{message}"
-    );
+    assert!(message.contains("hypermesh/nothing:latest"), "{message}");
     assert!(env.ctr(&["containers", "ls", "-q"]).trim().is_empty());
     env.stop().await;
 }

@@ -158,7 +158,7 @@ impl ExecSession {
         spec: &ExecSpec,
     ) -> Result<ExecSession, RuntimeError> {
         let process = process_spec(client, container_id, spec).await?;
-        let exec_id = format!("exec-{}", super::image::unique_suffix());
+        let exec_id = format!("exec-{}", super::content::unique_suffix());
         let dir = Path::new(FIFO_ROOT).join(&exec_id);
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let fifos = FifoDir(dir.clone());

@@ -1,7 +1,10 @@
-//! Images: importing OCI image archives (`oci-layout`, `index.json`, `blobs/sha256/…`)
-//! through the content and images services, and unpacking their layers into snapshots
-//! through the diff and snapshot services — what `ctr images import` does client-side,
-//! since containerd 1.6 has no Transfer service.
+//! Images: what an OCI/Docker manifest and config say, recording an image whose blobs
+//! are in the content store (config and manifest with their gc labels, layers unpacked
+//! into snapshots through the diff and snapshot services, the image record), looking
+//! images up, and importing OCI image archives (`oci-layout`, `index.json`,
+//! `blobs/sha256/…`) — what `ctr images import` does client-side, since containerd 1.6
+//! has no Transfer service. Registry pulls ([`super::registry`]) fetch the same parts
+//! over HTTP and record them with the same [`record`].
 //!
 //! Garbage collection: everything is written under a short lease; the image record then
 //! keeps the manifest alive, the manifest's `containerd.io/gc.ref.content.*` labels keep
@@ -10,12 +13,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, GetImageRequest, Image, InfoRequest, ReadContentRequest,
-    UpdateImageRequest, WriteAction, WriteContentRequest,
-    content_client::ContentClient,
+    ApplyRequest, CreateImageRequest, GetImageRequest, Image, UpdateImageRequest,
     diff_client::DiffClient,
     images_client::ImagesClient,
     snapshots::{
@@ -27,16 +27,13 @@ use containerd_client::types::Descriptor;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::content::{self, hex, read_blob, unique_suffix, with_lease, write_blob};
 use super::{RuntimeClient, RuntimeError, SNAPSHOTTER};
 
-const MANIFEST_OCI: &str = "application/vnd.oci.image.manifest.v1+json";
-const MANIFEST_DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const INDEX_OCI: &str = "application/vnd.oci.image.index.v1+json";
-const INDEX_DOCKER: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// Blobs are sent in chunks well below gRPC's default 4 MiB message limit.
-const CHUNK: usize = 1 << 20;
-/// How long an import's lease pins content if the agent dies mid-import.
-const IMPORT_LEASE_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const MANIFEST_OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const MANIFEST_DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const INDEX_OCI: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const INDEX_DOCKER: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// An image known to containerd and unpacked for [`SNAPSHOTTER`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,38 +59,42 @@ pub struct ImageDefaults {
     pub user: String,
 }
 
+/// An OCI index or Docker manifest list.
 #[derive(Deserialize)]
-struct IndexJson {
+pub(crate) struct IndexJson {
     #[serde(default)]
-    manifests: Vec<DescriptorJson>,
+    pub manifests: Vec<DescriptorJson>,
 }
 
-#[derive(Clone, Deserialize)]
+/// A content descriptor as manifests and indexes write it.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DescriptorJson {
-    media_type: String,
-    digest: String,
-    size: i64,
+pub(crate) struct DescriptorJson {
     #[serde(default)]
-    annotations: HashMap<String, String>,
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
     #[serde(default)]
-    platform: Option<PlatformJson>,
+    pub annotations: HashMap<String, String>,
+    #[serde(default)]
+    pub platform: Option<PlatformJson>,
 }
 
-#[derive(Clone, Deserialize)]
-struct PlatformJson {
-    architecture: String,
-    os: String,
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct PlatformJson {
+    pub architecture: String,
+    pub os: String,
+}
+
+/// An image manifest (OCI or Docker schema 2).
+#[derive(Deserialize)]
+pub(crate) struct ManifestJson {
+    pub config: DescriptorJson,
+    pub layers: Vec<DescriptorJson>,
 }
 
 #[derive(Deserialize)]
-struct ManifestJson {
-    config: DescriptorJson,
-    layers: Vec<DescriptorJson>,
-}
-
-#[derive(Deserialize)]
-struct ConfigJson {
+pub(crate) struct ConfigJson {
     #[serde(default)]
     config: Option<RunConfigJson>,
     rootfs: RootfsJson,
@@ -130,13 +131,37 @@ impl From<&DescriptorJson> for Descriptor {
     }
 }
 
+/// Whether `media_type` is a single-platform image manifest.
+pub(crate) fn is_manifest(media_type: &str) -> bool {
+    matches!(media_type, MANIFEST_OCI | MANIFEST_DOCKER)
+}
+
+/// Whether `media_type` is a multi-platform index.
+pub(crate) fn is_index(media_type: &str) -> bool {
+    matches!(media_type, INDEX_OCI | INDEX_DOCKER)
+}
+
 /// The containerd platform name of this host's architecture.
-fn host_arch() -> &'static str {
+pub(crate) fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         other => other,
     }
+}
+
+/// The entry of an index for this host (`linux/<host arch>`, or one without a platform).
+pub(crate) fn pick_platform(index: &[u8]) -> Result<DescriptorJson, String> {
+    let index: IndexJson = serde_json::from_slice(index).map_err(|e| format!("index: {e}"))?;
+    index
+        .manifests
+        .into_iter()
+        .find(|m| {
+            m.platform
+                .as_ref()
+                .is_none_or(|p| p.os == "linux" && p.architecture == host_arch())
+        })
+        .ok_or_else(|| format!("no manifest for linux/{}", host_arch()))
 }
 
 /// The chain IDs of a layer stack: `chain(0) = diff(0)`,
@@ -156,8 +181,104 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A single-platform image read from its source (archive or registry) with its manifest
+/// and config bytes digest-checked, ready for [`record`].
+pub(crate) struct ImageParts {
+    /// The manifest's descriptor: the image record's target.
+    pub manifest_desc: Descriptor,
+    pub manifest_bytes: Vec<u8>,
+    pub manifest: ManifestJson,
+    pub config_bytes: Vec<u8>,
+    pub config: ConfigJson,
+}
+
+/// Parses a manifest; `Err` is a detail for the caller's error.
+pub(crate) fn parse_manifest(bytes: &[u8]) -> Result<ManifestJson, String> {
+    let manifest: ManifestJson =
+        serde_json::from_slice(bytes).map_err(|e| format!("manifest: {e}"))?;
+    if manifest.layers.is_empty() {
+        return Err("manifest lists no layers".into());
+    }
+    Ok(manifest)
+}
+
+/// Parses a config and checks it against its manifest; `Err` is a detail for the
+/// caller's error.
+pub(crate) fn parse_config(bytes: &[u8], manifest: &ManifestJson) -> Result<ConfigJson, String> {
+    let config: ConfigJson = serde_json::from_slice(bytes).map_err(|e| format!("config: {e}"))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(format!(
+            "config lists {} diff_ids for {} layers",
+            config.rootfs.diff_ids.len(),
+            manifest.layers.len()
+        ));
+    }
+    Ok(config)
+}
+
+/// Records an image whose layers are already in the content store under `lease`:
+/// writes its config and manifest (with the gc labels that keep layers and snapshots),
+/// unpacks the layers and points the image record `name` at the manifest. The record
+/// comes last, so a failure before it leaves no image that could be used.
+pub(crate) async fn record(
+    client: &RuntimeClient,
+    lease: &str,
+    name: &str,
+    parts: ImageParts,
+) -> Result<ImportedImage, RuntimeError> {
+    let ImageParts {
+        manifest_desc,
+        manifest_bytes,
+        manifest,
+        config_bytes,
+        config,
+    } = parts;
+    let top =
+        chain_ids(&config.rootfs.diff_ids)
+            .pop()
+            .ok_or_else(|| RuntimeError::InvalidImage {
+                path: PathBuf::from(name),
+                detail: "image has no layers".into(),
+            })?;
+    let config_labels = HashMap::from([(
+        format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+        top.clone(),
+    )]);
+    write_blob(
+        client,
+        lease,
+        &manifest.config.digest,
+        &config_bytes,
+        config_labels,
+    )
+    .await?;
+    let mut manifest_labels = HashMap::from([(
+        "containerd.io/gc.ref.content.config".to_string(),
+        manifest.config.digest.clone(),
+    )]);
+    for (i, layer) in manifest.layers.iter().enumerate() {
+        manifest_labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            layer.digest.clone(),
+        );
+    }
+    write_blob(
+        client,
+        lease,
+        &manifest_desc.digest,
+        &manifest_bytes,
+        manifest_labels,
+    )
+    .await?;
+    let layers: Vec<Descriptor> = manifest.layers.iter().map(Descriptor::from).collect();
+    unpack(client, lease, &layers, &config.rootfs.diff_ids).await?;
+    put_image(client, lease, name, manifest_desc.clone()).await?;
+    Ok(ImportedImage {
+        name: name.to_string(),
+        manifest: manifest_desc.digest,
+        chain_id: top,
+        config: defaults(config.config.unwrap_or_default()),
+    })
 }
 
 /// Imports every image in the OCI archive at `path` and unpacks it; returns the images
@@ -178,28 +299,33 @@ pub async fn import_archive(
         .ok_or_else(|| invalid("no index.json".into()))?;
     let index: IndexJson =
         serde_json::from_slice(index_bytes).map_err(|e| invalid(format!("index.json: {e}")))?;
-
-    let lease = format!("hypermesh-import-{}", unique_suffix());
-    client.create_lease(&lease, IMPORT_LEASE_TTL).await?;
-    let result = import_index(client, path, &files, &index, &lease).await;
-    let released = client.delete_lease(&lease).await;
-    let images = result?;
-    released?;
-    Ok(images)
+    if index.manifests.is_empty() {
+        return Err(invalid("index.json lists no manifests".into()));
+    }
+    with_lease(client, async |lease| {
+        let mut images = Vec::new();
+        for entry in &index.manifests {
+            images.push(import_entry(client, path, &files, entry, lease).await?);
+        }
+        Ok(images)
+    })
+    .await
 }
 
-async fn import_index(
+/// Imports the image one `index.json` entry names.
+async fn import_entry(
     client: &RuntimeClient,
     path: &Path,
     files: &HashMap<String, Vec<u8>>,
-    index: &IndexJson,
+    entry: &DescriptorJson,
     lease: &str,
-) -> Result<Vec<ImportedImage>, RuntimeError> {
+) -> Result<ImportedImage, RuntimeError> {
     let invalid = |detail: String| RuntimeError::InvalidImage {
         path: path.to_path_buf(),
         detail,
     };
-    let blob = |digest: &str| -> Result<&Vec<u8>, RuntimeError> {
+    // A file of the archive by its digest.
+    let file = |digest: &str| -> Result<&Vec<u8>, RuntimeError> {
         let hex = digest
             .strip_prefix("sha256:")
             .ok_or_else(|| invalid(format!("unsupported digest {digest}")))?;
@@ -207,120 +333,70 @@ async fn import_index(
             .get(&format!("blobs/sha256/{hex}"))
             .ok_or_else(|| invalid(format!("blob {digest} missing from the archive")))
     };
-    if index.manifests.is_empty() {
-        return Err(invalid("index.json lists no manifests".into()));
-    }
-    let mut images = Vec::new();
-    for entry in &index.manifests {
-        let name = entry
-            .annotations
-            .get("io.containerd.image.name")
-            .or_else(|| {
-                entry
-                    .annotations
-                    .get("org.opencontainers.image.ref.name")
-                    .filter(|r| r.contains('/') || r.contains(':'))
-            })
-            .cloned()
-            .ok_or_else(|| {
-                invalid(format!(
-                    "manifest {} has no io.containerd.image.name annotation",
-                    entry.digest
-                ))
-            })?;
-        // A multi-platform index: pick this host's platform.
-        let manifest_desc = match entry.media_type.as_str() {
-            MANIFEST_OCI | MANIFEST_DOCKER => entry.clone(),
-            INDEX_OCI | INDEX_DOCKER => {
-                let nested: IndexJson = serde_json::from_slice(blob(&entry.digest)?)
-                    .map_err(|e| invalid(format!("index {}: {e}", entry.digest)))?;
-                nested
-                    .manifests
-                    .into_iter()
-                    .find(|m| {
-                        m.platform
-                            .as_ref()
-                            .is_none_or(|p| p.os == "linux" && p.architecture == host_arch())
-                    })
-                    .ok_or_else(|| {
-                        invalid(format!("{name}: no manifest for linux/{}", host_arch()))
-                    })?
-            }
-            other => return Err(invalid(format!("unsupported media type {other}"))),
-        };
-        let manifest_bytes = blob(&manifest_desc.digest)?;
-        let manifest: ManifestJson = serde_json::from_slice(manifest_bytes)
-            .map_err(|e| invalid(format!("manifest {}: {e}", manifest_desc.digest)))?;
-        let config_bytes = blob(&manifest.config.digest)?;
-        let config: ConfigJson = serde_json::from_slice(config_bytes)
-            .map_err(|e| invalid(format!("config {}: {e}", manifest.config.digest)))?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(invalid(format!(
-                "config lists {} diff_ids for {} layers",
-                config.rootfs.diff_ids.len(),
-                manifest.layers.len()
-            )));
+    // A small blob read before it is written (index, manifest, config): checked here.
+    let blob = |digest: &str| -> Result<&Vec<u8>, RuntimeError> {
+        let data = file(digest)?;
+        let actual = content::sha256_digest(data);
+        if actual != digest {
+            return Err(RuntimeError::DigestMismatch {
+                expected: digest.to_string(),
+                actual,
+            });
         }
-        let chains = chain_ids(&config.rootfs.diff_ids);
-        let top = chains
-            .last()
-            .cloned()
-            .ok_or_else(|| invalid(format!("{name}: image has no layers")))?;
-
-        for layer in &manifest.layers {
-            write_blob(
-                client,
-                lease,
-                &layer.digest,
-                blob(&layer.digest)?,
-                HashMap::new(),
-            )
-            .await?;
-        }
-        let mut config_labels = HashMap::new();
-        config_labels.insert(
-            format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
-            top.clone(),
-        );
+        Ok(data)
+    };
+    let name = entry
+        .annotations
+        .get("io.containerd.image.name")
+        .or_else(|| {
+            entry
+                .annotations
+                .get("org.opencontainers.image.ref.name")
+                .filter(|r| r.contains('/') || r.contains(':'))
+        })
+        .cloned()
+        .ok_or_else(|| {
+            invalid(format!(
+                "manifest {} has no io.containerd.image.name annotation",
+                entry.digest
+            ))
+        })?;
+    // A multi-platform index: pick this host's platform.
+    let manifest_desc = if is_manifest(&entry.media_type) {
+        entry.clone()
+    } else if is_index(&entry.media_type) {
+        pick_platform(blob(&entry.digest)?).map_err(|e| invalid(format!("{name}: {e}")))?
+    } else {
+        return Err(invalid(format!(
+            "unsupported media type {}",
+            entry.media_type
+        )));
+    };
+    let manifest_bytes = blob(&manifest_desc.digest)?;
+    let manifest = parse_manifest(manifest_bytes)
+        .map_err(|e| invalid(format!("{}: {e}", manifest_desc.digest)))?;
+    let config_bytes = blob(&manifest.config.digest)?;
+    let config = parse_config(config_bytes, &manifest)
+        .map_err(|e| invalid(format!("{}: {e}", manifest.config.digest)))?;
+    for layer in &manifest.layers {
+        // The writer hashes each layer as it streams it.
         write_blob(
             client,
             lease,
-            &manifest.config.digest,
-            config_bytes,
-            config_labels,
+            &layer.digest,
+            file(&layer.digest)?,
+            HashMap::new(),
         )
         .await?;
-        let mut manifest_labels = HashMap::new();
-        manifest_labels.insert(
-            "containerd.io/gc.ref.content.config".to_string(),
-            manifest.config.digest.clone(),
-        );
-        for (i, layer) in manifest.layers.iter().enumerate() {
-            manifest_labels.insert(
-                format!("containerd.io/gc.ref.content.l.{i}"),
-                layer.digest.clone(),
-            );
-        }
-        write_blob(
-            client,
-            lease,
-            &manifest_desc.digest,
-            manifest_bytes,
-            manifest_labels,
-        )
-        .await?;
-
-        let layers: Vec<Descriptor> = manifest.layers.iter().map(Descriptor::from).collect();
-        unpack(client, lease, &layers, &config.rootfs.diff_ids).await?;
-        put_image(client, lease, &name, Descriptor::from(&manifest_desc)).await?;
-        images.push(ImportedImage {
-            name,
-            manifest: manifest_desc.digest.clone(),
-            chain_id: top,
-            config: defaults(config.config.unwrap_or_default()),
-        });
     }
-    Ok(images)
+    let parts = ImageParts {
+        manifest_desc: Descriptor::from(&manifest_desc),
+        manifest_bytes: manifest_bytes.clone(),
+        manifest,
+        config_bytes: config_bytes.clone(),
+        config,
+    };
+    record(client, lease, &name, parts).await
 }
 
 fn defaults(run: RunConfigJson) -> ImageDefaults {
@@ -359,66 +435,6 @@ fn read_archive(path: &Path) -> Result<HashMap<String, Vec<u8>>, RuntimeError> {
         files.insert(name, data);
     }
     Ok(files)
-}
-
-/// Writes `data` as the blob `digest` unless the content store already has it;
-/// containerd verifies the digest on commit.
-async fn write_blob(
-    client: &RuntimeClient,
-    lease: &str,
-    digest: &str,
-    data: &[u8],
-    labels: HashMap<String, String>,
-) -> Result<(), RuntimeError> {
-    let mut content = ContentClient::new(client.channel());
-    let exists = content
-        .info(client.request(InfoRequest {
-            digest: digest.to_string(),
-        }))
-        .await;
-    match exists {
-        Ok(_) => return Ok(()),
-        Err(status) if status.code() == tonic::Code::NotFound => {}
-        Err(status) => return Err(RuntimeError::call("content.info")(status)),
-    }
-    let reference = format!("hypermesh-{}-{digest}", unique_suffix());
-    let total = i64::try_from(data.len()).unwrap_or(i64::MAX);
-    let mut requests = Vec::new();
-    let mut offset = 0usize;
-    for chunk in data.chunks(CHUNK) {
-        requests.push(WriteContentRequest {
-            action: WriteAction::Write as i32,
-            r#ref: reference.clone(),
-            total,
-            expected: digest.to_string(),
-            offset: i64::try_from(offset).unwrap_or(i64::MAX),
-            data: chunk.to_vec(),
-            labels: HashMap::new(),
-        });
-        offset += chunk.len();
-    }
-    requests.push(WriteContentRequest {
-        action: WriteAction::Commit as i32,
-        r#ref: reference,
-        total,
-        expected: digest.to_string(),
-        offset: total,
-        data: Vec::new(),
-        labels,
-    });
-    let mut responses = content
-        .write(client.leased_request(tokio_stream::iter(requests), lease))
-        .await
-        .map_err(RuntimeError::call("content.write"))?
-        .into_inner();
-    loop {
-        match responses.message().await {
-            Ok(Some(_)) => {}
-            Ok(None) => return Ok(()),
-            Err(status) if status.code() == tonic::Code::AlreadyExists => return Ok(()),
-            Err(status) => return Err(RuntimeError::call("content.write")(status)),
-        }
-    }
 }
 
 /// Applies each layer on top of the previous one and commits it under its chain ID,
@@ -564,9 +580,9 @@ async fn put_image(
     }
 }
 
-/// Looks up an image already in containerd (imported before): its manifest, config
-/// defaults and top snapshot. Fails with [`RuntimeError::ImageNotFound`] if unknown.
-/// Assumes the image was unpacked (as [`import_archive`] does).
+/// Looks up an image already in containerd (imported or pulled before): its manifest,
+/// config defaults and top snapshot. Fails with [`RuntimeError::ImageNotFound`] if
+/// unknown. Assumes the image was unpacked (as [`record`] does).
 pub async fn resolve(client: &RuntimeClient, name: &str) -> Result<ImportedImage, RuntimeError> {
     let found = ImagesClient::new(client.channel())
         .get(client.request(GetImageRequest {
@@ -585,29 +601,20 @@ pub async fn resolve(client: &RuntimeClient, name: &str) -> Result<ImportedImage
         path: PathBuf::from(name),
         detail,
     };
-    let manifest_desc = match target.media_type.as_str() {
-        MANIFEST_OCI | MANIFEST_DOCKER => target,
-        INDEX_OCI | INDEX_DOCKER => {
-            let index: IndexJson = serde_json::from_slice(&read_blob(client, &target).await?)
-                .map_err(|e| invalid(format!("index: {e}")))?;
-            let chosen = index
-                .manifests
-                .iter()
-                .find(|m| {
-                    m.platform
-                        .as_ref()
-                        .is_none_or(|p| p.os == "linux" && p.architecture == host_arch())
-                })
-                .ok_or_else(|| invalid(format!("no manifest for linux/{}", host_arch())))?;
-            Descriptor::from(chosen)
-        }
-        other => return Err(invalid(format!("unsupported media type {other}"))),
+    let manifest_desc = if is_manifest(&target.media_type) {
+        target
+    } else if is_index(&target.media_type) {
+        let chosen = pick_platform(&read_blob(client, &target).await?).map_err(invalid)?;
+        Descriptor::from(&chosen)
+    } else {
+        return Err(invalid(format!(
+            "unsupported media type {}",
+            target.media_type
+        )));
     };
-    let manifest: ManifestJson = serde_json::from_slice(&read_blob(client, &manifest_desc).await?)
-        .map_err(|e| invalid(format!("manifest: {e}")))?;
-    let config: ConfigJson =
-        serde_json::from_slice(&read_blob(client, &Descriptor::from(&manifest.config)).await?)
-            .map_err(|e| invalid(format!("config: {e}")))?;
+    let manifest = parse_manifest(&read_blob(client, &manifest_desc).await?).map_err(invalid)?;
+    let config_bytes = read_blob(client, &Descriptor::from(&manifest.config)).await?;
+    let config = parse_config(&config_bytes, &manifest).map_err(invalid)?;
     let chain_id = chain_ids(&config.rootfs.diff_ids)
         .pop()
         .ok_or_else(|| invalid("image has no layers".into()))?;
@@ -617,43 +624,6 @@ pub async fn resolve(client: &RuntimeClient, name: &str) -> Result<ImportedImage
         chain_id,
         config: defaults(config.config.unwrap_or_default()),
     })
-}
-
-/// Reads a whole (small) blob from the content store.
-async fn read_blob(client: &RuntimeClient, desc: &Descriptor) -> Result<Vec<u8>, RuntimeError> {
-    let mut stream = ContentClient::new(client.channel())
-        .read(client.request(ReadContentRequest {
-            digest: desc.digest.clone(),
-            offset: 0,
-            size: 0,
-        }))
-        .await
-        .map_err(RuntimeError::call("content.read"))?
-        .into_inner();
-    let mut out = Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0));
-    while let Some(chunk) = stream
-        .message()
-        .await
-        .map_err(RuntimeError::call("content.read"))?
-    {
-        out.extend_from_slice(&chunk.data);
-    }
-    Ok(out)
-}
-
-/// A suffix that makes temporary keys unique per call.
-pub(crate) fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 #[cfg(test)]
@@ -672,5 +642,22 @@ mod tests {
         let chains = chain_ids(&ids);
         let expected = format!("sha256:{}", hex(&Sha256::digest(b"sha256:aa sha256:bb")));
         assert_eq!(chains[1], expected);
+    }
+
+    #[test]
+    fn the_host_platform_is_picked_from_an_index() {
+        let index = format!(
+            r#"{{"manifests":[
+                {{"mediaType":"{MANIFEST_OCI}","digest":"sha256:aa","size":1,"platform":{{"architecture":"s390x","os":"linux"}}}},
+                {{"mediaType":"{MANIFEST_OCI}","digest":"sha256:bb","size":2,"platform":{{"architecture":"{}","os":"linux"}}}}
+            ]}}"#,
+            host_arch()
+        );
+        let picked = pick_platform(index.as_bytes()).expect("host platform");
+        assert_eq!(picked.digest, "sha256:bb");
+        let other = format!(
+            r#"{{"manifests":[{{"mediaType":"{MANIFEST_OCI}","digest":"sha256:aa","size":1,"platform":{{"architecture":"s390x","os":"windows"}}}}]}}"#
+        );
+        assert!(pick_platform(other.as_bytes()).is_err());
     }
 }

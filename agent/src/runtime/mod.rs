@@ -8,15 +8,22 @@
 //!
 //! # Layout
 //! - [`client`]: [`RuntimeClient`], the connection, namespace metadata and leases.
-//! - [`image`]: importing OCI image archives and unpacking their layers into snapshots.
+//! - [`content`]: writing blobs with their digest and size verified, leases for imports.
+//! - [`image`]: manifests and configs, recording and unpacking images, resolving them,
+//!   importing OCI image archives.
+//! - [`reference`]: parsing image references (`host[:port]/path[:tag][@digest]`).
+//! - [`registry`]: pulling images from OCI/Docker registries over HTTP(S).
 //! - [`container`]: [`ContainerConfig`] → OCI runtime spec, container and task
 //!   lifecycle (create, start, wait, kill, delete with its snapshot).
 //! - [`exec`]: extra processes in a running container (exec sessions, exec probes).
 
 pub mod client;
 pub mod container;
+pub mod content;
 pub mod exec;
 pub mod image;
+pub mod reference;
+pub mod registry;
 
 pub use client::RuntimeClient;
 pub use container::{ContainerConfig, ExitStatus, LogSink};
@@ -61,6 +68,19 @@ pub enum RuntimeError {
     /// The image is not known to containerd (not imported or pulled).
     #[error("image {0} not found")]
     ImageNotFound(String),
+    /// A blob's bytes do not hash to the digest it was written as; nothing was committed.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch { expected: String, actual: String },
+    /// A blob has another size than its descriptor says; nothing was committed.
+    #[error("blob {digest}: size mismatch: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        digest: String,
+        expected: i64,
+        actual: i64,
+    },
+    /// A digest other than `sha256:<64 hex>`.
+    #[error("unsupported digest {0:?} (only sha256 is supported)")]
+    UnsupportedDigest(String),
     /// A container's configuration cannot be turned into a runtime spec.
     #[error("invalid container config: {0}")]
     InvalidConfig(String),

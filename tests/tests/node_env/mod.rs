@@ -170,6 +170,17 @@ impl Env {
         }
     }
 
+    /// The newest run's log of `container` of `instance` (as `hmctl logs` shows it),
+    /// once its logger has finished writing.
+    pub fn log(&self, instance: &Instance, container: &str) -> String {
+        let dir = hypermesh_agent::reconcile::log_dir_of(self.log_dir.path(), instance, container);
+        let run = hypermesh_agent::logs::runs(&dir)
+            .last()
+            .copied()
+            .unwrap_or_else(|| panic!("{}: no log", dir.display()));
+        crate::runtime_support::finished_log(&hypermesh_agent::logs::run_log(&dir, run))
+    }
+
     /// `ctr -n hypermesh <args>` output.
     pub fn ctr(&self, args: &[&str]) -> String {
         let output = Command::new("ctr")
