@@ -5,6 +5,9 @@
 #   scripts/containerd.sh start DIR   start containerd (if not already running from DIR),
 #                                     wait until its socket answers, print the socket path
 #   scripts/containerd.sh stop DIR    stop it (SIGTERM, then SIGKILL after 10 s)
+#   scripts/containerd.sh purge DIR   kill every task and remove every container it runs
+#                                     (shims outlive containerd, so stop alone leaves
+#                                     containers running)
 #   scripts/containerd.sh socket DIR  print the socket path
 #
 # Layout of DIR: config.toml, root/ (content, snapshots), state/ (tasks, shims),
@@ -16,7 +19,7 @@ set -euo pipefail
 
 die() { printf 'containerd.sh: error: %s\n' "$*" >&2; exit 1; }
 
-[ $# -eq 2 ] || die "usage: $0 start|stop|socket DIR"
+[ $# -eq 2 ] || die "usage: $0 start|stop|purge|socket DIR"
 cmd=$1
 mkdir -p "$2"
 dir=$(cd "$2" && pwd)
@@ -83,10 +86,21 @@ stop)
     fi
     rm -f "$pidfile"
     ;;
+purge)
+    running || exit 0
+    for ns in $(ctr --address "$sock" namespaces ls -q); do
+        for t in $(ctr --address "$sock" -n "$ns" tasks ls -q); do
+            ctr --address "$sock" -n "$ns" tasks rm -f "$t" >/dev/null 2>&1 || true
+        done
+        for c in $(ctr --address "$sock" -n "$ns" containers ls -q); do
+            ctr --address "$sock" -n "$ns" containers rm "$c" >/dev/null 2>&1 || true
+        done
+    done
+    ;;
 socket)
     echo "$sock"
     ;;
 *)
-    die "unknown command $cmd (start|stop|socket)"
+    die "unknown command $cmd (start|stop|purge|socket)"
     ;;
 esac

@@ -108,15 +108,6 @@ impl PrivateContainerd {
     }
 }
 
-/// Force-removes every task and container in every namespace, so a test that failed
-/// midway leaves no shim, runc state (runc's root under /run/containerd/runc is shared
-/// by all containerds) or cgroup behind.
-const PURGE: &str = r#"
-for ns in $(ctr -a "$1" namespaces ls -q); do
-    for t in $(ctr -a "$1" -n "$ns" tasks ls -q); do ctr -a "$1" -n "$ns" tasks rm -f "$t"; done
-    for c in $(ctr -a "$1" -n "$ns" containers ls -q); do ctr -a "$1" -n "$ns" containers rm "$c"; done
-done
-"#;
 
 /// Output of a container to `hm-logger` writing `<dir>/0.log`.
 pub fn log_sink(dir: &Path) -> hypermesh_agent::runtime::LogSink {
@@ -153,11 +144,12 @@ pub fn unique_id(prefix: &str) -> String {
 
 impl Drop for PrivateContainerd {
     fn drop(&mut self) {
+        // Every task and container goes, so a test that failed midway leaves no shim,
+        // runc state (runc's root is shared by all containerds) or cgroup behind.
         let _ = Command::new("bash")
-            .arg("-c")
-            .arg(PURGE)
+            .arg(workspace_root().join("scripts/containerd.sh"))
             .arg("purge")
-            .arg(&self.socket)
+            .arg(self.dir.path())
             .output();
         let _ = Command::new("bash")
             .arg(workspace_root().join("scripts/containerd.sh"))

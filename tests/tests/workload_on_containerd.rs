@@ -1,0 +1,139 @@
+//! The whole path on one host, as `make up` runs it: `hmctl apply -f examples/web.yaml`
+//! → the Workload controller (in hm-apiserver) creates Instances → a real scheduler
+//! binds them → the agent runs them on a private containerd; the readiness probe makes
+//! the Workload available; `hmctl logs` and `hmctl exec` reach the containers through
+//! the apiserver; deleting the Workload removes the containers.
+
+mod agent_support;
+mod hmctl_support;
+mod runtime_support;
+
+use std::time::Duration;
+
+use agent_support::Agent;
+use hmctl_support::Hmctl;
+use hypermesh_api::v1::{Instance, InstancePhase, ListRequest, Workload};
+use hypermesh_api::{Api, Resource};
+use hypermesh_tests::{ApiServerProcess, wait_for};
+use runtime_support::{PrivateContainerd, workspace_root};
+use tokio_util::sync::CancellationToken;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+#[tokio::test]
+async fn applied_workload_runs_serves_and_is_removed() {
+    let server = ApiServerProcess::start_with_args(&["--controllers", "all"])
+        .await
+        .expect("hm-apiserver");
+    let channel = server.channel().await.expect("channel");
+    let scheduler = CancellationToken::new();
+    let _stop_scheduler = scheduler.clone().drop_guard();
+    tokio::spawn(hypermesh_scheduler::run(
+        channel.clone(),
+        hypermesh_scheduler::Config::default(),
+        scheduler,
+    ));
+    let containerd = PrivateContainerd::start();
+    let images = tempfile::tempdir().expect("image dir");
+    std::fs::copy(
+        containerd.build_test_image(),
+        images.path().join("busybox.oci.tar"),
+    )
+    .expect("copy archive");
+    let state = tempfile::tempdir().expect("state dir");
+    let mut config = agent_support::config(
+        server.url(),
+        "host-1",
+        state.path(),
+        containerd.socket().to_path_buf(),
+    );
+    config.image_dir = Some(images.path().to_path_buf());
+    let agent = Agent::start(config);
+
+    let hmctl = Hmctl::new(server.url());
+    let example = workspace_root().join("examples/web.yaml");
+    let applied = hmctl
+        .run(&["apply", "-f", &example.to_string_lossy()])
+        .await
+        .ok();
+    assert_eq!(applied.stdout, "workload.hypermesh.io/web created\n");
+
+    // Three replicas running and ready (the TCP readiness probe passed).
+    let workloads: Api<Workload> = Api::new(channel.clone());
+    let available = wait_for(TIMEOUT, || {
+        let workloads = workloads.clone();
+        async move {
+            let w = workloads.get("default", "web").await.ok()?;
+            let status = w.status.clone().unwrap_or_default();
+            (status.available_replicas == 3).then_some(w)
+        }
+    })
+    .await;
+    let instances: Api<Instance> = Api::new(channel.clone());
+    let (listed, _) = instances
+        .list_all(ListRequest {
+            namespace: "default".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list instances");
+    assert!(
+        available.is_ok(),
+        "web never had 3 available replicas: {:#?}\ncontainerd log:\n{}",
+        listed.iter().map(|i| &i.status).collect::<Vec<_>>(),
+        containerd.log()
+    );
+    assert_eq!(listed.len(), 3);
+    assert!(
+        listed
+            .iter()
+            .all(|i| i.status.as_ref().is_some_and(|s| s.phase == InstancePhase::Running as i32))
+    );
+    let name = listed[0].meta().name.clone();
+
+    // The container's own output and a request served inside it.
+    let logs = wait_for(TIMEOUT, || {
+        let hmctl = &hmctl;
+        let name = &name;
+        async move {
+            let out = hmctl.run(&["logs", name]).await;
+            out.stdout.contains("serving /www on :8080").then_some(out)
+        }
+    })
+    .await
+    .expect("logs show the server starting");
+    assert_eq!(logs.code, 0);
+    let page = hmctl
+        .run(&["exec", &name, "--", "wget", "-qO-", "http://127.0.0.1:8080/"])
+        .await
+        .ok();
+    assert_eq!(page.stdout, "hello from hypermesh (prod)\n");
+    let table = hmctl.run(&["get", "workloads"]).await.ok();
+    assert!(
+        table.lines().iter().any(|l| l.starts_with("web") && l.contains("3/3")),
+        "{table:#?}"
+    );
+
+    // Deleting the Workload removes its Instances and their containers.
+    hmctl
+        .run(&["delete", "workload", "web", "--wait"])
+        .await
+        .ok();
+    let ctr = |args: &[&str]| {
+        let out = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(containerd.socket())
+            .args(["--namespace", hypermesh_agent::runtime::NAMESPACE])
+            .args(args)
+            .output()
+            .expect("ctr");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for(TIMEOUT, || {
+        let left = ctr(&["containers", "ls", "-q"]);
+        async move { left.trim().is_empty().then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("containers left: {}", ctr(&["containers", "ls"])));
+    agent.stop().await;
+}
