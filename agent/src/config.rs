@@ -36,6 +36,9 @@ pub enum ConfigError {
     /// `--log-max-size` that is not a positive byte quantity.
     #[error("log-max-size {0:?}: expected a size such as 10Mi")]
     LogMaxSize(String),
+    /// A path flag that cannot be made absolute (the working directory is gone).
+    #[error("path {0:?}: {1}")]
+    Path(PathBuf, std::io::Error),
     /// No node name given and the hostname could not be read.
     #[error("no --node-name given and the hostname is unknown")]
     NodeName,
@@ -269,8 +272,10 @@ impl Args {
                 .ok_or(ConfigError::NodeName)?
                 .to_lowercase(),
         };
-        let mut config = Config::new(self.server, node_name, self.state_dir);
-        config.containerd_socket = self.containerd_socket;
+        // Paths are handed to containerd and its shims (log files, mounts), which do not
+        // share our working directory: make them absolute once, here.
+        let mut config = Config::new(self.server, node_name, absolute(self.state_dir)?);
+        config.containerd_socket = absolute(self.containerd_socket)?;
         config.labels = parse_labels(&self.labels)?;
         config.reserved = parse_reserve(&self.reserve)?;
         config.privacy = PrivacyLevel::from_str_name(&self.privacy)
@@ -283,17 +288,17 @@ impl Args {
         config.memory_pressure_percent = self.memory_pressure_percent;
         config.disk_pressure_percent = self.disk_pressure_percent;
         config.metrics_addr = self.metrics_addr;
-        config.image_dir = self.image_dir;
-        config.log_dir = self.log_dir;
+        config.image_dir = self.image_dir.map(absolute).transpose()?;
+        config.log_dir = self.log_dir.map(absolute).transpose()?;
         config.restart_backoff = parse_duration(&self.restart_backoff)?;
         config.pids_limit = match self.pids_limit {
             0 => None,
             n if n > 0 => Some(n),
             n => return Err(ConfigError::PidsLimit(n)),
         };
-        config.secrets_dir = self.secrets_dir;
+        config.secrets_dir = absolute(self.secrets_dir)?;
         if let Some(logger) = self.logger {
-            config.logger = logger;
+            config.logger = absolute(logger)?;
         }
         config.log_max_bytes = self
             .log_max_size
@@ -316,6 +321,11 @@ impl Args {
         };
         Ok(config)
     }
+}
+
+/// `path` made absolute against the working directory (not resolving links).
+fn absolute(path: PathBuf) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(&path).map_err(|e| ConfigError::Path(path, e))
 }
 
 /// `k=v` strings → a map.
@@ -413,6 +423,24 @@ mod tests {
         assert!(matches!(
             parse(&["--pids-limit=-5"]),
             Err(ConfigError::PidsLimit(-5))
+        ));
+        // Relative paths become absolute (containerd's shims do not share our cwd).
+        let config = parse(&[
+            "--state-dir",
+            "dev/agent",
+            "--log-dir",
+            "logs",
+            "--log-max-size",
+            "1Mi",
+        ])
+        .expect("relative");
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(config.state_dir, cwd.join("dev/agent"));
+        assert_eq!(config.log_dir(), cwd.join("logs"));
+        assert_eq!(config.log_max_bytes, 1024 * 1024);
+        assert!(matches!(
+            parse(&["--log-max-size", "huge"]),
+            Err(ConfigError::LogMaxSize(_))
         ));
     }
 }

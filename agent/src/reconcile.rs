@@ -263,31 +263,48 @@ struct Ctx {
     backoff: Duration,
     nodes: Api<Node>,
     node_name: String,
-    /// The Node's first `InternalIP`, once read.
-    host_ip: Mutex<Option<String>>,
+    /// What the Node says about this host, once read.
+    node_facts: Mutex<Option<NodeFacts>>,
     /// Volumes, user, pids limit and probes of each container start.
     setup: ContainerSetup,
 }
 
+/// What an Instance's status takes from its Node.
+#[derive(Clone, Debug, Default)]
+struct NodeFacts {
+    /// The Node's first `InternalIP` (empty when it has none).
+    host_ip: String,
+    /// The NodeId Instance addresses are derived from.
+    node_id: String,
+}
+
 impl Ctx {
-    /// The Node's first `InternalIP` (empty when it has none or cannot be read yet).
-    async fn host_ip(&self) -> String {
-        let mut cached = self.host_ip.lock().await;
-        if let Some(ip) = cached.as_ref() {
-            return ip.clone();
+    /// The Node's facts (defaults while the Node cannot be read yet).
+    async fn node_facts(&self) -> NodeFacts {
+        let mut cached = self.node_facts.lock().await;
+        if let Some(facts) = cached.as_ref() {
+            return facts.clone();
         }
         let Ok(node) = self.nodes.get("", &self.node_name).await else {
-            return String::new();
+            return NodeFacts::default();
         };
-        let ip = node
+        let host_ip = node
             .status
             .iter()
             .flat_map(|s| &s.addresses)
             .find(|a| a.r#type == "InternalIP")
             .map(|a| a.address.clone())
             .unwrap_or_default();
-        *cached = Some(ip.clone());
-        ip
+        let node_id = node
+            .spec
+            .and_then(|s| s.identity)
+            .map(|i| i.node_id)
+            .unwrap_or_default();
+        let facts = NodeFacts { host_ip, node_id };
+        if !facts.node_id.is_empty() {
+            *cached = Some(facts.clone());
+        }
+        facts
     }
 }
 
@@ -325,7 +342,7 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
         api: Api::new(channel.clone()),
         nodes: Api::new(channel),
         node_name: config.node_name.clone(),
-        host_ip: Mutex::new(None),
+        node_facts: Mutex::new(None),
         log_dir: config.log_dir(),
         logger: config.logger.clone(),
         log_max_bytes: config.log_max_bytes,
@@ -1166,8 +1183,19 @@ async fn publish(ctx: &Ctx, instance: &Instance, shared: &Shared) {
         if shared.start_time.is_some() {
             status.start_time = shared.start_time;
         }
-        if status.host_ip.is_empty() {
-            status.host_ip = ctx.host_ip().await;
+        if status.host_ip.is_empty() || status.address.is_empty() {
+            let facts = ctx.node_facts().await;
+            if status.host_ip.is_empty() {
+                status.host_ip = facts.host_ip;
+            }
+            // The Instance's global address (fd48:4d00::/32), stable for its lifetime.
+            if status.address.is_empty() && !facts.node_id.is_empty() {
+                status.address = crate::register::global_address(
+                    &facts.node_id,
+                    &format!("instance/{}", meta.uid),
+                )
+                .to_string();
+            }
         }
         // Ready: every container running and ready (its readiness probe passing, or
         // running when it has none). The workload controller counts Instances as

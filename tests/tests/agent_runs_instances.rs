@@ -64,6 +64,12 @@ async fn a_completed_instance_succeeds_with_its_output_logged() {
         status.host_ip, internal_ip,
         "hostIP is the Node's InternalIP"
     );
+    let address: std::net::Ipv6Addr = status.address.parse().expect("an IPv6 address");
+    assert_eq!(
+        address.segments()[..2],
+        [0xfd48, 0x4d00],
+        "global address in fd48:4d00::/32"
+    );
     assert_eq!(
         status.container_statuses[0].container_id,
         format!("containerd://{}", id_of(&instance))

@@ -84,11 +84,11 @@ async fn applied_workload_runs_serves_and_is_removed() {
         containerd.log()
     );
     assert_eq!(listed.len(), 3);
-    assert!(
-        listed
-            .iter()
-            .all(|i| i.status.as_ref().is_some_and(|s| s.phase == InstancePhase::Running as i32))
-    );
+    assert!(listed.iter().all(|i| {
+        i.status
+            .as_ref()
+            .is_some_and(|s| s.phase == InstancePhase::Running as i32)
+    }));
     let name = listed[0].meta().name.clone();
 
     // The container's own output and a request served inside it.
@@ -104,13 +104,23 @@ async fn applied_workload_runs_serves_and_is_removed() {
     .expect("logs show the server starting");
     assert_eq!(logs.code, 0);
     let page = hmctl
-        .run(&["exec", &name, "--", "wget", "-qO-", "http://127.0.0.1:8080/"])
+        .run(&[
+            "exec",
+            &name,
+            "--",
+            "wget",
+            "-qO-",
+            "http://127.0.0.1:8080/",
+        ])
         .await
         .ok();
     assert_eq!(page.stdout, "hello from hypermesh (prod)\n");
     let table = hmctl.run(&["get", "workloads"]).await.ok();
     assert!(
-        table.lines().iter().any(|l| l.starts_with("web") && l.contains("3/3")),
+        table
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("web") && l.contains("3/3")),
         "{table:#?}"
     );
 

@@ -108,7 +108,6 @@ impl PrivateContainerd {
     }
 }
 
-
 /// Output of a container to `hm-logger` writing `<dir>/0.log`.
 pub fn log_sink(dir: &Path) -> hypermesh_agent::runtime::LogSink {
     hypermesh_agent::runtime::LogSink {
