@@ -26,7 +26,7 @@ const REPOSITORY: &str = "hypermesh/busybox";
 /// temp dir its archive was built in.
 fn registry_with_test_image() -> (PrivateRegistry, Pushed, tempfile::TempDir) {
     let scratch = tempfile::tempdir().expect("temp dir");
-    let archive = registry_support::build_test_archive(scratch.path());
+    let archive = runtime_support::build_test_archive(scratch.path());
     let registry = PrivateRegistry::start();
     let pushed = registry.push(&archive, REPOSITORY, "v1");
     (registry, pushed, scratch)

@@ -35,6 +35,19 @@ fn ctr(containerd: &PrivateContainerd, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A private containerd with the busybox test image imported, and a client of it.
+async fn with_test_image() -> (PrivateContainerd, RuntimeClient) {
+    let containerd = PrivateContainerd::start();
+    let archive = containerd.build_test_image();
+    let client = RuntimeClient::connect(containerd.socket())
+        .await
+        .expect("connect to containerd");
+    image::import_archive(&client, &archive)
+        .await
+        .expect("import the OCI archive");
+    (containerd, client)
+}
+
 #[tokio::test]
 async fn connects_and_creates_its_namespace() {
     let containerd = PrivateContainerd::start();
@@ -176,14 +189,7 @@ async fn unknown_image_is_a_clear_error() {
 
 #[tokio::test]
 async fn allocating_beyond_the_memory_limit_is_oom_killed() {
-    let containerd = PrivateContainerd::start();
-    let archive = containerd.build_test_image();
-    let client = RuntimeClient::connect(containerd.socket())
-        .await
-        .expect("connect to containerd");
-    image::import_archive(&client, &archive)
-        .await
-        .expect("import the OCI archive");
+    let (containerd, client) = with_test_image().await;
     let logs = tempfile::tempdir().expect("log dir");
     let config = ContainerConfig {
         id: unique_id("runtime-test-oom"),
@@ -222,14 +228,7 @@ async fn allocating_beyond_the_memory_limit_is_oom_killed() {
 
 #[tokio::test]
 async fn a_command_missing_from_the_image_fails_clearly_and_leaves_nothing() {
-    let containerd = PrivateContainerd::start();
-    let archive = containerd.build_test_image();
-    let client = RuntimeClient::connect(containerd.socket())
-        .await
-        .expect("connect to containerd");
-    image::import_archive(&client, &archive)
-        .await
-        .expect("import the OCI archive");
+    let (containerd, client) = with_test_image().await;
     let logs = tempfile::tempdir().expect("log dir");
     let config = ContainerConfig {
         id: unique_id("runtime-test-badcmd"),
@@ -262,14 +261,7 @@ async fn exec_runs_in_the_container_with_output_exit_code_stdin_and_tty() {
     use hypermesh_agent::runtime::exec::{self, ExecSession, ExecSpec};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let containerd = PrivateContainerd::start();
-    let archive = containerd.build_test_image();
-    let client = RuntimeClient::connect(containerd.socket())
-        .await
-        .expect("connect to containerd");
-    image::import_archive(&client, &archive)
-        .await
-        .expect("import the OCI archive");
+    let (containerd, client) = with_test_image().await;
     let logs = tempfile::tempdir().expect("log dir");
     let config = ContainerConfig {
         id: unique_id("runtime-test-exec"),

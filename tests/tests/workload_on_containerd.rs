@@ -34,12 +34,7 @@ async fn applied_workload_runs_serves_and_is_removed() {
         scheduler,
     ));
     let containerd = PrivateContainerd::start();
-    let images = tempfile::tempdir().expect("image dir");
-    std::fs::copy(
-        containerd.build_test_image(),
-        images.path().join("busybox.oci.tar"),
-    )
-    .expect("copy archive");
+    let images = containerd.image_dir();
     let state = tempfile::tempdir().expect("state dir");
     let mut config = agent_support::config(
         server.url(),

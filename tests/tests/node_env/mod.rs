@@ -39,12 +39,7 @@ impl Env {
     pub async fn start_with(tune: impl FnOnce(&mut hypermesh_agent::Config)) -> Env {
         let server = InProcessApiServer::start().await.expect("apiserver");
         let containerd = PrivateContainerd::start();
-        let images = tempfile::tempdir().expect("image dir");
-        std::fs::copy(
-            containerd.build_test_image(),
-            images.path().join("busybox.oci.tar"),
-        )
-        .expect("copy archive");
+        let images = containerd.image_dir();
         let state = tempfile::tempdir().expect("state dir");
         let log_dir = tempfile::tempdir().expect("log dir");
         let secrets_dir = tempfile::Builder::new()
@@ -105,41 +100,23 @@ impl Env {
         policy: RestartPolicy,
         memory: &str,
     ) -> Instance {
-        let instance = Instance {
-            metadata: Some(ObjectMeta {
-                name: name.into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
-            spec: Some(v1::InstanceSpec {
-                containers: vec![v1::Container {
-                    name: "main".into(),
-                    image: image.into(),
-                    command: command.iter().map(|s| s.to_string()).collect(),
-                    resources: Some(v1::ResourceRequirements {
-                        cpu: "500m".into(),
-                        memory: memory.into(),
-                        ..Default::default()
-                    }),
+        let spec = v1::InstanceSpec {
+            containers: vec![v1::Container {
+                name: "main".into(),
+                image: image.into(),
+                command: command.iter().map(|s| s.to_string()).collect(),
+                resources: Some(v1::ResourceRequirements {
+                    cpu: "500m".into(),
+                    memory: memory.into(),
                     ..Default::default()
-                }],
-                restart_policy: policy as i32,
-                termination_grace_period_seconds: 1,
+                }),
                 ..Default::default()
-            }),
-            status: None,
+            }],
+            restart_policy: policy as i32,
+            termination_grace_period_seconds: 1,
+            ..Default::default()
         };
-        let instances = self.instances();
-        instances.create(&instance).await.expect("create instance");
-        instances
-            .bind(BindRequest {
-                namespace: "default".into(),
-                name: name.into(),
-                node_name: NODE.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("bind instance")
+        self.run_spec(name, spec).await
     }
 
     /// Waits until `check` accepts the Instance's status; panics with the last one.

@@ -17,22 +17,6 @@ const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Builds the busybox test image archive (scripts/build-test-image.sh) in `dir`.
-pub fn build_test_archive(dir: &Path) -> PathBuf {
-    let out = dir.join("busybox.oci.tar");
-    let output = Command::new("bash")
-        .arg(crate::runtime_support::workspace_root().join("scripts/build-test-image.sh"))
-        .arg(&out)
-        .output()
-        .expect("running scripts/build-test-image.sh");
-    assert!(
-        output.status.success(),
-        "scripts/build-test-image.sh failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out
-}
-
 /// A user of the test registry.
 pub const USER: &str = "hypermesh";
 pub const PASSWORD: &str = "pull-me-please";

@@ -93,19 +93,35 @@ impl PrivateContainerd {
 
     /// Builds the busybox test image archive into this containerd's directory.
     pub fn build_test_image(&self) -> PathBuf {
-        let out = self.dir.path().join("busybox.oci.tar");
-        let output = Command::new("bash")
-            .arg(workspace_root().join("scripts/build-test-image.sh"))
-            .arg(&out)
-            .output()
-            .expect("running scripts/build-test-image.sh");
-        assert!(
-            output.status.success(),
-            "scripts/build-test-image.sh failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        out
+        build_test_archive(self.dir.path())
     }
+
+    /// A fresh agent image directory (`--image-dir`) holding the test image archive.
+    pub fn image_dir(&self) -> tempfile::TempDir {
+        let images = tempfile::tempdir().expect("image dir");
+        std::fs::copy(
+            self.build_test_image(),
+            images.path().join("busybox.oci.tar"),
+        )
+        .expect("copy archive");
+        images
+    }
+}
+
+/// Builds the busybox test image archive (scripts/build-test-image.sh) in `dir`.
+pub fn build_test_archive(dir: &Path) -> PathBuf {
+    let out = dir.join("busybox.oci.tar");
+    let output = Command::new("bash")
+        .arg(workspace_root().join("scripts/build-test-image.sh"))
+        .arg(&out)
+        .output()
+        .expect("running scripts/build-test-image.sh");
+    assert!(
+        output.status.success(),
+        "scripts/build-test-image.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
 }
 
 /// Output of a container to `hm-logger` writing `<dir>/0.log`.
