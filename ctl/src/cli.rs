@@ -86,7 +86,7 @@ pub enum Command {
     /// Print a container's output (from its node, through the apiserver)
     #[command(after_help = "Examples:\n  hmctl logs web-7x2kq\n  \
         hmctl logs web-7x2kq -f --tail 20\n  hmctl logs web-7x2kq --previous\n  \
-        hmctl logs inst/job-1 -c sidecar --timestamps")]
+        hmctl logs inst/job-1 -c sidecar --timestamps\n  hmctl logs workload/web")]
     Logs(crate::logs::LogsArgs),
     /// Run a command in a running container
     #[command(

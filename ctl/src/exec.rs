@@ -13,14 +13,14 @@ use hypermesh_api::v1::{
 use tokio::sync::mpsc;
 
 use crate::error::ServerError;
-use crate::logs::instance_name;
+use crate::logs::resolve_instance;
 use crate::{Context, Exit};
 
 /// `hmctl exec`.
 #[derive(Debug, Args)]
 #[command(trailing_var_arg = true)]
 pub struct ExecArgs {
-    /// The Instance (`NAME`, `instance/NAME` or `inst/NAME`)
+    /// The Instance (`NAME`, `instance/NAME`), or `workload/NAME` for one of its Instances
     #[arg(value_name = "INSTANCE")]
     pub instance: String,
     /// The container (needed when the Instance has several)
@@ -73,7 +73,9 @@ fn terminal_size() -> Option<TerminalSize> {
 
 /// Runs `hmctl exec`.
 pub async fn run(ctx: &Context, args: &ExecArgs) -> Result<Exit> {
-    let name = instance_name(&args.instance)?;
+    let channel = ctx.connect().await?;
+    let name = resolve_instance(ctx, channel.clone(), &args.instance).await?;
+    let name = name.as_str();
     let namespace = ctx
         .namespace
         .clone()
@@ -104,7 +106,7 @@ pub async fn run(ctx: &Context, args: &ExecArgs) -> Result<Exit> {
         forward_resizes(tx.clone());
     }
     drop(tx);
-    let mut client = InstanceServiceClient::new(ctx.connect().await?);
+    let mut client = InstanceServiceClient::new(channel);
     let context = || format!("error executing in instance {name:?}: ");
     let mut stream = client
         .exec(tokio_stream::wrappers::ReceiverStream::new(rx))

@@ -3,9 +3,14 @@
 
 use std::io::Write;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use hypermesh_api::v1::{LogsRequest, instance_service_client::InstanceServiceClient};
+use hypermesh_api::v1::{
+    Instance, InstancePhase, ListRequest, LogsRequest, Workload,
+    instance_service_client::InstanceServiceClient,
+};
+use hypermesh_api::{Api, Resource};
+use tonic::transport::Channel;
 
 use crate::error::ServerError;
 use crate::{Context, Exit};
@@ -13,7 +18,7 @@ use crate::{Context, Exit};
 /// `hmctl logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The Instance (`NAME`, `instance/NAME` or `inst/NAME`)
+    /// The Instance (`NAME`, `instance/NAME`), or `workload/NAME` for one of its Instances
     #[arg(value_name = "INSTANCE")]
     pub instance: String,
     /// The container (needed when the Instance has several)
@@ -33,25 +38,83 @@ pub struct LogsArgs {
     pub timestamps: bool,
 }
 
-/// `instance/web-1`, `inst/web-1` or `web-1` → `web-1`.
-pub fn instance_name(arg: &str) -> Result<&str> {
-    match arg.split_once('/') {
-        None => Ok(arg),
-        Some((kind, name)) if ["instance", "instances", "inst"].contains(&kind) => Ok(name),
-        Some((kind, _)) => anyhow::bail!(
-            "{arg:?}: logs and exec work on Instances (`hmctl get instances` lists them), not {kind}"
-        ),
+/// The Instance `arg` names: `web-1`, `instance/web-1` (`inst/`), or `workload/web`
+/// (`wl/`), meaning one of the Workload's Instances — a running one, the oldest first,
+/// as `kubectl logs deploy/web` picks a pod.
+pub async fn resolve_instance(ctx: &Context, channel: Channel, arg: &str) -> Result<String> {
+    let (kind, name) = arg.split_once('/').unwrap_or(("instance", arg));
+    if ["instance", "instances", "inst"].contains(&kind) {
+        return Ok(name.to_string());
     }
-}
-
-/// Runs `hmctl logs`.
-pub async fn run(ctx: &Context, args: &LogsArgs) -> Result<Exit> {
-    let name = instance_name(&args.instance)?;
+    if !["workload", "workloads", "wl"].contains(&kind) {
+        bail!(
+            "{arg:?}: logs and exec work on Instances (`hmctl get instances` lists them) or \
+             workload/NAME, not {kind}"
+        );
+    }
     let namespace = ctx
         .namespace
         .clone()
         .unwrap_or_else(|| crate::DEFAULT_NAMESPACE.into());
-    let mut client = InstanceServiceClient::new(ctx.connect().await?);
+    let workload = Api::<Workload>::new(channel.clone())
+        .get(&namespace, name)
+        .await
+        .map_err(|s| ServerError::for_object(&s, "workloads", name))?;
+    let selector = workload
+        .spec
+        .as_ref()
+        .map(|s| {
+            s.selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let (mut instances, _) = Api::<Instance>::new(channel)
+        .list_all(ListRequest {
+            namespace: namespace.clone(),
+            label_selector: selector,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| ServerError::from_status(&s))?;
+    let uid = workload.meta().uid.clone();
+    instances.retain(|i| i.meta().owner_references.iter().any(|r| r.uid == uid));
+    let running = |i: &Instance| {
+        i.status
+            .as_ref()
+            .is_some_and(|s| s.phase == InstancePhase::Running as i32)
+    };
+    instances.sort_by_key(|i| {
+        (
+            !running(i),
+            i.meta().creation_timestamp.map(|t| (t.seconds, t.nanos)),
+        )
+    });
+    let Some(first) = instances.first() else {
+        bail!("workload {namespace}/{name} has no instances");
+    };
+    if instances.len() > 1 {
+        eprintln!(
+            "Found {} instances, using instance/{}",
+            instances.len(),
+            first.meta().name
+        );
+    }
+    Ok(first.meta().name.clone())
+}
+
+/// Runs `hmctl logs`.
+pub async fn run(ctx: &Context, args: &LogsArgs) -> Result<Exit> {
+    let channel = ctx.connect().await?;
+    let name = resolve_instance(ctx, channel.clone(), &args.instance).await?;
+    let name = name.as_str();
+    let namespace = ctx
+        .namespace
+        .clone()
+        .unwrap_or_else(|| crate::DEFAULT_NAMESPACE.into());
+    let mut client = InstanceServiceClient::new(channel);
     let request = LogsRequest {
         namespace,
         name: name.to_string(),

@@ -110,6 +110,18 @@ async fn applied_workload_runs_serves_and_is_removed() {
         .await
         .ok();
     assert_eq!(page.stdout, "hello from hypermesh (prod)\n");
+    // workload/NAME picks one of its Instances (saying which).
+    let via_workload = hmctl
+        .run(&["exec", "workload/web", "--", "cat", "/www/index.html"])
+        .await
+        .ok();
+    assert_eq!(via_workload.stdout, "hello from hypermesh (prod)\n");
+    assert!(
+        via_workload
+            .stderr
+            .starts_with("Found 3 instances, using instance/web-"),
+        "{via_workload:#?}"
+    );
     let table = hmctl.run(&["get", "workloads"]).await.ok();
     assert!(
         table
