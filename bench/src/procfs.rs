@@ -21,6 +21,32 @@ pub fn cpu_seconds(pid: Option<u32>) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU time the whole machine has spent busy so far (every core: user, nice, system,
+/// irq, softirq, steal), in seconds, from the first line of `/proc/stat`.
+pub fn machine_busy_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    stat.lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .map(busy_ticks)
+        .unwrap_or(0.0)
+        / 100.0
+}
+
+/// user + nice + system + irq + softirq + steal of a `/proc/stat` cpu line's numbers
+/// (idle and iowait are fields 4 and 5; guest time is already inside user).
+fn busy_ticks(numbers: &str) -> f64 {
+    numbers
+        .split_whitespace()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .filter_map(|(_, n)| n.parse::<f64>().ok())
+        .sum()
+}
+
 /// The fields of `/proc/PID/stat` after the command name (which may contain spaces):
 /// index 0 is the state, 1 the parent pid.
 fn stat_fields(stat: &str) -> Vec<&str> {
@@ -148,6 +174,7 @@ mod tests {
         assert!(memory.rss_kib > 0 && memory.pss_kib > 0 && memory.pss_kib <= memory.rss_kib);
         assert!(cpu_seconds(Some(me)) >= 0.0);
         assert_eq!(cpu_seconds(None), 0.0);
+        assert!(machine_busy_seconds() > 0.0);
     }
 
     #[test]
@@ -155,6 +182,7 @@ mod tests {
         let status = "Name:\tx\nVmRSS:\t    6812 kB\nVmSwap:\t0 kB\n";
         assert_eq!(kib_field(status, "VmRSS"), Some(6812));
         assert_eq!(kib_field(status, "VmHWM"), None);
+        assert_eq!(busy_ticks(" 100 2 30 999 7 1 4 3 0 0"), 140.0);
         let stat = "42 (a b) S 7 42 42 0 -1 4194560 1 0 0 0 5 3";
         assert_eq!(stat_fields(stat)[1], "7");
         let shim = Process {

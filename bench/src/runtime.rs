@@ -29,7 +29,7 @@ use crate::containerd::{Ctr, PrivateContainerd};
 use crate::procfs::{Memory, cpu_seconds};
 use crate::servers::{self, AgentTarget, Controllers};
 use crate::stats::{format_duration, percentile};
-use cluster::{COMMAND, Cluster, IMAGE, RoundResult, Stages, Via};
+use cluster::{COMMAND, Cluster, IMAGE, RoundCpu, RoundResult, Stages, Via};
 use memory::{Snapshot, format_mib, per_item};
 
 /// The agent's Node.
@@ -122,6 +122,30 @@ impl Series {
         all
     }
 
+    /// CPU seconds per container started (machine, containerd), and the share of the
+    /// machine's cores that was busy, over all rounds.
+    fn cpu(&self) -> (f64, f64, f64) {
+        let containers = self
+            .rounds
+            .iter()
+            .map(|r| r.stages.len())
+            .sum::<usize>()
+            .max(1) as f64;
+        let machine: f64 = self.rounds.iter().map(|r| r.cpu.machine).sum();
+        let containerd: f64 = self.rounds.iter().map(|r| r.cpu.containerd).sum();
+        let wall: f64 = self
+            .rounds
+            .iter()
+            .map(|r| r.all_running.as_secs_f64())
+            .sum();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        (
+            machine / containers,
+            containerd / containers,
+            machine / (wall * cores).max(f64::MIN_POSITIVE),
+        )
+    }
+
     /// The median over rounds of the time until the round's last Instance ran.
     fn all_running(&self) -> Duration {
         let mut walls: Vec<Duration> = self.rounds.iter().map(|r| r.all_running).collect();
@@ -143,6 +167,9 @@ struct CpuUse {
 #[derive(Debug, Clone)]
 struct Report {
     series: Vec<Series>,
+    /// The agent registered and Ready, before any Instance.
+    fresh: Snapshot,
+    /// No Instance left, after the latency rounds.
     idle: Snapshot,
     loaded: Snapshot,
     after: Snapshot,
@@ -222,17 +249,31 @@ async fn measure(
     let channel = hypermesh_api::client::connect(apiserver.url())
         .await
         .context("connecting to the apiserver")?;
-    let cluster = Cluster {
+    let mut cluster = Cluster {
         apiserver,
         scheduler,
         agent,
         instances: Api::new(channel.clone()),
-        workloads: Api::new(channel),
+        workloads: Api::new(channel.clone()),
+        nodes: Api::new(channel),
         agent_ctr: containerd.ctr(AGENT_NAMESPACE),
+        containerd_pid: containerd.pid(),
         timeout,
     };
     let ctr = containerd.ctr(CTR_NAMESPACE);
     ctr.import(archive).await?;
+    let agent_pid = cluster.agent.pid();
+    let read = || {
+        memory::snapshot(
+            agent_pid,
+            containerd.pid(),
+            containerd.socket(),
+            AGENT_NAMESPACE,
+        )
+    };
+    cluster.wait_node_ready(NODE).await?;
+    tokio::time::sleep(SETTLE).await;
+    let fresh = read();
 
     // Warm-up, not counted: the Node registered and Ready, the image imported, the
     // controller's and scheduler's caches synced, the image's files in the page cache.
@@ -242,7 +283,7 @@ async fn measure(
             .round(*via, &format!("warmup-{}", via.short()), 1)
             .await?;
     }
-    ctr_round(&ctr, "warmup", 1, timeout).await?;
+    ctr_round(&ctr, containerd.pid(), "warmup", 1, timeout).await?;
 
     let mut systems: Vec<System> = args.via.iter().map(|v| System::HyperMesh(*v)).collect();
     systems.push(System::Ctr);
@@ -268,7 +309,14 @@ async fn measure(
                         cluster.round(*via, &round, at_once).await?
                     }
                     System::Ctr => {
-                        ctr_round(&ctr, &format!("{at_once}x-{rep:02}"), at_once, timeout).await?
+                        ctr_round(
+                            &ctr,
+                            containerd.pid(),
+                            &format!("{at_once}x-{rep:02}"),
+                            at_once,
+                            timeout,
+                        )
+                        .await?
                     }
                 };
                 series[first + i].rounds.push(result);
@@ -283,15 +331,6 @@ async fn measure(
     // Memory: idle, with a batch running, and after it is gone.
     let batch_via = args.via.iter().copied().last().unwrap_or(Via::Instance);
     let batch = args.batch as usize;
-    let agent_pid = cluster.agent.pid();
-    let read = || {
-        memory::snapshot(
-            agent_pid,
-            containerd.pid(),
-            containerd.socket(),
-            AGENT_NAMESPACE,
-        )
-    };
     tokio::time::sleep(SETTLE).await;
     let idle = read();
     let cpu = |c: &Cluster| CpuUse {
@@ -324,6 +363,7 @@ async fn measure(
     apiserver.stop().await?;
     Ok(Report {
         series,
+        fresh,
         idle,
         loaded,
         after,
@@ -341,13 +381,21 @@ async fn measure(
 
 /// `count` × `ctr run -d` at once, each timed to its exit (the task has started then),
 /// checked RUNNING in `ctr tasks ls`, then removed.
-async fn ctr_round(ctr: &Ctr, round: &str, count: usize, timeout: Duration) -> Result<RoundResult> {
+async fn ctr_round(
+    ctr: &Ctr,
+    containerd_pid: Option<u32>,
+    round: &str,
+    count: usize,
+    timeout: Duration,
+) -> Result<RoundResult> {
     let ids: Vec<String> = (0..count)
         .map(|i| format!("hm-bench-{}-{round}-{i:03}", std::process::id()))
         .collect();
+    let cpu_before = RoundCpu::now(containerd_pid);
     let begin = Instant::now();
     let totals = try_join_all(ids.iter().map(|id| ctr.run_detached(IMAGE, id, &COMMAND))).await?;
     let all_running = begin.elapsed();
+    let cpu = cpu_before.until(RoundCpu::now(containerd_pid));
     let running = ctr.running_tasks().await?;
     let missing: Vec<&String> = ids.iter().filter(|id| !running.contains(*id)).collect();
     let removed = try_join_all(ids.iter().map(|id| ctr.remove(id))).await;
@@ -371,6 +419,7 @@ async fn ctr_round(ctr: &Ctr, round: &str, count: usize, timeout: Duration) -> R
             })
             .collect(),
         all_running,
+        cpu,
     })
 }
 
@@ -429,6 +478,22 @@ impl Report {
         }
 
         println!(
+            "\n| CPU while starting | at once | machine busy per container | containerd per container | cores busy |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for s in &self.series {
+            let (machine, containerd, busy) = s.cpu();
+            println!(
+                "| {} | {} | {} | {} | {:.0}% |",
+                s.system.describe(),
+                s.at_once,
+                format_duration(Duration::from_secs_f64(machine.max(0.0))),
+                format_duration(Duration::from_secs_f64(containerd.max(0.0))),
+                busy * 100.0
+            );
+        }
+
+        println!(
             "\n| where the time goes, p50 / p99 | at once | create → exists | → bound | → container started | → RUNNING seen |"
         );
         println!("|---|---:|---:|---:|---:|---:|");
@@ -456,65 +521,53 @@ impl Report {
         }
 
         let n = self.batch;
-        let rss = |m: Memory| format_mib(m.rss_kib);
         let both = |m: Memory| format!("{} (PSS {})", format_mib(m.rss_kib), format_mib(m.pss_kib));
-        let sum = |items: &[Memory]| items.iter().copied().sum::<Memory>();
         println!(
-            "\n| memory ({}) | 0 Instances | {n} running | after deleting them | per Instance |",
+            "\n| memory ({}) | registered, nothing run yet | 0 Instances, after the rounds above | {n} running | after deleting them | per Instance |",
             self.batch_via.describe()
         );
-        println!("|---|---:|---:|---:|---:|");
-        let growth = |idle: Memory, loaded: Memory| {
-            format_mib(loaded.rss_kib.saturating_sub(idle.rss_kib) / n.max(1) as u64)
-        };
-        println!(
-            "| hm-agent VmRSS | {} | {} | {} | {} |",
-            rss(self.idle.agent),
-            rss(self.loaded.agent),
-            rss(self.after.agent),
-            growth(self.idle.agent, self.loaded.agent)
-        );
-        println!(
-            "| containerd VmRSS | {} | {} | {} | {} |",
-            rss(self.idle.containerd),
-            rss(self.loaded.containerd),
-            rss(self.after.containerd),
-            growth(self.idle.containerd, self.loaded.containerd)
-        );
-        let cell = |items: &[Memory]| {
-            if items.is_empty() {
-                "none".to_string()
-            } else {
-                both(sum(items))
-            }
-        };
-        for (name, idle, loaded, after) in [
+        println!("|---|---:|---:|---:|---:|---:|");
+        let snapshots = [&self.fresh, &self.idle, &self.loaded, &self.after];
+        for (name, pick) in [
+            (
+                "hm-agent VmRSS",
+                (|s: &Snapshot| s.agent) as fn(&Snapshot) -> Memory,
+            ),
+            ("containerd VmRSS", |s: &Snapshot| s.containerd),
+        ] {
+            let cells: Vec<String> = snapshots
+                .iter()
+                .map(|s| format_mib(pick(s).rss_kib))
+                .collect();
+            let growth = i64::try_from(pick(&self.loaded).rss_kib).unwrap_or(i64::MAX)
+                - i64::try_from(pick(&self.idle).rss_kib).unwrap_or(i64::MAX);
+            println!(
+                "| {name} | {} | {:+} KB |",
+                cells.join(" | "),
+                growth / i64::try_from(n.max(1)).unwrap_or(1)
+            );
+        }
+        for (name, pick) in [
             (
                 "containerd-shim-runc-v2",
-                &self.idle.shims,
-                &self.loaded.shims,
-                &self.after.shims,
+                (|s: &Snapshot| s.shims.as_slice()) as fn(&Snapshot) -> &[Memory],
             ),
-            (
-                "hm-logger",
-                &self.idle.loggers,
-                &self.loaded.loggers,
-                &self.after.loggers,
-            ),
-            (
-                "container process (sleep)",
-                &self.idle.containers,
-                &self.loaded.containers,
-                &self.after.containers,
-            ),
+            ("hm-logger", |s: &Snapshot| s.loggers.as_slice()),
+            ("container process (sleep)", |s: &Snapshot| {
+                s.containers.as_slice()
+            }),
         ] {
+            let cells: Vec<String> = snapshots
+                .iter()
+                .map(|s| match pick(s) {
+                    [] => "none".to_string(),
+                    items => format!("{} × {}", items.len(), both(items.iter().copied().sum())),
+                })
+                .collect();
             println!(
-                "| {name} × {}, RSS (PSS) summed | {} | {} | {} | {} |",
-                loaded.len(),
-                cell(idle),
-                cell(loaded),
-                cell(after),
-                both(per_item(loaded)),
+                "| {name}, RSS (PSS) summed | {} | {} |",
+                cells.join(" | "),
+                both(per_item(pick(&self.loaded)))
             );
         }
         let c = self.batch_cpu;

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::ValueEnum;
 use futures::future::try_join_all;
 use hypermesh_api::v1::{
-    self, DeleteRequest, Instance, InstancePhase, InstanceTemplate, ListRequest, ObjectMeta,
+    self, DeleteRequest, Instance, InstancePhase, InstanceTemplate, ListRequest, Node, ObjectMeta,
     RestartPolicy, WatchEventType, WatchRequest, Workload, WorkloadSpec,
 };
 use hypermesh_api::{Api, Resource};
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tonic::Streaming;
 
 use crate::containerd::Ctr;
+use crate::procfs;
 use crate::servers::ServerProcess;
 
 /// Namespace of everything the benchmark creates.
@@ -83,6 +84,35 @@ pub struct RoundResult {
     pub stages: Vec<Stages>,
     /// First create sent → last Instance RUNNING.
     pub all_running: Duration,
+    /// CPU used from the first create to the last RUNNING.
+    pub cpu: RoundCpu,
+}
+
+/// CPU seconds used while a round's containers started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoundCpu {
+    /// The whole machine, every process (other users' too).
+    pub machine: f64,
+    /// The containerd daemon (its shims and runc are separate processes).
+    pub containerd: f64,
+}
+
+impl RoundCpu {
+    /// Readings now; subtract two to get a round's use.
+    pub fn now(containerd: Option<u32>) -> RoundCpu {
+        RoundCpu {
+            machine: procfs::machine_busy_seconds(),
+            containerd: procfs::cpu_seconds(containerd),
+        }
+    }
+
+    /// The use between `self` (earlier) and `later`.
+    pub fn until(self, later: RoundCpu) -> RoundCpu {
+        RoundCpu {
+            machine: later.machine - self.machine,
+            containerd: later.containerd - self.containerd,
+        }
+    }
 }
 
 /// When a create was sent: monotonic for latencies, wall clock to compare with the
@@ -126,8 +156,11 @@ pub struct Cluster {
     pub agent: ServerProcess,
     pub instances: Api<Instance>,
     pub workloads: Api<Workload>,
+    pub nodes: Api<Node>,
     /// `ctr` in the agent's containerd namespace, to see its containers go.
     pub agent_ctr: Ctr,
+    /// The containerd daemon's pid, for its CPU time.
+    pub containerd_pid: Option<u32>,
     /// Deadline for each wait.
     pub timeout: Duration,
 }
@@ -252,6 +285,31 @@ fn started_at(instance: &Instance) -> Option<SystemTime> {
 }
 
 impl Cluster {
+    /// Waits (polling every 100 ms, not timed) until Node `name` says Ready=True.
+    pub async fn wait_node_ready(&mut self, name: &str) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let ready = self.nodes.get("", name).await.ok().is_some_and(|node| {
+                node.status
+                    .iter()
+                    .flat_map(|s| &s.conditions)
+                    .any(|c| c.r#type == "Ready" && c.status == "True")
+            });
+            if ready {
+                return Ok(());
+            }
+            self.agent.check_alive()?;
+            if Instant::now() >= deadline {
+                bail!(
+                    "node {name} not Ready within {:?}; last lines of the agent's log:\n{}",
+                    self.timeout,
+                    self.agent.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Asks for `count` Instances `via` Workload or Instances, labelled with `round`, and
     /// waits until every one is RUNNING.
     pub async fn start(&self, via: Via, round: &str, count: usize) -> Result<Started> {
@@ -279,6 +337,7 @@ impl Cluster {
 
         // When each create was sent, by Instance name (a Workload's: under "").
         let sent: Arc<Mutex<HashMap<String, Sent>>> = Arc::default();
+        let cpu_before = RoundCpu::now(self.containerd_pid);
         let creator = {
             let (sent, round) = (sent.clone(), round.to_string());
             let (workloads, instances) = (self.workloads.clone(), self.instances.clone());
@@ -353,6 +412,7 @@ impl Cluster {
                 bail!("instance {name} ended instead of running: {}", entry.last);
             }
         }
+        let cpu = cpu_before.until(RoundCpu::now(self.containerd_pid));
         creator.await.context("the creating task")??;
 
         let sent = lock(&sent).clone();
@@ -399,6 +459,7 @@ impl Cluster {
             result: RoundResult {
                 stages,
                 all_running,
+                cpu,
             },
         })
     }
