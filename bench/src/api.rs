@@ -39,7 +39,8 @@ pub async fn run(args: ApiArgs) -> Result<()> {
     let mut hypermesh = None;
     if args.targets.contains(&Target::Hypermesh) {
         eprintln!("hm-bench: starting {}", args.apiserver.display());
-        let server = servers::start_apiserver(&args.apiserver, timeout).await?;
+        let server =
+            servers::start_apiserver(&args.apiserver, servers::Controllers::None, timeout).await?;
         let result = bench_hypermesh(server.url(), &args, &objects, timeout)
             .await
             .context("HyperMesh run")?;

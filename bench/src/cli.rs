@@ -25,6 +25,9 @@ pub enum Command {
     /// FALCON-1024 keygen/sign/verify and Asset proof build/verify per second, and
     /// Asset registrations/s with proofs through a real hm-apiserver.
     Trust(crate::trust::TrustArgs),
+    /// Apply → RUNNING latency of Instances on a real hm-agent and containerd (1 and a
+    /// batch at once), side by side with `ctr run -d`; agent, shim and logger memory.
+    Runtime(crate::runtime::RuntimeArgs),
 }
 
 /// A system the `api` benchmark measures.

@@ -7,18 +7,25 @@
 //!
 //! # Layout
 //! - [`cli`]: command-line arguments.
-//! - [`servers`]: real `hm-apiserver` and `etcd` processes on free loopback ports, killed
-//!   when dropped (also on error and on Ctrl-C).
+//! - [`servers`]: real `hm-apiserver`, `etcd`, `hm-scheduler` and `hm-agent` processes,
+//!   killed when dropped (also on error and on Ctrl-C).
+//! - [`containerd`]: a private containerd (scripts/containerd.sh) and `ctr` against it.
+//! - [`procfs`]: CPU time, RSS/PSS and the process table from `/proc`.
 //! - [`workload`]: the ~1 KB Workload every phase writes.
 //! - [`stats`]: latency samples → throughput, p50, p99.
 //! - [`api`]: the `api` benchmark: create, get, list and watch against HyperMesh and etcd.
 //! - [`scheduler`]: the `scheduler` benchmark: bindings/s on simulated nodes.
 //! - [`trust`]: the `trust` benchmark: FALCON-1024, proofs, and registrations with proofs.
+//! - [`runtime`]: the `runtime` benchmark: apply → RUNNING on a real agent and containerd
+//!   next to `ctr run -d`, and the agent's and each container's memory.
 //! - [`report`]: the markdown table and the `BENCHMARKS.md` section.
 
 pub mod api;
 pub mod cli;
+pub mod containerd;
+pub mod procfs;
 pub mod report;
+pub mod runtime;
 pub mod scheduler;
 pub mod servers;
 pub mod stats;
@@ -33,5 +40,6 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Api(args) => api::run(args).await,
         cli::Command::Scheduler(args) => scheduler::run(args).await,
         cli::Command::Trust(args) => trust::run(args).await,
+        cli::Command::Runtime(args) => runtime::run(args).await,
     }
 }

@@ -7,8 +7,7 @@
 //! GPU-requesting Instances, run one after the other on fresh servers.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +19,10 @@ use hypermesh_api::v1::{
     ObjectMeta, WatchEventType, WatchRequest,
 };
 use hypermesh_api::{Api, Resource};
-use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::procfs::cpu_seconds;
 use crate::servers;
 use crate::stats::{PhaseStats, format_count, format_duration};
 
@@ -159,25 +158,6 @@ where
     Ok(())
 }
 
-fn start_scheduler(binary: &Path, url: &str) -> Result<Child> {
-    if !binary.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p hypermesh-scheduler`, or pass --scheduler PATH",
-            binary.display()
-        );
-    }
-    Command::new(binary)
-        .arg("--server")
-        .arg(url)
-        .env("HM_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))
-}
-
 /// One phase's result.
 #[derive(Debug, Clone)]
 pub struct PhaseResult {
@@ -189,30 +169,10 @@ pub struct PhaseResult {
     pub cpu_seconds: (f64, f64),
 }
 
-/// CPU time (user + system) a process has used so far, from /proc.
-fn cpu_seconds(pid: Option<u32>) -> f64 {
-    let Some(pid) = pid else { return 0.0 };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may contain spaces) start at ") ".
-    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ") ".
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
     let timeout = Duration::from_secs(args.timeout_secs);
-    let server = servers::start_apiserver(&args.apiserver, timeout).await?;
+    let server =
+        servers::start_apiserver(&args.apiserver, servers::Controllers::None, timeout).await?;
     let channel = hypermesh_api::client::connect(server.url())
         .await
         .context("connecting")?;
@@ -253,7 +213,7 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
         format_duration(started.elapsed())
     );
 
-    let mut scheduler = start_scheduler(&args.scheduler, server.url())?;
+    let mut scheduler = servers::start_scheduler(&args.scheduler, server.url())?;
     // Warm-up: one Instance bound proves the scheduler has synced its caches.
     instances
         .create(&instance("warmup", false))
@@ -273,9 +233,7 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
         if Instant::now() > warm_deadline {
             bail!("the scheduler did not bind the warm-up instance within {timeout:?}");
         }
-        if let Ok(Some(status)) = scheduler.try_wait() {
-            bail!("hm-scheduler exited ({status})");
-        }
+        scheduler.check_alive()?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -302,7 +260,7 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
         .await
         .context("watching instances")?;
     let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; count]));
-    let cpu_before = (cpu_seconds(server.pid()), cpu_seconds(scheduler.id()));
+    let cpu_before = (cpu_seconds(server.pid()), cpu_seconds(scheduler.pid()));
     let begin = Instant::now();
     let creator = {
         let (instances, sent_at) = (instances.clone(), sent_at.clone());
@@ -354,7 +312,7 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
     let wall = begin.elapsed();
     let cpu = (
         cpu_seconds(server.pid()) - cpu_before.0,
-        cpu_seconds(scheduler.id()) - cpu_before.1,
+        cpu_seconds(scheduler.pid()) - cpu_before.1,
     );
     creator.await.context("creator task")??;
     let sent = sent_at.lock().await.clone();
@@ -363,7 +321,7 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
         .zip(&bound_at)
         .filter_map(|(s, b)| Some(b.as_ref()?.saturating_duration_since(*s.as_ref()?)))
         .collect();
-    let _ = scheduler.kill().await;
+    let _ = scheduler.stop().await;
     server.stop().await?;
     Ok(PhaseResult {
         name: if gpu { "gpu" } else { "plain" },

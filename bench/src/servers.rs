@@ -1,6 +1,7 @@
-//! Real server processes for the benchmarks: `hm-apiserver` and `etcd`, each on free
-//! loopback ports with its own temporary data directory. A [`ServerProcess`] kills its
-//! process when dropped, so an error or Ctrl-C anywhere never leaves a server behind.
+//! Real processes for the benchmarks: `hm-apiserver` and `etcd` (each on free loopback
+//! ports with its own temporary data directory), `hm-scheduler` and `hm-agent` against
+//! an apiserver. A [`ServerProcess`] kills its process when dropped, so an error or
+//! Ctrl-C anywhere never leaves a server behind.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -26,6 +27,7 @@ pub struct ServerProcess {
     name: &'static str,
     child: Child,
     log_path: PathBuf,
+    /// Where clients connect; empty for processes that serve no API (scheduler, agent).
     url: String,
     // Dropped after the process is killed (fields drop after `Drop::drop`).
     _dir: TempDir,
@@ -50,11 +52,17 @@ impl ServerProcess {
             .with_context(|| format!("stopping {}", self.name))
     }
 
+    /// The last `lines` lines of the process's log (stderr; stdout too unless it is the
+    /// apiserver's).
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log_path, lines)
+    }
+
     /// Fails with the log's last lines when the process has exited.
-    fn check_alive(&mut self) -> Result<()> {
+    pub fn check_alive(&mut self) -> Result<()> {
         match self.child.try_wait() {
             Ok(Some(status)) => bail!(
-                "{} exited during startup ({status}); last lines of {}:\n{}",
+                "{} exited ({status}); last lines of {}:\n{}",
                 self.name,
                 self.log_path.display(),
                 log_tail(&self.log_path, 20)
@@ -119,9 +127,31 @@ pub fn parse_ready_line(line: &str) -> Option<SocketAddr> {
         .ok()
 }
 
-/// Starts `hm-apiserver --listen 127.0.0.1:0 --data-dir TMP` and waits (up to
-/// `timeout`) for the line announcing its address.
-pub async fn start_apiserver(binary: &Path, timeout: Duration) -> Result<ServerProcess> {
+/// Which of its in-process controllers `hm-apiserver` runs (`--controllers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Controllers {
+    /// The store and API alone: nothing reacts to the benchmark's objects.
+    None,
+    /// Workload, garbage collection, node lifecycle, namespaces: as `make up` runs it.
+    All,
+}
+
+impl Controllers {
+    fn flag(self) -> &'static str {
+        match self {
+            Controllers::None => "none",
+            Controllers::All => "all",
+        }
+    }
+}
+
+/// Starts `hm-apiserver --listen 127.0.0.1:0 --data-dir TMP --controllers C` and waits
+/// (up to `timeout`) for the line announcing its address.
+pub async fn start_apiserver(
+    binary: &Path,
+    controllers: Controllers,
+    timeout: Duration,
+) -> Result<ServerProcess> {
     require_binary(
         binary,
         "build it with `cargo build --release -p hypermesh-apiserver`, or pass --apiserver PATH",
@@ -134,9 +164,8 @@ pub async fn start_apiserver(binary: &Path, timeout: Duration) -> Result<ServerP
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        // The store and API alone: no controller reacting to the benchmark's objects.
         .arg("--controllers")
-        .arg("none")
+        .arg(controllers.flag())
         .arg("--insecure-dev")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -187,6 +216,98 @@ pub async fn start_apiserver(binary: &Path, timeout: Duration) -> Result<ServerP
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     server.url = format!("http://{addr}");
     Ok(server)
+}
+
+/// Spawns `binary args…` with stdout and stderr in `<dir>/<name>.log`, killed on drop.
+fn spawn_logged(
+    name: &'static str,
+    binary: &Path,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    dir: TempDir,
+) -> Result<ServerProcess> {
+    let log_path = dir.path().join(format!("{name}.log"));
+    let log = File::create(&log_path).with_context(|| format!("creating the {name} log"))?;
+    let log_err = log
+        .try_clone()
+        .with_context(|| format!("duplicating the {name} log handle"))?;
+    let child = Command::new(binary)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    Ok(ServerProcess {
+        name,
+        child,
+        log_path,
+        url: String::new(),
+        _dir: dir,
+    })
+}
+
+/// Starts `hm-scheduler --server URL` (warnings and errors to its log).
+pub fn start_scheduler(binary: &Path, server: &str) -> Result<ServerProcess> {
+    require_binary(
+        binary,
+        "build it with `cargo build --release -p hypermesh-scheduler`, or pass --scheduler PATH",
+    )?;
+    let dir = temp_dir("hm-bench-scheduler-")?;
+    spawn_logged(
+        "hm-scheduler",
+        binary,
+        &["--server".as_ref(), server.as_ref()],
+        &[("HM_LOG", "warn")],
+        dir,
+    )
+}
+
+/// What `hm-agent` runs against.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentTarget<'a> {
+    /// The apiserver URL.
+    pub server: &'a str,
+    /// `--node-name`.
+    pub node_name: &'a str,
+    /// `--containerd-socket`.
+    pub containerd_socket: &'a Path,
+    /// `--image-dir`: OCI archives imported at start.
+    pub image_dir: &'a Path,
+}
+
+/// Starts `hm-agent` with a temporary `--state-dir` (identity, logs); `hm-logger` must
+/// sit beside it. Readiness (its Node registered) is for the caller to watch.
+pub fn start_agent(binary: &Path, target: AgentTarget<'_>) -> Result<ServerProcess> {
+    let hint = "build it with `cargo build --release -p hypermesh-agent`, or pass --agent PATH";
+    require_binary(binary, hint)?;
+    let logger = binary.with_file_name("hm-logger");
+    require_binary(
+        &logger,
+        "hm-logger is built with hm-agent (-p hypermesh-agent)",
+    )?;
+    let dir = temp_dir("hm-bench-agent-")?;
+    let state = dir.path().join("state");
+    spawn_logged(
+        "hm-agent",
+        binary,
+        &[
+            "--server".as_ref(),
+            target.server.as_ref(),
+            "--node-name".as_ref(),
+            target.node_name.as_ref(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+            "--containerd-socket".as_ref(),
+            target.containerd_socket.as_os_str(),
+            "--image-dir".as_ref(),
+            target.image_dir.as_os_str(),
+        ],
+        &[],
+        dir,
+    )
 }
 
 /// Starts a single-member etcd on two free loopback ports with a temporary data dir,

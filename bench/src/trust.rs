@@ -225,7 +225,8 @@ pub async fn run(args: TrustArgs) -> Result<()> {
     .await?;
 
     // End to end through a real apiserver.
-    let server = servers::start_apiserver(&args.apiserver, timeout).await?;
+    let server =
+        servers::start_apiserver(&args.apiserver, servers::Controllers::None, timeout).await?;
     let channel = hypermesh_api::client::connect(server.url()).await?;
     let nodes = Api::<Node>::new(channel);
     for (name, identity) in [("trusted", Some(&identity)), ("plain", None)] {
