@@ -84,13 +84,8 @@ impl PrivateContainerd {
     /// Removes every task and container in every namespace, then stops containerd.
     pub async fn stop(mut self) -> Result<()> {
         self.stopped = true;
-        let (ctr, socket, script, dir) = (
-            self.ctr.clone(),
-            self.socket.clone(),
-            self.script.clone(),
-            self.dir.clone(),
-        );
-        tokio::task::spawn_blocking(move || purge_and_stop(&ctr, &socket, &script, &dir))
+        let (script, dir) = (self.script.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || purge_and_stop(&script, &dir))
             .await
             .context("stopping containerd")?
     }
@@ -100,7 +95,7 @@ impl Drop for PrivateContainerd {
     fn drop(&mut self) {
         if !self.stopped {
             // Best effort on the way out of an error or Ctrl-C.
-            if let Err(e) = purge_and_stop(&self.ctr, &self.socket, &self.script, &self.dir) {
+            if let Err(e) = purge_and_stop(&self.script, &self.dir) {
                 eprintln!("hm-bench: stopping the private containerd: {e:#}");
             }
         }
@@ -108,53 +103,25 @@ impl Drop for PrivateContainerd {
 }
 
 /// Force-removes every task and container in every namespace (runc's state directory is
-/// shared by all containerds, and shims outlive containerd), then stops the daemon.
-fn purge_and_stop(ctr: &Path, socket: &Path, script: &Path, dir: &Path) -> Result<()> {
-    let run = |args: &[&str]| -> Result<String> {
-        let output = std::process::Command::new(ctr)
-            .arg("--address")
-            .arg(socket)
-            .args(args)
+/// shared by all containerds, and shims outlive containerd), then stops the daemon:
+/// `scripts/containerd.sh purge` and `stop`.
+fn purge_and_stop(script: &Path, dir: &Path) -> Result<()> {
+    let mut failures = Vec::new();
+    for command in ["purge", "stop"] {
+        let output = std::process::Command::new("bash")
+            .arg(script)
+            .arg(command)
+            .arg(dir)
             .stdin(Stdio::null())
             .output()
-            .with_context(|| format!("running {}", ctr.display()))?;
+            .with_context(|| format!("running {} {command}", script.display()))?;
         if !output.status.success() {
-            bail!(
-                "ctr {}: {}",
-                args.join(" "),
+            failures.push(format!(
+                "{} {command}: {}",
+                script.display(),
                 String::from_utf8_lossy(&output.stderr).trim()
-            );
+            ));
         }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    };
-    let mut failures = Vec::new();
-    if socket.exists() {
-        for ns in run(&["namespaces", "ls", "-q"])?.lines() {
-            for task in run(&["-n", ns, "tasks", "ls", "-q"])?.lines() {
-                if let Err(e) = run(&["-n", ns, "tasks", "rm", "-f", task]) {
-                    failures.push(format!("{e:#}"));
-                }
-            }
-            for container in run(&["-n", ns, "containers", "ls", "-q"])?.lines() {
-                if let Err(e) = run(&["-n", ns, "containers", "rm", container]) {
-                    failures.push(format!("{e:#}"));
-                }
-            }
-        }
-    }
-    let output = std::process::Command::new("bash")
-        .arg(script)
-        .arg("stop")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {} stop", script.display()))?;
-    if !output.status.success() {
-        failures.push(format!(
-            "{} stop: {}",
-            script.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
     }
     if failures.is_empty() {
         Ok(())
