@@ -534,7 +534,11 @@ mod tests {
             status: None,
         };
         let req = Request::new(&instance, &cluster);
-        let name = node.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let name = node
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
         let state = cluster.node(&name).expect("node known");
         filter(&cluster, state, &req)
     }

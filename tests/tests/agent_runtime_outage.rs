@@ -14,7 +14,9 @@ mod runtime_support;
 use std::time::Duration;
 
 use hypermesh_agent::reconcile::container_id;
-use hypermesh_api::v1::{self, Condition, Instance, InstancePhase, Node, ObjectMeta, RestartPolicy};
+use hypermesh_api::v1::{
+    self, Condition, Instance, InstancePhase, Node, ObjectMeta, RestartPolicy,
+};
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::wait_for;
 use node_env::{Env, NODE, TIMEOUT};
@@ -98,7 +100,12 @@ async fn instances_ride_out_a_containerd_restart() {
     wait_runtime_ready(&nodes, "True").await;
 
     let steady = env
-        .run("steady", TEST_IMAGE, &["sleep", "300"], RestartPolicy::Always)
+        .run(
+            "steady",
+            TEST_IMAGE,
+            &["sleep", "300"],
+            RestartPolicy::Always,
+        )
         .await;
     env.wait_status("steady", "RUNNING", running).await;
     let steady_id = id_of(&steady);
@@ -148,7 +155,11 @@ async fn instances_ride_out_a_containerd_restart() {
     let late = instances.get("default", "late").await.expect("late");
     let phase = late.status.as_ref().map_or(0, |s| s.phase);
     assert!(
-        [InstancePhase::Pending as i32, InstancePhase::Scheduled as i32].contains(&phase),
+        [
+            InstancePhase::Pending as i32,
+            InstancePhase::Scheduled as i32
+        ]
+        .contains(&phase),
         "late waits, not failed: {:?}",
         late.status
     );

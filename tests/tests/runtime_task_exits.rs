@@ -125,13 +125,13 @@ async fn every_waiter_gets_its_own_exit_code() {
     for ((id, code), end) in runs.iter().zip(ends) {
         assert_eq!(end, exited(*code), "{id}");
         // The task is kept until deleted; its delete reports the same code.
-        assert_eq!(
-            setup.delete(id).await.map(|s| s.code),
-            Some(*code),
-            "{id}"
-        );
+        assert_eq!(setup.delete(id).await.map(|s| s.code), Some(*code), "{id}");
     }
-    assert_eq!(setup.exits.waiting(), 0, "finished waits leave nothing behind");
+    assert_eq!(
+        setup.exits.waiting(),
+        0,
+        "finished waits leave nothing behind"
+    );
 
     // Exited before anybody waited: found at once.
     let (early, _) = setup.run("early", "exit 5").await;
@@ -159,9 +159,11 @@ async fn exits_are_not_missed_across_a_containerd_restart() {
         let (exits, id) = (setup.exits.clone(), dies.clone());
         async move { exits.wait(&id).await }
     });
-    wait_for(TIMEOUT, || async { (setup.exits.waiting() == 2).then_some(()) })
-        .await
-        .expect("both wait");
+    wait_for(TIMEOUT, || async {
+        (setup.exits.waiting() == 2).then_some(())
+    })
+    .await
+    .expect("both wait");
 
     // containerd goes away; one container dies meanwhile, the other keeps running.
     setup.containerd.stop();
@@ -175,7 +177,10 @@ async fn exits_are_not_missed_across_a_containerd_restart() {
     })
     .await
     .expect("the process is gone");
-    assert!(!dies_wait.is_finished(), "nobody can tell while containerd is down");
+    assert!(
+        !dies_wait.is_finished(),
+        "nobody can tell while containerd is down"
+    );
     setup.containerd.restart();
 
     let end = tokio::time::timeout(TIMEOUT, dies_wait)
@@ -183,7 +188,10 @@ async fn exits_are_not_missed_across_a_containerd_restart() {
         .expect("the exit while containerd was down is reported once it is back")
         .expect("wait task");
     assert_eq!(end, exited(137));
-    assert!(!kept_wait.is_finished(), "the running container is still waited on");
+    assert!(
+        !kept_wait.is_finished(),
+        "the running container is still waited on"
+    );
     assert!(
         std::path::Path::new(&format!("/proc/{kept_pid}")).exists(),
         "it kept running"

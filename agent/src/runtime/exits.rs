@@ -247,7 +247,8 @@ impl Shared {
         ];
         let mut events = EventsClient::new(self.client.channel());
         let mut marker = tokio::time::interval(MARKER_EVERY);
-        let mut subscribe = pin!(events.subscribe(self.client.request(SubscribeRequest { filters })));
+        let mut subscribe =
+            pin!(events.subscribe(self.client.request(SubscribeRequest { filters })));
         // The response (its headers) arrives with the first event: publish markers
         // until one does.
         let mut stream = loop {
@@ -285,11 +286,10 @@ impl Shared {
                     tracing::debug!("task exit subscription live");
                     self.read_all();
                 }
-                Some(Seen::Exit(id)) => {
-                    if self.waiters.awaited(&id, u64::MAX) {
-                        let shared = self.clone();
-                        tokio::spawn(async move { shared.read(&id).await });
-                    }
+                // Exits of containers nobody waits on (being stopped) need no read.
+                Some(Seen::Exit(id)) if self.waiters.awaited(&id, u64::MAX) => {
+                    let shared = self.clone();
+                    tokio::spawn(async move { shared.read(&id).await });
                 }
                 _ => {}
             }
@@ -326,7 +326,15 @@ async fn subscribe_forever(shared: Arc<Shared>, shutdown: CancellationToken) {
         if started.elapsed() > RESUBSCRIBE_MAX * 2 {
             delay = RESUBSCRIBE_MIN;
         }
-        tracing::debug!(error = %ended, retry_in = ?delay, "task exit subscription ended; resubscribing");
+        match &ended {
+            // containerd stopped or restarts: expected, quiet.
+            SubscriptionError::Runtime(e) if e.is_unreachable() => {
+                tracing::debug!(error = %ended, retry_in = ?delay, "task exit subscription ended; resubscribing");
+            }
+            _ => {
+                tracing::warn!(error = %ended, retry_in = ?delay, "task exit subscription ended; resubscribing");
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -355,7 +363,8 @@ fn classify(envelope: &Envelope, namespace: &str, nonce: &str) -> Option<Seen> {
             let exit = TaskExit::decode(event.value.as_slice()).ok()?;
             // Exec'd processes exit under their own id; the init process under the
             // container's.
-            (exit.id.is_empty() || exit.id == exit.container_id).then_some(Seen::Exit(exit.container_id))
+            (exit.id.is_empty() || exit.id == exit.container_id)
+                .then_some(Seen::Exit(exit.container_id))
         }
         MARKER_TOPIC => (event.value == nonce.as_bytes()).then_some(Seen::Marker),
         _ => None,
@@ -414,12 +423,24 @@ mod tests {
 
     #[test]
     fn init_exits_in_our_namespace_are_seen() {
-        let seen = classify(&envelope("hypermesh", EXIT_TOPIC, exit("c1", "c1")), "hypermesh", "n");
+        let seen = classify(
+            &envelope("hypermesh", EXIT_TOPIC, exit("c1", "c1")),
+            "hypermesh",
+            "n",
+        );
         assert_eq!(seen, Some(Seen::Exit("c1".into())));
         // An exec'd process of c1 exiting does not end c1's task.
-        let exec = classify(&envelope("hypermesh", EXIT_TOPIC, exit("c1", "exec-7")), "hypermesh", "n");
+        let exec = classify(
+            &envelope("hypermesh", EXIT_TOPIC, exit("c1", "exec-7")),
+            "hypermesh",
+            "n",
+        );
         assert_eq!(exec, None);
-        let other = classify(&envelope("k8s.io", EXIT_TOPIC, exit("c1", "c1")), "hypermesh", "n");
+        let other = classify(
+            &envelope("k8s.io", EXIT_TOPIC, exit("c1", "c1")),
+            "hypermesh",
+            "n",
+        );
         assert_eq!(other, None);
     }
 
