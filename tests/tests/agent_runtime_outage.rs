@@ -5,13 +5,15 @@
 //! the running container keeps running and an Instance bound meanwhile waits. Once
 //! containerd is back `RuntimeReady` is True again, the running container is adopted as
 //! it is (same task pid, restartCount 0, still Running), the waiting and the pending
-//! Instances run, and exits are seen again (a killed container is restarted).
+//! Instances run, and exits are seen again (a killed container is restarted). Its exec
+//! probes, which cannot run while containerd is away, count neither way: it stays
+//! ready, and its liveness probe never failed.
 
 mod agent_support;
 mod node_env;
 mod runtime_support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hypermesh_agent::reconcile::container_id;
 use hypermesh_api::v1::{
@@ -84,6 +86,36 @@ fn unbound(name: &str) -> Instance {
     }
 }
 
+/// An exec probe of `true` every second, acting on the first failure.
+fn eager_probe() -> v1::Probe {
+    v1::Probe {
+        exec: Some(v1::ExecAction {
+            command: vec!["true".into()],
+        }),
+        period_seconds: 1,
+        failure_threshold: 1,
+        ..Default::default()
+    }
+}
+
+/// `steady`: sleeps, with readiness and liveness probes that pass while they can run.
+fn probed_sleeper() -> v1::InstanceSpec {
+    let mut spec = unbound("steady").spec.expect("spec");
+    let container = &mut spec.containers[0];
+    container.readiness_probe = Some(eager_probe());
+    container.liveness_probe = Some(eager_probe());
+    spec
+}
+
+/// The container is running and ready, and the Instance's Ready condition is True.
+fn serving(s: &v1::InstanceStatus) -> bool {
+    running(s)
+        && s.container_statuses.first().is_some_and(|c| c.ready)
+        && s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+}
+
 fn running(s: &v1::InstanceStatus) -> bool {
     s.phase == InstancePhase::Running as i32
 }
@@ -99,15 +131,9 @@ async fn instances_ride_out_a_containerd_restart() {
     let instances = env.instances();
     wait_runtime_ready(&nodes, "True").await;
 
-    let steady = env
-        .run(
-            "steady",
-            TEST_IMAGE,
-            &["sleep", "300"],
-            RestartPolicy::Always,
-        )
+    let steady = env.run_spec("steady", probed_sleeper()).await;
+    env.wait_status("steady", "RUNNING and ready", serving)
         .await;
-    env.wait_status("steady", "RUNNING", running).await;
     let steady_id = id_of(&steady);
     let pid = env.task_pid(&steady_id).expect("steady's task runs");
 
@@ -169,7 +195,23 @@ async fn instances_ride_out_a_containerd_restart() {
         .expect("steady")
         .status
         .expect("status");
-    assert!(running(&status) && restarts(&status) == 0, "{status:?}");
+    assert!(serving(&status) && restarts(&status) == 0, "{status:?}");
+    // Its probes cannot run meanwhile: for several probe periods it stays running and
+    // ready, not restarted.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let status = instances
+            .get("default", "steady")
+            .await
+            .expect("steady")
+            .status
+            .expect("status");
+        assert!(
+            serving(&status) && restarts(&status) == 0,
+            "steady while containerd is down: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // containerd is back.
     env.containerd.restart();
@@ -212,5 +254,9 @@ async fn instances_ride_out_a_containerd_restart() {
         .and_then(|s| s.terminated.as_ref())
         .expect("the killed run is the last state");
     assert_eq!(last.exit_code, 137);
+    assert!(
+        !last.message.contains("Liveness probe failed"),
+        "the liveness probe never failed: {last:?}"
+    );
     env.stop().await;
 }
