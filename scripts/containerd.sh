@@ -4,10 +4,10 @@
 #
 #   scripts/containerd.sh start DIR   start containerd (if not already running from DIR),
 #                                     wait until its socket answers, print the socket path
-#   scripts/containerd.sh stop DIR    stop it (SIGTERM, then SIGKILL after 10 s)
+#   scripts/containerd.sh stop DIR    stop it (SIGTERM, then SIGKILL after 10 s); its
+#                                     containers keep running under their shims, and
+#                                     `start DIR` again reconnects to them
 #   scripts/containerd.sh purge DIR   kill every task and remove every container it runs
-#                                     (shims outlive containerd, so stop alone leaves
-#                                     containers running)
 #   scripts/containerd.sh socket DIR  print the socket path
 #
 # Layout of DIR: config.toml, root/ (content, snapshots), state/ (tasks, shims),

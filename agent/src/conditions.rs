@@ -113,10 +113,7 @@ pub fn evaluate(r: &Readings, t: Thresholds, gpu: &GpuReport, socket: &Path) -> 
             "RuntimeReady",
             true,
             "ContainerdReachable",
-            format!(
-                "containerd accepts connections on {} (Instance reconciliation is issue 6)",
-                socket.display()
-            ),
+            format!("containerd accepts connections on {}", socket.display()),
         ),
         Err(e) => condition(
             "RuntimeReady",
@@ -257,5 +254,44 @@ mod tests {
         assert_eq!(get("DiskPressure").as_deref(), Some("False"));
         assert_eq!(get("RuntimeReady").as_deref(), Some("False"));
         assert_eq!(get("GpuDriverReady").as_deref(), Some("False"));
+    }
+
+    #[test]
+    fn runtime_ready_names_the_socket_and_the_error() {
+        let mut r = Readings {
+            memory_total_bytes: 100,
+            memory_available_bytes: 50,
+            root_fs: Some((100, 50)),
+            runtime: Err("Connection refused (os error 111)".into()),
+        };
+        let t = Thresholds {
+            memory_available_percent: 5.0,
+            disk_free_percent: 10.0,
+        };
+        let gpu = GpuReport::Unavailable {
+            reason: "NvmlUnavailable".into(),
+            message: "x".into(),
+        };
+        let runtime = |r: &Readings| {
+            evaluate(r, t, &gpu, Path::new("/run/ctd.sock"))
+                .into_iter()
+                .find(|c| c.r#type == "RuntimeReady")
+                .expect("RuntimeReady")
+        };
+        let down = runtime(&r);
+        assert_eq!(
+            (down.status.as_str(), down.reason.as_str()),
+            ("False", "ContainerdUnreachable")
+        );
+        assert_eq!(
+            down.message,
+            "connecting to /run/ctd.sock: Connection refused (os error 111)"
+        );
+        r.runtime = Ok(());
+        let up = runtime(&r);
+        assert_eq!(
+            (up.status.as_str(), up.reason.as_str()),
+            ("True", "ContainerdReachable")
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! (containers have a private one): a short-lived thread enters the namespace of the
 //! task's init process and connects from there, so the agent's own threads never move.
 //! An exec probe runs its command in the container ([`exec::run_captured`]); exit code 0
-//! is success.
+//! is success. A check that cannot ask containerd (it is restarting) counts neither way,
+//! so a runtime outage neither makes running containers unready nor restarts them.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -216,12 +217,16 @@ impl Prober {
                 }
             };
             ticks.tick().await;
-            let outcome = check(&self.spec.action, target, self.spec.timeout).await;
-            if let Some(healthy) = self.tracker.record(outcome.is_ok()) {
-                return Change {
-                    healthy,
-                    message: outcome.err().unwrap_or_default(),
-                };
+            let (ok, message) = match check(&self.spec.action, target, self.spec.timeout).await {
+                Checked::Passed => (true, String::new()),
+                Checked::Failed(why) => (false, why),
+                Checked::Unknown(why) => {
+                    tracing::debug!(container = %target.container_id, why, "probe skipped: containerd unreachable");
+                    continue;
+                }
+            };
+            if let Some(healthy) = self.tracker.record(ok) {
+                return Change { healthy, message };
             }
         }
     }
@@ -298,27 +303,42 @@ where
     }
 }
 
-/// One check: `Ok` or what went wrong.
-pub async fn check(action: &Action, target: &Target, timeout: Duration) -> Result<(), String> {
-    match action {
-        Action::Tcp { port } => {
-            let pid = container::pid(&target.client, &target.container_id)
-                .await
-                .map_err(|e| format!("the container's task: {e}"))?;
-            tcp_in_netns(pid, *port, timeout).await
+/// What one check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// The probe passed.
+    Passed,
+    /// The probe failed: why.
+    Failed(String),
+    /// containerd could not be asked (stopped, restarting): no result.
+    Unknown(String),
+}
+
+impl From<Result<(), String>> for Checked {
+    fn from(result: Result<(), String>) -> Checked {
+        match result {
+            Ok(()) => Checked::Passed,
+            Err(why) => Checked::Failed(why),
         }
+    }
+}
+
+/// One check.
+pub async fn check(action: &Action, target: &Target, timeout: Duration) -> Checked {
+    match action {
+        Action::Tcp { port } => match container::pid(&target.client, &target.container_id).await {
+            Ok(pid) => tcp_in_netns(pid, *port, timeout).await.into(),
+            Err(e) if e.is_unreachable() => Checked::Unknown(e.to_string()),
+            Err(e) => Checked::Failed(format!("the container's task: {e}")),
+        },
         Action::Exec { command } => exec_in_container(target, command, timeout).await,
     }
 }
 
 /// Runs `command` in the container: exit code 0 is success.
-async fn exec_in_container(
-    target: &Target,
-    command: &[String],
-    timeout: Duration,
-) -> Result<(), String> {
+async fn exec_in_container(target: &Target, command: &[String], timeout: Duration) -> Checked {
     match exec::run_captured(&target.client, &target.container_id, command, timeout).await {
-        Ok(done) if done.exit_code == 0 => Ok(()),
+        Ok(done) if done.exit_code == 0 => Checked::Passed,
         Ok(done) => {
             let output = String::from_utf8_lossy(&done.output);
             let output = output.trim();
@@ -331,12 +351,13 @@ async fn exec_in_container(
                 message.push_str(": ");
                 message.push_str(&output[..cut]);
             }
-            Err(message)
+            Checked::Failed(message)
         }
         Err(RuntimeError::Timeout(after)) => {
-            Err(format!("command {command:?} timed out after {after:?}"))
+            Checked::Failed(format!("command {command:?} timed out after {after:?}"))
         }
-        Err(e) => Err(format!("command {command:?}: {e}")),
+        Err(e) if e.is_unreachable() => Checked::Unknown(e.to_string()),
+        Err(e) => Checked::Failed(format!("command {command:?}: {e}")),
     }
 }
 

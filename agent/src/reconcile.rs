@@ -4,12 +4,14 @@
 //! per-Instance workers keyed by uid. A worker ensures the images (importing archives
 //! from `--image-dir`, pulling references that name a registry, with back-off after a
 //! failed pull), creates and starts one containerd container per container of
-//! the spec, waits for the tasks to exit, applies the restart policy with exponential
+//! the spec, waits for the tasks to exit (exit events from one subscription to
+//! containerd's events, [`TaskExits`]), applies the restart policy with exponential
 //! back-off and reports everything through `UpdateStatus`. Container IDs are derived
 //! from namespace/name/uid/container, so a restarted agent adopts the running ones.
 //! A deleted Instance (or one with a deletion timestamp) is stopped (SIGTERM, the grace
 //! period, SIGKILL) and its containers and snapshots removed. While containerd is
-//! unreachable nothing is changed: operations are retried.
+//! unreachable nothing is changed: operations are retried, and containers that kept
+//! running (their shims outlive containerd) are waited on again as they are.
 //!
 //! Before each start, [`ContainerSetup`] sets up the container's volumes and resolves its
 //! user, pids limit and probes; a spec problem shows as `CreateContainerConfigError`
@@ -38,7 +40,9 @@ use crate::config::{Config, MAX_RESTART_BACKOFF};
 use crate::container_setup::{ContainerSetup, Launch, LaunchError};
 use crate::probe::{self, ContainerProbes};
 use crate::runtime::registry::{self, RegistryConfig};
-use crate::runtime::{ContainerConfig, LogSink, RuntimeClient, RuntimeError, container, image};
+use crate::runtime::{
+    ContainerConfig, LogSink, RuntimeClient, RuntimeError, TaskEnd, TaskExits, container, image,
+};
 use crate::volumes::{self, InstanceVolumes};
 
 /// Default grace period between SIGTERM and SIGKILL.
@@ -254,6 +258,8 @@ impl Images {
 
 struct Ctx {
     client: RuntimeClient,
+    /// Task exits, from one subscription to containerd's events.
+    exits: TaskExits,
     api: Api<Instance>,
     images: Images,
     log_dir: PathBuf,
@@ -338,6 +344,7 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
             pulling: Mutex::new(HashMap::new()),
             failed: std::sync::Mutex::new(HashMap::new()),
         },
+        exits: TaskExits::start(client.clone(), shutdown.clone()),
         client,
         api: Api::new(channel.clone()),
         nodes: Api::new(channel),
@@ -612,11 +619,7 @@ fn restarts(policy: RestartPolicy, code: i32) -> bool {
 
 /// True when the error means containerd could not be reached (retry, change nothing).
 fn unreachable(e: &RuntimeError) -> bool {
-    matches!(e, RuntimeError::Connect { .. })
-        || matches!(
-            e.code(),
-            Some(tonic::Code::Unavailable | tonic::Code::Cancelled)
-        )
+    e.is_unreachable()
 }
 
 /// The status this agent owns for one Instance, written as a whole.
@@ -972,18 +975,11 @@ async fn run_once(
             started_at
         };
         let probing = Probing::start(ctx, instance, index, shared, probes, &config.id);
-        let exit = loop {
-            match container::wait(client, &config.id).await {
-                Ok(exit) => break Ok(exit),
-                Err(e) if e.code() == Some(tonic::Code::NotFound) => break Err(e),
-                Err(e) => {
-                    tracing::debug!(error = %e, "waiting for task; retrying");
-                    tokio::time::sleep(RETRY).await;
-                }
-            }
-        };
+        // While containerd is away this keeps waiting; a task that kept running is
+        // still waited on when it is back (adopted as it is, not restarted).
+        let exit = ctx.exits.wait(&config.id).await;
         let liveness = probing.stop();
-        // Read OOM state before delete removes the cgroup (wait already did).
+        // Read OOM state before delete removes the cgroup (the wait already did).
         let deleted = loop {
             match container::delete(client, &config.id).await {
                 Ok(status) => break status,
@@ -997,9 +993,9 @@ async fn run_once(
         // rest, the reported exit means the log is complete.
         crate::logs::wait_done(&config.log.file, LOG_FLUSH).await;
         let exit = match exit {
-            Ok(exit) => exit,
+            TaskEnd::Exited(exit) => exit,
             // An adopted container without a task: start it afresh.
-            Err(_) => match deleted {
+            TaskEnd::Missing => match deleted {
                 Some(exit) => exit,
                 None => continue,
             },
@@ -1100,7 +1096,7 @@ impl Probing {
             const SIGKILL: u32 = 9;
             let id = &target.container_id;
             if container::kill(&ctx.client, id, SIGTERM).await.is_ok()
-                && tokio::time::timeout(grace_of(&instance), container::wait(&ctx.client, id))
+                && tokio::time::timeout(grace_of(&instance), ctx.exits.wait(id))
                     .await
                     .is_err()
             {

@@ -52,6 +52,9 @@ pub struct NodeState {
     pub unschedulable: bool,
     /// Ready=True.
     pub ready: bool,
+    /// RuntimeReady=False: the agent cannot reach its container runtime, so it could not
+    /// start what is bound there. (A node that reports no RuntimeReady is not held back.)
+    pub runtime_down: bool,
     /// Suspect=True (failed proofs).
     pub suspect: bool,
     /// What it offers.
@@ -113,9 +116,13 @@ pub struct ClusterState {
 }
 
 fn condition_true(conditions: &[v1::Condition], kind: &str) -> bool {
+    condition_is(conditions, kind, "True")
+}
+
+fn condition_is(conditions: &[v1::Condition], kind: &str, status: &str) -> bool {
     conditions
         .iter()
-        .any(|c| c.r#type == kind && c.status == "True")
+        .any(|c| c.r#type == kind && c.status == status)
 }
 
 fn quantity_bytes(q: Option<&String>) -> u64 {
@@ -155,6 +162,7 @@ impl ClusterState {
         entry.taints = spec.taints;
         entry.unschedulable = spec.unschedulable;
         entry.ready = condition_true(&status.conditions, "Ready");
+        entry.runtime_down = condition_is(&status.conditions, "RuntimeReady", "False");
         entry.suspect = condition_true(&status.conditions, "Suspect");
         entry.allocatable = Resources::from_quantities(if status.allocatable.is_empty() {
             &status.capacity

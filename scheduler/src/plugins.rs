@@ -19,6 +19,8 @@ use crate::resources::Resources;
 pub enum Unfit {
     /// Ready is not True.
     NotReady,
+    /// RuntimeReady is False: the agent cannot reach containerd.
+    RuntimeNotReady,
     /// The node is marked Suspect.
     Suspect,
     /// Cordoned.
@@ -65,6 +67,7 @@ impl fmt::Display for Unfit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Unfit::NotReady => "node(s) not ready",
+            Unfit::RuntimeNotReady => "node(s) runtime not ready",
             Unfit::Suspect => "node(s) suspect",
             Unfit::Unschedulable => "node(s) cordoned",
             Unfit::Tainted => "node(s) had untolerated taint",
@@ -327,6 +330,9 @@ pub fn filter(cluster: &ClusterState, node: &NodeState, req: &Request) -> Result
     if !node.ready {
         return Err(Unfit::NotReady);
     }
+    if node.runtime_down {
+        return Err(Unfit::RuntimeNotReady);
+    }
     if node.suspect {
         return Err(Unfit::Suspect);
     }
@@ -466,5 +472,97 @@ pub fn explain(total: usize, reasons: &BTreeMap<Unfit, usize>) -> String {
         format!("0/{total} nodes are available.")
     } else {
         format!("0/{total} nodes are available: {}.", list.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use hypermesh_api::v1::{Condition, Instance, Node, NodeStatus, ObjectMeta};
+
+    /// A node offering 4 cpu and 8Gi with the given `(type, status)` conditions.
+    fn node(name: &str, conditions: &[(&str, &str)]) -> Node {
+        let offers: BTreeMap<String, String> = [("cpu", "4"), ("memory", "8Gi")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Node {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spec: Some(Default::default()),
+            status: Some(NodeStatus {
+                allocatable: offers.clone(),
+                capacity: offers,
+                conditions: conditions
+                    .iter()
+                    .map(|(kind, status)| Condition {
+                        r#type: kind.to_string(),
+                        status: status.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Whether a small Instance may go to `node` (the only node of the cluster).
+    fn fits(node: &Node) -> Result<(), Unfit> {
+        let mut cluster = ClusterState::default();
+        cluster.upsert_node(node);
+        let instance = Instance {
+            metadata: Some(ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::InstanceSpec {
+                containers: vec![v1::Container {
+                    name: "main".into(),
+                    resources: Some(v1::ResourceRequirements {
+                        cpu: "500m".into(),
+                        memory: "64Mi".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let req = Request::new(&instance, &cluster);
+        let name = node
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let state = cluster.node(&name).expect("node known");
+        filter(&cluster, state, &req)
+    }
+
+    #[test]
+    fn a_node_whose_runtime_is_not_ready_takes_no_instances() {
+        let down = node("n1", &[("Ready", "True"), ("RuntimeReady", "False")]);
+        assert_eq!(fits(&down), Err(Unfit::RuntimeNotReady));
+        let up = node("n1", &[("Ready", "True"), ("RuntimeReady", "True")]);
+        assert_eq!(fits(&up), Ok(()));
+        // Nodes that do not report the condition are not held back by it.
+        assert_eq!(fits(&node("n1", &[("Ready", "True")])), Ok(()));
+        // Not ready at all says so first.
+        let both = node("n1", &[("Ready", "False"), ("RuntimeReady", "False")]);
+        assert_eq!(fits(&both), Err(Unfit::NotReady));
+    }
+
+    #[test]
+    fn pending_reasons_name_the_runtime() {
+        let reasons = BTreeMap::from([(Unfit::RuntimeNotReady, 2), (Unfit::NotReady, 1)]);
+        assert_eq!(
+            explain(3, &reasons),
+            "0/3 nodes are available: 2 node(s) runtime not ready, 1 node(s) not ready."
+        );
+        assert!(!Unfit::RuntimeNotReady.resolvable_by_preemption());
     }
 }

@@ -2,9 +2,12 @@
 //! `hm-apiserver` process running its controllers (default settings). The agent is
 //! killed with SIGKILL; within the default Lease duration (10 s, plus slack) the
 //! Node is `Ready=Unknown` and tainted unreachable, and after the default eviction
-//! grace its Instance is rescheduled onto a second (simulated) node.
+//! grace its Instance is rescheduled onto a second (simulated) node. The agent has a
+//! (private) containerd: the scheduler places nothing on a node whose `RuntimeReady`
+//! is False.
 
 mod node_lifecycle_support;
+mod runtime_support;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -43,6 +46,7 @@ async fn killed_agent_node_goes_not_ready_and_its_instance_moves() {
     ));
 
     let state = tempfile::tempdir().expect("state dir");
+    let containerd = runtime_support::PrivateContainerd::start();
     let mut agent = tokio::process::Command::new(bin_path("hm-agent"))
         .arg("--server")
         .arg(server.url())
@@ -51,7 +55,7 @@ async fn killed_agent_node_goes_not_ready_and_its_instance_moves() {
         .arg("--state-dir")
         .arg(state.path())
         .arg("--containerd-socket")
-        .arg(state.path().join("no-containerd.sock"))
+        .arg(containerd.socket())
         .env("HM_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -509,7 +509,10 @@ pub async fn pid(client: &RuntimeClient, id: &str) -> Result<u32, RuntimeError> 
         .ok_or_else(|| RuntimeError::InvalidConfig(format!("{id}: the task has no process")))
 }
 
-/// Waits until the task exits (returns at once if it already has).
+/// Waits until the task exits (returns at once if it already has): one long `tasks.Wait`
+/// call. Running Instances wait through [`super::exits::TaskExits`] instead, which serves
+/// every container over one event subscription; this is for short waits, e.g. while
+/// stopping a container.
 pub async fn wait(client: &RuntimeClient, id: &str) -> Result<ExitStatus, RuntimeError> {
     let response = TasksClient::new(client.channel())
         .wait(client.request(WaitRequest {

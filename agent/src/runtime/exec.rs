@@ -106,6 +106,27 @@ fn release_reader(path: &Path) {
     let _ = pipe::OpenOptions::new().open_sender(path);
 }
 
+/// The output FIFOs whose readers [`open_reader`] may still be waiting on: released when
+/// dropped armed, i.e. when starting failed or was given up half-way (the caller's future
+/// was dropped, e.g. a probe stopped because its container exited). A blocking thread
+/// left in `open` would otherwise never end, and the runtime waits for it at shutdown.
+struct WaitingReaders(Vec<PathBuf>);
+
+impl WaitingReaders {
+    /// Both readers have their FIFO open: nothing to release.
+    fn disarm(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for WaitingReaders {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            release_reader(path);
+        }
+    }
+}
+
 /// The container's process spec with `spec.args` (and the terminal flag) in place.
 async fn process_spec(
     client: &RuntimeClient,
@@ -183,6 +204,12 @@ impl ExecSession {
         };
         let stdout = open_reader(stdout_path.clone());
         let stderr = (!spec.tty).then(|| open_reader(stderr_path.clone()));
+        // Dropped before `fifos`, so the FIFOs still exist when it releases them.
+        let mut waiting = WaitingReaders(if spec.tty {
+            vec![stdout_path.clone()]
+        } else {
+            vec![stdout_path.clone(), stderr_path.clone()]
+        });
 
         let path_of = |p: &Path, used: bool| {
             if used {
@@ -219,8 +246,7 @@ impl ExecSession {
         }
         .await;
         if let Err(e) = started {
-            release_reader(&stdout_path);
-            release_reader(&stderr_path);
+            drop(waiting);
             let _ = tasks
                 .delete_process(client.request(DeleteProcessRequest {
                     container_id: container_id.to_string(),
@@ -234,6 +260,7 @@ impl ExecSession {
             Some(handle) => Some(handle.await?.map_err(io_error(&stderr_path))?),
             None => None,
         };
+        waiting.disarm();
         Ok(ExecSession {
             container_id: container_id.to_string(),
             exec_id,

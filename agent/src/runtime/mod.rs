@@ -15,18 +15,22 @@
 //! - [`registry`]: pulling images from OCI/Docker registries over HTTP(S).
 //! - [`container`]: [`ContainerConfig`] → OCI runtime spec, container and task
 //!   lifecycle (create, start, wait, kill, delete with its snapshot).
+//! - [`exits`]: task exits from one subscription to containerd's events, for every
+//!   container waiting on its task.
 //! - [`exec`]: extra processes in a running container (exec sessions, exec probes).
 
 pub mod client;
 pub mod container;
 pub mod content;
 pub mod exec;
+pub mod exits;
 pub mod image;
 pub mod reference;
 pub mod registry;
 
 pub use client::RuntimeClient;
 pub use container::{ContainerConfig, ExitStatus, LogSink};
+pub use exits::{TaskEnd, TaskExits};
 pub use image::ImportedImage;
 
 /// The containerd namespace every HyperMesh container, image and snapshot lives in.
@@ -104,5 +108,15 @@ impl RuntimeError {
             RuntimeError::Call { source, .. } => Some(source.code()),
             _ => None,
         }
+    }
+
+    /// True when containerd could not be reached (not running, restarting): the call
+    /// may be retried as it was, nothing is known to have changed.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, RuntimeError::Connect { .. })
+            || matches!(
+                self.code(),
+                Some(tonic::Code::Unavailable | tonic::Code::Cancelled)
+            )
     }
 }

@@ -91,6 +91,36 @@ impl PrivateContainerd {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
+    /// Stops containerd (SIGTERM) without touching its containers: their shims keep
+    /// them running, as on a host where containerd is restarted or crashes. Returns
+    /// once the daemon has exited (its socket is gone then).
+    pub fn stop(&self) {
+        self.script("stop");
+    }
+
+    /// Starts containerd again on the same directory; it reconnects to the shims of the
+    /// containers that kept running. Returns once its socket answers.
+    pub fn restart(&self) {
+        let socket = self.script("start");
+        assert_eq!(socket, self.socket, "containerd restarted on its socket");
+    }
+
+    /// Runs `scripts/containerd.sh <command> <dir>`; its output (the socket path).
+    fn script(&self, command: &str) -> PathBuf {
+        let output = Command::new("bash")
+            .arg(workspace_root().join("scripts/containerd.sh"))
+            .arg(command)
+            .arg(self.dir.path())
+            .output()
+            .expect("running scripts/containerd.sh");
+        assert!(
+            output.status.success(),
+            "scripts/containerd.sh {command} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+    }
+
     /// Builds the busybox test image archive into this containerd's directory.
     pub fn build_test_image(&self) -> PathBuf {
         build_test_archive(self.dir.path())
