@@ -121,7 +121,13 @@ async fn killed_agent_restarts_and_adopts_its_running_containers() {
             .expect("ctr");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let tasks_before = ctr(&["tasks", "ls"]);
+    // `ctr tasks ls` lists in no fixed order: compare sorted lines.
+    let tasks = || {
+        let mut lines: Vec<String> = ctr(&["tasks", "ls"]).lines().map(str::to_string).collect();
+        lines.sort();
+        lines.join("\n")
+    };
+    let tasks_before = tasks();
     let count = |text: &str| text.lines().filter(|l| l.contains("RUNNING")).count();
     assert_eq!(count(&tasks_before), 3, "{tasks_before}");
 
@@ -189,7 +195,7 @@ async fn killed_agent_restarts_and_adopts_its_running_containers() {
     .await
     .expect("Instances still Running after the restart");
     assert_eq!(settled.len(), 3);
-    let tasks_after = ctr(&["tasks", "ls"]);
+    let tasks_after = tasks();
     assert_eq!(tasks_after, tasks_before, "same tasks with the same pids");
     assert_eq!(ctr(&["containers", "ls", "-q"]).lines().count(), 3);
 
