@@ -15,6 +15,7 @@
 //! - [`probe`]: readiness and liveness probes (TCP in the container's netns, exec).
 //! - [`runtime`]: containerd client: image import, containers with limits.
 //! - [`reconcile`]: runs the Instances bound to this node on containerd.
+//! - `images`: archives from `--image-dir` and registry pulls, for the reconciler.
 //! - [`logs`]: container log files (written by `hm-logger`), rotation, tail and follow.
 //! - [`sessions`]: logs, exec and image imports relayed by the apiserver over a
 //!   connection the agent dials.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod container_setup;
 pub mod detect;
 pub mod heartbeat;
+mod images;
 pub mod logs;
 pub mod metrics;
 pub mod probe;

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use hypermesh_api::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -38,10 +38,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MAX_RESTART_BACKOFF};
 use crate::container_setup::{ContainerSetup, Launch, LaunchError};
+use crate::images::{IMAGE_RESCAN, ImageState, Images, Pulled};
 use crate::probe::{self, ContainerProbes};
-use crate::runtime::registry::{self, RegistryConfig};
 use crate::runtime::{
-    ContainerConfig, LogSink, RuntimeClient, RuntimeError, TaskEnd, TaskExits, container, image,
+    ContainerConfig, LogSink, RuntimeClient, RuntimeError, TaskEnd, TaskExits, container,
 };
 use crate::volumes::{self, InstanceVolumes};
 
@@ -70,190 +70,6 @@ pub fn container_id(namespace: &str, name: &str, uid: &str, container: &str) -> 
 pub fn log_dir_of(log_dir: &std::path::Path, instance: &Instance, container: &str) -> PathBuf {
     let meta = instance.meta();
     crate::logs::container_dir(log_dir, &meta.namespace, &meta.name, &meta.uid, container)
-}
-
-/// How often the image directory is looked at for new archives.
-const IMAGE_RESCAN: Duration = Duration::from_secs(10);
-/// How long an archive that failed to import is left alone (unless it changes).
-const IMPORT_RETRY: Duration = Duration::from_secs(30);
-
-/// First wait before pulling an image again after a failed pull.
-const PULL_BACKOFF: Duration = Duration::from_secs(5);
-/// The longest wait between pulls of an image that keeps failing.
-const MAX_PULL_BACKOFF: Duration = Duration::from_secs(300);
-
-/// Brings images into containerd: imports OCI archives from the image directory, each
-/// again only when it changed (or, after a failed import, after [`IMPORT_RETRY`]), and
-/// pulls images whose reference names a registry, one pull per image at a time, backing
-/// off per image after a failure.
-struct Images {
-    client: RuntimeClient,
-    dir: Option<PathBuf>,
-    /// Archive → its mtime when last tried, and when it failed (none: imported).
-    seen: Mutex<HashMap<PathBuf, (SystemTime, Option<std::time::Instant>)>>,
-    registry: RegistryConfig,
-    /// Image → held while it is being pulled, so concurrent workers pull it once.
-    pulling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    /// Image → its last failed pull.
-    failed: std::sync::Mutex<HashMap<String, PullFailure>>,
-}
-
-/// A failed pull of one image: why, and when it may be tried again.
-struct PullFailure {
-    message: String,
-    retry_at: std::time::Instant,
-    delay: Duration,
-}
-
-/// What the image-wait loop learns about one container's image.
-enum ImageState {
-    /// In containerd, unpacked.
-    Ready,
-    /// Not in containerd, no archive provides it, and its name has no registry.
-    NotFound,
-    /// Its name has a registry: pull it now.
-    Pull,
-    /// The last pull failed (the message says why); waiting before the next one.
-    BackOff(String),
-    /// containerd is unreachable: retry, change nothing.
-    Down,
-}
-
-/// How a pull ended.
-enum Pulled {
-    Done,
-    Failed(String),
-    /// containerd became unreachable: retry, change nothing.
-    Down,
-}
-
-impl Images {
-    /// Imports every archive in the directory not imported at its current mtime.
-    async fn scan(&self) {
-        let Some(dir) = &self.dir else { return };
-        let mut seen = self.seen.lock().await;
-        let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
-            return;
-        };
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata().await else {
-                continue;
-            };
-            let Ok(modified) = meta.modified() else {
-                continue;
-            };
-            let settled = seen.get(&path).is_some_and(|(mtime, failed)| {
-                *mtime == modified && failed.is_none_or(|at| at.elapsed() < IMPORT_RETRY)
-            });
-            if !meta.is_file() || settled {
-                continue;
-            }
-            match image::import_archive(&self.client, &path).await {
-                Ok(images) => {
-                    for i in images {
-                        tracing::info!(image = %i.name, archive = %path.display(), "image imported");
-                    }
-                    seen.insert(path, (modified, None));
-                }
-                Err(e @ RuntimeError::Connect { .. }) => {
-                    tracing::warn!(error = %e, "image import: containerd unreachable");
-                }
-                Err(e) if e.code() == Some(tonic::Code::Unavailable) => {
-                    tracing::warn!(error = %e, "image import: containerd unreachable");
-                }
-                Err(e) => {
-                    tracing::warn!(archive = %path.display(), error = %e, "image import failed");
-                    seen.insert(path, (modified, Some(std::time::Instant::now())));
-                }
-            }
-        }
-    }
-
-    /// Ok when the image is in containerd (importing new archives first if needed).
-    async fn ensure(&self, name: &str) -> Result<(), RuntimeError> {
-        match image::resolve(&self.client, name).await {
-            Err(RuntimeError::ImageNotFound(_)) => {
-                self.scan().await;
-                image::resolve(&self.client, name).await.map(|_| ())
-            }
-            other => other.map(|_| ()),
-        }
-    }
-
-    /// Whether image `name` is ready, to be pulled, backing off or missing.
-    async fn check(&self, name: &str) -> ImageState {
-        match self.ensure(name).await {
-            Ok(()) => ImageState::Ready,
-            Err(RuntimeError::ImageNotFound(_)) if registry::is_pullable(name) => {
-                let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-                match failed.get(name) {
-                    Some(f) if f.retry_at > std::time::Instant::now() => {
-                        ImageState::BackOff(f.message.clone())
-                    }
-                    _ => ImageState::Pull,
-                }
-            }
-            Err(RuntimeError::ImageNotFound(_)) => ImageState::NotFound,
-            Err(e) => {
-                tracing::debug!(error = %e, "image lookup failed; retrying");
-                ImageState::Down
-            }
-        }
-    }
-
-    /// Pulls image `name` unless another worker just did; a failure starts (or
-    /// doubles) the image's back-off.
-    async fn pull(&self, name: &str) -> Pulled {
-        let gate = self
-            .pulling
-            .lock()
-            .await
-            .entry(name.to_string())
-            .or_default()
-            .clone();
-        let _pulling = gate.lock().await;
-        if image::resolve(&self.client, name).await.is_ok() {
-            return Pulled::Done;
-        }
-        let started = std::time::Instant::now();
-        match registry::pull(&self.client, &self.registry, name).await {
-            Ok(pulled) => {
-                tracing::info!(
-                    image = name,
-                    manifest = %pulled.manifest,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "image pulled"
-                );
-                self.failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(name);
-                Pulled::Done
-            }
-            Err(e) if e.runtime().is_some_and(unreachable) => {
-                tracing::debug!(image = name, error = %e, "pull: containerd unreachable; retrying");
-                Pulled::Down
-            }
-            Err(e) => {
-                let message = e.to_string();
-                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-                let delay = failed
-                    .get(name)
-                    .map_or(PULL_BACKOFF, |f| (f.delay * 2).min(MAX_PULL_BACKOFF));
-                tracing::warn!(image = name, error = %message, retry_in = ?delay, "image pull failed");
-                failed.insert(
-                    name.to_string(),
-                    PullFailure {
-                        message: message.clone(),
-                        retry_at: std::time::Instant::now() + delay,
-                        delay,
-                    },
-                );
-                Pulled::Failed(message)
-            }
-        }
-    }
 }
 
 struct Ctx {
@@ -336,14 +152,11 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
         pids_limit: config.pids_limit,
     };
     let ctx = Arc::new(Ctx {
-        images: Images {
-            client: client.clone(),
-            dir: config.image_dir.clone(),
-            seen: Mutex::new(HashMap::new()),
-            registry: config.registry.clone(),
-            pulling: Mutex::new(HashMap::new()),
-            failed: std::sync::Mutex::new(HashMap::new()),
-        },
+        images: Images::new(
+            client.clone(),
+            config.image_dir.clone(),
+            config.registry.clone(),
+        ),
         exits: TaskExits::start(client.clone(), shutdown.clone()),
         client,
         api: Api::new(channel.clone()),
@@ -615,11 +428,6 @@ fn restarts(policy: RestartPolicy, code: i32) -> bool {
         RestartPolicy::OnFailure => code != 0,
         RestartPolicy::Always | RestartPolicy::Unspecified => true,
     }
-}
-
-/// True when the error means containerd could not be reached (retry, change nothing).
-fn unreachable(e: &RuntimeError) -> bool {
-    e.is_unreachable()
 }
 
 /// The status this agent owns for one Instance, written as a whole.
@@ -922,7 +730,7 @@ async fn run_once(
         let adopted = match container::create(client, config).await {
             Ok(_) => match container::start(client, &config.id).await {
                 Ok(_) => false,
-                Err(e) if unreachable(&e) => {
+                Err(e) if e.is_unreachable() => {
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
@@ -937,7 +745,7 @@ async fn run_once(
                 let _ = container::start(client, &config.id).await;
                 true
             }
-            Err(e) if unreachable(&e) => {
+            Err(e) if e.is_unreachable() => {
                 tracing::debug!(error = %e, "containerd unreachable; retrying");
                 tokio::time::sleep(RETRY).await;
                 continue;
