@@ -128,6 +128,33 @@ pub async fn concurrent_writes(store: &dyn Store) {
     );
 }
 
+/// A watch from the revision a list just returned always starts, even while writes
+/// are being committed and broadcast (list-then-watch, as every client does).
+pub async fn watch_from_a_fresh_list(store: &dyn Store) {
+    let writing = async {
+        for i in 0..300 {
+            store
+                .create_owned(format!("/w/{i:04}"))
+                .await
+                .expect("create");
+        }
+    };
+    let watching = async {
+        for _ in 0..300 {
+            let listed = store.list("/w/", None, 0, 0).await.expect("list");
+            let watch = store.watch("/w/", listed.revision, None).await;
+            assert!(
+                watch.is_ok(),
+                "watch from the list's revision {}: {:?}",
+                listed.revision,
+                watch.err()
+            );
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::join!(writing, watching);
+}
+
 /// Prefix listing, pagination and a consistent snapshot across pages.
 pub async fn list_pages_snapshot(store: &dyn Store) {
     for i in 1..=5 {
@@ -336,7 +363,7 @@ impl dyn Store {
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($factory:expr) => {
-        $crate::store_conformance_tests!(@each $factory; crud, concurrent_writes, list_pages_snapshot, watch_from_revision, watch_progress, compaction);
+        $crate::store_conformance_tests!(@each $factory; crud, concurrent_writes, list_pages_snapshot, watch_from_revision, watch_from_a_fresh_list, watch_progress, compaction);
     };
     (@each $factory:expr; $($check:ident),*) => {
         $(

@@ -108,6 +108,17 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedbStore {
+    /// The revision of the last committed batch (which may not be broadcast yet).
+    fn committed_revision(&self) -> Result<u64, StoreError> {
+        let txn = self.shared.db.begin_read().map_err(backend)?;
+        Ok(txn
+            .open_table(META)
+            .map_err(backend)?
+            .get(META_REVISION)
+            .map_err(backend)?
+            .map_or(0, |g| g.value()))
+    }
+
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path, options: RedbOptions) -> Result<Self, StoreError> {
         let db = Database::create(path)
@@ -567,7 +578,10 @@ impl Store for RedbStore {
                     compacted,
                 });
             }
-            let current = self.current_revision();
+            // Against the committed revision, not the notified one: a list may read a
+            // batch whose events are still being broadcast, and a watch from its
+            // revision is valid (the history catch-up delivers what follows it).
+            let current = self.committed_revision()?;
             if after > current {
                 return Err(StoreError::FutureRevision {
                     requested: after,
