@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// hmctl controls a HyperMesh cluster: apply manifests, list, describe and delete objects.
+/// hmctl controls a HyperMesh cluster: apply manifests, list, describe and delete objects,
+/// read container logs and run commands in containers.
 ///
 /// The apiserver is taken from --server, else the HYPERMESH_SERVER environment variable,
 /// else `server:` in ~/.hypermesh/config.yaml, else http://127.0.0.1:7443.
@@ -21,6 +22,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         hmctl delete wl web --wait         delete a workload and wait until it is gone\n  \
         hmctl scale wl web --replicas 5    change how many instances a workload keeps\n  \
         hmctl rollout status wl web        wait until a workload's update is rolled out\n  \
+        hmctl logs -f workload/web         follow the output of one of web's containers\n  \
+        hmctl exec -it web-7x2kq -- sh     a shell in a running container\n  \
         hmctl api-resources                list kinds and their short names"
 )]
 pub struct Cli {
