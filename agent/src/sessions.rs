@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use hypermesh_api::v1::{
     AgentHello, ExecOutput, ExecStart, ImageImportResponse, ImageImportStart, LogChunk,
-    LogsRequest, SessionError, SessionFrame, SessionOpen,
-    agent_tunnel_service_client::AgentTunnelServiceClient, exec_input, exec_output, session_frame,
-    session_open,
+    LogsRequest, SessionFrame, SessionOpen, agent_tunnel_service_client::AgentTunnelServiceClient,
+    exec_input, exec_output, session_frame, session_open,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -125,12 +124,7 @@ pub async fn run(config: Config, channel: Channel, shutdown: CancellationToken) 
 type Outbound = mpsc::Sender<SessionFrame>;
 
 async fn send(out: &Outbound, payload: session_frame::Payload) -> Result<(), Gone> {
-    out.send(SessionFrame {
-        session_id: String::new(),
-        payload: Some(payload),
-    })
-    .await
-    .map_err(|_| Gone)
+    out.send(SessionFrame::of(payload)).await.map_err(|_| Gone)
 }
 
 /// The user (or the apiserver) went away.
@@ -167,11 +161,7 @@ async fn serve(ctx: Arc<Ctx>, open: SessionOpen) {
         None => Err(Status::invalid_argument("session: no request")),
     };
     if let Err(status) = result {
-        let error = SessionError {
-            code: status.code() as i32,
-            message: status.message().to_string(),
-        };
-        let _ = send(&out, session_frame::Payload::Error(error)).await;
+        let _ = send(&out, session_frame::Payload::Error((&status).into())).await;
     }
     // Half-close, then let the apiserver end its side: dropping the response stream
     // first would reset the call and could discard the last frames sent.

@@ -75,7 +75,8 @@ impl<K> Clone for Registry<K> {
     }
 }
 
-fn uid() -> String {
+/// A new random object uid (UUID v4 form); also names relay sessions.
+pub(crate) fn uid() -> String {
     let b: [u8; 16] = rand::random();
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::Stream;
 use hypermesh_api::v1::{
     self, AgentHello, ExecInput, ExecOutput, ImageImportRequest, ImageImportResponse,
-    ImageImportStart, LogChunk, LogsRequest, SessionError, SessionFrame, SessionOpen, exec_input,
+    ImageImportStart, LogChunk, LogsRequest, SessionFrame, SessionOpen, exec_input,
     image_import_request, session_frame, session_open,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -107,7 +107,7 @@ impl Sessions {
         instance_uid: &str,
         request: session_open::Request,
     ) -> Result<Attached, Status> {
-        let session_id = uuid_like();
+        let session_id = crate::registry::uid();
         let (tx, rx) = oneshot::channel();
         lock(&self.waiting).insert(session_id.clone(), tx);
         let opens = lock(&self.agents).get(node).map(|l| l.opens.clone());
@@ -166,15 +166,24 @@ impl Sessions {
     }
 }
 
-/// A random session ID.
-fn uuid_like() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A status from an agent's error frame.
-fn status_of(error: SessionError) -> Status {
-    Status::new(tonic::Code::from_i32(error.code), error.message)
+/// The user-bound stream of an attached session: the payloads `pick` keeps, ending with
+/// the agent's error frame as a status. `keep` lives as long as the stream (what must not
+/// be dropped before the user is done).
+fn relay<T: Send + 'static>(
+    from_agent: Streaming<SessionFrame>,
+    keep: impl Send + 'static,
+    pick: fn(session_frame::Payload) -> Option<T>,
+) -> BoxStream<T> {
+    Box::pin(from_agent.filter_map(move |frame| {
+        let _ = &keep;
+        match frame {
+            Err(status) => Some(Err(status)),
+            Ok(f) => match f.payload? {
+                session_frame::Payload::Error(e) => Some(Err(e.into())),
+                payload => pick(payload).map(Ok),
+            },
+        }
+    }))
 }
 
 /// The gRPC service agents call.
@@ -211,18 +220,17 @@ impl v1::agent_tunnel_service_server::AgentTunnelService for TunnelService {
     }
 }
 
-/// The bound node, uid and resolved container name of an Instance.
+/// The Instance a user request names: fills in `namespace` (`default` when empty) and
+/// `container` (the only one when empty) and returns the bound node and the uid.
 async fn target(
     instances: &Registry<v1::Instance>,
-    namespace: &str,
+    namespace: &mut String,
     name: &str,
-    container: &str,
-) -> Result<(String, String, String), Status> {
-    let namespace = if namespace.is_empty() {
-        "default"
-    } else {
-        namespace
-    };
+    container: &mut String,
+) -> Result<(String, String), Status> {
+    if namespace.is_empty() {
+        *namespace = "default".to_string();
+    }
     let instance = instances.get(namespace, name).await?;
     let spec = instance.spec.unwrap_or_default();
     let meta = instance.metadata.unwrap_or_default();
@@ -232,7 +240,7 @@ async fn target(
         )));
     }
     let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
-    let container = match (container, names.as_slice()) {
+    let resolved = match (container.as_str(), names.as_slice()) {
         ("", [only]) => only.to_string(),
         ("", _) => {
             return Err(Status::invalid_argument(format!(
@@ -248,7 +256,8 @@ async fn target(
             )));
         }
     };
-    Ok((spec.node_name, meta.uid, container))
+    *container = resolved;
+    Ok((spec.node_name, meta.uid))
 }
 
 /// `InstanceService.Logs`.
@@ -257,35 +266,26 @@ pub async fn logs(
     sessions: &Sessions,
     mut request: LogsRequest,
 ) -> Result<BoxStream<LogChunk>, Status> {
-    let (node, uid, container) = target(
+    let (node, uid) = target(
         instances,
-        &request.namespace,
+        &mut request.namespace,
         &request.name,
-        &request.container,
+        &mut request.container,
     )
     .await?;
-    if request.namespace.is_empty() {
-        request.namespace = "default".to_string();
-    }
-    request.container = container;
     let attached = sessions
         .open(&node, &uid, session_open::Request::Logs(request))
         .await?;
     // Keep the agent-bound sender alive for the whole stream: dropping it would end the
     // agent's Attach response early.
-    let keep = attached.to_agent;
-    let stream = attached.from_agent.filter_map(move |frame| {
-        let _ = &keep;
-        match frame {
-            Err(status) => Some(Err(status)),
-            Ok(f) => match f.payload {
-                Some(session_frame::Payload::Logs(chunk)) => Some(Ok(chunk)),
-                Some(session_frame::Payload::Error(e)) => Some(Err(status_of(e))),
-                _ => None,
-            },
-        }
-    });
-    Ok(Box::pin(stream))
+    Ok(relay(
+        attached.from_agent,
+        attached.to_agent,
+        |payload| match payload {
+            session_frame::Payload::Logs(chunk) => Some(chunk),
+            _ => None,
+        },
+    ))
 }
 
 /// `InstanceService.Exec`.
@@ -306,12 +306,13 @@ pub async fn exec(
     if start.command.is_empty() || start.command[0].is_empty() {
         return Err(Status::invalid_argument("command: required"));
     }
-    let (node, uid, container) =
-        target(instances, &start.namespace, &start.name, &start.container).await?;
-    if start.namespace.is_empty() {
-        start.namespace = "default".to_string();
-    }
-    start.container = container;
+    let (node, uid) = target(
+        instances,
+        &mut start.namespace,
+        &start.name,
+        &mut start.container,
+    )
+    .await?;
     let attached = sessions
         .open(&node, &uid, session_open::Request::Exec(start))
         .await?;
@@ -323,22 +324,16 @@ pub async fn exec(
     tokio::spawn(async move {
         let relay = async {
             while let Some(Ok(message)) = input.next().await {
-                let frame = SessionFrame {
-                    session_id: String::new(),
-                    payload: Some(session_frame::Payload::ExecInput(message)),
-                };
+                let frame = SessionFrame::of(session_frame::Payload::ExecInput(message));
                 if to_agent.send(Ok(frame)).await.is_err() {
                     return;
                 }
             }
             // The user's stream ended: the process sees end of input; its output still
             // flows until it exits.
-            let close = SessionFrame {
-                session_id: String::new(),
-                payload: Some(session_frame::Payload::ExecInput(ExecInput {
-                    input: Some(exec_input::Input::CloseStdin(true)),
-                })),
-            };
+            let close = SessionFrame::of(session_frame::Payload::ExecInput(ExecInput {
+                input: Some(exec_input::Input::CloseStdin(true)),
+            }));
             let _ = to_agent.send(Ok(close)).await;
             std::future::pending::<()>().await;
         };
@@ -347,19 +342,14 @@ pub async fn exec(
             _ = relay_done.cancelled() => {}
         }
     });
-    let guard = output_done.drop_guard();
-    let stream = attached.from_agent.filter_map(move |frame| {
-        let _ = &guard;
-        match frame {
-            Err(status) => Some(Err(status)),
-            Ok(f) => match f.payload {
-                Some(session_frame::Payload::ExecOutput(out)) => Some(Ok(out)),
-                Some(session_frame::Payload::Error(e)) => Some(Err(status_of(e))),
-                _ => None,
-            },
-        }
-    });
-    Ok(Box::pin(stream))
+    Ok(relay(
+        attached.from_agent,
+        output_done.drop_guard(),
+        |payload| match payload {
+            session_frame::Payload::ExecOutput(out) => Some(out),
+            _ => None,
+        },
+    ))
 }
 
 /// `NodeService.ImportImage`.
@@ -396,10 +386,7 @@ pub async fn import_image(
                     "import: only chunks may follow `start`",
                 ));
             };
-            let frame = SessionFrame {
-                session_id: String::new(),
-                payload: Some(session_frame::Payload::ImageChunk(chunk)),
-            };
+            let frame = SessionFrame::of(session_frame::Payload::ImageChunk(chunk));
             if to_agent.send(Ok(frame)).await.is_err() {
                 break;
             }
@@ -412,7 +399,7 @@ pub async fn import_image(
         while let Some(frame) = from_agent.next().await {
             match frame?.payload {
                 Some(session_frame::Payload::ImageImported(done)) => return Ok(done),
-                Some(session_frame::Payload::Error(e)) => return Err(status_of(e)),
+                Some(session_frame::Payload::Error(e)) => return Err(e.into()),
                 _ => {}
             }
         }

@@ -31,6 +31,31 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/hypermesh.v1.serde.rs"));
 }
 
+impl v1::SessionFrame {
+    /// A frame carrying `payload` (only an agent's first frame names its session).
+    pub fn of(payload: v1::session_frame::Payload) -> Self {
+        v1::SessionFrame {
+            session_id: String::new(),
+            payload: Some(payload),
+        }
+    }
+}
+
+impl From<&tonic::Status> for v1::SessionError {
+    fn from(status: &tonic::Status) -> Self {
+        v1::SessionError {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+        }
+    }
+}
+
+impl From<v1::SessionError> for tonic::Status {
+    fn from(error: v1::SessionError) -> Self {
+        tonic::Status::new(tonic::Code::from_i32(error.code), error.message)
+    }
+}
+
 /// The encoded `FileDescriptorSet` of the contract (with its imports), for gRPC
 /// server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
