@@ -55,14 +55,6 @@ fn render(record: &[u8], timestamps: bool, out: &mut Vec<u8>) {
     }
 }
 
-fn render_all<'a>(records: impl Iterator<Item = &'a [u8]>, timestamps: bool) -> Vec<u8> {
-    let mut out = Vec::new();
-    for r in records {
-        render(r, timestamps, &mut out);
-    }
-    out
-}
-
 /// The whole run (every file), rendered; only the last `tail` records when set.
 pub fn read(log: &Path, options: LogOptions) -> io::Result<Vec<u8>> {
     let mut stored = Vec::new();
@@ -86,7 +78,19 @@ fn render_tail(stored: &[u8], options: LogOptions) -> Vec<u8> {
         .tail
         .map(|n| records.len().saturating_sub(n))
         .unwrap_or(0);
-    render_all(records.into_iter().skip(skip), options.timestamps)
+    let mut out = Vec::new();
+    for record in &records[skip..] {
+        render(record, options.timestamps, &mut out);
+    }
+    out
+}
+
+/// Takes the complete (newline-terminated) records off the front of `buf`, leaving an
+/// unfinished last record there to wait for the rest of its line.
+fn take_complete(buf: &mut Vec<u8>) -> Vec<u8> {
+    let end = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let rest = buf.split_off(end);
+    std::mem::replace(buf, rest)
 }
 
 /// Sends run `log` (rendered) to `out`, then with `follow` its new lines until the
@@ -118,12 +122,9 @@ async fn stream_inner(
         f.read_to_end(&mut stored)?;
     }
     // An unfinished last record waits for the rest of its line.
-    let complete = stored
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |i| i + 1);
-    let mut pending = stored.split_off(complete);
-    let first = render_tail(&stored, options);
+    let complete = take_complete(&mut stored);
+    let mut pending = stored;
+    let first = render_tail(&complete, options);
     if !first.is_empty() && out.send(Ok(first)).await.is_err() {
         return Ok(());
     }
@@ -166,16 +167,13 @@ async fn stream_inner(
             f.seek(SeekFrom::Start(0))?;
             live = Some(f);
         }
-        let complete = pending
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |i| i + 1);
-        let rest = pending.split_off(complete);
-        let text = render_all(
-            pending.split(|b| *b == b'\n').filter(|r| !r.is_empty()),
-            options.timestamps,
+        let text = render_tail(
+            &take_complete(&mut pending),
+            LogOptions {
+                tail: None,
+                ..options
+            },
         );
-        pending = rest;
         if !text.is_empty() && out.send(Ok(text)).await.is_err() {
             return Ok(());
         }
