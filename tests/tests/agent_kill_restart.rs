@@ -111,16 +111,7 @@ async fn killed_agent_restarts_and_adopts_its_running_containers() {
     .await
     .expect("three Instances run");
 
-    let ctr = |args: &[&str]| {
-        let out = std::process::Command::new("ctr")
-            .arg("--address")
-            .arg(containerd.socket())
-            .args(["--namespace", hypermesh_agent::runtime::NAMESPACE])
-            .args(args)
-            .output()
-            .expect("ctr");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ctr = |args: &[&str]| containerd.ctr(args);
     // `ctr tasks ls` lists in no fixed order: compare sorted lines.
     let tasks = || {
         let mut lines: Vec<String> = ctr(&["tasks", "ls"]).lines().map(str::to_string).collect();

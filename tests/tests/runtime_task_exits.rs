@@ -80,14 +80,8 @@ impl Setup {
 
     /// The task status `ctr tasks ls` shows for `id`.
     fn ctr_status(&self, id: &str) -> Option<String> {
-        let output = std::process::Command::new("ctr")
-            .arg("--address")
-            .arg(self.containerd.socket())
-            .args(["--namespace", hypermesh_agent::runtime::NAMESPACE])
-            .args(["tasks", "ls"])
-            .output()
-            .expect("running ctr");
-        String::from_utf8_lossy(&output.stdout)
+        self.containerd
+            .ctr(&["tasks", "ls"])
             .lines()
             .find(|l| l.starts_with(id))
             .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))

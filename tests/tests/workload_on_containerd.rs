@@ -136,16 +136,7 @@ async fn applied_workload_runs_serves_and_is_removed() {
         .run(&["delete", "workload", "web", "--wait"])
         .await
         .ok();
-    let ctr = |args: &[&str]| {
-        let out = std::process::Command::new("ctr")
-            .arg("--address")
-            .arg(containerd.socket())
-            .args(["--namespace", hypermesh_agent::runtime::NAMESPACE])
-            .args(args)
-            .output()
-            .expect("ctr");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ctr = |args: &[&str]| containerd.ctr(args);
     wait_for(TIMEOUT, || {
         let left = ctr(&["containers", "ls", "-q"]);
         async move { left.trim().is_empty().then_some(()) }

@@ -5,7 +5,6 @@
 
 #![allow(dead_code)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::agent_support::{self, Agent};
@@ -160,14 +159,7 @@ impl Env {
 
     /// `ctr -n hypermesh <args>` output.
     pub fn ctr(&self, args: &[&str]) -> String {
-        let output = Command::new("ctr")
-            .arg("--address")
-            .arg(self.containerd.socket())
-            .args(["--namespace", hypermesh_agent::runtime::NAMESPACE])
-            .args(args)
-            .output()
-            .expect("running ctr");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        self.containerd.ctr(args)
     }
 
     /// The pid of the task of container `id`, if it runs.

@@ -81,6 +81,19 @@ impl PrivateContainerd {
         &self.socket
     }
 
+    /// `ctr --namespace hypermesh <args>` against this containerd: its stdout, for
+    /// observing state.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let output = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", hypermesh_agent::runtime::NAMESPACE])
+            .args(args)
+            .output()
+            .expect("running ctr");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// The directory holding config, root, state and log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
