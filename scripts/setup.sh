@@ -2,12 +2,10 @@
 # Installs what building, testing and benchmarking HyperMesh need on Debian 12.
 # Idempotent: on a ready machine it checks and prints one line, with no apt or cargo work.
 #
-#   protobuf-compiler  protoc for etcd-client's build script (our own protos use a vendored protoc)
-#   etcd-server        /usr/bin/etcd, started by the benchmarks and (later) the etcd store tests.
-#                      Debian's package may try to start a system etcd service; nothing here
-#                      relies on it: every test and bench starts its own etcd on free ports.
-#   make               the entry points (`make up`, `make test`)
-#   cargo-nextest      the test runner `make test` uses
+# Packages are checked by *name* (dpkg-query), never by whether some command or file
+# happens to be present: a machine may carry files a fresh Debian 12 does not, and that
+# is how a missing package slips through. `scripts/fresh-build-check.sh` (run by CI)
+# builds with every header outside these packages and a minimal Debian hidden.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -25,17 +23,18 @@ as_root() {
     fi
 }
 
-# Debian package that provides each command we need.
-declare -A PACKAGE_FOR=(
-    [protoc]=protobuf-compiler
-    [etcd]=etcd-server
-    [make]=make
-)
+# The Debian packages HyperMesh needs, one per line: name, then why.
+# scripts/fresh-build-check.sh reads this list (the names before the first space).
+PACKAGES_FILE="$(dirname "$0")/packages.txt"
+mapfile -t PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$PACKAGES_FILE" | awk '{print $1}')
+
+installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
 
 missing=()
-for cmd in protoc etcd make; do
-    pkg=${PACKAGE_FOR[$cmd]}
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+for pkg in "${PACKAGES[@]}"; do
+    installed "$pkg" || missing+=("$pkg")
 done
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -43,34 +42,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]} with apt-get"
     as_root apt-get update -qq
     as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    for pkg in "${missing[@]}"; do
+        installed "$pkg" || die "apt-get did not install $pkg"
+    done
 fi
 
-# --- containerd runtime (issue 6) -------------------------------------------------------
-#   containerd      the container runtime hm-agent drives over its gRPC socket; tests and
-#                   `make up` start a private one with scripts/containerd.sh (own socket and
-#                   state dir). Debian's package enables a system containerd service; nothing
-#                   here relies on it.
-#   runc            the OCI runtime containerd's runc shim runs
-#   busybox-static  a static /bin/busybox that scripts/build-test-image.sh turns into the
-#                   test image hypermesh.local/busybox:latest
-#   docker-registry the CNCF distribution registry (2.8); the registry_pull tests start
-#                   their own on a free loopback port with a temp storage dir. Debian's
-#                   package enables a system registry service on :5000; nothing here
-#                   relies on it.
-runtime_missing=()
-command -v containerd >/dev/null 2>&1 || runtime_missing+=(containerd)
-command -v runc >/dev/null 2>&1 || runtime_missing+=(runc)
-if ! [ -x /bin/busybox ] || ! { ldd /bin/busybox 2>&1 || true; } | grep -q 'not a dynamic executable'; then
-    runtime_missing+=(busybox-static)
+# busybox-static must provide a static /bin/busybox (the test image is built from it);
+# Debian's dynamic `busybox` package would replace it.
+if ! { ldd /bin/busybox 2>&1 || true; } | grep -q 'not a dynamic executable'; then
+    die "/bin/busybox is not static: reinstall busybox-static (apt-get install --reinstall busybox-static)"
 fi
-[ -x /usr/bin/docker-registry ] || runtime_missing+=(docker-registry)
-if [ ${#runtime_missing[@]} -gt 0 ]; then
-    command -v apt-get >/dev/null 2>&1 || die "missing ${runtime_missing[*]} and no apt-get: install them by hand"
-    say "installing ${runtime_missing[*]} with apt-get"
-    as_root apt-get update -qq
-    as_root apt-get install -y -qq --no-install-recommends "${runtime_missing[@]}"
-fi
-# --- end containerd runtime ------------------------------------------------------------
 
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (rustup) first"
 
@@ -79,4 +60,4 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
-say "ok: $(protoc --version), etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p'), $(cargo nextest --version 2>/dev/null | head -n1), containerd $(containerd --version 2>/dev/null | awk '{print $3}')"
+say "ok: ${#PACKAGES[@]} packages, $(protoc --version), etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p'), $(cargo nextest --version 2>/dev/null | head -n1), containerd $(containerd --version 2>/dev/null | awk '{print $3}')"
