@@ -7,17 +7,25 @@ use hypermesh_api::resource::Resource;
 use hypermesh_api::v1::{self, BindRequest, Condition};
 use tonic::Status;
 
+use crate::admission::Operation;
+use crate::caller::Caller;
 use crate::object::{StoredObject, store_status};
 use crate::registry::Registry;
 
 impl Registry<v1::Instance> {
     /// Binds an unbound Instance to a node.
-    pub async fn bind(&self, request: BindRequest) -> Result<v1::Instance, Status> {
+    pub async fn bind(
+        &self,
+        caller: &Caller,
+        request: BindRequest,
+    ) -> Result<v1::Instance, Status> {
         let namespace = if request.namespace.is_empty() {
             "default".to_string()
         } else {
             request.namespace.clone()
         };
+        self.authorize(caller, Operation::Bind, &namespace, &request.name)
+            .await?;
         if let Some(problem) = hypermesh_api::validation::dns_subdomain_problem(&request.node_name)
         {
             return Err(status(
@@ -87,6 +95,8 @@ impl Registry<v1::Instance> {
             message: format!("bound to {}", request.node_name),
             last_transition_time: Some(now),
         });
+        self.admit(caller, Operation::Bind, Some(&current), &mut next)
+            .await?;
         self.write(&kv, &current, next, &what).await
     }
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, warn};
 
-use crate::admission::NAMESPACE_FINALIZER;
+use crate::kinds::NAMESPACE_FINALIZER;
 use crate::object::{self, StoredObject, kind_of_key, namespace_of_key, object_key, store_status};
 use crate::store::{Store, StoreError, StoreEvent, WatchItem};
 

@@ -5,9 +5,12 @@
 //! - [`store`]: the `Store` trait, its conformance suite and the embedded redb backend.
 //! - [`registry`]: per-kind object semantics over the store (uid, generation,
 //!   optimistic concurrency, finalizers, selectors, pagination, watch).
-//! - [`admission`]: per-kind defaults, immutable fields and deletion hooks.
-//! - [`proofs`]: Asset proof verification at admission and Byzantine detection
-//!   (Suspect condition, taint and Event).
+//! - [`caller`]: who is calling (the identity a client certificate proved).
+//! - [`admission`]: the admission chain every request walks once: authorize, mutate,
+//!   validate (authorization, node identity, workload policy, asset proofs, GPUs).
+//! - [`kinds`]: per-kind defaults, immutable fields and deletion hooks.
+//! - [`findings`]: what admission found, recorded as Events.
+//! - [`suspect`]: marks nodes Suspect from those Events (Byzantine reaction).
 //! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
 //! - `bind`: `InstanceService.Bind`.
 //! - `service`: the gRPC services, one generic implementation for every kind.
@@ -17,14 +20,17 @@
 
 pub mod admission;
 mod bind;
+pub mod caller;
+pub mod findings;
 pub mod gc;
+pub mod kinds;
 pub mod metrics;
 pub mod object;
-pub mod proofs;
 pub mod registry;
 pub mod server;
 mod service;
 pub mod sessions;
 pub mod store;
+pub mod suspect;
 
 pub use server::{ApiServer, Config, ServerError, serve};

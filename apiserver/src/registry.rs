@@ -1,6 +1,11 @@
 //! `Registry<K>`: the semantics of one kind over the store — uid, generation and
 //! timestamps, optimistic concurrency, spec/status separation, finalizers, namespace
 //! checks, selectors, paginated snapshot listing and watch with bookmarks.
+//!
+//! Every verb takes the [`Caller`] and walks down once: authorize (every verb), then
+//! for writes validation of the fields, mutate and validate admission
+//! ([`crate::admission::Chain`]), the store write, and last the findings admission
+//! reported ([`crate::findings`]).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -18,7 +23,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::admission::Admission;
+use crate::admission::{Access, AdmissionRequest, Chain, Findings, Kind, Operation};
+use crate::caller::Caller;
 use crate::metrics::Metrics;
 use crate::object::{self, Deletion, StoredObject, kind_prefix, object_key, store_status};
 use crate::store::{KeyValue, Store, StoreError, WatchItem};
@@ -40,6 +46,10 @@ pub struct RegistryOptions {
     pub metrics: Arc<Metrics>,
     /// Logs, exec and image-import sessions relayed to agents.
     pub sessions: Arc<crate::sessions::Sessions>,
+    /// The admission chain every request walks.
+    pub admission: Arc<Chain>,
+    /// How callers are identified.
+    pub authentication: crate::caller::Authentication,
 }
 
 impl Default for RegistryOptions {
@@ -50,6 +60,8 @@ impl Default for RegistryOptions {
             shutdown: CancellationToken::new(),
             metrics: Arc::default(),
             sessions: Arc::default(),
+            admission: Arc::default(),
+            authentication: crate::caller::Authentication::InsecureDev,
         }
     }
 }
@@ -146,7 +158,7 @@ impl Selectors {
     }
 }
 
-impl<K: Resource + Admission> Registry<K> {
+impl<K: Kind> Registry<K> {
     /// A registry over `store`.
     pub fn new(store: Arc<dyn Store>, options: Arc<RegistryOptions>) -> Self {
         Registry {
@@ -169,6 +181,64 @@ impl<K: Resource + Admission> Registry<K> {
     /// The broker of sessions with agents.
     pub fn sessions(&self) -> &Arc<crate::sessions::Sessions> {
         &self.options.sessions
+    }
+
+    /// Who made `request`: the identity its TLS connection proved, or the development
+    /// identity of a plaintext server.
+    pub fn caller_of<T>(&self, request: &tonic::Request<T>) -> Result<Caller, Status> {
+        self.options.authentication.caller_of(request)
+    }
+
+    /// The authorize phase for `operation` on an object of this kind.
+    pub(crate) async fn authorize(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), Status> {
+        let access = Access {
+            caller,
+            operation,
+            kind: Self::info(),
+            namespace,
+            name,
+        };
+        self.options
+            .admission
+            .authorize(&access, self.store.as_ref())
+            .await
+    }
+
+    /// Mutate and validate admission of `next` (with `old` as stored), recording any
+    /// findings whatever the outcome.
+    pub(crate) async fn admit(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        old: Option<&K>,
+        next: &mut K,
+    ) -> Result<(), Status> {
+        let (namespace, name) = (next.meta().namespace.clone(), next.meta().name.clone());
+        let request = AdmissionRequest {
+            access: Access {
+                caller,
+                operation,
+                kind: Self::info(),
+                namespace: &namespace,
+                name: &name,
+            },
+            old: old.map(Kind::view),
+            store: self.store.as_ref(),
+        };
+        let mut findings = Findings::new();
+        let result = self
+            .options
+            .admission
+            .admit(&request, next, &mut findings)
+            .await;
+        crate::findings::record(self.store.as_ref(), &findings).await;
+        result
     }
 
     fn info() -> &'static hypermesh_api::resource::KindInfo {
@@ -256,12 +326,17 @@ impl<K: Resource + Admission> Registry<K> {
     }
 
     /// Creates a new object.
-    pub async fn create(&self, mut obj: K) -> Result<K, Status> {
-        Self::defaults_and_validate(&mut obj)?;
+    pub async fn create(&self, caller: &Caller, mut obj: K) -> Result<K, Status> {
+        if K::NAMESPACED && obj.meta().namespace.is_empty() {
+            obj.meta_mut().namespace = "default".to_string();
+        }
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        self.authorize(caller, Operation::Create, &namespace, &name)
+            .await?;
+        Self::defaults_and_validate(&mut obj)?;
         self.check_namespace(&namespace).await?;
-        crate::admission::check_gpu_sharing(self.store.as_ref(), &obj.gpu_requests()).await?;
-        crate::proofs::admit(&self.store, &self.options, &mut obj, None).await?;
+        self.admit(caller, Operation::Create, None, &mut obj)
+            .await?;
         let meta = obj.meta_mut();
         meta.uid = uid();
         meta.generation = 1;
@@ -279,12 +354,19 @@ impl<K: Resource + Admission> Registry<K> {
     }
 
     /// Reads one object.
-    pub async fn get(&self, namespace: &str, name: &str) -> Result<K, Status> {
+    pub async fn get(&self, caller: &Caller, namespace: &str, name: &str) -> Result<K, Status> {
         let namespace = if K::NAMESPACED && namespace.is_empty() {
             "default"
         } else {
             namespace
         };
+        self.authorize(caller, Operation::Get, namespace, name)
+            .await?;
+        self.read(namespace, name).await
+    }
+
+    /// Reads one object without authorization, for the apiserver's own lookups.
+    pub(crate) async fn read(&self, namespace: &str, name: &str) -> Result<K, Status> {
         let what = Self::describe(namespace, name);
         let kv = self
             .store
@@ -357,9 +439,14 @@ impl<K: Resource + Admission> Registry<K> {
 
     /// Replaces spec and client-owned metadata (labels, annotations, finalizers, owner
     /// references). Bumps `generation` when the spec changes.
-    pub async fn update(&self, mut obj: K) -> Result<K, Status> {
-        Self::defaults_and_validate(&mut obj)?;
+    pub async fn update(&self, caller: &Caller, mut obj: K) -> Result<K, Status> {
+        if K::NAMESPACED && obj.meta().namespace.is_empty() {
+            obj.meta_mut().namespace = "default".to_string();
+        }
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        self.authorize(caller, Operation::Update, &namespace, &name)
+            .await?;
+        Self::defaults_and_validate(&mut obj)?;
         let what = Self::describe(&namespace, &name);
         let (kv, current) = self.current(&namespace, &name).await?;
         Self::check_version(obj.meta().resource_version, &kv, &what)?;
@@ -374,11 +461,6 @@ impl<K: Resource + Admission> Registry<K> {
             ));
         }
         obj.check_update(&current)?;
-        let suspicion =
-            crate::proofs::admit(&self.store, &self.options, &mut obj, Some(&current)).await?;
-        if obj.spec_bytes() != current.spec_bytes() {
-            crate::admission::check_gpu_sharing(self.store.as_ref(), &obj.gpu_requests()).await?;
-        }
         let mut next = current.clone();
         next.copy_spec_from(&obj);
         let sent: &ObjectMeta = obj.meta();
@@ -398,29 +480,32 @@ impl<K: Resource + Admission> Registry<K> {
             ));
         }
         meta.finalizers = sent.finalizers.clone();
+        self.admit(caller, Operation::Update, Some(&current), &mut next)
+            .await?;
         if next.spec_bytes() != current.spec_bytes() {
             next.meta_mut().generation = current.meta().generation + 1;
         }
-        let written = self.write(&kv, &current, next, &what).await?;
-        crate::proofs::after_write(&self.store, &self.options, suspicion).await;
-        Ok(written)
+        self.write(&kv, &current, next, &what).await
     }
 
     /// Replaces status only. Without a resource_version it retries on conflicts
     /// (last writer wins); with one it is a compare-and-swap.
-    pub async fn update_status(&self, mut obj: K) -> Result<K, Status> {
+    pub async fn update_status(&self, caller: &Caller, mut obj: K) -> Result<K, Status> {
         if K::NAMESPACED && obj.meta().namespace.is_empty() {
             obj.meta_mut().namespace = "default".into();
         }
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        self.authorize(caller, Operation::UpdateStatus, &namespace, &name)
+            .await?;
         let what = Self::describe(&namespace, &name);
         for _ in 0..16 {
             let (kv, current) = self.current(&namespace, &name).await?;
             Self::check_version(obj.meta().resource_version, &kv, &what)?;
             let mut next = current.clone();
             next.copy_status_from(&obj);
-            crate::proofs::keep_suspect_condition(&mut next, &current);
             validate(&next).map_err(|errs| status(errs.reason(), errs.to_string()))?;
+            self.admit(caller, Operation::UpdateStatus, Some(&current), &mut next)
+                .await?;
             match self.write(&kv, &current, next, &what).await {
                 Err(s) if s.code() == tonic::Code::Aborted && obj.meta().resource_version == 0 => {
                     continue;
@@ -435,12 +520,14 @@ impl<K: Resource + Admission> Registry<K> {
     }
 
     /// Deletes an object, or marks it for deletion while finalizers remain.
-    pub async fn delete(&self, request: DeleteRequest) -> Result<K, Status> {
+    pub async fn delete(&self, caller: &Caller, request: DeleteRequest) -> Result<K, Status> {
         let namespace = if K::NAMESPACED && request.namespace.is_empty() {
             "default".to_string()
         } else {
             request.namespace.clone()
         };
+        self.authorize(caller, Operation::Delete, &namespace, &request.name)
+            .await?;
         let what = Self::describe(&namespace, &request.name);
         if K::KIND == "Namespace"
             && hypermesh_api::SYSTEM_NAMESPACES.contains(&request.name.as_str())
@@ -455,8 +542,27 @@ impl<K: Resource + Admission> Registry<K> {
         }
         let key = Self::key(&namespace, &request.name);
         let expected = (request.resource_version != 0).then_some(request.resource_version);
+        let (_, current) = self.current(&namespace, &request.name).await?;
+        let admission = AdmissionRequest {
+            access: Access {
+                caller,
+                operation: Operation::Delete,
+                kind: Self::info(),
+                namespace: &namespace,
+                name: &request.name,
+            },
+            old: Some(current.view()),
+            store: self.store.as_ref(),
+        };
+        let mut findings = Findings::new();
+        let admitted = self
+            .options
+            .admission
+            .admit_delete(&admission, &mut findings)
+            .await;
+        crate::findings::record(self.store.as_ref(), &findings).await;
+        admitted?;
         if request.propagation_policy == PropagationPolicy::Orphan as i32 {
-            let (_, current) = self.current(&namespace, &request.name).await?;
             let scope = if K::NAMESPACED {
                 namespace.as_str()
             } else {
@@ -466,21 +572,19 @@ impl<K: Resource + Admission> Registry<K> {
         }
         let deletion =
             object::delete_object(self.store.as_ref(), &key, &what, expected, K::on_delete).await?;
-        let (obj, revision, deleted) = match deletion {
-            Deletion::Deleted(obj, rev) => (obj, rev, true),
-            Deletion::Pending(obj, rev) => (obj, rev, false),
+        let (obj, revision) = match deletion {
+            Deletion::Deleted(obj, rev) | Deletion::Pending(obj, rev) => (obj, rev),
         };
         let mut typed = K::decode(obj.encode_to_vec().as_slice())
             .map_err(|e| status(Reason::InternalError, e.to_string()))?;
-        if deleted {
-            crate::proofs::forget(&typed);
-        }
         typed.meta_mut().resource_version = revision;
         Ok(typed)
     }
 
     /// Lists objects matching the request's selectors, one page at a time.
-    pub async fn list(&self, request: ListRequest) -> Result<K::List, Status> {
+    pub async fn list(&self, caller: &Caller, request: ListRequest) -> Result<K::List, Status> {
+        self.authorize(caller, Operation::List, &request.namespace, "")
+            .await?;
         let selectors = Selectors::parse::<K>(&request.label_selector, &request.field_selector)?;
         let prefix = kind_prefix(Self::info(), &request.namespace);
         let (mut revision, mut start_after) = if request.continue_token.is_empty() {
@@ -543,7 +647,13 @@ impl<K: Resource + Admission> Registry<K> {
     }
 
     /// Streams changes after `request.resource_version` (0: current objects as ADDED first).
-    pub async fn watch(&self, request: WatchRequest) -> Result<EventStream<K>, Status> {
+    pub async fn watch(
+        &self,
+        caller: &Caller,
+        request: WatchRequest,
+    ) -> Result<EventStream<K>, Status> {
+        self.authorize(caller, Operation::Watch, &request.namespace, "")
+            .await?;
         let selectors = Selectors::parse::<K>(&request.label_selector, &request.field_selector)?;
         let prefix = kind_prefix(Self::info(), &request.namespace);
         let (tx, rx) = mpsc::channel(256);
@@ -615,7 +725,7 @@ fn selectors_empty(s: &Selectors) -> bool {
 
 /// Turns a store change into the event a selective watcher sees: objects moving into
 /// the selection are ADDED, out of it DELETED.
-fn translate<K: Resource + Admission>(
+fn translate<K: Kind>(
     selectors: &Selectors,
     event: &crate::store::StoreEvent,
 ) -> Result<Option<K::WatchEvent>, Status> {
@@ -663,7 +773,7 @@ pub async fn ensure_system_namespaces(registry: &Registry<v1::Namespace>) -> Res
             }),
             ..Default::default()
         };
-        match registry.create(ns).await {
+        match registry.create(&Caller::apiserver(), ns).await {
             Ok(_) => {}
             Err(s) if s.code() == tonic::Code::AlreadyExists => {}
             Err(s) => return Err(s),

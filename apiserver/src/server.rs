@@ -14,11 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
+use crate::admission::Chain;
+use crate::caller::Authentication;
 use crate::gc::GarbageCollector;
 use crate::metrics;
 use crate::registry::{Registry, RegistryOptions, ensure_system_namespaces};
 use crate::store::redb::{RedbOptions, RedbStore};
 use crate::store::{Store, StoreError};
+use crate::suspect::SuspectReaction;
 
 /// Largest gRPC message accepted; objects are further limited by
 /// `RegistryOptions::max_object_bytes`, which gives a clearer error.
@@ -158,6 +161,8 @@ impl ApiServer {
             shutdown: shutdown.child_token(),
             metrics: Arc::default(),
             sessions: Arc::default(),
+            admission: Arc::new(Chain::standard()),
+            authentication: Authentication::InsecureDev,
         });
         let namespaces: Registry<v1::Namespace> = Registry::new(store.clone(), options.clone());
         ensure_system_namespaces(&namespaces)
@@ -199,6 +204,7 @@ impl ApiServer {
         }
         let gc_shutdown = shutdown.child_token();
         let gc = tokio::spawn(GarbageCollector::new(store.clone()).run(gc_shutdown.clone()));
+        let suspect = tokio::spawn(SuspectReaction::new(store.clone()).run(gc_shutdown.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -250,9 +256,7 @@ impl ApiServer {
             ))
             .add_service(with_limits!(
                 v1::agent_tunnel_service_server::AgentTunnelServiceServer::new(
-                    crate::sessions::TunnelService {
-                        sessions: options.sessions.clone(),
-                    }
+                    crate::sessions::TunnelService { nodes: reg!() }
                 )
             ))
             .add_service(with_limits!(
@@ -283,6 +287,7 @@ impl ApiServer {
         };
         gc_shutdown.cancel();
         let _ = gc.await;
+        let _ = suspect.await;
         match result {
             Ok(r) => r.map_err(ServerError::from),
             Err(join) => Err(ServerError::Init(format!("server task failed: {join}"))),

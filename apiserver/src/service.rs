@@ -1,5 +1,6 @@
 //! The gRPC services: every `<Kind>Service` is implemented once, generically, by
-//! forwarding to that kind's [`Registry`] and recording the request in metrics.
+//! identifying the caller, forwarding to that kind's [`Registry`] (which authorizes
+//! and admits) and recording the request in metrics.
 //! Kind-specific calls (e.g. `InstanceService.Bind`, `Logs`, `Exec`) are added per kind.
 
 use hypermesh_api::v1::{self, DeleteRequest, GetRequest, ListRequest, WatchRequest};
@@ -14,40 +15,47 @@ macro_rules! kind_service {
         impl v1::$module::$service for Registry<v1::$ty> {
             async fn create(&self, request: Request<v1::$ty>) -> Result<Response<v1::$ty>, Status> {
                 let timer = self.metrics().request(stringify!($ty), "Create");
-                timer.finish(Registry::create(self, request.into_inner()).await).map(Response::new)
+                let caller = match self.caller_of(&request) { Ok(c) => c, Err(e) => return timer.finish(Err(e)) };
+                timer.finish(Registry::create(self, &caller, request.into_inner()).await).map(Response::new)
             }
 
             async fn get(&self, request: Request<GetRequest>) -> Result<Response<v1::$ty>, Status> {
                 let timer = self.metrics().request(stringify!($ty), "Get");
+                let caller = match self.caller_of(&request) { Ok(c) => c, Err(e) => return timer.finish(Err(e)) };
                 let request = request.into_inner();
-                timer.finish(Registry::get(self, &request.namespace, &request.name).await).map(Response::new)
+                timer.finish(Registry::get(self, &caller, &request.namespace, &request.name).await).map(Response::new)
             }
 
             async fn list(&self, request: Request<ListRequest>) -> Result<Response<<v1::$ty as hypermesh_api::Resource>::List>, Status> {
                 let timer = self.metrics().request(stringify!($ty), "List");
-                timer.finish(Registry::list(self, request.into_inner()).await).map(Response::new)
+                let caller = match self.caller_of(&request) { Ok(c) => c, Err(e) => return timer.finish(Err(e)) };
+                timer.finish(Registry::list(self, &caller, request.into_inner()).await).map(Response::new)
             }
 
             async fn update(&self, request: Request<v1::$ty>) -> Result<Response<v1::$ty>, Status> {
                 let timer = self.metrics().request(stringify!($ty), "Update");
-                timer.finish(Registry::update(self, request.into_inner()).await).map(Response::new)
+                let caller = match self.caller_of(&request) { Ok(c) => c, Err(e) => return timer.finish(Err(e)) };
+                timer.finish(Registry::update(self, &caller, request.into_inner()).await).map(Response::new)
             }
 
             async fn update_status(&self, request: Request<v1::$ty>) -> Result<Response<v1::$ty>, Status> {
                 let timer = self.metrics().request(stringify!($ty), "UpdateStatus");
-                timer.finish(Registry::update_status(self, request.into_inner()).await).map(Response::new)
+                let caller = match self.caller_of(&request) { Ok(c) => c, Err(e) => return timer.finish(Err(e)) };
+                timer.finish(Registry::update_status(self, &caller, request.into_inner()).await).map(Response::new)
             }
 
             async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<v1::$ty>, Status> {
                 let timer = self.metrics().request(stringify!($ty), "Delete");
-                timer.finish(Registry::delete(self, request.into_inner()).await).map(Response::new)
+                let caller = match self.caller_of(&request) { Ok(c) => c, Err(e) => return timer.finish(Err(e)) };
+                timer.finish(Registry::delete(self, &caller, request.into_inner()).await).map(Response::new)
             }
 
             type WatchStream = EventStream<v1::$ty>;
 
             async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
                 let timer = self.metrics().request(stringify!($ty), "Watch");
-                timer.finish(Registry::watch(self, request.into_inner()).await).map(Response::new)
+                let caller = match self.caller_of(&request) { Ok(c) => c, Err(e) => return timer.finish(Err(e)) };
+                timer.finish(Registry::watch(self, &caller, request.into_inner()).await).map(Response::new)
             }
 
             $($($extra)*)?
@@ -62,8 +70,14 @@ kind_service!(Node, node_service_server, NodeService, {
         request: Request<tonic::Streaming<v1::ImageImportRequest>>,
     ) -> Result<Response<v1::ImageImportResponse>, Status> {
         let timer = self.metrics().request("Node", "ImportImage");
+        let caller = match self.caller_of(&request) {
+            Ok(c) => c,
+            Err(e) => return timer.finish(Err(e)),
+        };
         timer
-            .finish(sessions::import_image(self, self.sessions(), request.into_inner()).await)
+            .finish(
+                sessions::import_image(self, &caller, self.sessions(), request.into_inner()).await,
+            )
             .map(Response::new)
     }
 });
@@ -79,8 +93,12 @@ kind_service!(Instance, instance_service_server, InstanceService, {
         request: Request<v1::BindRequest>,
     ) -> Result<Response<v1::Instance>, Status> {
         let timer = self.metrics().request("Instance", "Bind");
+        let caller = match self.caller_of(&request) {
+            Ok(c) => c,
+            Err(e) => return timer.finish(Err(e)),
+        };
         timer
-            .finish(Registry::bind(self, request.into_inner()).await)
+            .finish(Registry::bind(self, &caller, request.into_inner()).await)
             .map(Response::new)
     }
 
@@ -91,8 +109,12 @@ kind_service!(Instance, instance_service_server, InstanceService, {
         request: Request<v1::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let timer = self.metrics().request("Instance", "Logs");
+        let caller = match self.caller_of(&request) {
+            Ok(c) => c,
+            Err(e) => return timer.finish(Err(e)),
+        };
         timer
-            .finish(sessions::logs(self, self.sessions(), request.into_inner()).await)
+            .finish(sessions::logs(self, &caller, self.sessions(), request.into_inner()).await)
             .map(Response::new)
     }
 
@@ -103,8 +125,12 @@ kind_service!(Instance, instance_service_server, InstanceService, {
         request: Request<tonic::Streaming<v1::ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
         let timer = self.metrics().request("Instance", "Exec");
+        let caller = match self.caller_of(&request) {
+            Ok(c) => c,
+            Err(e) => return timer.finish(Err(e)),
+        };
         timer
-            .finish(sessions::exec(self, self.sessions(), request.into_inner()).await)
+            .finish(sessions::exec(self, &caller, self.sessions(), request.into_inner()).await)
             .map(Response::new)
     }
 });

@@ -22,6 +22,8 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::admission::Operation;
+use crate::caller::Caller;
 use crate::registry::Registry;
 
 /// How long the agent has to attach after being asked to open a session.
@@ -45,11 +47,18 @@ struct AgentLink {
     opens: mpsc::Sender<Result<SessionOpen, Status>>,
 }
 
+/// A session waiting for its agent: the node it was opened on and where to hand
+/// the agent's streams.
+struct Waiting {
+    node: String,
+    attach: oneshot::Sender<Attached>,
+}
+
 /// The broker: connected agents and sessions waiting for their agent to attach.
 #[derive(Default)]
 pub struct Sessions {
     agents: Mutex<HashMap<String, AgentLink>>,
-    waiting: Mutex<HashMap<String, oneshot::Sender<Attached>>>,
+    waiting: Mutex<HashMap<String, Waiting>>,
     generation: std::sync::atomic::AtomicU64,
 }
 
@@ -109,7 +118,13 @@ impl Sessions {
     ) -> Result<Attached, Status> {
         let session_id = crate::registry::uid();
         let (tx, rx) = oneshot::channel();
-        lock(&self.waiting).insert(session_id.clone(), tx);
+        lock(&self.waiting).insert(
+            session_id.clone(),
+            Waiting {
+                node: node.to_string(),
+                attach: tx,
+            },
+        );
         let opens = lock(&self.agents).get(node).map(|l| l.opens.clone());
         let result = async {
             let opens = opens.ok_or_else(|| {
@@ -139,22 +154,39 @@ impl Sessions {
         result
     }
 
-    /// The agent's Attach: pairs its streams with the waiting session.
+    /// The agent's Attach: pairs its streams with the waiting session. `node` is the
+    /// attaching node when the caller is a node identity: a session opened on another
+    /// node is refused (and stays waiting for the right one).
     async fn attach(
         &self,
+        node: Option<&str>,
         mut from_agent: Streaming<SessionFrame>,
     ) -> Result<BoxStream<SessionFrame>, Status> {
         let first = from_agent
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("attach: no first frame"))?;
-        let waiting = lock(&self.waiting).remove(&first.session_id);
-        let waiting = waiting.ok_or_else(|| {
-            Status::not_found(format!(
-                "attach: session {:?} is unknown or expired",
-                first.session_id
-            ))
-        })?;
+        let waiting = {
+            let mut waiting = lock(&self.waiting);
+            match waiting.get(&first.session_id) {
+                Some(w) if node.is_some_and(|n| n != w.node) => {
+                    return Err(Status::permission_denied(format!(
+                        "attach: session {:?} belongs to another node",
+                        first.session_id
+                    )));
+                }
+                Some(_) => waiting.remove(&first.session_id),
+                None => None,
+            }
+        };
+        let waiting = waiting
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "attach: session {:?} is unknown or expired",
+                    first.session_id
+                ))
+            })?
+            .attach;
         let (to_agent, rx) = mpsc::channel(FRAME_BUFFER);
         waiting
             .send(Attached {
@@ -186,10 +218,38 @@ fn relay<T: Send + 'static>(
     }))
 }
 
-/// The gRPC service agents call.
-#[derive(Debug, Clone)]
+/// The gRPC service agents call. A node identity opens only its own tunnel: the
+/// node name comes from its certificate, never from the request.
+#[derive(Clone)]
 pub struct TunnelService {
-    pub sessions: std::sync::Arc<Sessions>,
+    /// The node registry, for authorization.
+    pub nodes: Registry<v1::Node>,
+}
+
+impl std::fmt::Debug for TunnelService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelService").finish_non_exhaustive()
+    }
+}
+
+impl TunnelService {
+    /// The node whose tunnel `caller` may open or attach to, given the name it sent.
+    async fn tunnel_node(&self, caller: &Caller, sent: &str) -> Result<String, Status> {
+        let node = match caller.node_name() {
+            Some(own) if sent.is_empty() || sent == own => own.to_string(),
+            Some(own) => {
+                return Err(hypermesh_api::reason::status(
+                    hypermesh_api::reason::Reason::Forbidden,
+                    format!("node {own:?} cannot open the tunnel of node {sent:?}"),
+                ));
+            }
+            None => sent.to_string(),
+        };
+        self.nodes
+            .authorize(caller, Operation::Tunnel, "", &node)
+            .await?;
+        Ok(node)
+    }
 }
 
 #[tonic::async_trait]
@@ -200,11 +260,13 @@ impl v1::agent_tunnel_service_server::AgentTunnelService for TunnelService {
         &self,
         request: Request<AgentHello>,
     ) -> Result<Response<Self::ListenStream>, Status> {
-        let node = request.into_inner().node_name;
-        if node.is_empty() {
+        let caller = self.nodes.caller_of(&request)?;
+        let sent = request.into_inner().node_name;
+        if sent.is_empty() && caller.node_name().is_none() {
             return Err(Status::invalid_argument("node_name: required"));
         }
-        Ok(Response::new(self.sessions.listen(node)))
+        let node = self.tunnel_node(&caller, &sent).await?;
+        Ok(Response::new(self.nodes.sessions().listen(node)))
     }
 
     type AttachStream = BoxStream<SessionFrame>;
@@ -213,17 +275,29 @@ impl v1::agent_tunnel_service_server::AgentTunnelService for TunnelService {
         &self,
         request: Request<Streaming<SessionFrame>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        self.sessions
-            .attach(request.into_inner())
+        let caller = self.nodes.caller_of(&request)?;
+        if let Some(node) = caller.node_name() {
+            self.tunnel_node(&caller, node).await?;
+        } else {
+            self.nodes
+                .authorize(&caller, Operation::Tunnel, "", "")
+                .await?;
+        }
+        self.nodes
+            .sessions()
+            .attach(caller.node_name(), request.into_inner())
             .await
             .map(Response::new)
     }
 }
 
-/// The Instance a user request names: fills in `namespace` (`default` when empty) and
-/// `container` (the only one when empty) and returns the bound node and the uid.
+/// The Instance a user request names, once `caller` may do `operation` on it: fills
+/// in `namespace` (`default` when empty) and `container` (the only one when empty) and
+/// returns the bound node and the uid.
 async fn target(
     instances: &Registry<v1::Instance>,
+    caller: &Caller,
+    operation: Operation,
     namespace: &mut String,
     name: &str,
     container: &mut String,
@@ -231,7 +305,10 @@ async fn target(
     if namespace.is_empty() {
         *namespace = "default".to_string();
     }
-    let instance = instances.get(namespace, name).await?;
+    instances
+        .authorize(caller, operation, namespace, name)
+        .await?;
+    let instance = instances.read(namespace, name).await?;
     let spec = instance.spec.unwrap_or_default();
     let meta = instance.metadata.unwrap_or_default();
     if spec.node_name.is_empty() {
@@ -263,11 +340,14 @@ async fn target(
 /// `InstanceService.Logs`.
 pub async fn logs(
     instances: &Registry<v1::Instance>,
+    caller: &Caller,
     sessions: &Sessions,
     mut request: LogsRequest,
 ) -> Result<BoxStream<LogChunk>, Status> {
     let (node, uid) = target(
         instances,
+        caller,
+        Operation::Logs,
         &mut request.namespace,
         &request.name,
         &mut request.container,
@@ -291,6 +371,7 @@ pub async fn logs(
 /// `InstanceService.Exec`.
 pub async fn exec(
     instances: &Registry<v1::Instance>,
+    caller: &Caller,
     sessions: &Sessions,
     mut input: Streaming<ExecInput>,
 ) -> Result<BoxStream<ExecOutput>, Status> {
@@ -308,6 +389,8 @@ pub async fn exec(
     }
     let (node, uid) = target(
         instances,
+        caller,
+        Operation::Exec,
         &mut start.namespace,
         &start.name,
         &mut start.container,
@@ -355,6 +438,7 @@ pub async fn exec(
 /// `NodeService.ImportImage`.
 pub async fn import_image(
     nodes: &Registry<v1::Node>,
+    caller: &Caller,
     sessions: &Sessions,
     mut input: Streaming<ImageImportRequest>,
 ) -> Result<ImageImportResponse, Status> {
@@ -371,7 +455,10 @@ pub async fn import_image(
     if node_name.is_empty() {
         return Err(Status::invalid_argument("node_name: required"));
     }
-    nodes.get("", node_name).await?;
+    nodes
+        .authorize(caller, Operation::ImportImage, "", node_name)
+        .await?;
+    nodes.read("", node_name).await?;
     let node = node_name.clone();
     let Attached {
         mut from_agent,

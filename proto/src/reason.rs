@@ -105,6 +105,20 @@ reasons! {
     ProofWorkMissing => InvalidArgument,
     /// Work: the hashcash does not meet the difficulty, or the difficulty is too low.
     ProofWorkInsufficient => InvalidArgument,
+    /// The caller presented no (valid) client certificate; only joining is possible without one.
+    Unauthenticated => Unauthenticated,
+    /// The caller's identity lacks the permission (`user "bob" cannot create instances in namespace "team-a"`).
+    Forbidden => PermissionDenied,
+    /// The object asks for something the namespace's workload policy does not allow (hostPath, host network, root without a user namespace, ...).
+    PolicyDenied => PermissionDenied,
+    /// A join token is unknown, malformed or its secret does not match.
+    TokenInvalid => Unauthenticated,
+    /// A join token's time to live has passed.
+    TokenExpired => Unauthenticated,
+    /// A join token has no uses left.
+    TokenUsedUp => Unauthenticated,
+    /// A node tried to join or register with a key other than the one bound to its name.
+    NodeKeyMismatch => PermissionDenied,
 }
 
 impl fmt::Display for Reason {

@@ -614,6 +614,13 @@ impl ProofVerifier {
         }
     }
 
+    /// Forgets everything the ledger knows of `node_id`'s claims, so the next
+    /// verification seeds them again from what is stored (used when an Asset is being
+    /// deleted: whether the deletion commits or not, the store tells).
+    pub fn forget_node(&self, node_id: &str) {
+        self.lock().ledgers.remove(node_id);
+    }
+
     /// How many nonces the replay cache holds.
     pub fn cached_nonces(&self) -> usize {
         self.lock().seen.len()

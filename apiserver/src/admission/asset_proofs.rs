@@ -1,0 +1,188 @@
+//! Asset proofs: every Asset of a node with an identity carries a valid
+//! ConsensusProof (stake, time, space, work), checked by this apiserver's
+//! [`ProofVerifier`] (replay cache and per-node space ledger).
+//!
+//! Policy, in order:
+//! - an Asset whose Node has a public key must carry a proof; any failure but a missing
+//!   proof is a [`Finding`] against the node (it becomes Suspect) when the write came
+//!   from that node or an admin: a missing proof says nothing about the node, and
+//!   nobody else can write the node's Assets (node restriction);
+//! - an Asset with a proof needs its Node to exist and have a public key;
+//! - an Asset without a proof whose Node is missing or has no identity (a simulated or
+//!   hand-made node) is admitted unverified;
+//! - an Asset update that leaves the spec as it was is not verified again.
+
+use std::time::SystemTime;
+
+use hypermesh_api::Resource;
+use hypermesh_api::reason::{Reason, status};
+use hypermesh_api::v1;
+use hypermesh_trust::proof::{ProofError, ProofVerifier, VerifierConfig};
+use prost::Message;
+use tonic::Status;
+
+use super::node_identity::public_key;
+use super::{AdmissionRequest, Admit, Finding, Findings, ObjectRef, Operation};
+use crate::object::store_status;
+use crate::store::Store;
+
+/// The plugin, with the verifier's state for this apiserver.
+#[derive(Debug)]
+pub struct AssetProofs {
+    verifier: ProofVerifier,
+}
+
+impl Default for AssetProofs {
+    fn default() -> Self {
+        AssetProofs {
+            verifier: ProofVerifier::new(VerifierConfig::default()),
+        }
+    }
+}
+
+/// The stable API reason for a failed proof.
+pub fn reason_for(error: &ProofError) -> Reason {
+    match error {
+        ProofError::ProofMissing => Reason::ProofMissing,
+        ProofError::ProofMalformed(_) => Reason::ProofMalformed,
+        ProofError::StakeForged { .. } => Reason::ProofForged,
+        ProofError::StakeWrongNode { .. } => Reason::ProofWrongNode,
+        ProofError::TimeStale { .. } => Reason::ProofStale,
+        ProofError::TimeReplayed { .. } => Reason::ProofReplayed,
+        ProofError::SpaceMismatch(_) => Reason::ProofSpaceMismatch,
+        ProofError::SpaceOverclaimed { .. } => Reason::ProofOverclaimed,
+        ProofError::WorkMissing => Reason::ProofWorkMissing,
+        ProofError::WorkInsufficient(_) => Reason::ProofWorkInsufficient,
+    }
+}
+
+async fn node_of(store: &dyn Store, name: &str) -> Result<Option<v1::Node>, Status> {
+    let key = format!("/nodes/{name}");
+    let Some(kv) = store.get(&key).await.map_err(|e| store_status(e, &key))? else {
+        return Ok(None);
+    };
+    v1::Node::decode(kv.value.as_slice())
+        .map(Some)
+        .map_err(|e| {
+            status(
+                Reason::InternalError,
+                format!("stored {key} does not decode: {e}"),
+            )
+        })
+}
+
+impl AssetProofs {
+    /// Loads a node's already-admitted claims into the ledger (after a restart).
+    async fn seed(&self, store: &dyn Store, node_id: &str, node_name: &str) {
+        let assets: Vec<v1::Asset> = match store.list("/assets/", None, 0, 0).await {
+            Ok(page) => page
+                .items
+                .iter()
+                .filter_map(|kv| v1::Asset::decode(kv.value.as_slice()).ok())
+                .filter(|a| a.spec.as_ref().is_some_and(|s| s.node_name == node_name))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, node = node_name, "cannot read assets to seed the proof ledger");
+                return;
+            }
+        };
+        self.verifier.seed(
+            node_id,
+            assets
+                .iter()
+                .filter_map(|a| Some((a.meta().name.as_str(), a.spec.as_ref()?))),
+        );
+    }
+
+    async fn check(
+        &self,
+        request: &AdmissionRequest<'_>,
+        asset: &v1::Asset,
+        findings: &mut Findings,
+    ) -> Result<(), Status> {
+        let Some(spec) = asset.spec.as_ref() else {
+            return Ok(());
+        };
+        let name = asset.meta().name.clone();
+        let node = node_of(request.store, &spec.node_name).await?;
+        let key = node.as_ref().map(public_key).unwrap_or_default();
+        if spec.proof.is_none() && key.is_empty() {
+            return Ok(());
+        }
+        if node.is_none() {
+            return Err(status(
+                Reason::NodeNotFound,
+                format!(
+                    "spec.nodeName: node {:?} not found; register the node (with its identity) before its assets",
+                    spec.node_name
+                ),
+            ));
+        }
+        if key.is_empty() {
+            return Err(status(
+                Reason::NodeIdentityMissing,
+                format!(
+                    "spec.proof: node {:?} has no spec.identity.publicKey to check the proof with",
+                    spec.node_name
+                ),
+            ));
+        }
+        let node_id = hypermesh_trust::node_id_of(key);
+        if !self.verifier.knows_node(&node_id) {
+            self.seed(request.store, &node_id, &spec.node_name).await;
+        }
+        let Err(error) = self.verifier.verify(&name, spec, key, SystemTime::now()) else {
+            return Ok(());
+        };
+        let reason = reason_for(&error);
+        let message = format!("spec.proof: asset {name:?} rejected: {error}");
+        let caller = request.access.caller;
+        let from_the_node = caller.node_name() == Some(spec.node_name.as_str());
+        if error != ProofError::ProofMissing && (from_the_node || caller.is_admin()) {
+            findings.push(Finding {
+                node: spec.node_name.clone(),
+                reason: reason.as_str().to_string(),
+                message: message.clone(),
+            });
+        }
+        Err(status(reason, message))
+    }
+}
+
+#[tonic::async_trait]
+impl Admit for AssetProofs {
+    fn name(&self) -> &'static str {
+        "AssetProofs"
+    }
+
+    async fn validate(
+        &self,
+        request: &AdmissionRequest<'_>,
+        new: Option<ObjectRef<'_>>,
+        findings: &mut Findings,
+    ) -> Result<(), Status> {
+        match (request.access.operation, new, request.old) {
+            (Operation::Create | Operation::Update, Some(ObjectRef::Asset(asset)), old) => {
+                if let Some(ObjectRef::Asset(old)) = old
+                    && old.spec_bytes() == asset.spec_bytes()
+                {
+                    return Ok(());
+                }
+                self.check(request, asset, findings).await
+            }
+            (Operation::Delete, None, Some(ObjectRef::Asset(old))) => {
+                let node_id = old
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.proof.as_ref())
+                    .and_then(|p| p.space.as_ref())
+                    .map(|s| s.node_id.as_str());
+                if let Some(node_id) = node_id {
+                    self.verifier.forget_node(node_id);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}

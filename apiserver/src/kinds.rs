@@ -1,0 +1,119 @@
+//! Per-kind object semantics beyond field validation: defaults set on create, fields
+//! that may not change on update, and what deletion does first. Policy that depends on
+//! who calls or on other objects lives in the admission chain (`crate::admission`).
+
+use hypermesh_api::reason::{Reason, status};
+use hypermesh_api::v1;
+use hypermesh_api::validation::Validate;
+use prost::Message;
+use tonic::Status;
+
+use crate::object::StoredObject;
+
+/// The finalizer a Namespace carries while its contents are deleted.
+pub const NAMESPACE_FINALIZER: &str = "hypermesh.io/namespace";
+
+/// Kind-specific object semantics; the defaults do nothing.
+pub trait KindRules: Validate {
+    /// Sets server-side defaults on a new object.
+    fn on_create(&mut self) {}
+
+    /// Rejects changes to fields that are fixed once set.
+    fn check_update(&self, _old: &Self) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// Changes the object when deletion is requested, before finalizers are looked at.
+    fn on_delete(_object: &mut StoredObject) {}
+}
+
+fn immutable(field: &str, old: &str, new: &str) -> Result<(), Status> {
+    if old != new {
+        return Err(status(
+            Reason::FieldImmutable,
+            format!("{field}: cannot change from {old:?} to {new:?} (field is immutable)"),
+        ));
+    }
+    Ok(())
+}
+
+impl KindRules for v1::Namespace {
+    fn on_create(&mut self) {
+        self.status = Some(v1::NamespaceStatus {
+            phase: v1::NamespacePhase::Active as i32,
+        });
+    }
+
+    fn on_delete(object: &mut StoredObject) {
+        let meta = object.metadata.get_or_insert_with(Default::default);
+        if !meta.finalizers.iter().any(|f| f == NAMESPACE_FINALIZER) {
+            meta.finalizers.push(NAMESPACE_FINALIZER.to_string());
+        }
+        object.status = Some(
+            v1::NamespaceStatus {
+                phase: v1::NamespacePhase::Terminating as i32,
+            }
+            .encode_to_vec(),
+        );
+    }
+}
+
+impl KindRules for v1::Node {}
+
+impl KindRules for v1::Asset {
+    fn check_update(&self, old: &Self) -> Result<(), Status> {
+        let node = |a: &v1::Asset| {
+            a.spec
+                .as_ref()
+                .map(|s| s.node_name.clone())
+                .unwrap_or_default()
+        };
+        immutable("spec.nodeName", &node(old), &node(self))
+    }
+}
+
+impl KindRules for v1::Workload {
+    fn check_update(&self, old: &Self) -> Result<(), Status> {
+        let selector = |w: &v1::Workload| {
+            w.spec
+                .as_ref()
+                .map(|s| format!("{:?}", s.selector))
+                .unwrap_or_default()
+        };
+        immutable("spec.selector", &selector(old), &selector(self))
+    }
+}
+
+impl KindRules for v1::Instance {
+    fn on_create(&mut self) {
+        let status = self.status.get_or_insert_with(Default::default);
+        if status.phase == v1::InstancePhase::Unspecified as i32 {
+            status.phase = v1::InstancePhase::Pending as i32;
+        }
+    }
+
+    fn check_update(&self, old: &Self) -> Result<(), Status> {
+        let node = |i: &v1::Instance| {
+            i.spec
+                .as_ref()
+                .map(|s| s.node_name.clone())
+                .unwrap_or_default()
+        };
+        if node(old).is_empty() {
+            return Ok(());
+        }
+        let assets = |i: &v1::Instance| {
+            i.spec
+                .as_ref()
+                .map(|s| s.assigned_assets.join(","))
+                .unwrap_or_default()
+        };
+        immutable("spec.nodeName", &node(old), &node(self))?;
+        immutable("spec.assignedAssets", &assets(old), &assets(self))
+    }
+}
+
+impl KindRules for v1::Route {}
+impl KindRules for v1::Secret {}
+impl KindRules for v1::Lease {}
+impl KindRules for v1::Event {}
