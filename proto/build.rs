@@ -16,6 +16,8 @@ const PROTOS: &[&str] = &[
     "hypermesh/v1/lease.proto",
     "hypermesh/v1/event.proto",
     "hypermesh/v1/session.proto",
+    "hypermesh/v1/rbac.proto",
+    "hypermesh/v1/pki.proto",
     "hypermesh/v1/services.proto",
 ];
 

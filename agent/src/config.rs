@@ -47,7 +47,7 @@ pub enum ConfigError {
 /// What the agent needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Apiserver URL, e.g. `http://127.0.0.1:7443`.
+    /// Apiserver URL, e.g. `https://127.0.0.1:7443` (`http://` for `--insecure-dev`).
     pub server: String,
     /// Node name (default: the hostname).
     pub node_name: String,
@@ -97,6 +97,10 @@ pub struct Config {
     pub log_max_files: u32,
     /// How images are pulled from registries (credentials, plain-http hosts, extra CA).
     pub registry: crate::runtime::registry::RegistryConfig,
+    /// Bootstrap token for the first join (`hmctl token create`).
+    pub join_token: Option<String>,
+    /// `sha256:<hex>` of the cluster CA's public key, pinned on first contact.
+    pub ca_cert_hash: Option<String>,
 }
 
 /// The longest back-off between container restarts.
@@ -144,6 +148,8 @@ impl Config {
             log_max_bytes: 10 * 1024 * 1024,
             log_max_files: 5,
             registry: Default::default(),
+            join_token: None,
+            ca_cert_hash: None,
         }
     }
 
@@ -176,8 +182,8 @@ pub fn default_logger() -> PathBuf {
     about = "HyperMesh agent: detects this host's hardware, registers its Node and Assets, heartbeats."
 )]
 pub struct Args {
-    /// Apiserver URL.
-    #[arg(long, env = "HM_SERVER", default_value = "http://127.0.0.1:7443")]
+    /// Apiserver URL: https://HOST:PORT (http:// only for an --insecure-dev server).
+    #[arg(long, env = "HM_SERVER", default_value = "https://127.0.0.1:7443")]
     pub server: String,
     /// Node name (default: the hostname).
     #[arg(long, env = "HM_NODE_NAME")]
@@ -259,6 +265,14 @@ pub struct Args {
     /// Extra PEM root certificates trusted for https registries (besides the system's).
     #[arg(long, env = "HM_REGISTRY_CA", value_name = "FILE")]
     pub registry_ca: Option<PathBuf>,
+    /// Bootstrap token for joining the cluster the first time (`hmctl token create`
+    /// prints it); later starts use the certificate kept in <state-dir>/pki.
+    #[arg(long, env = "HM_JOIN_TOKEN", value_name = "TOKEN")]
+    pub join_token: Option<String>,
+    /// The cluster CA's pin, sha256:<hex of its public key> (`hmctl token create`
+    /// prints it): the agent talks only to a server whose CA matches.
+    #[arg(long, env = "HM_CA_CERT_HASH", value_name = "sha256:HEX")]
+    pub ca_cert_hash: Option<String>,
 }
 
 impl Args {
@@ -319,6 +333,8 @@ impl Args {
                 .collect(),
             ca_file: self.registry_ca,
         };
+        config.join_token = self.join_token.filter(|t| !t.is_empty());
+        config.ca_cert_hash = self.ca_cert_hash.filter(|h| !h.is_empty());
         Ok(config)
     }
 }

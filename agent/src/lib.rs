@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`config`]: `hm-agent` flags and the [`Config`] that [`run`] takes.
+//! - [`credentials`]: joining with a token, the node certificate in `<state-dir>/pki`,
+//!   renewal.
 //! - [`container_setup`]: per-start container settings from the spec (user, pids
 //!   limit, volume mounts, probes) and their `CreateContainerConfigError`s.
 //! - [`detect`]: CPU, memory, storage, network, GPU (NVML) and container capacity,
@@ -24,6 +26,7 @@
 pub mod conditions;
 pub mod config;
 pub mod container_setup;
+pub mod credentials;
 pub mod detect;
 pub mod heartbeat;
 mod images;
@@ -68,6 +71,9 @@ pub enum AgentError {
     /// A blocking task panicked.
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The node has no usable TLS credentials and cannot get any.
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialsError),
 }
 
 /// Runs the agent until `shutdown` is cancelled: loads (or creates) the node identity,
@@ -96,7 +102,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     }
     tracing::info!(node = %config.node_name, node_id = %identity.node_id(), "node identity loaded");
 
-    let Some(channel) = connect(&config.server, &shutdown).await else {
+    let Some(target) = credentials::establish(&config, &identity, &shutdown).await? else {
+        return Ok(());
+    };
+    tokio::spawn(credentials::renew_loop(
+        config.clone(),
+        target.clone(),
+        shutdown.child_token(),
+    ));
+    let Some(channel) = connect(&target, &shutdown).await else {
         return Ok(());
     };
     let registrar = register::Registrar {
@@ -222,12 +236,17 @@ async fn detect_now(config: &Config) -> Result<detect::Inventory, AgentError> {
 }
 
 /// Connects to the apiserver, retrying with back-off; `None` if shut down first.
-async fn connect(url: &str, shutdown: &CancellationToken) -> Option<tonic::transport::Channel> {
+async fn connect(
+    target: &hypermesh_api::client::Target,
+    shutdown: &CancellationToken,
+) -> Option<tonic::transport::Channel> {
     let mut delay = Duration::from_millis(100);
     loop {
-        match hypermesh_api::client::connect(url).await {
+        match hypermesh_api::client::connect_to(target).await {
             Ok(channel) => return Some(channel),
-            Err(e) => tracing::warn!(server = url, error = %e, "apiserver unreachable; retrying"),
+            Err(e) => {
+                tracing::warn!(server = %target.url, error = %e, "apiserver unreachable; retrying")
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,

@@ -6,6 +6,7 @@ use clap::Parser;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     hypermesh_runtime::process::init_logging();
+    hypermesh_trust::tls::install_default_provider();
     let config = hypermesh_agent::config::Args::parse()
         .into_config()
         .context("invalid flags")?;

@@ -113,6 +113,26 @@ impl KindRules for v1::Instance {
     }
 }
 
+impl KindRules for v1::Role {}
+impl KindRules for v1::RoleBinding {}
+impl KindRules for v1::JoinToken {}
+
+impl KindRules for v1::Certificate {
+    fn check_update(&self, old: &Self) -> Result<(), Status> {
+        let spec = |c: &v1::Certificate| c.spec.clone().unwrap_or_default();
+        let (old, new) = (spec(old), spec(self));
+        immutable("spec.identity", &old.identity, &new.identity)?;
+        immutable("spec.nodeId", &old.node_id, &new.node_id)?;
+        if old.revoked && !new.revoked {
+            return Err(status(
+                Reason::FieldImmutable,
+                "spec.revoked: a revoked certificate stays revoked; issue a new one",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl KindRules for v1::Route {}
 impl KindRules for v1::Secret {}
 impl KindRules for v1::Lease {}

@@ -11,6 +11,9 @@
 //! - [`kinds`]: per-kind defaults, immutable fields and deletion hooks.
 //! - [`findings`]: what admission found, recorded as Events.
 //! - [`suspect`]: marks nodes Suspect from those Events (Byzantine reaction).
+//! - [`join`]: the cluster CA's certificates: node joins with tokens, renewals, user
+//!   certificates, and their records.
+//! - [`tls`]: TLS 1.3 with client certificates on the gRPC port, revocation.
 //! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
 //! - `bind`: `InstanceService.Bind`.
 //! - `service`: the gRPC services, one generic implementation for every kind.
@@ -23,6 +26,7 @@ mod bind;
 pub mod caller;
 pub mod findings;
 pub mod gc;
+pub mod join;
 pub mod kinds;
 pub mod metrics;
 pub mod object;
@@ -32,5 +36,6 @@ mod service;
 pub mod sessions;
 pub mod store;
 pub mod suspect;
+pub mod tls;
 
-pub use server::{ApiServer, Config, ServerError, serve};
+pub use server::{ApiServer, Config, ServerError, TlsSettings, serve};

@@ -10,8 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// How long the in-process controllers get to stop (and release their Lease) before
 /// the server itself starts draining.
@@ -59,10 +58,23 @@ struct Args {
     #[arg(long, env = "HM_SHUTDOWN_GRACE", default_value_t = 5)]
     shutdown_grace: u64,
 
-    /// Acknowledge plaintext gRPC for local development (TLS is not implemented yet;
-    /// without this flag the server warns that traffic is unencrypted).
+    /// Serve plaintext gRPC without authentication, for local development only: every
+    /// caller is an admin. Without it the server speaks TLS 1.3 with client
+    /// certificates of the cluster CA it creates in --data-dir on first start.
     #[arg(long, env = "HM_INSECURE_DEV")]
     insecure_dev: bool,
+
+    /// Key file that seals the cluster CA's private key at rest (32 bytes, created
+    /// when missing). Default: <data-dir>/encryption.key; keep it on another disk or a
+    /// secret mount for the sealing to protect against a copied data directory.
+    #[arg(long, env = "HM_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
+
+    /// Extra DNS name or IP address for the serving certificate (repeatable), e.g.
+    /// the address nodes reach this server at. Loopback, localhost, the host name and
+    /// the --listen address are always in it.
+    #[arg(long = "tls-san", env = "HM_TLS_SANS", value_delimiter = ',')]
+    tls_sans: Vec<String>,
 
     /// Controllers to run in this process, talking to this server over gRPC; with
     /// several apiservers a Lease elects the one whose controllers act.
@@ -78,10 +90,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     hypermesh_runtime::process::init_logging();
+    hypermesh_trust::tls::install_default_provider();
     let args = Args::parse();
-    if !args.insecure_dev {
+    if args.insecure_dev {
         warn!(
-            "serving plaintext gRPC: TLS is not implemented yet; pass --insecure-dev to acknowledge"
+            "--insecure-dev: serving plaintext gRPC without authentication; every caller is an admin"
         );
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -99,6 +112,12 @@ async fn main() -> anyhow::Result<()> {
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     config.metrics_addr = args.metrics_addr;
+    if !args.insecure_dev {
+        config.tls = Some(hypermesh_apiserver::TlsSettings {
+            encryption_key_file: args.encryption_key_file.clone(),
+            extra_names: args.tls_sans.clone(),
+        });
+    }
 
     let server = hypermesh_apiserver::ApiServer::open(config, shutdown.clone())
         .await
@@ -109,10 +128,27 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|()| stdout.flush())
         .context("writing to stdout")?;
 
+    if let Some(pin) = server.ca_pin() {
+        info!(
+            ca_cert_hash = %pin,
+            admin_config = %args.data_dir.join(hypermesh_apiserver::server::ADMIN_CONFIG).display(),
+            "TLS on; nodes join with --ca-cert-hash {pin}"
+        );
+    }
     let controllers = match args.controllers {
         Controllers::All => {
             let token = CancellationToken::new();
-            let channel = self_channel(address)?;
+            let target = server
+                .local_target(
+                    address,
+                    hypermesh_apiserver::server::CONTROLLERS_CONFIG,
+                    hypermesh_apiserver::caller::CONTROLLERS,
+                    &[hypermesh_apiserver::caller::MASTERS_GROUP],
+                )
+                .await
+                .context("issuing the controllers' certificate")?;
+            let channel = hypermesh_api::client::connect_lazy(&target)
+                .context("the controllers' channel to this server")?;
             let task = tokio::spawn(hypermesh_controllers::run(channel, token.clone()));
             Some((token, task))
         }
@@ -129,21 +165,4 @@ async fn main() -> anyhow::Result<()> {
         shutdown.cancel();
     });
     server.serve(listener).await.context("hm-apiserver failed")
-}
-
-/// A channel to this server's own gRPC address (loopback when listening on every
-/// interface), connected on first use.
-fn self_channel(address: SocketAddr) -> anyhow::Result<tonic::transport::Channel> {
-    let mut target = address;
-    if target.ip().is_unspecified() {
-        target.set_ip(match target {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    let endpoint = Endpoint::from_shared(format!("http://{target}"))
-        .with_context(|| format!("invalid address {target}"))?
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30));
-    Ok(endpoint.connect_lazy())
 }

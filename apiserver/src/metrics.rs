@@ -40,6 +40,12 @@ struct KindLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    /// The negotiated key exchange group, or `failed`.
+    group: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -52,6 +58,7 @@ pub struct Metrics {
     latency: Family<LatencyLabels, Histogram>,
     watches: Family<KindLabels, Gauge>,
     revision: Gauge<u64, AtomicU64>,
+    handshakes: Family<HandshakeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,12 +92,19 @@ impl Default for Metrics {
             "revision of the last committed write",
             revision.clone(),
         );
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the gRPC port by negotiated key exchange group (group=\"failed\" for handshakes that failed or timed out)",
+            handshakes.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             watches,
             revision,
+            handshakes,
         }
     }
 }
@@ -139,6 +153,20 @@ impl Metrics {
             verb,
             started: Instant::now(),
         }
+    }
+
+    /// Counts a completed TLS handshake that negotiated `group` (e.g. `X25519MLKEM768`).
+    pub fn tls_handshake(&self, group: &str) {
+        self.handshakes
+            .get_or_create(&HandshakeLabels {
+                group: group.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a TLS handshake that failed or timed out.
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake("failed");
     }
 
     /// Counts an open watch until the guard drops.

@@ -50,6 +50,8 @@ pub struct RegistryOptions {
     pub admission: Arc<Chain>,
     /// How callers are identified.
     pub authentication: crate::caller::Authentication,
+    /// The cluster CA (absent on a plaintext `--insecure-dev` server).
+    pub pki: Option<Arc<crate::join::Pki>>,
 }
 
 impl Default for RegistryOptions {
@@ -62,6 +64,7 @@ impl Default for RegistryOptions {
             sessions: Arc::default(),
             admission: Arc::default(),
             authentication: crate::caller::Authentication::InsecureDev,
+            pki: None,
         }
     }
 }
@@ -181,6 +184,11 @@ impl<K: Kind> Registry<K> {
     /// The broker of sessions with agents.
     pub fn sessions(&self) -> &Arc<crate::sessions::Sessions> {
         &self.options.sessions
+    }
+
+    /// The cluster CA, when the server runs with TLS.
+    pub fn pki(&self) -> Option<&Arc<crate::join::Pki>> {
+        self.options.pki.as_ref()
     }
 
     /// Who made `request`: the identity its TLS connection proved, or the development
@@ -774,6 +782,19 @@ pub async fn ensure_system_namespaces(registry: &Registry<v1::Namespace>) -> Res
             ..Default::default()
         };
         match registry.create(&Caller::apiserver(), ns).await {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            Err(s) => return Err(s),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the built-in roles (viewer, editor, admin) when missing; an admin may
+/// change them afterwards.
+pub async fn ensure_builtin_roles(registry: &Registry<v1::Role>) -> Result<(), Status> {
+    for role in crate::admission::authorization::builtin_roles() {
+        match registry.create(&Caller::apiserver(), role).await {
             Ok(_) => {}
             Err(s) if s.code() == tonic::Code::AlreadyExists => {}
             Err(s) => return Err(s),

@@ -1,6 +1,12 @@
-//! [`serve`]: opens the store, creates the system namespaces, starts the garbage
-//! collector and serves every kind's service plus gRPC health and reflection until
-//! `shutdown`, then drains for a grace period.
+//! [`serve`]: opens the store, creates the system namespaces and built-in roles,
+//! loads (or on first start creates) the cluster CA, starts the garbage collector and
+//! the other in-process reactions, and serves every kind's service plus joining, gRPC
+//! health and reflection — over TLS 1.3 with client certificates, or plaintext for
+//! `--insecure-dev` — until `shutdown`, then drains for a grace period.
+//!
+//! On first start with TLS the data directory gets `pki/ca.crt` (the cluster CA),
+//! `pki/ca.key.sealed` (its key, sealed with the encryption key file),
+//! `admin.config` (an admin identity) and `scheduler.config` (the scheduler's).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,14 +20,21 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
+use hypermesh_trust::at_rest::EncryptionKey;
+use hypermesh_trust::client_config::ClientConfigFile;
+use hypermesh_trust::pki::ClusterCa;
+
 use crate::admission::Chain;
+use crate::admission::authorization::Rbac;
 use crate::caller::Authentication;
 use crate::gc::GarbageCollector;
+use crate::join::Pki;
 use crate::metrics;
-use crate::registry::{Registry, RegistryOptions, ensure_system_namespaces};
+use crate::registry::{Registry, RegistryOptions, ensure_builtin_roles, ensure_system_namespaces};
 use crate::store::redb::{RedbOptions, RedbStore};
 use crate::store::{Store, StoreError};
 use crate::suspect::SuspectReaction;
+use crate::tls::Revocations;
 
 /// Largest gRPC message accepted; objects are further limited by
 /// `RegistryOptions::max_object_bytes`, which gives a clearer error.
@@ -42,7 +55,26 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where to serve `/metrics` and `/healthz` over HTTP; `None` disables them.
     pub metrics_addr: Option<SocketAddr>,
+    /// TLS with client certificates; `None` serves plaintext (`--insecure-dev`).
+    pub tls: Option<TlsSettings>,
 }
+
+/// How the server runs TLS.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// The key file sealing the CA key (and Secrets); default `<data-dir>/encryption.key`.
+    /// Keep it elsewhere (another disk, a secret mount) for the sealing to mean more.
+    pub encryption_key_file: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the serving certificate (`--tls-san`).
+    pub extra_names: Vec<String>,
+}
+
+/// The admin client configuration written into the data directory.
+pub const ADMIN_CONFIG: &str = "admin.config";
+/// The scheduler's client configuration written into the data directory.
+pub const SCHEDULER_CONFIG: &str = "scheduler.config";
+/// The in-process controllers' client configuration in the data directory.
+pub const CONTROLLERS_CONFIG: &str = "controllers.config";
 
 impl Config {
     /// Defaults with the store in `data_dir`.
@@ -55,7 +87,14 @@ impl Config {
             bookmark_interval: registry.bookmark_interval,
             shutdown_grace: Duration::from_secs(5),
             metrics_addr: None,
+            tls: None,
         }
+    }
+
+    /// The same with TLS on (default settings).
+    pub fn with_tls(mut self) -> Self {
+        self.tls = Some(TlsSettings::default());
+        self
     }
 }
 
@@ -92,6 +131,18 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The cluster CA or its key could not be loaded or created.
+    #[error("cluster CA: {0}")]
+    Pki(#[from] hypermesh_trust::pki::PkiError),
+    /// The encryption key file could not be loaded or created.
+    #[error("{0}")]
+    EncryptionKey(#[from] hypermesh_trust::at_rest::AtRestError),
+    /// The TLS configuration could not be built.
+    #[error("TLS: {0}")]
+    Tls(#[from] hypermesh_trust::tls::TlsError),
+    /// A client configuration could not be written.
+    #[error("{0}")]
+    ClientConfig(#[from] hypermesh_trust::client_config::ConfigError),
 }
 
 macro_rules! with_limits {
@@ -133,6 +184,7 @@ pub struct ApiServer {
     config: Config,
     store: Arc<dyn Store>,
     options: Arc<RegistryOptions>,
+    rbac: Arc<Rbac>,
     shutdown: CancellationToken,
 }
 
@@ -155,33 +207,154 @@ impl ApiServer {
             &config.data_dir.join("store.redb"),
             config.store.clone(),
         )?);
+        let pki = match &config.tls {
+            None => None,
+            Some(tls) => {
+                let key_file = tls
+                    .encryption_key_file
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("encryption.key"));
+                let key = EncryptionKey::load_or_create(&key_file)?;
+                let ca = ClusterCa::load_or_create(&config.data_dir.join("pki"), &key)?;
+                info!(pin = %ca.pin(), "cluster CA loaded");
+                Some(Arc::new(Pki::new(ca)))
+            }
+        };
+        let rbac = Arc::new(Rbac::default());
         let options = Arc::new(RegistryOptions {
             max_object_bytes: config.max_object_bytes,
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.child_token(),
             metrics: Arc::default(),
             sessions: Arc::default(),
-            admission: Arc::new(Chain::standard()),
-            authentication: Authentication::InsecureDev,
+            admission: Arc::new(Chain::with_rbac(rbac.clone())),
+            authentication: if pki.is_some() {
+                Authentication::Tls
+            } else {
+                Authentication::InsecureDev
+            },
+            pki,
         });
+        let init = |s: tonic::Status| ServerError::Init(s.message().to_string());
         let namespaces: Registry<v1::Namespace> = Registry::new(store.clone(), options.clone());
-        ensure_system_namespaces(&namespaces)
-            .await
-            .map_err(|s| ServerError::Init(s.message().to_string()))?;
+        ensure_system_namespaces(&namespaces).await.map_err(init)?;
+        let roles: Registry<v1::Role> = Registry::new(store.clone(), options.clone());
+        ensure_builtin_roles(&roles).await.map_err(init)?;
         Ok(ApiServer {
             config,
             store,
             options,
+            rbac,
             shutdown,
         })
     }
 
+    /// The cluster CA's pin (`sha256:…`), when the server runs TLS.
+    pub fn ca_pin(&self) -> Option<String> {
+        self.options.pki.as_ref().map(|p| p.ca.pin())
+    }
+
+    /// The URL clients use for `address`: `https://` with TLS, `http://` without; a
+    /// wildcard address becomes loopback.
+    pub fn url_for(&self, address: SocketAddr) -> String {
+        let mut target = address;
+        if target.ip().is_unspecified() {
+            target.set_ip(match target {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let scheme = if self.options.pki.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{target}")
+    }
+
+    /// A client target for one of the apiserver's own identities (e.g. the in-process
+    /// controllers' `system:controllers`): its certificate is issued once (with
+    /// `groups`, recorded like every other) and kept in `<data-dir>/<file>`.
+    /// Plaintext when the server runs without TLS.
+    pub async fn local_target(
+        &self,
+        address: SocketAddr,
+        file: &str,
+        identity: &str,
+        groups: &[&str],
+    ) -> Result<hypermesh_api::client::Target, ServerError> {
+        let url = self.url_for(address);
+        if self.options.pki.is_none() {
+            return Ok(hypermesh_api::client::Target::insecure(url));
+        }
+        let path = self.config.data_dir.join(file);
+        self.ensure_client_config(&path, &url, identity, groups)
+            .await?;
+        Ok(ClientConfigFile::load(&path)?.target(&path, None)?)
+    }
+
+    /// Writes a client configuration for `identity` at `path` unless one with a
+    /// certificate is there, and points it at `url`.
+    async fn ensure_client_config(
+        &self,
+        path: &std::path::Path,
+        url: &str,
+        identity: &str,
+        groups: &[&str],
+    ) -> Result<(), ServerError> {
+        let Some(pki) = &self.options.pki else {
+            return Ok(());
+        };
+        let mut config = ClientConfigFile::load(path)?;
+        if config.client_certificate.is_none() {
+            let certificates: Registry<v1::Certificate> =
+                Registry::new(self.store.clone(), self.options.clone());
+            let (cert_pem, key_pem) =
+                crate::join::issue_local(&certificates, pki, identity, groups)
+                    .await
+                    .map_err(|s| ServerError::Init(s.message().to_string()))?;
+            config = ClientConfigFile {
+                server: None,
+                certificate_authority: Some(pki.ca.certificate_pem().to_string()),
+                client_certificate: Some(cert_pem),
+                client_key: Some(key_pem),
+            };
+            info!(path = %path.display(), identity, "wrote client configuration");
+        }
+        if config.server.as_deref() != Some(url) {
+            config.server = Some(url.to_string());
+            config.save(path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `admin.config` and `scheduler.config` into the data directory on first
+    /// start (with certificates for `user:admin` in `system:masters` and for
+    /// `system:scheduler`), and points existing ones at `address`.
+    async fn write_client_configs(&self, address: SocketAddr) -> Result<(), ServerError> {
+        let url = self.url_for(address);
+        let wanted: [(&str, &str, &[&str]); 2] = [
+            (ADMIN_CONFIG, "user:admin", &[crate::caller::MASTERS_GROUP]),
+            (SCHEDULER_CONFIG, crate::caller::SCHEDULER, &[]),
+        ];
+        for (file, identity, groups) in wanted {
+            let path = self.config.data_dir.join(file);
+            self.ensure_client_config(&path, &url, identity, groups)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Serves on `listener` until shutdown, then drains for the grace period.
     pub async fn serve(self, listener: TcpListener) -> Result<(), ServerError> {
+        if let Ok(address) = listener.local_addr() {
+            self.write_client_configs(address).await?;
+        }
         let ApiServer {
             config,
             store,
             options,
+            rbac,
             shutdown,
         } = self;
         macro_rules! reg {
@@ -205,6 +378,26 @@ impl ApiServer {
         let gc_shutdown = shutdown.child_token();
         let gc = tokio::spawn(GarbageCollector::new(store.clone()).run(gc_shutdown.clone()));
         let suspect = tokio::spawn(SuspectReaction::new(store.clone()).run(gc_shutdown.clone()));
+        tokio::spawn(rbac.follow(store.clone(), gc_shutdown.clone()));
+        let tls = match &options.pki {
+            None => None,
+            Some(pki) => {
+                let revocations = Arc::new(Revocations::default());
+                tokio::spawn(
+                    revocations
+                        .clone()
+                        .follow(store.clone(), gc_shutdown.clone()),
+                );
+                let extra = config
+                    .tls
+                    .as_ref()
+                    .map(|t| t.extra_names.clone())
+                    .unwrap_or_default();
+                let names = crate::tls::serving_names(listener.local_addr().ok(), &extra);
+                let server_config = crate::tls::server_config(&pki.ca, names, revocations.clone())?;
+                Some((Arc::new(server_config), revocations))
+            }
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -261,15 +454,50 @@ impl ApiServer {
             ))
             .add_service(with_limits!(
                 v1::event_service_server::EventServiceServer::new(reg!())
+            ))
+            .add_service(with_limits!(
+                v1::role_service_server::RoleServiceServer::new(reg!())
+            ))
+            .add_service(with_limits!(
+                v1::role_binding_service_server::RoleBindingServiceServer::new(reg!())
+            ))
+            .add_service(with_limits!(
+                v1::join_token_service_server::JoinTokenServiceServer::new(reg!())
+            ))
+            .add_service(with_limits!(
+                v1::certificate_service_server::CertificateServiceServer::new(reg!())
+            ))
+            .add_service(with_limits!(
+                v1::join_service_server::JoinServiceServer::new(crate::join::JoinService {
+                    tokens: reg!(),
+                    nodes: reg!(),
+                    certificates: reg!(),
+                })
             ));
 
         let local = listener.local_addr().ok();
-        info!(address = ?local, data_dir = %config.data_dir.display(), revision = store.current_revision(), "serving");
+        info!(address = ?local, data_dir = %config.data_dir.display(), revision = store.current_revision(), tls = tls.is_some(), "serving");
         let drain = shutdown.clone();
-        let mut server = tokio::spawn(router.serve_with_incoming_shutdown(
-            no_delay(listener),
-            async move { drain.cancelled().await },
-        ));
+        let mut server =
+            match tls {
+                Some((server_config, revocations)) => {
+                    let incoming = crate::tls::incoming(
+                        listener,
+                        server_config,
+                        revocations,
+                        options.metrics.clone(),
+                        shutdown.child_token(),
+                    );
+                    tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+                        drain.cancelled().await
+                    }))
+                }
+                None => tokio::spawn(
+                    router.serve_with_incoming_shutdown(no_delay(listener), async move {
+                        drain.cancelled().await
+                    }),
+                ),
+            };
         let result = tokio::select! {
             result = &mut server => result,
             () = shutdown.cancelled() => {

@@ -87,6 +87,29 @@ kind_service!(Route, route_service_server, RouteService);
 kind_service!(Secret, secret_service_server, SecretService);
 kind_service!(Lease, lease_service_server, LeaseService);
 kind_service!(Event, event_service_server, EventService);
+kind_service!(Role, role_service_server, RoleService);
+kind_service!(RoleBinding, role_binding_service_server, RoleBindingService);
+kind_service!(JoinToken, join_token_service_server, JoinTokenService);
+kind_service!(
+    Certificate,
+    certificate_service_server,
+    CertificateService,
+    {
+        async fn issue(
+            &self,
+            request: Request<v1::IssueRequest>,
+        ) -> Result<Response<v1::JoinResponse>, Status> {
+            let timer = self.metrics().request("Certificate", "Issue");
+            let caller = match self.caller_of(&request) {
+                Ok(c) => c,
+                Err(e) => return timer.finish(Err(e)),
+            };
+            timer
+                .finish(crate::join::issue(self, &caller, request.into_inner()).await)
+                .map(Response::new)
+        }
+    }
+);
 kind_service!(Instance, instance_service_server, InstanceService, {
     async fn bind(
         &self,

@@ -7,8 +7,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// hmctl controls a HyperMesh cluster: apply manifests, list, describe and delete objects,
 /// read container logs and run commands in containers.
 ///
-/// The apiserver is taken from --server, else the HYPERMESH_SERVER environment variable,
-/// else `server:` in ~/.hypermesh/config.yaml, else http://127.0.0.1:7443.
+/// hmctl reads its config file (server, cluster CA, client certificate and key) from
+/// --config, else the HYPERMESH_CONFIG environment variable, else
+/// ~/.hypermesh/config.yaml. The apiserver is --server, else HYPERMESH_SERVER, else the
+/// file's `server:`, else https://127.0.0.1:7443.
 #[derive(Debug, Parser)]
 #[command(
     name = "hmctl",
@@ -27,9 +29,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         hmctl api-resources                list kinds and their short names"
 )]
 pub struct Cli {
-    /// Apiserver URL, e.g. http://127.0.0.1:7443 [env: HYPERMESH_SERVER]
+    /// Apiserver URL, e.g. https://127.0.0.1:7443 [env: HYPERMESH_SERVER]
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
+
+    /// Config file with the server and your identity [env: HYPERMESH_CONFIG]
+    /// (default ~/.hypermesh/config.yaml)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 
     /// Namespace for namespaced kinds (default: "default")
     #[arg(short = 'n', long, global = true, value_name = "NS")]
@@ -83,9 +90,15 @@ pub enum Command {
     Uncordon(crate::cordon::NodeArgs),
     /// Cordon a node, then evict every Instance on it and wait until they are gone
     Drain(crate::drain::DrainArgs),
-    /// Node administration: `hmctl node trust NAME` clears a Suspect mark
+    /// Node administration: trust a Suspect node, revoke or rekey its certificate
     #[command(subcommand)]
     Node(crate::trust::NodeCommand),
+    /// Bootstrap tokens nodes join with: `hmctl token create --ttl 1h --uses 1`
+    #[command(subcommand)]
+    Token(crate::access::TokenCommand),
+    /// Users: `hmctl user create NAME --role viewer|editor|admin [-n NS] > NAME.config`
+    #[command(subcommand)]
+    User(crate::access::UserCommand),
     /// Print a container's output (from its node, through the apiserver)
     #[command(after_help = "Examples:\n  hmctl logs web-7x2kq\n  \
         hmctl logs web-7x2kq -f --tail 20\n  hmctl logs web-7x2kq --previous\n  \

@@ -2,6 +2,8 @@
 //! the conditions `describe` lists. Missing values print as `<none>`, never as made-up
 //! defaults.
 
+mod security;
+
 use std::collections::BTreeMap;
 
 use hypermesh_api::Resource;

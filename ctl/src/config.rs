@@ -1,76 +1,139 @@
-//! Where the apiserver is: `--server`, then `HYPERMESH_SERVER`, then the config file
-//! `$HOME/.hypermesh/config.yaml`, then the local default; and `hmctl config`.
+//! Where the apiserver is and who hmctl is to it.
+//!
+//! The config file (the format every HyperMesh client reads, see
+//! [`hypermesh_trust::client_config`]) is `--config FILE`, else `$HYPERMESH_CONFIG`,
+//! else `$HOME/.hypermesh/config.yaml`. It names the server and the TLS identity
+//! (CA, client certificate and key). The server URL is `--server`, else
+//! `$HYPERMESH_SERVER`, else the file's `server:`, else the local default.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
+use anyhow::{Context as _, Result, bail};
+use hypermesh_trust::client_config::ClientConfigFile;
 
-/// The apiserver hmctl uses when nothing else says otherwise (what `make up` starts).
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7443";
+/// The apiserver hmctl uses when nothing else says otherwise.
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:7443";
 
 /// The environment variable naming the apiserver.
 pub const SERVER_ENV: &str = "HYPERMESH_SERVER";
 
-/// The contents of `~/.hypermesh/config.yaml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    /// Apiserver URL, e.g. `http://127.0.0.1:7443`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-}
+/// The environment variable naming the config file.
+pub const CONFIG_ENV: &str = "HYPERMESH_CONFIG";
 
-/// Where the server address came from, for `hmctl config view`.
+/// Where a setting came from, for `hmctl config view`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerSource {
-    /// `--server`.
+pub enum Source {
+    /// A command-line flag.
     Flag,
-    /// `HYPERMESH_SERVER`.
-    Env,
+    /// An environment variable.
+    Env(&'static str),
     /// The config file at this path.
     File(PathBuf),
-    /// [`DEFAULT_SERVER`].
+    /// The built-in default.
     Default,
 }
 
-impl std::fmt::Display for ServerSource {
+impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ServerSource::Flag => f.write_str("--server"),
-            ServerSource::Env => write!(f, "${SERVER_ENV}"),
-            ServerSource::File(path) => write!(f, "{}", path.display()),
-            ServerSource::Default => f.write_str("built-in default"),
+            Source::Flag => f.write_str("flag"),
+            Source::Env(name) => write!(f, "${name}"),
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Default => f.write_str("built-in default"),
         }
     }
 }
 
 /// `$HOME/.hypermesh/config.yaml`, or `None` when `HOME` is not set.
-pub fn config_path() -> Option<PathBuf> {
+pub fn default_config_path() -> Option<PathBuf> {
     let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
     Some(Path::new(&home).join(".hypermesh").join("config.yaml"))
 }
 
-/// Reads the config file; a missing file is an empty config.
-pub fn load(path: &Path) -> Result<ConfigFile> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConfigFile::default()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    if text.trim().is_empty() {
-        return Ok(ConfigFile::default());
+/// The config file to use and where that choice came from.
+pub fn config_path(flag: Option<&Path>) -> Option<(PathBuf, Source)> {
+    if let Some(path) = flag {
+        return Some((path.to_path_buf(), Source::Flag));
     }
-    serde_saphyr::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return Some((PathBuf::from(path), Source::Env(CONFIG_ENV)));
+    }
+    default_config_path().map(|p| {
+        let source = Source::File(p.clone());
+        (p, source)
+    })
 }
 
-/// Writes the config file, creating its directory.
-pub fn save(path: &Path, config: &ConfigFile) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// What hmctl connects with.
+#[derive(Clone)]
+pub struct Resolved {
+    /// The server URL.
+    pub server: String,
+    /// Where the URL came from.
+    pub server_source: Source,
+    /// The config file read (if any).
+    pub config_path: Option<PathBuf>,
+    /// The TLS configuration, when the config file has one.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The cluster CA certificate (PEM), when the config file names one.
+    pub ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("server", &self.server)
+            .field("config_path", &self.config_path)
+            .field("tls", &self.tls.is_some())
+            .finish()
     }
-    let text = serde_saphyr::to_string(config).context("cannot encode the config")?;
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Reads the config file (a missing default file is an empty config; a missing file
+/// named by flag or environment is an error).
+fn load(path: &Path, source: &Source) -> Result<ClientConfigFile> {
+    if !path.exists() && *source != Source::File(path.to_path_buf()) {
+        bail!(
+            "config file {} ({source}) does not exist; an admin creates one with `hmctl user create NAME --role viewer > NAME.config`",
+            path.display()
+        );
+    }
+    Ok(ClientConfigFile::load(path)?)
+}
+
+/// Resolves server and identity from flags, environment and the config file.
+pub fn resolve(server_flag: Option<&str>, config_flag: Option<&Path>) -> Result<Resolved> {
+    let chosen = config_path(config_flag);
+    let file = match &chosen {
+        Some((path, source)) => load(path, source)?,
+        None => ClientConfigFile::default(),
+    };
+    let (server, server_source) = if let Some(url) = server_flag.filter(|u| !u.is_empty()) {
+        (url.to_string(), Source::Flag)
+    } else if let Some(url) = std::env::var(SERVER_ENV).ok().filter(|u| !u.is_empty()) {
+        (url, Source::Env(SERVER_ENV))
+    } else if let (Some(url), Some((path, _))) = (file.server.clone(), &chosen) {
+        (url, Source::File(path.clone()))
+    } else {
+        (DEFAULT_SERVER.to_string(), Source::Default)
+    };
+    check_server_url(&server)?;
+    let (tls, ca_pem) = match &chosen {
+        Some((path, _)) => (
+            file.tls_config(path)
+                .with_context(|| format!("reading the TLS settings of {}", path.display()))?,
+            file.ca_pem(path)?,
+        ),
+        None => (None, None),
+    };
+    Ok(Resolved {
+        server,
+        server_source,
+        config_path: chosen.map(|(p, _)| p),
+        tls,
+        ca_pem,
+    })
 }
 
 /// Checks that `url` is something hmctl can connect to.
@@ -80,77 +143,64 @@ pub fn check_server_url(url: &str) -> Result<()> {
         .or_else(|| url.strip_prefix("https://"));
     match rest {
         Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
-        _ => bail!("invalid server URL {url:?}: use http://HOST:PORT (or https://HOST:PORT)"),
+        _ => bail!(
+            "invalid server URL {url:?}: use https://HOST:PORT (or http://HOST:PORT for an --insecure-dev server)"
+        ),
     }
 }
 
-/// Picks the server address by precedence: flag, environment, config file, default.
-pub fn resolve_server(flag: Option<&str>) -> Result<(String, ServerSource)> {
-    if let Some(url) = flag.filter(|u| !u.is_empty()) {
-        return Ok((url.to_string(), ServerSource::Flag));
-    }
-    if let Some(url) = std::env::var(SERVER_ENV).ok().filter(|u| !u.is_empty()) {
-        return Ok((url, ServerSource::Env));
-    }
-    if let Some(path) = config_path()
-        && let Some(url) = load(&path)?.server.filter(|u| !u.is_empty())
-    {
-        return Ok((url, ServerSource::File(path)));
-    }
-    Ok((DEFAULT_SERVER.to_string(), ServerSource::Default))
-}
-
-/// `hmctl config view`.
-pub fn view(flag: Option<&str>) -> Result<String> {
+/// `hmctl config view`: the file (keys elided) and the effective settings.
+pub fn view(server_flag: Option<&str>, config_flag: Option<&Path>) -> Result<String> {
     let mut out = String::new();
-    match config_path() {
-        Some(path) => {
-            let config = load(&path)?;
-            out.push_str(&format!("# {}\n", path.display()));
-            if config == ConfigFile::default() {
+    match config_path(config_flag) {
+        Some((path, source)) => {
+            let mut config = load(&path, &source)?;
+            out.push_str(&format!("# {} (from {source})\n", path.display()));
+            if config == ClientConfigFile::default() {
                 out.push_str("# (empty or missing)\n");
             } else {
+                let elide = |v: &mut Option<String>, what: &str| {
+                    if v.as_deref().is_some_and(|s| s.contains("-----BEGIN")) {
+                        *v = Some(format!("<{what}, inline PEM>"));
+                    }
+                };
+                elide(&mut config.certificate_authority, "CA certificate");
+                elide(&mut config.client_certificate, "client certificate");
+                elide(&mut config.client_key, "private key");
                 out.push_str(&serde_saphyr::to_string(&config).context("cannot encode config")?);
             }
         }
-        None => out.push_str("# HOME is not set: no config file\n"),
+        None => out.push_str("# HOME is not set and no --config given: no config file\n"),
     }
-    let (server, source) = resolve_server(flag)?;
-    out.push_str(&format!("# effective server: {server} (from {source})\n"));
+    let resolved = resolve(server_flag, config_flag)?;
+    out.push_str(&format!(
+        "# effective server: {} (from {})\n# TLS identity: {}\n",
+        resolved.server,
+        resolved.server_source,
+        if resolved.tls.is_some() {
+            "from the config file"
+        } else {
+            "none (plaintext, for --insecure-dev servers)"
+        }
+    ));
     Ok(out)
 }
 
 /// `hmctl config set-server URL`; returns the file written.
-pub fn set_server(url: &str) -> Result<PathBuf> {
+pub fn set_server(url: &str, config_flag: Option<&Path>) -> Result<PathBuf> {
     check_server_url(url)?;
-    let Some(path) = config_path() else {
-        bail!("HOME is not set: cannot locate ~/.hypermesh/config.yaml");
+    let Some((path, _)) = config_path(config_flag) else {
+        bail!("HOME is not set: cannot locate ~/.hypermesh/config.yaml (use --config FILE)");
     };
-    let mut config = load(&path)?;
+    let mut config = ClientConfigFile::load(&path)?;
     config.server = Some(url.to_string());
-    save(&path, &config)?;
+    config.save(&path)?;
     Ok(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn config_round_trips() {
-        let dir = std::env::temp_dir().join(format!("hmctl-config-test-{}", std::process::id()));
-        let path = dir.join("config.yaml");
-        let config = ConfigFile {
-            server: Some("http://10.0.0.5:7443".into()),
-        };
-        save(&path, &config).unwrap();
-        assert_eq!(load(&path).unwrap(), config);
-        std::fs::write(&path, "sever: http://typo\n").unwrap();
-        let err = format!("{:#}", load(&path).unwrap_err());
-        assert!(err.contains("sever"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(load(&path).unwrap(), ConfigFile::default());
-    }
 
     #[test]
     fn server_urls_are_checked() {

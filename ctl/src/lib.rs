@@ -5,14 +5,17 @@
 //!
 //! # Layout
 //! - [`cli`]: commands, flags and help text (clap).
-//! - [`config`]: which apiserver to talk to (`--server`, `HYPERMESH_SERVER`,
-//!   `~/.hypermesh/config.yaml`) and `hmctl config`.
+//! - [`config`]: which apiserver to talk to and as whom (`--config`,
+//!   `HYPERMESH_CONFIG`, `~/.hypermesh/config.yaml`; `--server`, `HYPERMESH_SERVER`)
+//!   and `hmctl config`.
 //! - [`kinds`]: kind names → generic code ([`kinds::Kind`], [`kinds::dispatch`]).
 //! - [`manifests`]: reading `-f` files, directories and stdin.
 //! - [`apply`], [`get`], [`watch`], [`describe`], [`delete`], [`scale`], [`rollout`],
 //!   [`api_resources`], [`version`]: one module per command.
 //! - [`cordon`] (cordon, uncordon), [`drain`]: node maintenance.
-//! - [`trust`]: `hmctl node trust`, clearing a Suspect mark.
+//! - [`trust`]: `hmctl node trust|revoke|rekey`: a node's Suspect mark, certificates
+//!   and key binding.
+//! - [`access`]: `hmctl token` (join tokens) and `hmctl user` (certificates, roles).
 //! - [`logs`], [`exec`], [`image`]: container logs, commands in containers and image
 //!   imports, streamed through the apiserver to the node's agent.
 //! - [`columns`], [`table`], [`output`]: how objects print.
@@ -21,6 +24,7 @@
 // Unit tests may unwrap: a panic there is a failed test, not a crash on user input.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod access;
 pub mod api_resources;
 pub mod apply;
 pub mod cli;
@@ -77,30 +81,44 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// What every command gets: where the apiserver is and the `-n` flag.
+/// What every command gets: where the apiserver is, who we are to it, and `-n`.
 #[derive(Debug, Clone)]
 pub struct Context {
     /// Apiserver URL.
     pub server: String,
     /// `-n`, if given.
     pub namespace: Option<String>,
+    /// The TLS configuration (CA and client certificate) from the config file.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The cluster CA certificate from the config file (for its pin).
+    pub ca_pem: Option<String>,
 }
 
 impl Context {
+    /// The apiserver target.
+    pub fn target(&self) -> hypermesh_api::client::Target {
+        hypermesh_api::client::Target {
+            url: self.server.clone(),
+            tls: self.tls.clone().map(hypermesh_api::client::ClientTls::new),
+        }
+    }
+
     /// Connects to the apiserver.
     pub async fn connect(&self) -> Result<Channel> {
         config::check_server_url(&self.server)?;
-        Ok(hypermesh_api::client::connect(&self.server).await?)
+        Ok(hypermesh_api::client::connect_to(&self.target()).await?)
     }
 }
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
     let ctx = || -> Result<Context> {
-        let (server, _) = config::resolve_server(cli.server.as_deref())?;
+        let resolved = config::resolve(cli.server.as_deref(), cli.config.as_deref())?;
         Ok(Context {
-            server,
+            server: resolved.server,
             namespace: cli.namespace.clone(),
+            tls: resolved.tls,
+            ca_pem: resolved.ca_pem,
         })
     };
     match &cli.command {
@@ -117,18 +135,20 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Version(args) if args.client => version::run(None).await,
         Command::Version(_) => version::run(Some(&ctx()?)).await,
         Command::Config(ConfigCommand::View) => {
-            output::print(&config::view(cli.server.as_deref())?)?;
+            output::print(&config::view(cli.server.as_deref(), cli.config.as_deref())?)?;
             Ok(Exit::Success)
         }
         Command::Cordon(args) => cordon::run(&ctx()?, args, true).await,
         Command::Uncordon(args) => cordon::run(&ctx()?, args, false).await,
         Command::Drain(args) => drain::run(&ctx()?, args).await,
         Command::Node(command) => trust::run(&ctx()?, command).await,
+        Command::Token(command) => access::token(&ctx()?, command).await,
+        Command::User(command) => access::user(&ctx()?, command).await,
         Command::Logs(args) => logs::run(&ctx()?, args).await,
         Command::Exec(args) => exec::run(&ctx()?, args).await,
         Command::Image(command) => image::run(&ctx()?, command).await,
         Command::Config(ConfigCommand::SetServer { url }) => {
-            let path = config::set_server(url)?;
+            let path = config::set_server(url, cli.config.as_deref())?;
             output::print(&format!("server set to {url} in {}\n", path.display()))?;
             Ok(Exit::Success)
         }

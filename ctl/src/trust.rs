@@ -35,6 +35,17 @@ pub enum NodeCommand {
         `hmctl describe node NAME` shows why.\n\nExample:\n  hmctl node trust host-1"
     )]
     Trust(TrustArgs),
+    /// Revoke the node's certificates: refused at once, its connections closed
+    #[command(
+        after_help = "The node must join again with a new token to come back.\n\n        Example:\n  hmctl node revoke host-1"
+    )]
+    Revoke(TrustArgs),
+    /// Forget the node's FALCON key and revoke its certificates, so it can join again
+    /// with a new key (a reinstalled host)
+    #[command(
+        after_help = "Then start the agent with an empty --state-dir and a new         token (hmctl token create).\n\nExample:\n  hmctl node rekey host-1"
+    )]
+    Rekey(TrustArgs),
 }
 
 /// `hmctl node trust`.
@@ -59,7 +70,43 @@ pub async fn run(ctx: &Context, command: &NodeCommand) -> Result<Exit> {
             print(&line)?;
             Ok(Exit::Success)
         }
+        NodeCommand::Revoke(args) => {
+            let revoked = crate::access::revoke(ctx, &format!("node:{}", args.node)).await?;
+            print(&format!(
+                "node/{}: {revoked} certificate(s) revoked\n",
+                args.node
+            ))?;
+            Ok(Exit::Success)
+        }
+        NodeCommand::Rekey(args) => {
+            let api = Api::<Node>::new(ctx.connect().await?);
+            rekey(&api, &args.node).await?;
+            let revoked = crate::access::revoke(ctx, &format!("node:{}", args.node)).await?;
+            print(&format!(
+                "node/{} rekeyed: its key binding is cleared and {revoked} certificate(s) revoked; \
+                 join it again with a new token (hmctl token create)\n",
+                args.node
+            ))?;
+            Ok(Exit::Success)
+        }
     }
+}
+
+/// Clears node `name`'s identity (its FALCON key binding).
+async fn rekey(api: &Api<Node>, name: &str) -> Result<()> {
+    for _ in 0..MAX_ATTEMPTS {
+        let mut node = api
+            .get("", name)
+            .await
+            .map_err(|s| ServerError::for_object(&s, "nodes", name))?;
+        node.spec.get_or_insert_with(Default::default).identity = None;
+        match api.update(&node).await {
+            Ok(_) => return Ok(()),
+            Err(s) if s.code() == Code::Aborted => continue,
+            Err(s) => return Err(ServerError::for_object(&s, "nodes", name).into()),
+        }
+    }
+    bail!("node/{name} kept changing under us; gave up after {MAX_ATTEMPTS} attempts")
 }
 
 /// Clears the Suspect condition and taint of node `name`; false when it had neither.

@@ -1,8 +1,14 @@
 //! [`Api`]: one typed gRPC client for every kind. Every `<Kind>Service` has the same
 //! verbs, so the client calls `/hypermesh.v1.<Kind>Service/<Verb>` through tonic's
 //! generic `Grpc` with the prost codec, instead of nine hand-wired generated clients.
+//!
+//! [`connect`] and [`connect_lazy`] open the channel: plaintext for `http://` URLs (a
+//! `--insecure-dev` server), TLS with the given rustls configuration for `https://`
+//! (TLS is done here, over our own connector, so the configuration — CA, client
+//! certificate, TLS 1.3, X25519MLKEM768 — is exactly the one the caller built).
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::codegen::http::uri::PathAndQuery;
@@ -27,6 +33,20 @@ pub enum ConnectError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// An `https://` URL without TLS settings.
+    #[error(
+        "{url} is an https:// URL but no TLS settings were given: use a config file with certificateAuthority, clientCertificate and clientKey (--config or HYPERMESH_CONFIG)"
+    )]
+    TlsMissing {
+        /// The URL as given.
+        url: String,
+    },
+    /// TLS settings with an `http://` URL.
+    #[error("{url} is a plaintext http:// URL but TLS settings were given: use https://HOST:PORT")]
+    PlaintextWithTls {
+        /// The URL as given.
+        url: String,
+    },
     /// Nothing answered at the address.
     #[error(
         "cannot reach the apiserver at {url}: {source} (is hm-apiserver running? `make up` starts one)"
@@ -40,23 +60,175 @@ pub enum ConnectError {
     },
 }
 
-/// Connects to the apiserver at `url` (`http://127.0.0.1:7443`).
-pub async fn connect(url: &str) -> Result<Channel, ConnectError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|source| ConnectError::InvalidUrl {
-            url: url.to_string(),
-            source,
-        })?
+/// A client's TLS configuration, replaceable while channels use it: a renewed
+/// certificate is used from the next connection on.
+#[derive(Clone)]
+pub struct ClientTls(Arc<std::sync::RwLock<Arc<rustls::ClientConfig>>>);
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientTls")
+    }
+}
+
+impl ClientTls {
+    /// Holds `config`.
+    pub fn new(config: Arc<rustls::ClientConfig>) -> Self {
+        ClientTls(Arc::new(std::sync::RwLock::new(config)))
+    }
+
+    /// The configuration new connections use.
+    pub fn current(&self) -> Arc<rustls::ClientConfig> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces it (e.g. after a certificate renewal).
+    pub fn replace(&self, config: Arc<rustls::ClientConfig>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
+}
+
+/// Where the apiserver is and how to talk to it.
+#[derive(Clone)]
+pub struct Target {
+    /// `https://HOST:PORT` (or `http://` for a `--insecure-dev` server).
+    pub url: String,
+    /// The TLS configuration for `https://` URLs.
+    pub tls: Option<ClientTls>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Target {
+    /// A plaintext target (`http://…`).
+    pub fn insecure(url: impl Into<String>) -> Self {
+        Target {
+            url: url.into(),
+            tls: None,
+        }
+    }
+
+    /// A TLS target.
+    pub fn tls(url: impl Into<String>, config: Arc<rustls::ClientConfig>) -> Self {
+        Target {
+            url: url.into(),
+            tls: Some(ClientTls::new(config)),
+        }
+    }
+}
+
+fn endpoint(target: &Target) -> Result<Endpoint, ConnectError> {
+    let invalid = |source| ConnectError::InvalidUrl {
+        url: target.url.clone(),
+        source,
+    };
+    // TLS is ours (the connector below); tonic sees plain HTTP/2.
+    let plain = match target.url.strip_prefix("https://") {
+        Some(rest) => format!("http://{rest}"),
+        None => target.url.clone(),
+    };
+    Ok(Endpoint::from_shared(plain)
+        .map_err(invalid)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30));
-    endpoint
-        .connect()
-        .await
-        .map_err(|source| ConnectError::Unreachable {
-            url: url.to_string(),
-            source,
-        })
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true))
+}
+
+fn tls_required(target: &Target) -> Result<Option<ClientTls>, ConnectError> {
+    match (&target.tls, target.url.starts_with("https://")) {
+        (Some(tls), true) => Ok(Some(tls.clone())),
+        (None, false) => Ok(None),
+        (None, true) => Err(ConnectError::TlsMissing {
+            url: target.url.clone(),
+        }),
+        (Some(_), false) => Err(ConnectError::PlaintextWithTls {
+            url: target.url.clone(),
+        }),
+    }
+}
+
+/// TCP, then TLS with the current `config`, naming the server by the URI's host.
+fn tls_connector(
+    config: ClientTls,
+) -> impl tower::Service<
+    tonic::codegen::http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = std::io::Result<
+                        hyper_util::rt::TokioIo<
+                            tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+                        >,
+                    >,
+                > + Send,
+        >,
+    >,
+> + Clone {
+    tower::service_fn(move |uri: tonic::codegen::http::Uri| {
+        let connector = tokio_rustls::TlsConnector::from(config.current());
+        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+            Box::pin(async move {
+                let invalid = |what: &str| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string())
+                };
+                let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?;
+                let port = uri.port_u16().unwrap_or(7443);
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(bare.to_string())
+                    .map_err(|_| invalid("the URL's host is not a valid server name"))?;
+                let tcp = tokio::net::TcpStream::connect((bare, port)).await?;
+                tcp.set_nodelay(true)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok(hyper_util::rt::TokioIo::new(tls))
+            });
+        fut
+    })
+}
+
+/// Connects to the apiserver at `target`.
+pub async fn connect_to(target: &Target) -> Result<Channel, ConnectError> {
+    let endpoint = endpoint(target)?;
+    let unreachable = |source| ConnectError::Unreachable {
+        url: target.url.clone(),
+        source,
+    };
+    match tls_required(target)? {
+        None => endpoint.connect().await.map_err(unreachable),
+        Some(tls) => endpoint
+            .connect_with_connector(tls_connector(tls))
+            .await
+            .map_err(unreachable),
+    }
+}
+
+/// A channel to `target` that connects on first use (and reconnects after failures).
+pub fn connect_lazy(target: &Target) -> Result<Channel, ConnectError> {
+    let endpoint = endpoint(target)?;
+    Ok(match tls_required(target)? {
+        None => endpoint.connect_lazy(),
+        Some(tls) => endpoint.connect_with_connector_lazy(tls_connector(tls)),
+    })
+}
+
+/// Connects to a plaintext (`--insecure-dev`) apiserver at `url` (`http://127.0.0.1:7443`).
+pub async fn connect(url: &str) -> Result<Channel, ConnectError> {
+    connect_to(&Target::insecure(url)).await
 }
 
 /// A client for the `<Kind>Service` of `K`.

@@ -14,6 +14,11 @@ use crate::v1::{
     RouteWatchEvent, Secret, SecretList, SecretWatchEvent, WatchEventType, Workload, WorkloadList,
     WorkloadWatchEvent,
 };
+use crate::v1::{
+    Certificate, CertificateList, CertificateWatchEvent, JoinToken, JoinTokenList,
+    JoinTokenWatchEvent, Role, RoleBinding, RoleBindingList, RoleBindingWatchEvent, RoleList,
+    RoleWatchEvent,
+};
 
 static EMPTY_META: LazyLock<ObjectMeta> = LazyLock::new(ObjectMeta::default);
 
@@ -135,6 +140,22 @@ fn event_field(o: &Event, field: &str) -> Option<String> {
         "spec.involvedObject.uid" => Some(involved.uid),
         "spec.reason" => Some(spec.reason.clone()),
         "spec.type" => Some(spec.r#type.clone()),
+        _ => None,
+    }
+}
+
+fn certificate_field(o: &Certificate, field: &str) -> Option<String> {
+    let spec = o.spec.as_ref()?;
+    match field {
+        "spec.identity" => Some(spec.identity.clone()),
+        "spec.revoked" => Some(spec.revoked.to_string()),
+        _ => None,
+    }
+}
+
+fn role_binding_field(o: &RoleBinding, field: &str) -> Option<String> {
+    match field {
+        "spec.role" => Some(o.spec.as_ref()?.role.clone()),
         _ => None,
     }
 }
@@ -320,6 +341,22 @@ resources! {
         plural: "events", short: ["ev"], namespaced: true,
         fields: ["spec.involvedObject.kind", "spec.involvedObject.name", "spec.involvedObject.namespace", "spec.involvedObject.uid", "spec.reason", "spec.type"],
         field_value: event_field,
+    }
+    Role, RoleList, RoleWatchEvent {
+        plural: "roles", short: [], namespaced: false,
+        fields: [], field_value: no_fields,
+    }
+    RoleBinding, RoleBindingList, RoleBindingWatchEvent {
+        plural: "rolebindings", short: ["rb"], namespaced: false,
+        fields: ["spec.role"], field_value: role_binding_field,
+    }
+    JoinToken, JoinTokenList, JoinTokenWatchEvent {
+        plural: "jointokens", short: ["token", "tokens"], namespaced: false,
+        fields: [], field_value: no_fields,
+    }
+    Certificate, CertificateList, CertificateWatchEvent {
+        plural: "certificates", short: ["cert", "certs"], namespaced: false,
+        fields: ["spec.identity", "spec.revoked"], field_value: certificate_field,
     }
 }
 

@@ -576,6 +576,9 @@ pub fn validate<K: Validate>(obj: &K) -> Result<(), FieldErrors> {
     errs.into_result()
 }
 
+mod security;
+pub use security::{SUBJECT_KINDS, VERBS};
+
 impl Validate for v1::Namespace {
     fn validate_kind(&self, _errs: &mut FieldErrors) {}
 }

@@ -9,9 +9,15 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "hm-scheduler", version)]
 struct Args {
-    /// The apiserver.
-    #[arg(long, env = "HM_SERVER", default_value = "http://127.0.0.1:7443")]
-    server: String,
+    /// Client config with the server and the scheduler's identity (the apiserver
+    /// writes scheduler.config into its --data-dir on first start).
+    #[arg(long, env = "HM_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
+    /// The apiserver (overrides the config's `server:`; without --config, a plaintext
+    /// --insecure-dev server).
+    #[arg(long, env = "HM_SERVER")]
+    server: Option<String>,
 
     /// Scoring: spread load (least allocated) or pack nodes full (most allocated).
     #[arg(long, env = "HM_PROFILE", value_enum, default_value_t = ProfileArg::Spread)]
@@ -44,8 +50,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     hypermesh_runtime::process::init_logging();
+    hypermesh_trust::tls::install_default_provider();
     let args = Args::parse();
-    let channel = hypermesh_api::client::connect(&args.server)
+    let target = match &args.config {
+        Some(path) => hypermesh_trust::client_config::ClientConfigFile::load(path)
+            .and_then(|c| c.target(path, args.server.as_deref()))
+            .with_context(|| format!("reading {}", path.display()))?,
+        None => hypermesh_api::client::Target::insecure(
+            args.server
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:7443".to_string()),
+        ),
+    };
+    let channel = hypermesh_api::client::connect_to(&target)
         .await
         .context("connecting to the apiserver")?;
     let config = hypermesh_scheduler::Config {

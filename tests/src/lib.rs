@@ -57,20 +57,28 @@ where
     }
 }
 
-/// Connects to `url`, retrying until the server answers.
+/// Connects to `url` (plaintext), retrying until the server answers.
 pub async fn connect(url: &str) -> anyhow::Result<Channel> {
-    let url = url.to_string();
+    connect_target(&hypermesh_api::client::Target::insecure(url)).await
+}
+
+/// Connects to `target`, retrying until the server answers.
+pub async fn connect_target(target: &hypermesh_api::client::Target) -> anyhow::Result<Channel> {
+    let attempt = target.clone();
     wait_for(DEFAULT_TIMEOUT, || {
-        let url = url.clone();
-        async move { hypermesh_api::client::connect(&url).await.ok() }
+        let target = attempt.clone();
+        async move { hypermesh_api::client::connect_to(&target).await.ok() }
     })
     .await
-    .with_context(|| format!("connecting to {url}"))
+    .with_context(|| format!("connecting to {}", target.url))
 }
+
+pub mod identities;
 
 /// An apiserver running inside the test process on a free loopback port.
 pub struct InProcessApiServer {
     url: String,
+    target: hypermesh_api::client::Target,
     channel: Channel,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<(), hypermesh_apiserver::ServerError>>>,
@@ -83,23 +91,51 @@ impl InProcessApiServer {
         Self::start_with(|_| {}).await
     }
 
+    /// Starts one with TLS and client certificates (what `hm-apiserver` does without
+    /// `--insecure-dev`); [`InProcessApiServer::channel`] is the admin's.
+    pub async fn start_tls() -> anyhow::Result<Self> {
+        Self::start_with(|c| c.tls = Some(hypermesh_apiserver::TlsSettings::default())).await
+    }
+
     /// Starts one after `tune` adjusts its configuration.
     pub async fn start_with(
         tune: impl FnOnce(&mut hypermesh_apiserver::Config),
     ) -> anyhow::Result<Self> {
+        hypermesh_trust::tls::install_default_provider();
         let data_dir = tempfile::tempdir().context("temp dir")?;
         let mut config = hypermesh_apiserver::Config::new(data_dir.path());
         tune(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("bind")?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let address = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let server = hypermesh_apiserver::ApiServer::open(config, shutdown.clone()).await?;
+        let url = server.url_for(address);
+        let tls = server.ca_pin().is_some();
         let task = tokio::spawn(server.serve(listener));
-        let channel = connect(&url).await?;
+        let target = if tls {
+            let admin = data_dir
+                .path()
+                .join(hypermesh_apiserver::server::ADMIN_CONFIG);
+            wait_for(DEFAULT_TIMEOUT, || {
+                let admin = admin.clone();
+                async move {
+                    hypermesh_trust::client_config::ClientConfigFile::load(&admin)
+                        .ok()
+                        .filter(|c| c.server.is_some())
+                        .and_then(|c| c.target(&admin, None).ok())
+                }
+            })
+            .await
+            .context("waiting for admin.config")?
+        } else {
+            hypermesh_api::client::Target::insecure(url.clone())
+        };
+        let channel = connect_target(&target).await?;
         Ok(InProcessApiServer {
             url,
+            target,
             channel,
             shutdown,
             task: Some(task),
@@ -107,14 +143,34 @@ impl InProcessApiServer {
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// A connected channel (clone it freely).
+    /// The admin's target (plaintext without TLS).
+    pub fn target(&self) -> &hypermesh_api::client::Target {
+        &self.target
+    }
+
+    /// A connected channel, as admin (clone it freely).
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// The admin client config file (TLS servers).
+    pub fn admin_config(&self) -> PathBuf {
+        self.data_dir
+            .path()
+            .join(hypermesh_apiserver::server::ADMIN_CONFIG)
+    }
+
+    /// The cluster CA's pin, `sha256:…` (TLS servers).
+    pub fn ca_pin(&self) -> anyhow::Result<String> {
+        let pem = std::fs::read_to_string(self.data_dir.path().join("pki").join("ca.crt"))
+            .context("reading pki/ca.crt")?;
+        let der = hypermesh_trust::pki::first_certificate(&pem)?;
+        Ok(hypermesh_trust::pki::spki_pin(&der)?)
     }
 
     /// A typed client for kind `K`.

@@ -8,6 +8,7 @@
 //!   bound as a URI.
 //! - [`tls`]: rustls configurations: TLS 1.3 only, aws-lc-rs, X25519MLKEM768 preferred;
 //!   CA-pinned first contact for joining nodes.
+//! - [`client_config`]: the config file clients read (server, CA, client certificate).
 //! - [`identity`]: [`NodeIdentity`], the node's FALCON-1024 key pair kept in its state
 //!   directory (0600), `NodeId = hex(BLAKE3(public key))`, detached signatures.
 //! - [`proof`]: [`proof::prove_asset`] builds an Asset's `spec.proof`;
@@ -15,6 +16,7 @@
 //!   ledger) and says which proof failed, with a stable reason name.
 
 pub mod at_rest;
+pub mod client_config;
 pub mod identity;
 pub mod pki;
 pub mod proof;

@@ -116,6 +116,18 @@ pub fn csr_public_key(pem: &str) -> Result<rcgen::PublicKey, PkiError> {
         .map_err(|e| PkiError::Csr(e.to_string()))
 }
 
+/// What a joining node signs with its FALCON-1024 key:
+/// `hypermesh-join\0<token name>\0<node name>\0<csr_pem>\0`. The apiserver checks
+/// the signature with the key the request carries, which binds that key to the name.
+pub fn join_message(token_name: &str, node_name: &str, csr_pem: &str) -> Vec<u8> {
+    let mut message = b"hypermesh-join\0".to_vec();
+    for part in [token_name, node_name, csr_pem] {
+        message.extend_from_slice(part.as_bytes());
+        message.push(0);
+    }
+    message
+}
+
 /// What a certificate should say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CertificateSpec {
@@ -481,6 +493,11 @@ mod tests {
         assert!(ca.pin().starts_with("sha256:"));
         assert_eq!(parse_pin(&ca.pin()).unwrap(), ca.pin());
         assert!(parse_pin("sha256:abc").is_err());
+    }
+
+    #[test]
+    fn join_messages_separate_their_parts() {
+        assert_ne!(join_message("ab", "c", "d"), join_message("a", "bc", "d"));
     }
 
     #[test]

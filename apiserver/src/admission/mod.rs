@@ -17,6 +17,7 @@
 //! # Layout
 //! - [`object`]: [`ObjectRef`]/[`ObjectMut`], a typed view of an object of any kind.
 //! - [`authorization`]: RBAC over Roles and RoleBindings, and the node authorizer.
+//! - [`node_restriction`]: nodes write only their own objects, read only their Secrets.
 //! - [`node_identity`]: Node identity checks and the Suspect guard.
 //! - [`asset_proofs`]: the four proofs on every Asset.
 //! - [`gpu_sharing`]: fractional GPU requests need a shareable GPU.
@@ -26,6 +27,7 @@ pub mod asset_proofs;
 pub mod authorization;
 pub mod gpu_sharing;
 pub mod node_identity;
+pub mod node_restriction;
 pub mod object;
 pub mod workload_policy;
 
@@ -143,7 +145,7 @@ impl Access<'_> {
         } else {
             format!(" in namespace {:?}", self.namespace)
         };
-        let target = if self.name.is_empty() {
+        let target = if self.name.is_empty() || self.operation == Operation::Create {
             self.resource()
         } else {
             format!("{} {:?}", self.resource(), self.name)
@@ -229,17 +231,18 @@ impl std::fmt::Debug for Chain {
 
 impl Default for Chain {
     fn default() -> Self {
-        Chain::standard()
+        Chain::with_rbac(Arc::default())
     }
 }
 
 impl Chain {
-    /// The chain every apiserver runs, in order.
-    pub fn standard() -> Self {
+    /// The chain every apiserver runs, in order, with `rbac` as the roles and bindings.
+    pub fn with_rbac(rbac: Arc<authorization::Rbac>) -> Self {
         Chain {
             plugins: vec![
-                Arc::new(authorization::Authorization),
+                Arc::new(authorization::Authorization { rbac }),
                 Arc::new(node_identity::NodeIdentityGuard),
+                Arc::new(node_restriction::NodeRestriction),
                 Arc::new(workload_policy::WorkloadPolicy),
                 Arc::new(asset_proofs::AssetProofs::default()),
                 Arc::new(gpu_sharing::GpuSharing),

@@ -55,5 +55,17 @@ pub trait Kind: Resource + KindRules {
 }
 
 object_views!(
-    Namespace, Node, Asset, Secret, Route, Workload, Instance, Lease, Event
+    Namespace,
+    Node,
+    Asset,
+    Secret,
+    Route,
+    Workload,
+    Instance,
+    Lease,
+    Event,
+    Role,
+    RoleBinding,
+    JoinToken,
+    Certificate,
 );
