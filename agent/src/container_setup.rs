@@ -8,9 +8,9 @@
 use hypermesh_api::v1::{self, Instance};
 
 use crate::probe::{ContainerProbes, ProbeError};
-use crate::runtime::container::ProcessUser;
-use crate::runtime::{ContainerConfig, RuntimeClient, RuntimeError, image};
 use crate::volumes::{InstanceVolumes, VolumeError};
+use hypermesh_containers::container::ProcessUser;
+use hypermesh_containers::{self as containers, ContainerConfig, ContainerdClient, image};
 
 /// Why a container cannot be started as its spec says.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub enum LaunchError {
     Probe(#[from] ProbeError),
     /// containerd could not be asked about the image (retried).
     #[error("reading the image's config: {0}")]
-    Runtime(#[source] RuntimeError),
+    Runtime(#[source] containers::Error),
 }
 
 impl LaunchError {
@@ -59,7 +59,7 @@ pub struct Launch {
 
 /// Node-wide settings and the volume directories, shared by every container start.
 pub struct ContainerSetup {
-    pub client: RuntimeClient,
+    pub client: ContainerdClient,
     pub volumes: InstanceVolumes,
     /// Every container's pids limit (`--pids-limit`).
     pub pids_limit: Option<i64>,

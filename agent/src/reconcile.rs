@@ -40,10 +40,10 @@ use crate::config::{Config, MAX_RESTART_BACKOFF};
 use crate::container_setup::{ContainerSetup, Launch, LaunchError};
 use crate::images::{IMAGE_RESCAN, ImageState, Images, Pulled};
 use crate::probe::{self, ContainerProbes};
-use crate::runtime::{
-    ContainerConfig, LogSink, RuntimeClient, RuntimeError, TaskEnd, TaskExits, container,
-};
 use crate::volumes::{self, InstanceVolumes};
+use hypermesh_containers::{
+    self as containers, ContainerConfig, ContainerdClient, LogSink, TaskEnd, TaskExits, container,
+};
 
 /// Default grace period between SIGTERM and SIGKILL.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -73,7 +73,7 @@ pub fn log_dir_of(log_dir: &std::path::Path, instance: &Instance, container: &st
 }
 
 struct Ctx {
-    client: RuntimeClient,
+    client: ContainerdClient,
     /// Task exits, from one subscription to containerd's events.
     exits: TaskExits,
     api: Api<Instance>,
@@ -133,7 +133,7 @@ impl Ctx {
 /// Runs the reconciler until `shutdown`. Containers keep running when the agent stops.
 pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: CancellationToken) {
     let client = loop {
-        match RuntimeClient::connect(&config.containerd_socket).await {
+        match ContainerdClient::connect(&config.containerd_socket).await {
             Ok(c) => break c,
             Err(e) => tracing::debug!(error = %e, "reconciler: containerd unreachable; retrying"),
         }
@@ -155,7 +155,7 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
         images: Images::new(
             client.clone(),
             config.image_dir.clone(),
-            config.registry.clone(),
+            config.pull.clone(),
         ),
         exits: TaskExits::start(client.clone(), shutdown.clone()),
         client,
@@ -350,16 +350,8 @@ fn grace_of(instance: &Instance) -> Duration {
 /// The containers (and their recorded grace periods) of Instances not in `live`, i.e.
 /// deleted while the agent was not watching.
 async fn orphans(ctx: &Ctx, live: &HashSet<String>) -> Vec<(String, Duration)> {
-    use containerd_client::services::v1::{
-        ListContainersRequest, containers_client::ContainersClient,
-    };
-    let listed = ContainersClient::new(ctx.client.channel())
-        .list(ctx.client.request(ListContainersRequest {
-            filters: vec![format!("labels.\"{LABEL_UID}\"")],
-        }))
-        .await;
-    let containers = match listed {
-        Ok(response) => response.into_inner().containers,
+    let containers = match container::list_labelled(&ctx.client, LABEL_UID).await {
+        Ok(containers) => containers,
         Err(e) => {
             tracing::debug!(error = %e, "listing containers for orphans");
             return Vec::new();
@@ -399,7 +391,7 @@ fn ids(instance: &Instance, container: &str) -> String {
 
 /// SIGTERM, up to `grace` for the exit, SIGKILL, then deletes task, container and
 /// snapshot. Retries while containerd is unreachable.
-async fn stop(client: &RuntimeClient, id: &str, grace: Duration) {
+async fn stop(client: &ContainerdClient, id: &str, grace: Duration) {
     const SIGTERM: u32 = 15;
     const SIGKILL: u32 = 9;
     for attempt in 0..30u32 {
@@ -719,7 +711,7 @@ async fn run_once(
     probes: &ContainerProbes,
 ) -> Exit {
     let client = &ctx.client;
-    let start_error = |e: RuntimeError| Exit {
+    let start_error = |e: containers::Error| Exit {
         code: 128,
         reason: "StartError".into(),
         message: e.to_string(),

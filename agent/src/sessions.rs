@@ -2,7 +2,7 @@
 //! `hmctl image import`. The agent dials out — it keeps `AgentTunnelService.Listen`
 //! open and answers each `SessionOpen` by calling `Attach` — so this works for nodes
 //! that accept no inbound connections. Logs come from the node's log files
-//! ([`crate::logs`]), exec and imports from containerd ([`crate::runtime`]).
+//! ([`crate::logs`]), exec and imports from containerd ([`hypermesh_containers`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,8 +22,8 @@ use tonic::{Status, Streaming};
 
 use crate::config::Config;
 use crate::logs::reader::{self, LogOptions};
-use crate::runtime::exec::{ExecSession, ExecSpec};
-use crate::runtime::{RuntimeClient, RuntimeError, image};
+use hypermesh_containers::exec::{ExecSession, ExecSpec};
+use hypermesh_containers::{self as containers, ContainerdClient, image};
 
 /// Longest wait between attempts to (re)open the Listen stream.
 const MAX_RECONNECT: Duration = Duration::from_secs(5);
@@ -43,30 +43,30 @@ struct Ctx {
 }
 
 impl Ctx {
-    async fn runtime(&self) -> Result<RuntimeClient, Status> {
-        RuntimeClient::connect(&self.containerd_socket)
+    async fn runtime(&self) -> Result<ContainerdClient, Status> {
+        ContainerdClient::connect(&self.containerd_socket)
             .await
             .map_err(|e| runtime_status(&self.node_name, e))
     }
 }
 
 /// A gRPC status for a runtime failure, naming the node.
-fn runtime_status(node: &str, e: RuntimeError) -> Status {
+fn runtime_status(node: &str, e: containers::Error) -> Status {
     match &e {
-        RuntimeError::Connect { .. } => {
+        containers::Error::Connect { .. } => {
             Status::unavailable(format!("node {node}: containerd is not reachable: {e}"))
         }
-        RuntimeError::Call { source, .. } => {
+        containers::Error::Call { source, .. } => {
             Status::new(source.code(), format!("node {node}: {e}"))
         }
-        RuntimeError::InvalidImage { .. }
-        | RuntimeError::InvalidConfig(_)
-        | RuntimeError::DigestMismatch { .. }
-        | RuntimeError::SizeMismatch { .. }
-        | RuntimeError::UnsupportedDigest(_) => Status::invalid_argument(e.to_string()),
-        RuntimeError::ImageNotFound(_) => Status::not_found(e.to_string()),
-        RuntimeError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
-        RuntimeError::Io { .. } | RuntimeError::Task(_) => {
+        containers::Error::InvalidImage { .. }
+        | containers::Error::InvalidConfig(_)
+        | containers::Error::DigestMismatch { .. }
+        | containers::Error::SizeMismatch { .. }
+        | containers::Error::UnsupportedDigest(_) => Status::invalid_argument(e.to_string()),
+        containers::Error::ImageNotFound(_) => Status::not_found(e.to_string()),
+        containers::Error::Timeout(_) => Status::deadline_exceeded(e.to_string()),
+        containers::Error::Io { .. } | containers::Error::Task(_) => {
             Status::internal(format!("node {node}: {e}"))
         }
     }
@@ -346,6 +346,17 @@ async fn exec(
     Ok(())
 }
 
+/// A suffix that makes each upload's file name unique on this host.
+fn upload_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static UPLOADS: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        UPLOADS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 async fn read_optional(
     pipe: Option<&mut tokio::net::unix::pipe::Receiver>,
     buf: &mut [u8],
@@ -366,10 +377,9 @@ async fn import(
     tokio::fs::create_dir_all(&ctx.import_dir)
         .await
         .map_err(|e| Status::internal(format!("{}: {e}", ctx.import_dir.display())))?;
-    let path = ctx.import_dir.join(format!(
-        "upload-{}.tar",
-        crate::runtime::content::unique_suffix()
-    ));
+    let path = ctx
+        .import_dir
+        .join(format!("upload-{}.tar", upload_suffix()));
     let result = async {
         let mut file = tokio::fs::File::create(&path)
             .await
@@ -405,11 +415,11 @@ async fn import(
             .await
             .map_err(|e| match e {
                 // The upload is not a readable archive: name the user's file, not ours.
-                RuntimeError::Io { source, .. } => Status::invalid_argument(format!(
+                containers::Error::Io { source, .. } => Status::invalid_argument(format!(
                     "{}: not a readable OCI image archive: {source}",
                     start.file_name
                 )),
-                RuntimeError::InvalidImage { detail, .. } => Status::invalid_argument(format!(
+                containers::Error::InvalidImage { detail, .. } => Status::invalid_argument(format!(
                     "{}: invalid OCI image archive: {detail}",
                     start.file_name
                 )),

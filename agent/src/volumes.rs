@@ -14,7 +14,7 @@ use hypermesh_api::v1::{self, Instance, Secret, volume::Source};
 use hypermesh_api::{Api, Resource};
 use tokio::sync::Mutex;
 
-use crate::runtime::container::BindMount;
+use hypermesh_containers::container::BindMount;
 
 /// Mode of each secret file: readable by its owner (root) only.
 const SECRET_FILE_MODE: u32 = 0o400;

@@ -3,7 +3,7 @@
 //! into snapshots through the diff and snapshot services, the image record), looking
 //! images up, and importing OCI image archives (`oci-layout`, `index.json`,
 //! `blobs/sha256/…`) — what `ctr images import` does client-side, since containerd 1.6
-//! has no Transfer service. Registry pulls ([`super::registry`]) fetch the same parts
+//! has no Transfer service. Registry pulls ([`crate::pull`]) fetch the same parts
 //! over HTTP and record them with the same [`record`].
 //!
 //! Garbage collection: everything is written under a short lease; the image record then
@@ -27,8 +27,8 @@ use containerd_client::types::Descriptor;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::content::{self, hex, read_blob, unique_suffix, with_lease, write_blob};
-use super::{RuntimeClient, RuntimeError, SNAPSHOTTER};
+use crate::content::{self, hex, read_blob, unique_suffix, with_lease, write_blob};
+use crate::{ContainerdClient, Error, SNAPSHOTTER};
 
 pub(crate) const MANIFEST_OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(crate) const MANIFEST_DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -221,11 +221,11 @@ pub(crate) fn parse_config(bytes: &[u8], manifest: &ManifestJson) -> Result<Conf
 /// unpacks the layers and points the image record `name` at the manifest. The record
 /// comes last, so a failure before it leaves no image that could be used.
 pub(crate) async fn record(
-    client: &RuntimeClient,
+    client: &ContainerdClient,
     lease: &str,
     name: &str,
     parts: ImageParts,
-) -> Result<ImportedImage, RuntimeError> {
+) -> Result<ImportedImage, Error> {
     let ImageParts {
         manifest_desc,
         manifest_bytes,
@@ -233,13 +233,12 @@ pub(crate) async fn record(
         config_bytes,
         config,
     } = parts;
-    let top =
-        chain_ids(&config.rootfs.diff_ids)
-            .pop()
-            .ok_or_else(|| RuntimeError::InvalidImage {
-                path: PathBuf::from(name),
-                detail: "image has no layers".into(),
-            })?;
+    let top = chain_ids(&config.rootfs.diff_ids)
+        .pop()
+        .ok_or_else(|| Error::InvalidImage {
+            path: PathBuf::from(name),
+            detail: "image has no layers".into(),
+        })?;
     let config_labels = HashMap::from([(
         format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
         top.clone(),
@@ -285,12 +284,12 @@ pub(crate) async fn record(
 /// in index order. Each image is named by its `io.containerd.image.name` annotation, or
 /// its `org.opencontainers.image.ref.name` when that is a full reference.
 pub async fn import_archive(
-    client: &RuntimeClient,
+    client: &ContainerdClient,
     path: &Path,
-) -> Result<Vec<ImportedImage>, RuntimeError> {
+) -> Result<Vec<ImportedImage>, Error> {
     let archive_path = path.to_path_buf();
     let files = tokio::task::spawn_blocking(move || read_archive(&archive_path)).await??;
-    let invalid = |detail: String| RuntimeError::InvalidImage {
+    let invalid = |detail: String| Error::InvalidImage {
         path: path.to_path_buf(),
         detail,
     };
@@ -314,18 +313,18 @@ pub async fn import_archive(
 
 /// Imports the image one `index.json` entry names.
 async fn import_entry(
-    client: &RuntimeClient,
+    client: &ContainerdClient,
     path: &Path,
     files: &HashMap<String, Vec<u8>>,
     entry: &DescriptorJson,
     lease: &str,
-) -> Result<ImportedImage, RuntimeError> {
-    let invalid = |detail: String| RuntimeError::InvalidImage {
+) -> Result<ImportedImage, Error> {
+    let invalid = |detail: String| Error::InvalidImage {
         path: path.to_path_buf(),
         detail,
     };
     // A file of the archive by its digest.
-    let file = |digest: &str| -> Result<&Vec<u8>, RuntimeError> {
+    let file = |digest: &str| -> Result<&Vec<u8>, Error> {
         let hex = digest
             .strip_prefix("sha256:")
             .ok_or_else(|| invalid(format!("unsupported digest {digest}")))?;
@@ -334,11 +333,11 @@ async fn import_entry(
             .ok_or_else(|| invalid(format!("blob {digest} missing from the archive")))
     };
     // A small blob read before it is written (index, manifest, config): checked here.
-    let blob = |digest: &str| -> Result<&Vec<u8>, RuntimeError> {
+    let blob = |digest: &str| -> Result<&Vec<u8>, Error> {
         let data = file(digest)?;
         let actual = content::sha256_digest(data);
         if actual != digest {
-            return Err(RuntimeError::DigestMismatch {
+            return Err(Error::DigestMismatch {
                 expected: digest.to_string(),
                 actual,
             });
@@ -411,8 +410,8 @@ fn defaults(run: RunConfigJson) -> ImageDefaults {
 
 /// Reads every regular file of a (small) archive into memory, keyed by its path without
 /// a leading `./`.
-fn read_archive(path: &Path) -> Result<HashMap<String, Vec<u8>>, RuntimeError> {
-    let io = |source| RuntimeError::Io {
+fn read_archive(path: &Path) -> Result<HashMap<String, Vec<u8>>, Error> {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
@@ -440,11 +439,11 @@ fn read_archive(path: &Path) -> Result<HashMap<String, Vec<u8>>, RuntimeError> {
 /// Applies each layer on top of the previous one and commits it under its chain ID,
 /// skipping layers already unpacked.
 async fn unpack(
-    client: &RuntimeClient,
+    client: &ContainerdClient,
     lease: &str,
     layers: &[Descriptor],
     diff_ids: &[String],
-) -> Result<(), RuntimeError> {
+) -> Result<(), Error> {
     let mut snapshots = SnapshotsClient::new(client.channel());
     let mut diff = DiffClient::new(client.channel());
     let chains = chain_ids(diff_ids);
@@ -462,7 +461,7 @@ async fn unpack(
                 continue;
             }
             Err(status) if status.code() == tonic::Code::NotFound => {}
-            Err(status) => return Err(RuntimeError::call("snapshots.stat")(status)),
+            Err(status) => return Err(Error::call("snapshots.stat")(status)),
         }
         let key = format!("hypermesh-extract-{}-{chain}", unique_suffix());
         let mounts = snapshots
@@ -476,7 +475,7 @@ async fn unpack(
                 lease,
             ))
             .await
-            .map_err(RuntimeError::call("snapshots.prepare"))?
+            .map_err(Error::call("snapshots.prepare"))?
             .into_inner()
             .mounts;
         let applied = async {
@@ -491,13 +490,13 @@ async fn unpack(
                     lease,
                 ))
                 .await
-                .map_err(RuntimeError::call("diff.apply"))?
+                .map_err(Error::call("diff.apply"))?
                 .into_inner()
                 .applied
                 .map(|d| d.digest)
                 .unwrap_or_default();
             if &applied != diff_id {
-                return Err(RuntimeError::InvalidImage {
+                return Err(Error::InvalidImage {
                     path: PathBuf::from(&layer.digest),
                     detail: format!("layer unpacked to {applied}, config says {diff_id}"),
                 });
@@ -518,7 +517,7 @@ async fn unpack(
                 Ok(_) => Ok(true),
                 // Another import unpacked the same layer meanwhile.
                 Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(false),
-                Err(status) => Err(RuntimeError::call("snapshots.commit")(status)),
+                Err(status) => Err(Error::call("snapshots.commit")(status)),
             }
         }
         .await;
@@ -538,11 +537,11 @@ async fn unpack(
 
 /// Creates the image record, or points an existing one at `target`.
 async fn put_image(
-    client: &RuntimeClient,
+    client: &ContainerdClient,
     lease: &str,
     name: &str,
     target: Descriptor,
-) -> Result<(), RuntimeError> {
+) -> Result<(), Error> {
     let mut images = ImagesClient::new(client.channel());
     let image = Image {
         name: name.to_string(),
@@ -573,17 +572,17 @@ async fn put_image(
                     lease,
                 ))
                 .await
-                .map_err(RuntimeError::call("images.update"))?;
+                .map_err(Error::call("images.update"))?;
             Ok(())
         }
-        Err(status) => Err(RuntimeError::call("images.create")(status)),
+        Err(status) => Err(Error::call("images.create")(status)),
     }
 }
 
 /// Looks up an image already in containerd (imported or pulled before): its manifest,
-/// config defaults and top snapshot. Fails with [`RuntimeError::ImageNotFound`] if
+/// config defaults and top snapshot. Fails with [`Error::ImageNotFound`] if
 /// unknown. Assumes the image was unpacked (as [`record`] does).
-pub async fn resolve(client: &RuntimeClient, name: &str) -> Result<ImportedImage, RuntimeError> {
+pub async fn resolve(client: &ContainerdClient, name: &str) -> Result<ImportedImage, Error> {
     let found = ImagesClient::new(client.channel())
         .get(client.request(GetImageRequest {
             name: name.to_string(),
@@ -592,12 +591,12 @@ pub async fn resolve(client: &RuntimeClient, name: &str) -> Result<ImportedImage
     let image = match found {
         Ok(response) => response.into_inner().image,
         Err(status) if status.code() == tonic::Code::NotFound => None,
-        Err(status) => return Err(RuntimeError::call("images.get")(status)),
+        Err(status) => return Err(Error::call("images.get")(status)),
     };
     let target = image
         .and_then(|i| i.target)
-        .ok_or_else(|| RuntimeError::ImageNotFound(name.to_string()))?;
-    let invalid = |detail: String| RuntimeError::InvalidImage {
+        .ok_or_else(|| Error::ImageNotFound(name.to_string()))?;
+    let invalid = |detail: String| Error::InvalidImage {
         path: PathBuf::from(name),
         detail,
     };

@@ -7,12 +7,12 @@
 //! snapshot services, the same steps `ctr images import` takes on the client side.
 //!
 //! # Layout
-//! - [`client`]: [`RuntimeClient`], the connection, namespace metadata and leases.
+//! - [`client`]: [`ContainerdClient`], the connection, namespace metadata and leases.
 //! - [`content`]: writing blobs with their digest and size verified, leases for imports.
 //! - [`image`]: manifests and configs, recording and unpacking images, resolving them,
 //!   importing OCI image archives.
 //! - [`reference`]: parsing image references (`host[:port]/path[:tag][@digest]`).
-//! - [`registry`]: pulling images from OCI/Docker registries over HTTP(S).
+//! - [`pull`]: pulling images from OCI/Docker registries over HTTP(S).
 //! - [`container`]: [`ContainerConfig`] → OCI runtime spec, container and task
 //!   lifecycle (create, start, wait, kill, delete with its snapshot).
 //! - [`exits`]: task exits from one subscription to containerd's events, for every
@@ -25,10 +25,10 @@ pub mod content;
 pub mod exec;
 pub mod exits;
 pub mod image;
+pub mod pull;
 pub mod reference;
-pub mod registry;
 
-pub use client::RuntimeClient;
+pub use client::ContainerdClient;
 pub use container::{ContainerConfig, ExitStatus, LogSink};
 pub use exits::{TaskEnd, TaskExits};
 pub use image::ImportedImage;
@@ -41,7 +41,7 @@ pub const SNAPSHOTTER: &str = "overlayfs";
 
 /// Why a containerd operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
+pub enum Error {
     /// The socket could not be connected to (containerd not running, wrong path).
     #[error("connecting to containerd at {socket}: {source}")]
     Connect {
@@ -96,16 +96,16 @@ pub enum RuntimeError {
     Task(#[from] tokio::task::JoinError),
 }
 
-impl RuntimeError {
+impl Error {
     /// Wraps a failed containerd call, naming it.
-    pub(crate) fn call(call: &'static str) -> impl FnOnce(tonic::Status) -> RuntimeError {
-        move |source| RuntimeError::Call { call, source }
+    pub(crate) fn call(call: &'static str) -> impl FnOnce(tonic::Status) -> Error {
+        move |source| Error::Call { call, source }
     }
 
     /// The gRPC status code when containerd answered with an error.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
-            RuntimeError::Call { source, .. } => Some(source.code()),
+            Error::Call { source, .. } => Some(source.code()),
             _ => None,
         }
     }
@@ -113,7 +113,7 @@ impl RuntimeError {
     /// True when containerd could not be reached (not running, restarting): the call
     /// may be retried as it was, nothing is known to have changed.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, RuntimeError::Connect { .. })
+        matches!(self, Error::Connect { .. })
             || matches!(
                 self.code(),
                 Some(tonic::Code::Unavailable | tonic::Code::Cancelled)

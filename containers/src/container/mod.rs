@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetRequest, KillRequest, StartRequest, WaitRequest,
+    DeleteTaskRequest, GetRequest, KillRequest, ListContainersRequest, StartRequest, WaitRequest,
     container::Runtime,
     containers_client::ContainersClient,
     snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest, snapshots_client::SnapshotsClient},
@@ -17,8 +17,8 @@ use containerd_client::services::v1::{
 use hypermesh_api::quantity::Quantity;
 use serde_json::{Value, json};
 
-use super::image::{self, ImportedImage};
-use super::{RuntimeClient, RuntimeError, SNAPSHOTTER};
+use crate::image::{self, ImportedImage};
+use crate::{ContainerdClient, Error, SNAPSHOTTER};
 
 /// The runc shim containerd 1.6 ships.
 const RUNTIME: &str = "io.containerd.runc.v2";
@@ -102,7 +102,7 @@ pub struct BindMount {
 
 /// A container's output destination: containerd's runc shim starts `logger` with the
 /// container's stdout and stderr pipes and it writes them, rotated, to `file` (see
-/// [`crate::logs::writer`]). The logger belongs to the shim, so output is kept while the
+/// `hypermesh_agent::logs::writer`). The logger belongs to the shim, so output is kept while the
 /// agent restarts.
 #[derive(Clone, Debug, Default)]
 pub struct LogSink {
@@ -118,17 +118,17 @@ pub struct LogSink {
 
 impl LogSink {
     /// The `binary://` stdio URI; the shim passes each query pair as `key value` argv.
-    pub fn uri(&self) -> Result<String, RuntimeError> {
+    pub fn uri(&self) -> Result<String, Error> {
         for path in [&self.logger, &self.file] {
             if !path.is_absolute() {
-                return Err(RuntimeError::InvalidConfig(format!(
+                return Err(Error::InvalidConfig(format!(
                     "log path {} is not absolute",
                     path.display()
                 )));
             }
         }
         if let Some(parent) = self.file.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| RuntimeError::Io {
+            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
                 path: parent.to_path_buf(),
                 source,
             })?;
@@ -207,10 +207,7 @@ pub fn oom_kills(id: &str) -> u64 {
 }
 
 /// Builds the OCI runtime spec for `config` on top of `image`.
-pub fn runtime_spec(
-    config: &ContainerConfig,
-    image: &ImportedImage,
-) -> Result<Value, RuntimeError> {
+pub fn runtime_spec(config: &ContainerConfig, image: &ImportedImage) -> Result<Value, Error> {
     let defaults = &image.config;
     let mut argv: Vec<String> = if config.command.is_empty() {
         defaults.entrypoint.clone()
@@ -223,7 +220,7 @@ pub fn runtime_spec(
         argv.extend(defaults.cmd.iter().cloned());
     }
     if argv.is_empty() {
-        return Err(RuntimeError::InvalidConfig(format!(
+        return Err(Error::InvalidConfig(format!(
             "{}: no command: the image has no entrypoint or cmd and none was given",
             config.id
         )));
@@ -231,7 +228,7 @@ pub fn runtime_spec(
     let mut env: Vec<String> = defaults.env.clone();
     for (name, value) in &config.env {
         if name.is_empty() || name.contains('=') {
-            return Err(RuntimeError::InvalidConfig(format!(
+            return Err(Error::InvalidConfig(format!(
                 "{}: invalid environment variable name {name:?}",
                 config.id
             )));
@@ -249,7 +246,7 @@ pub fn runtime_spec(
         .or_else(|| Some(defaults.working_dir.clone()).filter(|d| !d.is_empty()))
         .unwrap_or_else(|| "/".to_string());
     if !cwd.starts_with('/') {
-        return Err(RuntimeError::InvalidConfig(format!(
+        return Err(Error::InvalidConfig(format!(
             "{}: working directory {cwd:?} is not absolute",
             config.id
         )));
@@ -259,7 +256,7 @@ pub fn runtime_spec(
         Some(user) => user,
         None if defaults.user.is_empty() => ProcessUser::default(),
         None => ProcessUser::parse(&defaults.user).ok_or_else(|| {
-            RuntimeError::InvalidConfig(format!(
+            Error::InvalidConfig(format!(
                 "{}: the image's user {:?} is not a numeric uid[:gid]",
                 config.id, defaults.user
             ))
@@ -268,7 +265,7 @@ pub fn runtime_spec(
     let mut mounts = default_mounts();
     for m in sorted_by_depth(&config.mounts) {
         if !m.destination.starts_with('/') || !m.source.is_absolute() {
-            return Err(RuntimeError::InvalidConfig(format!(
+            return Err(Error::InvalidConfig(format!(
                 "{}: bind mount {} -> {:?} needs absolute paths",
                 config.id,
                 m.source.display(),
@@ -289,10 +286,10 @@ pub fn runtime_spec(
     });
     if let Some(memory) = config.memory {
         let bytes = i64::try_from(memory.units_ceil()).map_err(|_| {
-            RuntimeError::InvalidConfig(format!("{}: memory {memory} too large", config.id))
+            Error::InvalidConfig(format!("{}: memory {memory} too large", config.id))
         })?;
         if bytes <= 0 {
-            return Err(RuntimeError::InvalidConfig(format!(
+            return Err(Error::InvalidConfig(format!(
                 "{}: memory limit must be positive",
                 config.id
             )));
@@ -302,7 +299,7 @@ pub fn runtime_spec(
     if let Some(cpu) = config.cpu {
         let millis = u64::try_from(cpu.millis()).unwrap_or(u64::MAX);
         if millis == 0 {
-            return Err(RuntimeError::InvalidConfig(format!(
+            return Err(Error::InvalidConfig(format!(
                 "{}: cpu limit must be positive",
                 config.id
             )));
@@ -409,14 +406,14 @@ fn sorted_by_depth(mounts: &[BindMount]) -> Vec<&BindMount> {
 
 /// Creates the container, its writable snapshot and its (not yet started) task; returns
 /// the task's pid. Anything created is removed again when a later step fails.
-pub async fn create(client: &RuntimeClient, config: &ContainerConfig) -> Result<u32, RuntimeError> {
+pub async fn create(client: &ContainerdClient, config: &ContainerConfig) -> Result<u32, Error> {
     if config.id.is_empty() {
-        return Err(RuntimeError::InvalidConfig("empty container id".into()));
+        return Err(Error::InvalidConfig("empty container id".into()));
     }
     let image = image::resolve(client, &config.image).await?;
     let spec = runtime_spec(config, &image)?;
     let spec_json = serde_json::to_vec(&spec)
-        .map_err(|e| RuntimeError::InvalidConfig(format!("{}: spec: {e}", config.id)))?;
+        .map_err(|e| Error::InvalidConfig(format!("{}: spec: {e}", config.id)))?;
     let stdio = config.log.uri()?;
 
     ContainersClient::new(client.channel())
@@ -442,7 +439,7 @@ pub async fn create(client: &RuntimeClient, config: &ContainerConfig) -> Result<
             }),
         }))
         .await
-        .map_err(RuntimeError::call("containers.create"))?;
+        .map_err(Error::call("containers.create"))?;
 
     let rest = async {
         let mounts = SnapshotsClient::new(client.channel())
@@ -453,7 +450,7 @@ pub async fn create(client: &RuntimeClient, config: &ContainerConfig) -> Result<
                 labels: HashMap::new(),
             }))
             .await
-            .map_err(RuntimeError::call("snapshots.prepare"))?
+            .map_err(Error::call("snapshots.prepare"))?
             .into_inner()
             .mounts;
         let created = TasksClient::new(client.channel())
@@ -469,7 +466,7 @@ pub async fn create(client: &RuntimeClient, config: &ContainerConfig) -> Result<
                 runtime_path: String::new(),
             }))
             .await
-            .map_err(RuntimeError::call("tasks.create"))?
+            .map_err(Error::call("tasks.create"))?
             .into_inner();
         Ok(created.pid)
     }
@@ -481,46 +478,46 @@ pub async fn create(client: &RuntimeClient, config: &ContainerConfig) -> Result<
 }
 
 /// Starts a created task; returns its pid.
-pub async fn start(client: &RuntimeClient, id: &str) -> Result<u32, RuntimeError> {
+pub async fn start(client: &ContainerdClient, id: &str) -> Result<u32, Error> {
     Ok(TasksClient::new(client.channel())
         .start(client.request(StartRequest {
             container_id: id.to_string(),
             exec_id: String::new(),
         }))
         .await
-        .map_err(RuntimeError::call("tasks.start"))?
+        .map_err(Error::call("tasks.start"))?
         .into_inner()
         .pid)
 }
 
 /// The host pid of the task's init process (e.g. to enter its namespaces).
-pub async fn pid(client: &RuntimeClient, id: &str) -> Result<u32, RuntimeError> {
+pub async fn pid(client: &ContainerdClient, id: &str) -> Result<u32, Error> {
     TasksClient::new(client.channel())
         .get(client.request(GetRequest {
             container_id: id.to_string(),
             exec_id: String::new(),
         }))
         .await
-        .map_err(RuntimeError::call("tasks.get"))?
+        .map_err(Error::call("tasks.get"))?
         .into_inner()
         .process
         .map(|p| p.pid)
         .filter(|pid| *pid > 0)
-        .ok_or_else(|| RuntimeError::InvalidConfig(format!("{id}: the task has no process")))
+        .ok_or_else(|| Error::InvalidConfig(format!("{id}: the task has no process")))
 }
 
 /// Waits until the task exits (returns at once if it already has): one long `tasks.Wait`
-/// call. Running Instances wait through [`super::exits::TaskExits`] instead, which serves
+/// call. Running Instances wait through [`crate::exits::TaskExits`] instead, which serves
 /// every container over one event subscription; this is for short waits, e.g. while
 /// stopping a container.
-pub async fn wait(client: &RuntimeClient, id: &str) -> Result<ExitStatus, RuntimeError> {
+pub async fn wait(client: &ContainerdClient, id: &str) -> Result<ExitStatus, Error> {
     let response = TasksClient::new(client.channel())
         .wait(client.request(WaitRequest {
             container_id: id.to_string(),
             exec_id: String::new(),
         }))
         .await
-        .map_err(RuntimeError::call("tasks.wait"))?
+        .map_err(Error::call("tasks.wait"))?
         .into_inner();
     Ok(ExitStatus {
         code: response.exit_status,
@@ -529,7 +526,7 @@ pub async fn wait(client: &RuntimeClient, id: &str) -> Result<ExitStatus, Runtim
 }
 
 /// Sends `signal` to every process of the task.
-pub async fn kill(client: &RuntimeClient, id: &str, signal: u32) -> Result<(), RuntimeError> {
+pub async fn kill(client: &ContainerdClient, id: &str, signal: u32) -> Result<(), Error> {
     TasksClient::new(client.channel())
         .kill(client.request(KillRequest {
             container_id: id.to_string(),
@@ -538,13 +535,13 @@ pub async fn kill(client: &RuntimeClient, id: &str, signal: u32) -> Result<(), R
             all: true,
         }))
         .await
-        .map_err(RuntimeError::call("tasks.kill"))?;
+        .map_err(Error::call("tasks.kill"))?;
     Ok(())
 }
 
 /// Deletes the task (which must have exited), the container record and its snapshot;
 /// parts already gone are skipped. Returns the task's exit status if there was a task.
-pub async fn delete(client: &RuntimeClient, id: &str) -> Result<Option<ExitStatus>, RuntimeError> {
+pub async fn delete(client: &ContainerdClient, id: &str) -> Result<Option<ExitStatus>, Error> {
     let not_found = |s: &tonic::Status| s.code() == tonic::Code::NotFound;
     let oom_killed = oom_kills(id) > 0;
     let status = match TasksClient::new(client.channel())
@@ -558,7 +555,7 @@ pub async fn delete(client: &RuntimeClient, id: &str) -> Result<Option<ExitStatu
             oom_killed,
         }),
         Err(s) if not_found(&s) => None,
-        Err(s) => return Err(RuntimeError::call("tasks.delete")(s)),
+        Err(s) => return Err(Error::call("tasks.delete")(s)),
     };
     match ContainersClient::new(client.channel())
         .delete(client.request(DeleteContainerRequest { id: id.to_string() }))
@@ -566,7 +563,7 @@ pub async fn delete(client: &RuntimeClient, id: &str) -> Result<Option<ExitStatu
     {
         Ok(_) => {}
         Err(s) if not_found(&s) => {}
-        Err(s) => return Err(RuntimeError::call("containers.delete")(s)),
+        Err(s) => return Err(Error::call("containers.delete")(s)),
     }
     match SnapshotsClient::new(client.channel())
         .remove(client.request(RemoveSnapshotRequest {
@@ -577,15 +574,44 @@ pub async fn delete(client: &RuntimeClient, id: &str) -> Result<Option<ExitStatu
     {
         Ok(_) => {}
         Err(s) if not_found(&s) => {}
-        Err(s) => return Err(RuntimeError::call("snapshots.remove")(s)),
+        Err(s) => return Err(Error::call("snapshots.remove")(s)),
     }
     Ok(status)
+}
+
+/// A container record of the namespace: its ID and labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// The containers of the client's namespace that carry label `key` (with any value).
+pub async fn list_labelled(
+    client: &ContainerdClient,
+    key: &str,
+) -> Result<Vec<ContainerRecord>, Error> {
+    let listed = ContainersClient::new(client.channel())
+        .list(client.request(ListContainersRequest {
+            filters: vec![format!("labels.\"{key}\"")],
+        }))
+        .await
+        .map_err(Error::call("containers.list"))?;
+    Ok(listed
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| ContainerRecord {
+            id: c.id,
+            labels: c.labels,
+        })
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::image::ImageDefaults;
+    use crate::image::ImageDefaults;
 
     fn busybox() -> ImportedImage {
         ImportedImage {
@@ -643,7 +669,7 @@ mod tests {
         c.env = vec![("A=B".into(), "1".into())];
         assert!(matches!(
             runtime_spec(&c, &busybox()),
-            Err(RuntimeError::InvalidConfig(_))
+            Err(Error::InvalidConfig(_))
         ));
     }
 
@@ -709,7 +735,7 @@ mod tests {
         image.config.user = "www-data".into();
         assert!(matches!(
             runtime_spec(&config(), &image),
-            Err(RuntimeError::InvalidConfig(m)) if m.contains("www-data")
+            Err(Error::InvalidConfig(m)) if m.contains("www-data")
         ));
     }
 

@@ -6,7 +6,7 @@
 //! the registry's `Docker-Content-Digest`), the platform manifest against its index entry,
 //! and every blob against its descriptor's digest and size. Layers stream into the
 //! content store chunk by chunk and are committed only once verified; the image is then
-//! recorded with the same code as archive imports ([`super::image::record`]), all under
+//! recorded with the same code as archive imports ([`crate::image::record`]), all under
 //! one lease, so a failed pull leaves no image record and nothing that could be used.
 //!
 //! # Layout
@@ -26,13 +26,13 @@ use hyper::body::Incoming;
 
 use self::auth::{AuthError, Challenge, Credentials};
 use self::http::{HttpError, Transport};
-use super::content::{BlobWriter, sha256_digest, with_lease};
-use super::image::{
+use crate::content::{BlobWriter, sha256_digest, with_lease};
+use crate::image::{
     self, DescriptorJson, INDEX_DOCKER, INDEX_OCI, ImageParts, ImportedImage, MANIFEST_DOCKER,
     MANIFEST_OCI,
 };
-use super::reference::{Reference, ReferenceError};
-use super::{RuntimeClient, RuntimeError};
+use crate::reference::{Reference, ReferenceError};
+use crate::{ContainerdClient, Error};
 
 /// Manifests, indexes and configs are read into memory up to this size.
 const DOCUMENT_LIMIT: usize = 8 << 20;
@@ -42,7 +42,7 @@ const ERROR_LIMIT: usize = 64 << 10;
 /// How the agent reaches registries (`--registry-auth`, `--insecure-registry`,
 /// `--registry-ca`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RegistryConfig {
+pub struct PullConfig {
     /// A docker `config.json` with credentials per registry; read at every pull.
     pub auth_file: Option<PathBuf>,
     /// `host:port`s reached over plain http; every other registry over https.
@@ -116,18 +116,18 @@ pub enum PullError {
     Invalid { detail: String },
     /// containerd failed while storing or unpacking the image.
     #[error(transparent)]
-    Runtime(RuntimeError),
+    Containerd(Error),
 }
 
-impl From<RuntimeError> for PullError {
-    fn from(e: RuntimeError) -> Self {
+impl From<Error> for PullError {
+    fn from(e: Error) -> Self {
         match e {
-            RuntimeError::DigestMismatch { expected, actual } => PullError::DigestMismatch {
+            Error::DigestMismatch { expected, actual } => PullError::DigestMismatch {
                 what: format!("blob {expected}"),
                 expected,
                 actual,
             },
-            RuntimeError::SizeMismatch {
+            Error::SizeMismatch {
                 digest,
                 expected,
                 actual,
@@ -136,16 +136,16 @@ impl From<RuntimeError> for PullError {
                 expected,
                 actual,
             },
-            other => PullError::Runtime(other),
+            other => PullError::Containerd(other),
         }
     }
 }
 
 impl PullError {
     /// The containerd error, when containerd (not the registry) failed.
-    pub fn runtime(&self) -> Option<&RuntimeError> {
+    pub fn containerd(&self) -> Option<&Error> {
         match self {
-            PullError::Runtime(e) => Some(e),
+            PullError::Containerd(e) => Some(e),
             _ => None,
         }
     }
@@ -159,8 +159,8 @@ pub fn is_pullable(name: &str) -> bool {
 /// Pulls image `name` (a reference with a registry host) into containerd, unpacks it and
 /// records it under `name`, so [`image::resolve`] finds it by the same string.
 pub async fn pull(
-    client: &RuntimeClient,
-    config: &RegistryConfig,
+    client: &ContainerdClient,
+    config: &PullConfig,
     name: &str,
 ) -> Result<ImportedImage, PullError> {
     let reference = Reference::parse(name)?;
@@ -411,7 +411,7 @@ impl Session {
     /// writer commits it only if size and digest match.
     async fn layer(
         &mut self,
-        client: &RuntimeClient,
+        client: &ContainerdClient,
         lease: &str,
         desc: &DescriptorJson,
     ) -> Result<(), PullError> {
