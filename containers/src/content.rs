@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use containerd_client::services::v1::{
-    AbortRequest, InfoRequest, ReadContentRequest, WriteAction, WriteContentRequest,
-    WriteContentResponse, content_client::ContentClient,
+    AbortRequest, InfoRequest, ReadContentRequest, ReadContentResponse, WriteAction,
+    WriteContentRequest, WriteContentResponse, content_client::ContentClient,
 };
 use containerd_client::types::Descriptor;
 use sha2::{Digest, Sha256};
@@ -271,26 +271,47 @@ impl BlobWriter {
     }
 }
 
-/// Reads a whole (small) blob from the content store.
-pub(crate) async fn read_blob(
+/// The bytes of blob `digest` from the content store, as a stream of chunks.
+pub(crate) async fn read_stream(
     client: &ContainerdClient,
-    desc: &Descriptor,
-) -> Result<Vec<u8>, Error> {
-    let mut stream = ContentClient::new(client.channel())
+    digest: &str,
+) -> Result<tonic::Streaming<ReadContentResponse>, Error> {
+    Ok(ContentClient::new(client.channel())
         .read(client.request(ReadContentRequest {
-            digest: desc.digest.clone(),
+            digest: digest.to_string(),
             offset: 0,
             size: 0,
         }))
         .await
         .map_err(Error::call("content.read"))?
-        .into_inner();
-    let mut out = Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0));
+        .into_inner())
+}
+
+/// Reads a whole small blob (manifest, index, config) from the content store, refusing
+/// more than [`crate::image::MAX_DOCUMENT_BYTES`].
+pub(crate) async fn read_blob(
+    client: &ContainerdClient,
+    desc: &Descriptor,
+) -> Result<Vec<u8>, Error> {
+    let limit = crate::image::MAX_DOCUMENT_BYTES;
+    let too_large = || Error::InvalidImage {
+        path: desc.digest.clone().into(),
+        detail: format!("blob has more than the {limit} bytes accepted for a document"),
+    };
+    let claimed = u64::try_from(desc.size).unwrap_or(0);
+    if claimed > limit {
+        return Err(too_large());
+    }
+    let mut stream = read_stream(client, &desc.digest).await?;
+    let mut out = Vec::with_capacity(usize::try_from(claimed).unwrap_or(0));
     while let Some(chunk) = stream
         .message()
         .await
         .map_err(Error::call("content.read"))?
     {
+        if (out.len() + chunk.data.len()) as u64 > limit {
+            return Err(too_large());
+        }
         out.extend_from_slice(&chunk.data);
     }
     Ok(out)

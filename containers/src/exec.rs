@@ -268,6 +268,68 @@ impl ExecSession {
         })
     }
 
+    /// The process's handle, for resizing, ending stdin or killing it while other code
+    /// owns the session's pipes.
+    pub fn process(&self) -> ExecProcess {
+        ExecProcess {
+            container_id: self.container_id.clone(),
+            exec_id: self.exec_id.clone(),
+        }
+    }
+
+    /// Resizes the terminal (tty sessions only).
+    pub async fn resize(
+        &self,
+        client: &ContainerdClient,
+        width: u32,
+        height: u32,
+    ) -> Result<(), Error> {
+        self.process().resize(client, width, height).await
+    }
+
+    /// See [`ExecProcess::close_stdin`].
+    pub async fn close_stdin(&self, client: &ContainerdClient) -> Result<(), Error> {
+        self.process().close_stdin(client).await
+    }
+
+    /// Kills the process (SIGKILL).
+    pub async fn kill(&self, client: &ContainerdClient) -> Result<(), Error> {
+        self.process().kill(client).await
+    }
+
+    /// Waits for the process to exit; returns its exit code (128 + signal when killed).
+    pub async fn wait(&self, client: &ContainerdClient) -> Result<i32, Error> {
+        let response = TasksClient::new(client.channel())
+            .wait(client.request(WaitRequest {
+                container_id: self.container_id.clone(),
+                exec_id: self.exec_id.clone(),
+            }))
+            .await
+            .map_err(Error::call("tasks.wait (exec)"))?
+            .into_inner();
+        Ok(i32::try_from(response.exit_status).unwrap_or(i32::MAX))
+    }
+
+    /// Forgets the exited process in containerd and removes the FIFOs.
+    pub async fn remove(self, client: &ContainerdClient) {
+        let _ = TasksClient::new(client.channel())
+            .delete_process(client.request(DeleteProcessRequest {
+                container_id: self.container_id.clone(),
+                exec_id: self.exec_id.clone(),
+            }))
+            .await;
+    }
+}
+
+/// An exec process as containerd knows it (container and exec ID), detached from the
+/// session's pipes.
+#[derive(Clone, Debug)]
+pub struct ExecProcess {
+    container_id: String,
+    exec_id: String,
+}
+
+impl ExecProcess {
     /// Resizes the terminal (tty sessions only).
     pub async fn resize(
         &self,
@@ -301,19 +363,6 @@ impl ExecSession {
         Ok(())
     }
 
-    /// Waits for the process to exit; returns its exit code (128 + signal when killed).
-    pub async fn wait(&self, client: &ContainerdClient) -> Result<i32, Error> {
-        let response = TasksClient::new(client.channel())
-            .wait(client.request(WaitRequest {
-                container_id: self.container_id.clone(),
-                exec_id: self.exec_id.clone(),
-            }))
-            .await
-            .map_err(Error::call("tasks.wait (exec)"))?
-            .into_inner();
-        Ok(i32::try_from(response.exit_status).unwrap_or(i32::MAX))
-    }
-
     /// Kills the process (SIGKILL).
     pub async fn kill(&self, client: &ContainerdClient) -> Result<(), Error> {
         TasksClient::new(client.channel())
@@ -326,16 +375,6 @@ impl ExecSession {
             .await
             .map_err(Error::call("tasks.kill (exec)"))?;
         Ok(())
-    }
-
-    /// Forgets the exited process in containerd and removes the FIFOs.
-    pub async fn remove(self, client: &ContainerdClient) {
-        let _ = TasksClient::new(client.channel())
-            .delete_process(client.request(DeleteProcessRequest {
-                container_id: self.container_id.clone(),
-                exec_id: self.exec_id.clone(),
-            }))
-            .await;
     }
 }
 

@@ -1,34 +1,33 @@
 //! Images: what an OCI/Docker manifest and config say, recording an image whose blobs
 //! are in the content store (config and manifest with their gc labels, layers unpacked
-//! into snapshots through the diff and snapshot services, the image record), looking
-//! images up, and importing OCI image archives (`oci-layout`, `index.json`,
-//! `blobs/sha256/…`) — what `ctr images import` does client-side, since containerd 1.6
-//! has no Transfer service. Registry pulls ([`crate::pull`]) fetch the same parts
-//! over HTTP and record them with the same [`record`].
+//! into snapshots, the image record), and looking images up. Archive imports
+//! ([`import`]) and registry pulls ([`crate::pull`]) bring the parts in and record them
+//! with the same [`record`]; containerd 1.6 has no Transfer service to do it.
 //!
 //! Garbage collection: everything is written under a short lease; the image record then
 //! keeps the manifest alive, the manifest's `containerd.io/gc.ref.content.*` labels keep
 //! its config and layers, and the config's `containerd.io/gc.ref.snapshot.overlayfs`
 //! label keeps the unpacked snapshot chain.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod archive;
+mod import;
+mod unpack;
 
-use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, GetImageRequest, Image, UpdateImageRequest,
-    diff_client::DiffClient,
-    images_client::ImagesClient,
-    snapshots::{
-        CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
-        snapshots_client::SnapshotsClient,
-    },
-};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use containerd_client::services::v1::{GetImageRequest, images_client::ImagesClient};
 use containerd_client::types::Descriptor;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::content::{self, hex, read_blob, unique_suffix, with_lease, write_blob};
+use crate::content::{hex, read_blob, write_blob};
 use crate::{ContainerdClient, Error, SNAPSHOTTER};
+
+pub use archive::{MAX_ARCHIVE_BYTES, MAX_DOCUMENT_BYTES, MAX_ENTRIES};
+pub use import::import_archive;
+pub use unpack::MAX_UNPACKED_BYTES;
+use unpack::{put_image, unpack};
 
 pub(crate) const MANIFEST_OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(crate) const MANIFEST_DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -279,125 +278,6 @@ pub(crate) async fn record(
         config: defaults(config.config.unwrap_or_default()),
     })
 }
-
-/// Imports every image in the OCI archive at `path` and unpacks it; returns the images
-/// in index order. Each image is named by its `io.containerd.image.name` annotation, or
-/// its `org.opencontainers.image.ref.name` when that is a full reference.
-pub async fn import_archive(
-    client: &ContainerdClient,
-    path: &Path,
-) -> Result<Vec<ImportedImage>, Error> {
-    let archive_path = path.to_path_buf();
-    let files = tokio::task::spawn_blocking(move || read_archive(&archive_path)).await??;
-    let invalid = |detail: String| Error::InvalidImage {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let index_bytes = files
-        .get("index.json")
-        .ok_or_else(|| invalid("no index.json".into()))?;
-    let index: IndexJson =
-        serde_json::from_slice(index_bytes).map_err(|e| invalid(format!("index.json: {e}")))?;
-    if index.manifests.is_empty() {
-        return Err(invalid("index.json lists no manifests".into()));
-    }
-    with_lease(client, async |lease| {
-        let mut images = Vec::new();
-        for entry in &index.manifests {
-            images.push(import_entry(client, path, &files, entry, lease).await?);
-        }
-        Ok(images)
-    })
-    .await
-}
-
-/// Imports the image one `index.json` entry names.
-async fn import_entry(
-    client: &ContainerdClient,
-    path: &Path,
-    files: &HashMap<String, Vec<u8>>,
-    entry: &DescriptorJson,
-    lease: &str,
-) -> Result<ImportedImage, Error> {
-    let invalid = |detail: String| Error::InvalidImage {
-        path: path.to_path_buf(),
-        detail,
-    };
-    // A file of the archive by its digest.
-    let file = |digest: &str| -> Result<&Vec<u8>, Error> {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .ok_or_else(|| invalid(format!("unsupported digest {digest}")))?;
-        files
-            .get(&format!("blobs/sha256/{hex}"))
-            .ok_or_else(|| invalid(format!("blob {digest} missing from the archive")))
-    };
-    // A small blob read before it is written (index, manifest, config): checked here.
-    let blob = |digest: &str| -> Result<&Vec<u8>, Error> {
-        let data = file(digest)?;
-        let actual = content::sha256_digest(data);
-        if actual != digest {
-            return Err(Error::DigestMismatch {
-                expected: digest.to_string(),
-                actual,
-            });
-        }
-        Ok(data)
-    };
-    let name = entry
-        .annotations
-        .get("io.containerd.image.name")
-        .or_else(|| {
-            entry
-                .annotations
-                .get("org.opencontainers.image.ref.name")
-                .filter(|r| r.contains('/') || r.contains(':'))
-        })
-        .cloned()
-        .ok_or_else(|| {
-            invalid(format!(
-                "manifest {} has no io.containerd.image.name annotation",
-                entry.digest
-            ))
-        })?;
-    // A multi-platform index: pick this host's platform.
-    let manifest_desc = if is_manifest(&entry.media_type) {
-        entry.clone()
-    } else if is_index(&entry.media_type) {
-        pick_platform(blob(&entry.digest)?).map_err(|e| invalid(format!("{name}: {e}")))?
-    } else {
-        return Err(invalid(format!(
-            "unsupported media type {}",
-            entry.media_type
-        )));
-    };
-    let manifest_bytes = blob(&manifest_desc.digest)?;
-    let manifest = parse_manifest(manifest_bytes)
-        .map_err(|e| invalid(format!("{}: {e}", manifest_desc.digest)))?;
-    let config_bytes = blob(&manifest.config.digest)?;
-    let config = parse_config(config_bytes, &manifest)
-        .map_err(|e| invalid(format!("{}: {e}", manifest.config.digest)))?;
-    for layer in &manifest.layers {
-        // The writer hashes each layer as it streams it.
-        write_blob(
-            client,
-            lease,
-            &layer.digest,
-            file(&layer.digest)?,
-            HashMap::new(),
-        )
-        .await?;
-    }
-    let parts = ImageParts {
-        manifest_desc: Descriptor::from(&manifest_desc),
-        manifest_bytes: manifest_bytes.clone(),
-        manifest,
-        config_bytes: config_bytes.clone(),
-        config,
-    };
-    record(client, lease, &name, parts).await
-}
-
 fn defaults(run: RunConfigJson) -> ImageDefaults {
     ImageDefaults {
         entrypoint: run.entrypoint.unwrap_or_default(),
@@ -407,178 +287,6 @@ fn defaults(run: RunConfigJson) -> ImageDefaults {
         user: run.user.unwrap_or_default(),
     }
 }
-
-/// Reads every regular file of a (small) archive into memory, keyed by its path without
-/// a leading `./`.
-fn read_archive(path: &Path) -> Result<HashMap<String, Vec<u8>>, Error> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
-    let mut files = HashMap::new();
-    for entry in archive.entries().map_err(io)? {
-        let mut entry = entry.map_err(io)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let name = entry
-            .path()
-            .map_err(io)?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_string();
-        let mut data = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
-        std::io::Read::read_to_end(&mut entry, &mut data).map_err(io)?;
-        files.insert(name, data);
-    }
-    Ok(files)
-}
-
-/// Applies each layer on top of the previous one and commits it under its chain ID,
-/// skipping layers already unpacked.
-async fn unpack(
-    client: &ContainerdClient,
-    lease: &str,
-    layers: &[Descriptor],
-    diff_ids: &[String],
-) -> Result<(), Error> {
-    let mut snapshots = SnapshotsClient::new(client.channel());
-    let mut diff = DiffClient::new(client.channel());
-    let chains = chain_ids(diff_ids);
-    let mut parent = String::new();
-    for ((layer, diff_id), chain) in layers.iter().zip(diff_ids).zip(&chains) {
-        let present = snapshots
-            .stat(client.request(StatSnapshotRequest {
-                snapshotter: SNAPSHOTTER.to_string(),
-                key: chain.clone(),
-            }))
-            .await;
-        match present {
-            Ok(_) => {
-                parent = chain.clone();
-                continue;
-            }
-            Err(status) if status.code() == tonic::Code::NotFound => {}
-            Err(status) => return Err(Error::call("snapshots.stat")(status)),
-        }
-        let key = format!("hypermesh-extract-{}-{chain}", unique_suffix());
-        let mounts = snapshots
-            .prepare(client.leased_request(
-                PrepareSnapshotRequest {
-                    snapshotter: SNAPSHOTTER.to_string(),
-                    key: key.clone(),
-                    parent: parent.clone(),
-                    labels: HashMap::new(),
-                },
-                lease,
-            ))
-            .await
-            .map_err(Error::call("snapshots.prepare"))?
-            .into_inner()
-            .mounts;
-        let applied = async {
-            let applied = diff
-                .apply(client.leased_request(
-                    ApplyRequest {
-                        diff: Some(layer.clone()),
-                        mounts,
-                        payloads: HashMap::new(),
-                        sync_fs: false,
-                    },
-                    lease,
-                ))
-                .await
-                .map_err(Error::call("diff.apply"))?
-                .into_inner()
-                .applied
-                .map(|d| d.digest)
-                .unwrap_or_default();
-            if &applied != diff_id {
-                return Err(Error::InvalidImage {
-                    path: PathBuf::from(&layer.digest),
-                    detail: format!("layer unpacked to {applied}, config says {diff_id}"),
-                });
-            }
-            let committed = snapshots
-                .clone()
-                .commit(client.leased_request(
-                    CommitSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.to_string(),
-                        name: chain.clone(),
-                        key: key.clone(),
-                        labels: HashMap::new(),
-                    },
-                    lease,
-                ))
-                .await;
-            match committed {
-                Ok(_) => Ok(true),
-                // Another import unpacked the same layer meanwhile.
-                Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(false),
-                Err(status) => Err(Error::call("snapshots.commit")(status)),
-            }
-        }
-        .await;
-        if !matches!(applied, Ok(true)) {
-            let _ = snapshots
-                .remove(client.request(RemoveSnapshotRequest {
-                    snapshotter: SNAPSHOTTER.to_string(),
-                    key,
-                }))
-                .await;
-        }
-        applied?;
-        parent = chain.clone();
-    }
-    Ok(())
-}
-
-/// Creates the image record, or points an existing one at `target`.
-async fn put_image(
-    client: &ContainerdClient,
-    lease: &str,
-    name: &str,
-    target: Descriptor,
-) -> Result<(), Error> {
-    let mut images = ImagesClient::new(client.channel());
-    let image = Image {
-        name: name.to_string(),
-        labels: HashMap::new(),
-        target: Some(target),
-        created_at: None,
-        updated_at: None,
-    };
-    let created = images
-        .create(client.leased_request(
-            CreateImageRequest {
-                image: Some(image.clone()),
-                source_date_epoch: None,
-            },
-            lease,
-        ))
-        .await;
-    match created {
-        Ok(_) => Ok(()),
-        Err(status) if status.code() == tonic::Code::AlreadyExists => {
-            images
-                .update(client.leased_request(
-                    UpdateImageRequest {
-                        image: Some(image),
-                        update_mask: None,
-                        source_date_epoch: None,
-                    },
-                    lease,
-                ))
-                .await
-                .map_err(Error::call("images.update"))?;
-            Ok(())
-        }
-        Err(status) => Err(Error::call("images.create")(status)),
-    }
-}
-
 /// Looks up an image already in containerd (imported or pulled before): its manifest,
 /// config defaults and top snapshot. Fails with [`Error::ImageNotFound`] if
 /// unknown. Assumes the image was unpacked (as [`record`] does).
