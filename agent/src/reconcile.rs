@@ -150,6 +150,7 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
             config.secrets_dir.clone(),
         ),
         pids_limit: config.pids_limit,
+        user_namespace: user_namespace(),
     };
     let ctx = Arc::new(Ctx {
         images: Images::new(
@@ -345,6 +346,20 @@ fn grace_of(instance: &Instance) -> Duration {
         .filter(|g| *g > 0)
         .map(|g| Duration::from_secs(g.unsigned_abs()))
         .unwrap_or(DEFAULT_GRACE)
+}
+
+/// The id mapping containers run with, or `None` (logged) where the kernel has no user
+/// namespaces: they then run in the host's, root inside being root outside.
+fn user_namespace() -> Option<container::IdMapping> {
+    if container::user_namespaces_available() {
+        Some(container::IdMapping::DEFAULT)
+    } else {
+        tracing::warn!(
+            "this kernel has no user namespaces (/proc/sys/user/max_user_namespaces is 0): \
+             containers run in the host's user namespace, root inside is root on the host"
+        );
+        None
+    }
 }
 
 /// The containers (and their recorded grace periods) of Instances not in `live`, i.e.
@@ -600,6 +615,7 @@ fn config_of(ctx: &Ctx, instance: &Instance, c: &hypermesh_api::v1::Container) -
         // Set per start by ContainerSetup::prepare.
         user: None,
         mounts: Vec::new(),
+        security: Default::default(),
     }
 }
 

@@ -1,7 +1,13 @@
-//! Containers: a [`ContainerConfig`] becomes an OCI runtime spec (process and its user,
-//! mounts incl. bind-mounted volumes, namespaces, cgroup cpu/memory/pids limits), a
-//! container record, a writable snapshot on top of the image, and a runc task whose
-//! stdout/stderr go to `hm-logger` (a [`LogSink`]).
+//! Containers: a [`ContainerConfig`] becomes an OCI runtime spec ([`spec`]), a container
+//! record, a writable snapshot on top of the image (or on its copy owned by the user
+//! namespace's ids, [`userns`]), and a runc task whose stdout/stderr go to `hm-logger`
+//! (a [`LogSink`]); then start, wait, kill and delete.
+
+pub mod spec;
+pub mod userns;
+
+pub use spec::runtime_spec;
+pub use userns::{IdMapping, user_namespaces_available};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,19 +21,14 @@ use containerd_client::services::v1::{
     tasks_client::TasksClient,
 };
 use hypermesh_api::quantity::Quantity;
-use serde_json::{Value, json};
 
-use crate::image::{self, ImportedImage};
+use crate::image;
 use crate::{ContainerdClient, Error, SNAPSHOTTER};
 
 /// The runc shim containerd 1.6 ships.
 const RUNTIME: &str = "io.containerd.runc.v2";
 /// The `Any` type URL containerd expects for an OCI runtime spec (JSON-encoded).
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
-/// CFS period used to turn a CPU quantity into a quota.
-const CPU_PERIOD_US: u64 = 100_000;
-/// Default PATH when neither the image nor the config sets one.
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What to run: one container of an Instance.
 #[derive(Clone, Debug, Default)]
@@ -58,6 +59,24 @@ pub struct ContainerConfig {
     pub log: LogSink,
     /// Labels on the container record (e.g. the owning Instance).
     pub labels: HashMap<String, String>,
+    /// What it shares with the host. The default shares nothing: the default capability
+    /// set and seccomp profile, its own namespaces, the host's user namespace.
+    pub security: Security,
+}
+
+/// How much of the host a container shares, and who its root is there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Security {
+    /// All capabilities, no seccomp filter, no masked kernel paths, every device allowed
+    /// in its cgroup, a writable `/sys`.
+    pub privileged: bool,
+    /// The host's network namespace instead of its own.
+    pub host_network: bool,
+    /// The host's PID namespace instead of its own.
+    pub host_pid: bool,
+    /// Runs in a user namespace with this mapping (root inside is an unprivileged host
+    /// user); `None`: in the host's user namespace.
+    pub user_namespace: Option<IdMapping>,
 }
 
 /// A numeric user and group the container's process runs as.
@@ -206,204 +225,6 @@ pub fn oom_kills(id: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Builds the OCI runtime spec for `config` on top of `image`.
-pub fn runtime_spec(config: &ContainerConfig, image: &ImportedImage) -> Result<Value, Error> {
-    let defaults = &image.config;
-    let mut argv: Vec<String> = if config.command.is_empty() {
-        defaults.entrypoint.clone()
-    } else {
-        config.command.clone()
-    };
-    if !config.args.is_empty() {
-        argv.extend(config.args.iter().cloned());
-    } else if config.command.is_empty() {
-        argv.extend(defaults.cmd.iter().cloned());
-    }
-    if argv.is_empty() {
-        return Err(Error::InvalidConfig(format!(
-            "{}: no command: the image has no entrypoint or cmd and none was given",
-            config.id
-        )));
-    }
-    let mut env: Vec<String> = defaults.env.clone();
-    for (name, value) in &config.env {
-        if name.is_empty() || name.contains('=') {
-            return Err(Error::InvalidConfig(format!(
-                "{}: invalid environment variable name {name:?}",
-                config.id
-            )));
-        }
-        env.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(name.as_str()));
-        env.push(format!("{name}={value}"));
-    }
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, DEFAULT_PATH.to_string());
-    }
-    let cwd = config
-        .working_dir
-        .clone()
-        .filter(|d| !d.is_empty())
-        .or_else(|| Some(defaults.working_dir.clone()).filter(|d| !d.is_empty()))
-        .unwrap_or_else(|| "/".to_string());
-    if !cwd.starts_with('/') {
-        return Err(Error::InvalidConfig(format!(
-            "{}: working directory {cwd:?} is not absolute",
-            config.id
-        )));
-    }
-
-    let user = match config.user {
-        Some(user) => user,
-        None if defaults.user.is_empty() => ProcessUser::default(),
-        None => ProcessUser::parse(&defaults.user).ok_or_else(|| {
-            Error::InvalidConfig(format!(
-                "{}: the image's user {:?} is not a numeric uid[:gid]",
-                config.id, defaults.user
-            ))
-        })?,
-    };
-    let mut mounts = default_mounts();
-    for m in sorted_by_depth(&config.mounts) {
-        if !m.destination.starts_with('/') || !m.source.is_absolute() {
-            return Err(Error::InvalidConfig(format!(
-                "{}: bind mount {} -> {:?} needs absolute paths",
-                config.id,
-                m.source.display(),
-                m.destination
-            )));
-        }
-        let access = if m.read_only { "ro" } else { "rw" };
-        mounts.push(json!({
-            "destination": m.destination,
-            "type": "bind",
-            "source": m.source,
-            "options": ["rbind", "rprivate", access],
-        }));
-    }
-
-    let mut resources = json!({
-        "devices": [{"allow": false, "access": "rwm"}],
-    });
-    if let Some(memory) = config.memory {
-        let bytes = i64::try_from(memory.units_ceil()).map_err(|_| {
-            Error::InvalidConfig(format!("{}: memory {memory} too large", config.id))
-        })?;
-        if bytes <= 0 {
-            return Err(Error::InvalidConfig(format!(
-                "{}: memory limit must be positive",
-                config.id
-            )));
-        }
-        resources["memory"] = json!({"limit": bytes});
-    }
-    if let Some(cpu) = config.cpu {
-        let millis = u64::try_from(cpu.millis()).unwrap_or(u64::MAX);
-        if millis == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "{}: cpu limit must be positive",
-                config.id
-            )));
-        }
-        let quota = millis.saturating_mul(CPU_PERIOD_US) / 1000;
-        // Kubernetes' mapping: 1 CPU = 1024 shares, at least 2.
-        let shares = (millis.saturating_mul(1024) / 1000).max(2);
-        resources["cpu"] = json!({
-            "shares": shares,
-            "quota": i64::try_from(quota.max(1000)).unwrap_or(i64::MAX),
-            "period": CPU_PERIOD_US,
-        });
-    }
-    if let Some(pids) = config.pids_limit {
-        resources["pids"] = json!({"limit": pids});
-    }
-
-    let caps = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
-    Ok(json!({
-        "ociVersion": "1.0.2-dev",
-        "process": {
-            "terminal": false,
-            "user": {"uid": user.uid, "gid": user.gid},
-            "args": argv,
-            "env": env,
-            "cwd": cwd,
-            "capabilities": {
-                "bounding": caps,
-                "effective": caps,
-                "permitted": caps,
-            },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": true,
-        },
-        "root": {"path": "rootfs", "readonly": false},
-        "hostname": "",
-        "mounts": mounts,
-        "linux": {
-            "resources": resources,
-            "cgroupsPath": cgroup_path(&config.id),
-            "namespaces": [
-                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
-                {"type": "mount"}, {"type": "network"},
-            ],
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-            ],
-        },
-    }))
-}
-
-/// The kernel file systems every container gets.
-fn default_mounts() -> Vec<Value> {
-    vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc",
-               "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-               "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-               "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
-    ]
-}
-
-/// Parents before children (fewer path components first), so a volume mounted below
-/// another one is not hidden by it; the given order otherwise.
-fn sorted_by_depth(mounts: &[BindMount]) -> Vec<&BindMount> {
-    let mut sorted: Vec<&BindMount> = mounts.iter().collect();
-    sorted.sort_by_key(|m| {
-        m.destination
-            .split('/')
-            .filter(|part| !part.is_empty())
-            .count()
-    });
-    sorted
-}
-
 /// Creates the container, its writable snapshot and its (not yet started) task; returns
 /// the task's pid. Anything created is removed again when a later step fails.
 pub async fn create(client: &ContainerdClient, config: &ContainerConfig) -> Result<u32, Error> {
@@ -415,6 +236,10 @@ pub async fn create(client: &ContainerdClient, config: &ContainerConfig) -> Resu
     let spec_json = serde_json::to_vec(&spec)
         .map_err(|e| Error::InvalidConfig(format!("{}: spec: {e}", config.id)))?;
     let stdio = config.log.uri()?;
+    let parent = match &config.security.user_namespace {
+        Some(mapping) => userns::remapped_parent(client, &image, mapping).await?,
+        None => image.chain_id.clone(),
+    };
 
     ContainersClient::new(client.channel())
         .create(client.request(CreateContainerRequest {
@@ -446,7 +271,7 @@ pub async fn create(client: &ContainerdClient, config: &ContainerConfig) -> Resu
             .prepare(client.request(PrepareSnapshotRequest {
                 snapshotter: SNAPSHOTTER.to_string(),
                 key: config.id.clone(),
-                parent: image.chain_id.clone(),
+                parent,
                 labels: HashMap::new(),
             }))
             .await
@@ -611,93 +436,6 @@ pub async fn list_labelled(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::ImageDefaults;
-
-    fn busybox() -> ImportedImage {
-        ImportedImage {
-            name: "hypermesh.local/busybox:latest".into(),
-            manifest: "sha256:00".into(),
-            chain_id: "sha256:11".into(),
-            config: ImageDefaults {
-                entrypoint: vec![],
-                cmd: vec!["/bin/sh".into()],
-                env: vec!["PATH=/bin".into(), "MODE=image".into()],
-                working_dir: "/".into(),
-                user: String::new(),
-            },
-        }
-    }
-
-    fn config() -> ContainerConfig {
-        ContainerConfig {
-            id: "c1".into(),
-            image: "hypermesh.local/busybox:latest".into(),
-            log: LogSink {
-                logger: "/usr/bin/hm-logger".into(),
-                file: "/tmp/hm-test/0.log".into(),
-                max_bytes: 1024,
-                max_files: 2,
-            },
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn image_cmd_is_the_default_and_command_replaces_it() {
-        let spec = runtime_spec(&config(), &busybox()).expect("spec");
-        assert_eq!(spec["process"]["args"], json!(["/bin/sh"]));
-        let mut c = config();
-        c.command = vec!["/bin/echo".into()];
-        c.args = vec!["hi".into()];
-        let spec = runtime_spec(&c, &busybox()).expect("spec");
-        assert_eq!(spec["process"]["args"], json!(["/bin/echo", "hi"]));
-        let mut c = config();
-        c.args = vec!["-c".into(), "true".into()];
-        let spec = runtime_spec(&c, &busybox()).expect("spec");
-        assert_eq!(spec["process"]["args"], json!(["-c", "true"]));
-    }
-
-    #[test]
-    fn env_overrides_the_image_and_path_is_kept() {
-        let mut c = config();
-        c.env = vec![("MODE".into(), "prod".into()), ("X".into(), "1".into())];
-        let spec = runtime_spec(&c, &busybox()).expect("spec");
-        assert_eq!(
-            spec["process"]["env"],
-            json!(["PATH=/bin", "MODE=prod", "X=1"])
-        );
-        c.env = vec![("A=B".into(), "1".into())];
-        assert!(matches!(
-            runtime_spec(&c, &busybox()),
-            Err(Error::InvalidConfig(_))
-        ));
-    }
-
-    #[test]
-    fn limits_become_cgroup_resources() {
-        let mut c = config();
-        c.cpu = Some("250m".parse().expect("quantity"));
-        c.memory = Some("128Mi".parse().expect("quantity"));
-        c.pids_limit = Some(100);
-        let spec = runtime_spec(&c, &busybox()).expect("spec");
-        let resources = &spec["linux"]["resources"];
-        assert_eq!(resources["memory"]["limit"], json!(128 * 1024 * 1024));
-        assert_eq!(resources["cpu"]["quota"], json!(25_000));
-        assert_eq!(resources["cpu"]["period"], json!(100_000));
-        assert_eq!(resources["cpu"]["shares"], json!(256));
-        assert_eq!(resources["pids"]["limit"], json!(100));
-        assert_eq!(spec["linux"]["cgroupsPath"], json!("/hypermesh/c1"));
-    }
-
-    #[test]
-    fn relative_working_dir_and_no_command_are_rejected() {
-        let mut c = config();
-        c.working_dir = Some("tmp".into());
-        assert!(runtime_spec(&c, &busybox()).is_err());
-        let mut image = busybox();
-        image.config.cmd.clear();
-        assert!(runtime_spec(&config(), &image).is_err());
-    }
 
     #[test]
     fn users_are_numeric_uid_and_gid() {
@@ -718,54 +456,6 @@ mod tests {
         ] {
             assert_eq!(ProcessUser::parse(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn the_user_comes_from_the_config_then_the_image() {
-        let spec = runtime_spec(&config(), &busybox()).expect("spec");
-        assert_eq!(spec["process"]["user"], json!({"uid": 0, "gid": 0}));
-        let mut image = busybox();
-        image.config.user = "65534:65534".into();
-        let spec = runtime_spec(&config(), &image).expect("spec");
-        assert_eq!(spec["process"]["user"], json!({"uid": 65534, "gid": 65534}));
-        let mut c = config();
-        c.user = Some(ProcessUser { uid: 1000, gid: 7 });
-        let spec = runtime_spec(&c, &image).expect("spec");
-        assert_eq!(spec["process"]["user"], json!({"uid": 1000, "gid": 7}));
-        image.config.user = "www-data".into();
-        assert!(matches!(
-            runtime_spec(&config(), &image),
-            Err(Error::InvalidConfig(m)) if m.contains("www-data")
-        ));
-    }
-
-    #[test]
-    fn volumes_are_bind_mounts_parents_first() {
-        let mut c = config();
-        let bind = |source: &str, destination: &str, read_only| BindMount {
-            source: source.into(),
-            destination: destination.into(),
-            read_only,
-        };
-        c.mounts = vec![
-            bind("/host/b", "/data/cache", false),
-            bind("/host/a", "/data", true),
-        ];
-        let spec = runtime_spec(&c, &busybox()).expect("spec");
-        let mounts = spec["mounts"].as_array().expect("mounts");
-        let binds: Vec<&Value> = mounts.iter().filter(|m| m["type"] == "bind").collect();
-        assert_eq!(
-            binds,
-            [
-                &json!({"destination": "/data", "type": "bind", "source": "/host/a",
-                        "options": ["rbind", "rprivate", "ro"]}),
-                &json!({"destination": "/data/cache", "type": "bind", "source": "/host/b",
-                        "options": ["rbind", "rprivate", "rw"]}),
-            ]
-        );
-        assert!(mounts.iter().any(|m| m["destination"] == "/proc"));
-        c.mounts = vec![bind("host", "/data", false)];
-        assert!(runtime_spec(&c, &busybox()).is_err());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct ImportedImage {
     pub name: String,
     /// Digest of the image's manifest (the image record's target).
     pub manifest: String,
+    /// Digest of the image's config blob (whose gc labels keep its snapshots).
+    pub config_digest: String,
     /// The snapshot name (chain ID) of the top layer: the parent of container rootfs.
     pub chain_id: String,
     /// The image config's defaults for containers.
@@ -274,6 +276,7 @@ pub(crate) async fn record(
     Ok(ImportedImage {
         name: name.to_string(),
         manifest: manifest_desc.digest,
+        config_digest: manifest.config.digest.clone(),
         chain_id: top,
         config: defaults(config.config.unwrap_or_default()),
     })
@@ -328,6 +331,7 @@ pub async fn resolve(client: &ContainerdClient, name: &str) -> Result<ImportedIm
     Ok(ImportedImage {
         name: name.to_string(),
         manifest: manifest_desc.digest,
+        config_digest: manifest.config.digest.clone(),
         chain_id,
         config: defaults(config.config.unwrap_or_default()),
     })
