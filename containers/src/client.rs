@@ -75,12 +75,12 @@ impl ContainerdClient {
     }
 
     /// The underlying channel, for service clients.
-    pub fn channel(&self) -> Channel {
+    pub(crate) fn channel(&self) -> Channel {
         self.channel.clone()
     }
 
     /// Wraps `message` in a request carrying the namespace header.
-    pub fn request<T>(&self, message: T) -> Request<T> {
+    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         // A namespace name is validated by containerd to be a DNS label, so it is always
         // valid ASCII metadata; an invalid one is simply not sent and containerd rejects
@@ -93,7 +93,7 @@ impl ContainerdClient {
 
     /// As [`ContainerdClient::request`], also carrying `lease` so that content and
     /// snapshots created by the call are kept until the lease is deleted.
-    pub fn leased_request<T>(&self, message: T, lease: &str) -> Request<T> {
+    pub(crate) fn leased_request<T>(&self, message: T, lease: &str) -> Request<T> {
         let mut request = self.request(message);
         if let Ok(value) = lease.parse() {
             request.metadata_mut().insert(LEASE_HEADER, value);
@@ -137,7 +137,11 @@ impl ContainerdClient {
 
     /// Creates a lease that expires after `ttl` on its own if it is never deleted (so a
     /// crash mid-import leaves nothing pinned forever).
-    pub async fn create_lease(&self, id: &str, ttl: std::time::Duration) -> Result<(), Error> {
+    pub(crate) async fn create_lease(
+        &self,
+        id: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), Error> {
         let mut labels = HashMap::new();
         labels.insert("containerd.io/gc.expire".to_string(), rfc3339_after(ttl));
         LeasesClient::new(self.channel())
@@ -151,7 +155,7 @@ impl ContainerdClient {
     }
 
     /// Deletes a lease; what it pinned becomes collectable unless referenced elsewhere.
-    pub async fn delete_lease(&self, id: &str) -> Result<(), Error> {
+    pub(crate) async fn delete_lease(&self, id: &str) -> Result<(), Error> {
         let result = LeasesClient::new(self.channel())
             .delete(self.request(DeleteLeaseRequest {
                 id: id.to_string(),

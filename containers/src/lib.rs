@@ -1,27 +1,43 @@
-//! Running containers on the host's containerd, through its gRPC API over the unix socket.
+//! HyperMesh's container runtime client: running containers on the host's containerd
+//! through its gRPC API over the unix socket, bringing images in (OCI archives, registry
+//! pulls), and running extra processes in containers. The agent is its user; nothing
+//! here knows about Instances or the API.
 //!
-//! The agent owns everything it creates in the containerd namespace [`NAMESPACE`], so it
-//! never sees or disturbs containers of other tools on the same containerd. Debian's
-//! containerd 1.6 has no Transfer service, so images are brought in by hand: blobs are
-//! written through the content service and layers are unpacked through the diff and
-//! snapshot services, the same steps `ctr images import` takes on the client side.
+//! Everything lives in the containerd namespace [`NAMESPACE`], so other tools' containers
+//! on the same containerd are never seen or disturbed. Debian's containerd 1.6 has no
+//! Transfer service, so images are brought in client-side, as `ctr` does: blobs through
+//! the content service (every one hashed on the way in, committed only on a match),
+//! layers unpacked through the diff and snapshot services.
+//!
+//! # Public face
+//! - [`ContainerdClient::connect`]: the connection (`version` for readiness checks).
+//! - [`image::import_archive`], [`pull::pull`] (with [`pull::PullConfig`]),
+//!   [`image::resolve`]: images in, and looking them up.
+//! - [`container`]: a [`ContainerConfig`] (with its [`container::Security`]) is created,
+//!   started, waited on, killed and deleted; [`container::list_labelled`] finds them.
+//! - [`TaskExits`]: waits for task exits over one event subscription.
+//! - [`exec`]: processes in a running container ([`exec::ExecSession`],
+//!   [`exec::run_captured`]).
+//! - [`Error`] (containerd, archive and config failures) and [`pull::PullError`].
 //!
 //! # Layout
 //! - [`client`]: [`ContainerdClient`], the connection, namespace metadata and leases.
-//! - [`content`]: writing blobs with their digest and size verified, leases for imports.
-//! - [`image`]: manifests and configs, recording and unpacking images, resolving them,
-//!   importing OCI image archives.
+//! - `content`: writing blobs with their digest and size verified, leases for imports.
+//! - [`image`]: manifests and configs, recording and unpacking images (decompression
+//!   capped), resolving them, importing OCI image archives read without trusting them.
 //! - [`reference`]: parsing image references (`host[:port]/path[:tag][@digest]`).
-//! - [`pull`]: pulling images from OCI/Docker registries over HTTP(S).
-//! - [`container`]: [`ContainerConfig`] → OCI runtime spec, container and task
-//!   lifecycle (create, start, wait, kill, delete with its snapshot).
+//! - [`pull`]: pulling images from OCI/Docker registries over HTTP(S), credentials sent
+//!   only to the host they are for.
+//! - [`container`]: [`ContainerConfig`] → OCI runtime spec (by concern in
+//!   [`container::spec`]: default capabilities and seccomp profile, non-recursive volume
+//!   binds, user namespaces), container and task lifecycle.
 //! - [`exits`]: task exits from one subscription to containerd's events, for every
 //!   container waiting on its task.
 //! - [`exec`]: extra processes in a running container (exec sessions, exec probes).
 
 pub mod client;
 pub mod container;
-pub mod content;
+mod content;
 pub mod exec;
 pub mod exits;
 pub mod image;
@@ -30,6 +46,7 @@ pub mod reference;
 
 pub use client::ContainerdClient;
 pub use container::{ContainerConfig, ExitStatus, LogSink};
+pub use content::sha256_digest;
 pub use exits::{TaskEnd, TaskExits};
 pub use image::ImportedImage;
 
