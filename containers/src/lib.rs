@@ -25,7 +25,7 @@
 //! - `content`: writing blobs with their digest and size verified, leases for imports.
 //! - [`image`]: manifests and configs, recording and unpacking images (decompression
 //!   capped), resolving them, importing OCI image archives read without trusting them.
-//! - [`reference`]: parsing image references (`host[:port]/path[:tag][@digest]`).
+//! - [`mod@reference`]: parsing image references (`host[:port]/path[:tag][@digest]`).
 //! - [`pull`]: pulling images from OCI/Docker registries over HTTP(S), credentials sent
 //!   only to the host they are for.
 //! - [`container`]: [`ContainerConfig`] → OCI runtime spec (by concern in

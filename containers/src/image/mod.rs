@@ -1,8 +1,8 @@
 //! Images: what an OCI/Docker manifest and config say, recording an image whose blobs
 //! are in the content store (config and manifest with their gc labels, layers unpacked
 //! into snapshots, the image record), and looking images up. Archive imports
-//! ([`import`]) and registry pulls ([`crate::pull`]) bring the parts in and record them
-//! with the same [`record`]; containerd 1.6 has no Transfer service to do it.
+//! ([`import_archive`]) and registry pulls ([`crate::pull`]) bring the parts in and record them
+//! with the same `record`; containerd 1.6 has no Transfer service to do it.
 //!
 //! Garbage collection: everything is written under a short lease; the image record then
 //! keeps the manifest alive, the manifest's `containerd.io/gc.ref.content.*` labels keep
@@ -292,7 +292,7 @@ fn defaults(run: RunConfigJson) -> ImageDefaults {
 }
 /// Looks up an image already in containerd (imported or pulled before): its manifest,
 /// config defaults and top snapshot. Fails with [`Error::ImageNotFound`] if
-/// unknown. Assumes the image was unpacked (as [`record`] does).
+/// unknown. Assumes the image was unpacked (as `record` does).
 pub async fn resolve(client: &ContainerdClient, name: &str) -> Result<ImportedImage, Error> {
     let found = ImagesClient::new(client.channel())
         .get(client.request(GetImageRequest {

@@ -68,7 +68,7 @@ pub enum HttpError {
         host: String,
         after: Duration,
     },
-    /// More than [`MAX_REDIRECTS`] redirects.
+    /// More than `MAX_REDIRECTS` redirects.
     #[error("{0}: too many redirects")]
     Redirects(String),
     /// A body was larger than the caller allows for it.
@@ -237,7 +237,7 @@ where
         })?
 }
 
-/// The next data of a response body (`None` at its end), within [`IDLE_TIMEOUT`].
+/// The next data of a response body (`None` at its end), within `IDLE_TIMEOUT`.
 pub async fn next_chunk(body: &mut Incoming, host: &str) -> Result<Option<Bytes>, HttpError> {
     loop {
         let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())

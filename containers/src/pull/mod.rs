@@ -6,7 +6,7 @@
 //! the registry's `Docker-Content-Digest`), the platform manifest against its index entry,
 //! and every blob against its descriptor's digest and size. Layers stream into the
 //! content store chunk by chunk and are committed only once verified; the image is then
-//! recorded with the same code as archive imports ([`crate::image::record`]), all under
+//! recorded with the same code as archive imports (`image::record`), all under
 //! one lease, so a failed pull leaves no image record and nothing that could be used.
 //!
 //! # Layout
