@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Times pulling the busybox test image from a local registry into containerd: the
-# agent's registry client (agent/examples/pull-image.rs, the code the Instance
+# agent's image pull client (containers/examples/pull-image.rs, the code the Instance
 # reconciler runs) against `ctr images pull --plain-http --user` (containerd's own
 # client-side pull), on the same registry and the same containerd build.
 #
-#   cargo build --release -p hypermesh-agent --example pull-image
+#   cargo build --release -p hypermesh-containers --example pull-image
 #   scripts/bench-registry-pull.sh [RUNS]          # default 5 runs each
 #
 # Setup (not timed): Debian's docker-registry on a free loopback port with htpasswd auth
@@ -20,7 +20,7 @@ die() { printf 'bench-registry-pull.sh: error: %s\n' "$*" >&2; exit 1; }
 runs=${1:-5}
 root=$(cd "$(dirname "$0")/.." && pwd)
 pull_image=${PULL_IMAGE:-${CARGO_TARGET_DIR:-$root/target}/release/examples/pull-image}
-[ -x "$pull_image" ] || die "$pull_image not found: cargo build --release -p hypermesh-agent --example pull-image"
+[ -x "$pull_image" ] || die "$pull_image not found: cargo build --release -p hypermesh-containers --example pull-image"
 [ -x /usr/bin/docker-registry ] || die "docker-registry not found: run scripts/setup.sh"
 command -v ctr >/dev/null || die "ctr not found: run scripts/setup.sh"
 

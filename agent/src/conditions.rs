@@ -37,7 +37,7 @@ pub struct Readings {
     /// Root filesystem (total, available) bytes, if statvfs answered.
     pub root_fs: Option<(u64, u64)>,
     /// `Ok(())` when containerd accepted a connection, else the error text.
-    pub runtime: Result<(), String>,
+    pub containerd: Result<(), String>,
 }
 
 /// Thresholds in percent.
@@ -108,7 +108,7 @@ pub fn evaluate(r: &Readings, t: Thresholds, gpu: &GpuReport, socket: &Path) -> 
             )
         },
     };
-    let runtime = match &r.runtime {
+    let runtime = match &r.containerd {
         Ok(()) => condition(
             "RuntimeReady",
             true,
@@ -179,7 +179,7 @@ pub fn same(a: &[Condition], b: &[Condition]) -> bool {
 }
 
 /// Connects to containerd's socket (`unix://` prefix allowed) within `timeout`.
-pub async fn probe_runtime(socket: &Path, timeout: Duration) -> Result<(), String> {
+pub async fn probe_containerd(socket: &Path, timeout: Duration) -> Result<(), String> {
     let text = socket.to_string_lossy();
     let path = text.strip_prefix("unix://").unwrap_or(&text).to_string();
     match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&path)).await {
@@ -209,7 +209,7 @@ pub async fn read(meminfo: &Path, socket: &Path) -> Readings {
         memory_total_bytes: mem.get("MemTotal").copied().unwrap_or(0),
         memory_available_bytes: mem.get("MemAvailable").copied().unwrap_or(0),
         root_fs,
-        runtime: probe_runtime(socket, Duration::from_secs(1)).await,
+        containerd: probe_containerd(socket, Duration::from_secs(1)).await,
     }
 }
 
@@ -238,7 +238,7 @@ mod tests {
             memory_total_bytes: 100,
             memory_available_bytes: 4,
             root_fs: Some((100, 50)),
-            runtime: Err("no such file".into()),
+            containerd: Err("no such file".into()),
         };
         let t = Thresholds {
             memory_available_percent: 5.0,
@@ -262,7 +262,7 @@ mod tests {
             memory_total_bytes: 100,
             memory_available_bytes: 50,
             root_fs: Some((100, 50)),
-            runtime: Err("Connection refused (os error 111)".into()),
+            containerd: Err("Connection refused (os error 111)".into()),
         };
         let t = Thresholds {
             memory_available_percent: 5.0,
@@ -287,7 +287,7 @@ mod tests {
             down.message,
             "connecting to /run/ctd.sock: Connection refused (os error 111)"
         );
-        r.runtime = Ok(());
+        r.containerd = Ok(());
         let up = runtime(&r);
         assert_eq!(
             (up.status.as_str(), up.reason.as_str()),

@@ -96,7 +96,7 @@ pub struct Config {
     /// Log files kept per container run (the live one included).
     pub log_max_files: u32,
     /// How images are pulled from registries (credentials, plain-http hosts, extra CA).
-    pub registry: crate::runtime::registry::RegistryConfig,
+    pub pull: hypermesh_containers::pull::PullConfig,
     /// Bootstrap token for the first join (`hmctl token create`).
     pub join_token: Option<String>,
     /// `sha256:<hex>` of the cluster CA's public key, pinned on first contact.
@@ -147,7 +147,7 @@ impl Config {
             logger: default_logger(),
             log_max_bytes: 10 * 1024 * 1024,
             log_max_files: 5,
-            registry: Default::default(),
+            pull: Default::default(),
             join_token: None,
             ca_cert_hash: None,
         }
@@ -323,7 +323,7 @@ impl Args {
             .filter(|b| *b > 0)
             .ok_or_else(|| ConfigError::LogMaxSize(self.log_max_size.clone()))?;
         config.log_max_files = self.log_max_files.max(1);
-        config.registry = crate::runtime::registry::RegistryConfig {
+        config.pull = hypermesh_containers::pull::PullConfig {
             auth_file: self.registry_auth,
             insecure: self
                 .insecure_registries

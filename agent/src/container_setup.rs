@@ -1,6 +1,8 @@
 //! What each start of a container needs beyond the [`ContainerConfig`] built from its
-//! spec: the process user (the spec's `uid[:gid]`, else the image's when numeric), the
-//! node's pids limit, the volume mounts and the probes. Failures the spec causes (a
+//! spec: the process user (the spec's `uid[:gid]`, else the image's when numeric), what
+//! it shares with the host ([`security_of`]: nothing unless its `securityContext` asks,
+//! and a user namespace wherever the node has them), the node's pids limit, the volume
+//! mounts (secret files owned by the container's user) and the probes. Failures the spec causes (a
 //! non-numeric user, a missing hostPath or Secret) are the Instance owner's to fix: the
 //! reconciler shows them as the container's `CreateContainerConfigError` and retries;
 //! transient ones (apiserver or containerd unreachable) are retried quietly.
@@ -8,9 +10,9 @@
 use hypermesh_api::v1::{self, Instance};
 
 use crate::probe::{ContainerProbes, ProbeError};
-use crate::runtime::container::ProcessUser;
-use crate::runtime::{ContainerConfig, RuntimeClient, RuntimeError, image};
 use crate::volumes::{InstanceVolumes, VolumeError};
+use hypermesh_containers::container::{IdMapping, ProcessUser, Security};
+use hypermesh_containers::{self as containers, ContainerConfig, ContainerdClient, image};
 
 /// Why a container cannot be started as its spec says.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +38,7 @@ pub enum LaunchError {
     Probe(#[from] ProbeError),
     /// containerd could not be asked about the image (retried).
     #[error("reading the image's config: {0}")]
-    Runtime(#[source] RuntimeError),
+    Runtime(#[source] containers::Error),
 }
 
 impl LaunchError {
@@ -59,10 +61,42 @@ pub struct Launch {
 
 /// Node-wide settings and the volume directories, shared by every container start.
 pub struct ContainerSetup {
-    pub client: RuntimeClient,
+    pub client: ContainerdClient,
     pub volumes: InstanceVolumes,
     /// Every container's pids limit (`--pids-limit`).
     pub pids_limit: Option<i64>,
+    /// The mapping of containers that run in a user namespace; `None` where the node
+    /// has no user namespaces (they then run in the host's).
+    pub user_namespace: Option<IdMapping>,
+}
+
+/// What container `c` of `instance` shares with the host: what its `securityContext`
+/// asks for, and a user namespace (`mapping`) unless it runs privileged, in a host
+/// namespace, with `hostUsers`, or mounts a hostPath (whose files keep their host
+/// owners, which a user namespace would turn into `nobody`).
+pub fn security_of(instance: &Instance, c: &v1::Container, mapping: Option<IdMapping>) -> Security {
+    let asked = c.security_context.unwrap_or_default();
+    let volumes = instance
+        .spec
+        .as_ref()
+        .map(|s| s.volumes.as_slice())
+        .unwrap_or(&[]);
+    let mounts_host_path = c.volume_mounts.iter().any(|m| {
+        volumes
+            .iter()
+            .any(|v| v.name == m.name && matches!(v.source, Some(v1::volume::Source::HostPath(_))))
+    });
+    let host_users = asked.host_users
+        || asked.privileged
+        || asked.host_network
+        || asked.host_pid
+        || mounts_host_path;
+    Security {
+        privileged: asked.privileged,
+        host_network: asked.host_network,
+        host_pid: asked.host_pid,
+        user_namespace: mapping.filter(|_| !host_users),
+    }
 }
 
 impl ContainerSetup {
@@ -76,9 +110,19 @@ impl ContainerSetup {
         mut config: ContainerConfig,
     ) -> Result<Launch, LaunchError> {
         let probes = ContainerProbes::of(index, c)?;
-        config.user = Some(self.user(index, c).await?);
+        let user = self.user(index, c).await?;
+        config.user = Some(user);
+        config.security = security_of(instance, c, self.user_namespace);
         config.pids_limit = self.pids_limit;
-        config.mounts = self.volumes.mounts(instance, c).await?;
+        // Secret files belong to the container's user as the host sees it.
+        let owner = match &config.security.user_namespace {
+            Some(m) => (
+                m.host_uid(user.uid).unwrap_or(user.uid),
+                m.host_gid(user.gid).unwrap_or(user.gid),
+            ),
+            None => (user.uid, user.gid),
+        };
+        config.mounts = self.volumes.mounts(instance, c, owner).await?;
         Ok(Launch { config, probes })
     }
 

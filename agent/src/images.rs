@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Mutex;
 
-use crate::runtime::registry::{self, RegistryConfig};
-use crate::runtime::{RuntimeClient, RuntimeError, image};
+use hypermesh_containers::pull::{self, PullConfig};
+use hypermesh_containers::{self as containers, ContainerdClient, image};
 
 /// How often the image directory is looked at for new archives.
 pub(crate) const IMAGE_RESCAN: Duration = Duration::from_secs(10);
@@ -28,11 +28,11 @@ const MAX_PULL_BACKOFF: Duration = Duration::from_secs(300);
 /// pulls images whose reference names a registry, one pull per image at a time, backing
 /// off per image after a failure.
 pub(crate) struct Images {
-    client: RuntimeClient,
+    client: ContainerdClient,
     dir: Option<PathBuf>,
     /// Archive → its mtime when last tried, and when it failed (none: imported).
     seen: Mutex<HashMap<PathBuf, (SystemTime, Option<std::time::Instant>)>>,
-    registry: RegistryConfig,
+    pull_config: PullConfig,
     /// Image → held while it is being pulled, so concurrent workers pull it once.
     pulling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Image → its last failed pull.
@@ -70,17 +70,17 @@ pub(crate) enum Pulled {
 
 impl Images {
     /// Images for `client`'s containerd, from the archives in `dir` and the registries
-    /// `registry` describes.
+    /// `pull_config` describes.
     pub(crate) fn new(
-        client: RuntimeClient,
+        client: ContainerdClient,
         dir: Option<PathBuf>,
-        registry: RegistryConfig,
+        pull_config: PullConfig,
     ) -> Images {
         Images {
             client,
             dir,
             seen: Mutex::new(HashMap::new()),
-            registry,
+            pull_config,
             pulling: Mutex::new(HashMap::new()),
             failed: std::sync::Mutex::new(HashMap::new()),
         }
@@ -114,7 +114,7 @@ impl Images {
                     }
                     seen.insert(path, (modified, None));
                 }
-                Err(e @ RuntimeError::Connect { .. }) => {
+                Err(e @ containers::Error::Connect { .. }) => {
                     tracing::warn!(error = %e, "image import: containerd unreachable");
                 }
                 Err(e) if e.code() == Some(tonic::Code::Unavailable) => {
@@ -129,9 +129,9 @@ impl Images {
     }
 
     /// Ok when the image is in containerd (importing new archives first if needed).
-    async fn ensure(&self, name: &str) -> Result<(), RuntimeError> {
+    async fn ensure(&self, name: &str) -> Result<(), containers::Error> {
         match image::resolve(&self.client, name).await {
-            Err(RuntimeError::ImageNotFound(_)) => {
+            Err(containers::Error::ImageNotFound(_)) => {
                 self.scan().await;
                 image::resolve(&self.client, name).await.map(|_| ())
             }
@@ -143,7 +143,7 @@ impl Images {
     pub(crate) async fn check(&self, name: &str) -> ImageState {
         match self.ensure(name).await {
             Ok(()) => ImageState::Ready,
-            Err(RuntimeError::ImageNotFound(_)) if registry::is_pullable(name) => {
+            Err(containers::Error::ImageNotFound(_)) if pull::is_pullable(name) => {
                 let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
                 match failed.get(name) {
                     Some(f) if f.retry_at > std::time::Instant::now() => {
@@ -152,7 +152,7 @@ impl Images {
                     _ => ImageState::Pull,
                 }
             }
-            Err(RuntimeError::ImageNotFound(_)) => ImageState::NotFound,
+            Err(containers::Error::ImageNotFound(_)) => ImageState::NotFound,
             Err(e) => {
                 tracing::debug!(error = %e, "image lookup failed; retrying");
                 ImageState::Down
@@ -175,7 +175,7 @@ impl Images {
             return Pulled::Done;
         }
         let started = std::time::Instant::now();
-        match registry::pull(&self.client, &self.registry, name).await {
+        match pull::pull(&self.client, &self.pull_config, name).await {
             Ok(pulled) => {
                 tracing::info!(
                     image = name,
@@ -189,7 +189,10 @@ impl Images {
                     .remove(name);
                 Pulled::Done
             }
-            Err(e) if e.runtime().is_some_and(RuntimeError::is_unreachable) => {
+            Err(e)
+                if e.containerd()
+                    .is_some_and(containers::Error::is_unreachable) =>
+            {
                 tracing::debug!(image = name, error = %e, "pull: containerd unreachable; retrying");
                 Pulled::Down
             }

@@ -15,8 +15,8 @@
 //! - [`conditions`]: measuring and merging Node conditions.
 //! - [`metrics`]: Prometheus counters and the `--metrics-addr` server.
 //! - [`probe`]: readiness and liveness probes (TCP in the container's netns, exec).
-//! - [`runtime`]: containerd client: image import, containers with limits.
-//! - [`reconcile`]: runs the Instances bound to this node on containerd.
+//! - [`reconcile`]: runs the Instances bound to this node on containerd (through
+//!   [`hypermesh_containers`]).
 //! - `images`: archives from `--image-dir` and registry pulls, for the reconciler.
 //! - [`logs`]: container log files (written by `hm-logger`), rotation, tail and follow.
 //! - [`sessions`]: logs, exec and image imports relayed by the apiserver over a
@@ -35,7 +35,6 @@ pub mod metrics;
 pub mod probe;
 pub mod reconcile;
 pub mod register;
-pub mod runtime;
 pub mod sessions;
 pub mod volumes;
 

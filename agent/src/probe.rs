@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hypermesh_api::v1;
 
-use crate::runtime::{RuntimeClient, RuntimeError, container, exec};
+use hypermesh_containers::{self as containers, ContainerdClient, container, exec};
 
 /// Kubernetes' defaults for the fields left 0.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
@@ -176,7 +176,7 @@ impl Tracker {
 /// The container a probe checks.
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub client: RuntimeClient,
+    pub client: ContainerdClient,
     pub container_id: String,
 }
 
@@ -353,7 +353,7 @@ async fn exec_in_container(target: &Target, command: &[String], timeout: Duratio
             }
             Checked::Failed(message)
         }
-        Err(RuntimeError::Timeout(after)) => {
+        Err(containers::Error::Timeout(after)) => {
             Checked::Failed(format!("command {command:?} timed out after {after:?}"))
         }
         Err(e) if e.is_unreachable() => Checked::Unknown(e.to_string()),

@@ -2,7 +2,7 @@
 //! `hmctl image import`. The agent dials out — it keeps `AgentTunnelService.Listen`
 //! open and answers each `SessionOpen` by calling `Attach` — so this works for nodes
 //! that accept no inbound connections. Logs come from the node's log files
-//! ([`crate::logs`]), exec and imports from containerd ([`crate::runtime`]).
+//! ([`crate::logs`]), exec and imports from containerd ([`hypermesh_containers`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,8 +22,8 @@ use tonic::{Status, Streaming};
 
 use crate::config::Config;
 use crate::logs::reader::{self, LogOptions};
-use crate::runtime::exec::{ExecSession, ExecSpec};
-use crate::runtime::{RuntimeClient, RuntimeError, image};
+use hypermesh_containers::exec::{ExecProcess, ExecSession, ExecSpec};
+use hypermesh_containers::{self as containers, ContainerdClient, image};
 
 /// Longest wait between attempts to (re)open the Listen stream.
 const MAX_RECONNECT: Duration = Duration::from_secs(5);
@@ -43,30 +43,30 @@ struct Ctx {
 }
 
 impl Ctx {
-    async fn runtime(&self) -> Result<RuntimeClient, Status> {
-        RuntimeClient::connect(&self.containerd_socket)
+    async fn containerd(&self) -> Result<ContainerdClient, Status> {
+        ContainerdClient::connect(&self.containerd_socket)
             .await
-            .map_err(|e| runtime_status(&self.node_name, e))
+            .map_err(|e| containerd_status(&self.node_name, e))
     }
 }
 
-/// A gRPC status for a runtime failure, naming the node.
-fn runtime_status(node: &str, e: RuntimeError) -> Status {
+/// A gRPC status for a containerd failure, naming the node.
+fn containerd_status(node: &str, e: containers::Error) -> Status {
     match &e {
-        RuntimeError::Connect { .. } => {
+        containers::Error::Connect { .. } => {
             Status::unavailable(format!("node {node}: containerd is not reachable: {e}"))
         }
-        RuntimeError::Call { source, .. } => {
+        containers::Error::Call { source, .. } => {
             Status::new(source.code(), format!("node {node}: {e}"))
         }
-        RuntimeError::InvalidImage { .. }
-        | RuntimeError::InvalidConfig(_)
-        | RuntimeError::DigestMismatch { .. }
-        | RuntimeError::SizeMismatch { .. }
-        | RuntimeError::UnsupportedDigest(_) => Status::invalid_argument(e.to_string()),
-        RuntimeError::ImageNotFound(_) => Status::not_found(e.to_string()),
-        RuntimeError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
-        RuntimeError::Io { .. } | RuntimeError::Task(_) => {
+        containers::Error::InvalidImage { .. }
+        | containers::Error::InvalidConfig(_)
+        | containers::Error::DigestMismatch { .. }
+        | containers::Error::SizeMismatch { .. }
+        | containers::Error::UnsupportedDigest(_) => Status::invalid_argument(e.to_string()),
+        containers::Error::ImageNotFound(_) => Status::not_found(e.to_string()),
+        containers::Error::Timeout(_) => Status::deadline_exceeded(e.to_string()),
+        containers::Error::Io { .. } | containers::Error::Task(_) => {
             Status::internal(format!("node {node}: {e}"))
         }
     }
@@ -250,7 +250,7 @@ async fn exec(
     out: &Outbound,
     inbound: &mut Streaming<SessionFrame>,
 ) -> Result<(), Status> {
-    let client = ctx.runtime().await?;
+    let client = ctx.containerd().await?;
     let id = crate::reconcile::container_id(&start.namespace, &start.name, uid, &start.container);
     let spec = ExecSpec {
         args: start.command.clone(),
@@ -265,77 +265,34 @@ async fn exec(
                 start.container, start.namespace, start.name
             )));
         }
-        Err(e) => return Err(runtime_status(&ctx.node_name, e)),
+        Err(e) => return Err(containerd_status(&ctx.node_name, e)),
     };
     if let Some(size) = start.size.filter(|_| start.tty) {
         let _ = session.resize(&client, size.width, size.height).await;
     }
-    let mut stdin = session.stdin.take();
-    let (mut out_buf, mut err_buf) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
-    let mut stdout_open = true;
-    let mut stderr_open = session.stderr.is_some();
-    let mut inbound_open = true;
-    let mut user_gone = false;
-    while stdout_open || stderr_open {
-        tokio::select! {
-            n = session.stdout.read(&mut out_buf), if stdout_open => match n {
-                Ok(0) | Err(_) => stdout_open = false,
-                Ok(n) => {
-                    let data = exec_output::Output::Stdout(out_buf[..n].to_vec());
-                    if send(out, session_frame::Payload::ExecOutput(ExecOutput { output: Some(data) })).await.is_err() {
-                        user_gone = true;
-                        break;
-                    }
-                }
-            },
-            n = read_optional(session.stderr.as_mut(), &mut err_buf), if stderr_open => match n {
-                Ok(0) | Err(_) => stderr_open = false,
-                Ok(n) => {
-                    let data = exec_output::Output::Stderr(err_buf[..n].to_vec());
-                    if send(out, session_frame::Payload::ExecOutput(ExecOutput { output: Some(data) })).await.is_err() {
-                        user_gone = true;
-                        break;
-                    }
-                }
-            },
-            message = inbound.message(), if inbound_open => match message {
-                Ok(Some(SessionFrame { payload: Some(session_frame::Payload::ExecInput(input)), .. })) => {
-                    match input.input {
-                        Some(exec_input::Input::Stdin(data)) => {
-                            if let Some(pipe) = stdin.as_mut()
-                                && pipe.write_all(&data).await.is_err()
-                            {
-                                stdin = None;
-                                let _ = session.close_stdin(&client).await;
-                            }
-                        }
-                        Some(exec_input::Input::Resize(size)) => {
-                            let _ = session.resize(&client, size.width, size.height).await;
-                        }
-                        Some(exec_input::Input::CloseStdin(_)) if stdin.take().is_some() => {
-                            let _ = session.close_stdin(&client).await;
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => {
-                    inbound_open = false;
-                    if stdin.take().is_some() {
-                        let _ = session.close_stdin(&client).await;
-                    }
-                }
-            },
+    let stdin = session.stdin.take();
+    let process = session.process();
+    // Input and output are pumped independently: a process that writes while it reads
+    // (or a user slow to read) never stalls the other direction.
+    let user_gone = {
+        let input = pump_input(&client, &process, stdin, inbound);
+        let output = pump_output(&mut session, out);
+        tokio::pin!(input, output);
+        let mut input_done = false;
+        loop {
+            tokio::select! {
+                gone = &mut output => break gone,
+                () = &mut input, if !input_done => input_done = true,
+            }
         }
-    }
-    drop(stdin);
+    };
     if user_gone {
         // Nobody reads the output any more: stop the process rather than leave it.
         let _ = session.kill(&client).await;
     }
     let code = session.wait(&client).await;
     session.remove(&client).await;
-    let code = code.map_err(|e| runtime_status(&ctx.node_name, e))?;
+    let code = code.map_err(|e| containerd_status(&ctx.node_name, e))?;
     let _ = send(
         out,
         session_frame::Payload::ExecOutput(ExecOutput {
@@ -344,6 +301,99 @@ async fn exec(
     )
     .await;
     Ok(())
+}
+
+/// A suffix that makes each upload's file name unique on this host.
+fn upload_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static UPLOADS: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        UPLOADS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Relays the user's input frames: stdin bytes into the process (one frame at a time, so
+/// at most one frame is buffered here), resizes, and the end of input. Returns when the
+/// user ends the input or goes away.
+async fn pump_input(
+    client: &ContainerdClient,
+    process: &ExecProcess,
+    mut stdin: Option<tokio::net::unix::pipe::Sender>,
+    inbound: &mut Streaming<SessionFrame>,
+) {
+    loop {
+        let frame = inbound.message().await;
+        let input = match frame {
+            Ok(Some(SessionFrame {
+                payload: Some(session_frame::Payload::ExecInput(input)),
+                ..
+            })) => input.input,
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => None,
+        };
+        match input {
+            Some(exec_input::Input::Stdin(data)) => {
+                if let Some(pipe) = stdin.as_mut()
+                    && pipe.write_all(&data).await.is_err()
+                {
+                    // The process closed its stdin: drop what else comes.
+                    stdin = None;
+                    let _ = process.close_stdin(client).await;
+                }
+            }
+            Some(exec_input::Input::Resize(size)) => {
+                let _ = process.resize(client, size.width, size.height).await;
+            }
+            Some(exec_input::Input::CloseStdin(_)) => {
+                if stdin.take().is_some() {
+                    let _ = process.close_stdin(client).await;
+                }
+            }
+            Some(exec_input::Input::Start(_)) => {}
+            None => {
+                if stdin.take().is_some() {
+                    let _ = process.close_stdin(client).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Relays the process's stdout and stderr (32 KiB reads, each sent before the next read,
+/// into the session's bounded frame channel) until both end. True when the user went
+/// away before that.
+async fn pump_output(session: &mut ExecSession, out: &Outbound) -> bool {
+    let (mut out_buf, mut err_buf) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
+    let mut stdout_open = true;
+    let mut stderr_open = session.stderr.is_some();
+    while stdout_open || stderr_open {
+        let output = tokio::select! {
+            n = session.stdout.read(&mut out_buf), if stdout_open => match n {
+                Ok(0) | Err(_) => {
+                    stdout_open = false;
+                    continue;
+                }
+                Ok(n) => exec_output::Output::Stdout(out_buf[..n].to_vec()),
+            },
+            n = read_optional(session.stderr.as_mut(), &mut err_buf), if stderr_open => match n {
+                Ok(0) | Err(_) => {
+                    stderr_open = false;
+                    continue;
+                }
+                Ok(n) => exec_output::Output::Stderr(err_buf[..n].to_vec()),
+            },
+        };
+        let frame = session_frame::Payload::ExecOutput(ExecOutput {
+            output: Some(output),
+        });
+        if send(out, frame).await.is_err() {
+            return true;
+        }
+    }
+    false
 }
 
 async fn read_optional(
@@ -366,10 +416,9 @@ async fn import(
     tokio::fs::create_dir_all(&ctx.import_dir)
         .await
         .map_err(|e| Status::internal(format!("{}: {e}", ctx.import_dir.display())))?;
-    let path = ctx.import_dir.join(format!(
-        "upload-{}.tar",
-        crate::runtime::content::unique_suffix()
-    ));
+    let path = ctx
+        .import_dir
+        .join(format!("upload-{}.tar", upload_suffix()));
     let result = async {
         let mut file = tokio::fs::File::create(&path)
             .await
@@ -382,6 +431,13 @@ async fn import(
                     ..
                 })) => {
                     received += chunk.len() as u64;
+                    if received > image::MAX_ARCHIVE_BYTES {
+                        return Err(Status::invalid_argument(format!(
+                            "{}: larger than the {} bytes an image archive may have",
+                            start.file_name,
+                            image::MAX_ARCHIVE_BYTES
+                        )));
+                    }
                     file.write_all(&chunk)
                         .await
                         .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
@@ -400,20 +456,20 @@ async fn import(
                 start.file_name, start.size
             )));
         }
-        let client = ctx.runtime().await?;
+        let client = ctx.containerd().await?;
         let images = image::import_archive(&client, &path)
             .await
             .map_err(|e| match e {
                 // The upload is not a readable archive: name the user's file, not ours.
-                RuntimeError::Io { source, .. } => Status::invalid_argument(format!(
+                containers::Error::Io { source, .. } => Status::invalid_argument(format!(
                     "{}: not a readable OCI image archive: {source}",
                     start.file_name
                 )),
-                RuntimeError::InvalidImage { detail, .. } => Status::invalid_argument(format!(
+                containers::Error::InvalidImage { detail, .. } => Status::invalid_argument(format!(
                     "{}: invalid OCI image archive: {detail}",
                     start.file_name
                 )),
-                e => runtime_status(&ctx.node_name, e),
+                e => containerd_status(&ctx.node_name, e),
             })?;
         for i in &images {
             tracing::info!(image = %i.name, archive = %start.file_name, "image imported on request");

@@ -27,7 +27,8 @@ pub enum Command {
     Trust(crate::trust::TrustArgs),
     /// Apply → RUNNING latency of Instances on a real hm-agent and containerd (1 and a
     /// batch at once), side by side with `ctr run -d`; agent, shim and logger memory.
-    Runtime(crate::runtime::RuntimeArgs),
+    #[command(name = "runtime")]
+    Containers(crate::containers::ContainersArgs),
 }
 
 /// A system the `api` benchmark measures.

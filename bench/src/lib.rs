@@ -16,16 +16,16 @@
 //! - [`api`]: the `api` benchmark: create, get, list and watch against HyperMesh and etcd.
 //! - [`scheduler`]: the `scheduler` benchmark: bindings/s on simulated nodes.
 //! - [`trust`]: the `trust` benchmark: FALCON-1024, proofs, and registrations with proofs.
-//! - [`runtime`]: the `runtime` benchmark: apply → RUNNING on a real agent and containerd
-//!   next to `ctr run -d`, and the agent's and each container's memory.
+//! - [`containers`]: the `runtime` benchmark: apply → RUNNING on a real agent and
+//!   containerd next to `ctr run -d`, and the agent's and each container's memory.
 //! - [`report`]: the markdown table and the `BENCHMARKS.md` section.
 
 pub mod api;
 pub mod cli;
 pub mod containerd;
+pub mod containers;
 pub mod procfs;
 pub mod report;
-pub mod runtime;
 pub mod scheduler;
 pub mod servers;
 pub mod stats;
@@ -40,6 +40,6 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Api(args) => api::run(args).await,
         cli::Command::Scheduler(args) => scheduler::run(args).await,
         cli::Command::Trust(args) => trust::run(args).await,
-        cli::Command::Runtime(args) => runtime::run(args).await,
+        cli::Command::Containers(args) => containers::run(args).await,
     }
 }

@@ -13,9 +13,9 @@ mod runtime_support;
 
 use std::path::PathBuf;
 
-use hypermesh_agent::runtime::registry::RegistryConfig;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, InstancePhase, RestartPolicy, WatchRequest};
+use hypermesh_containers::pull::PullConfig;
 use node_env::{Env, TIMEOUT};
 use registry_support::{PASSWORD, PrivateRegistry, Pushed, USER};
 use runtime_support::TEST_IMAGE;
@@ -41,7 +41,7 @@ fn pulling_from(
 ) -> impl FnOnce(&mut hypermesh_agent::Config) {
     let host = registry.host().to_string();
     move |config| {
-        config.registry = RegistryConfig {
+        config.pull = PullConfig {
             auth_file: Some(auth_file),
             insecure: vec![host],
             ca_file: None,
@@ -163,7 +163,7 @@ async fn an_image_pulled_over_https_trusting_registry_ca_runs() {
     let auth = https.auth_file(USER, PASSWORD);
     let https_host = https.host().to_string();
     let env = Env::start_with(move |config| {
-        config.registry = RegistryConfig {
+        config.pull = PullConfig {
             auth_file: Some(auth),
             insecure: Vec::new(),
             ca_file: Some(ca),

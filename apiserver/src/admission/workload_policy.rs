@@ -2,10 +2,12 @@
 //! it lands on, by the namespace's policy level (like Kubernetes Pod Security):
 //!
 //! - `baseline` (every namespace unless an admin says otherwise): no `hostPath`
-//!   volumes; the containers run with the runtime's default seccomp profile and
-//!   capability set (the agent's side).
+//!   volumes, and no container `securityContext` asking for `privileged`,
+//!   `hostNetwork`, `hostPID` or `hostUsers` (root without a user namespace); the
+//!   containers run with the default seccomp profile and capability set, in a user
+//!   namespace (the agent's side).
 //! - `privileged`: the namespace carries the label `hypermesh.io/policy=privileged`,
-//!   which only an admin may set or change; hostPath volumes are allowed there.
+//!   which only an admin may set or change; all of the above are allowed there.
 //!
 //! And everywhere: `spec.nodeName` is set by the scheduler through `Bind`, never by a
 //! Create or Update (an admin may still pin an Instance by hand).
@@ -31,13 +33,29 @@ pub const BASELINE: &str = "baseline";
 pub struct WorkloadPolicy;
 
 /// What a pod-like spec asks of the host, with the field paths.
-fn host_access(path: &str, volumes: &[v1::Volume]) -> Vec<String> {
-    volumes
+fn host_access(path: &str, volumes: &[v1::Volume], containers: &[v1::Container]) -> Vec<String> {
+    let mut asks: Vec<String> = volumes
         .iter()
         .enumerate()
         .filter(|(_, v)| matches!(v.source, Some(v1::volume::Source::HostPath(_))))
         .map(|(i, v)| format!("{path}.volumes[{i}].hostPath ({:?})", v.name))
-        .collect()
+        .collect();
+    for (i, c) in containers.iter().enumerate() {
+        let Some(sc) = c.security_context.as_ref() else {
+            continue;
+        };
+        for (set, field) in [
+            (sc.privileged, "privileged"),
+            (sc.host_network, "hostNetwork"),
+            (sc.host_pid, "hostPID"),
+            (sc.host_users, "hostUsers"),
+        ] {
+            if set {
+                asks.push(format!("{path}.containers[{i}].securityContext.{field}"));
+            }
+        }
+    }
+    asks
 }
 
 async fn namespace_level(store: &dyn Store, namespace: &str) -> Result<String, Status> {
@@ -110,19 +128,18 @@ impl Admit for WorkloadPolicy {
                     ));
                 }
                 (
-                    host_access("spec", &spec.volumes),
+                    host_access("spec", &spec.volumes, &spec.containers),
                     request.access.namespace.to_string(),
                 )
             }
             Some(ObjectRef::Workload(workload)) => {
-                let volumes = workload
+                let template = workload
                     .spec
                     .as_ref()
-                    .and_then(|s| s.template.as_ref())
-                    .map(|t| t.volumes.clone())
+                    .and_then(|s| s.template.clone())
                     .unwrap_or_default();
                 (
-                    host_access("spec.template", &volumes),
+                    host_access("spec.template", &template.volumes, &template.containers),
                     request.access.namespace.to_string(),
                 )
             }
@@ -138,7 +155,7 @@ impl Admit for WorkloadPolicy {
         Err(status(
             Reason::PolicyDenied,
             format!(
-                "{}: host access is not allowed in namespace {namespace:?} (policy {level:?}); an admin can allow it with `hmctl label namespace {namespace} {POLICY_LABEL}={PRIVILEGED}`",
+                "{}: host access is not allowed in namespace {namespace:?} (policy {level:?}); an admin allows it by labelling the namespace {POLICY_LABEL}={PRIVILEGED} (hmctl apply a Namespace manifest with that label)",
                 asks.join(", ")
             ),
         ))

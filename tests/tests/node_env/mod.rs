@@ -29,6 +29,18 @@ pub struct Env {
     _images: tempfile::TempDir,
 }
 
+/// Labels `namespace` with the `privileged` workload policy: these tests run
+/// containers with hostPath volumes and host users on purpose.
+pub async fn allow_host_access(server: &InProcessApiServer, namespace: &str) {
+    let namespaces = server.api::<v1::Namespace>();
+    let mut ns = namespaces.get("", namespace).await.expect("namespace");
+    ns.metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .insert("hypermesh.io/policy".into(), "privileged".into());
+    namespaces.update(&ns).await.expect("label the namespace");
+}
+
 impl Env {
     pub async fn start() -> Env {
         Env::start_with(|_| {}).await
@@ -37,6 +49,7 @@ impl Env {
     /// As [`Env::start`], with `tune` adjusting the agent's config before it starts.
     pub async fn start_with(tune: impl FnOnce(&mut hypermesh_agent::Config)) -> Env {
         let server = InProcessApiServer::start().await.expect("apiserver");
+        allow_host_access(&server, "default").await;
         let containerd = PrivateContainerd::start();
         let images = containerd.image_dir();
         let state = tempfile::tempdir().expect("state dir");

@@ -87,7 +87,7 @@ impl PrivateContainerd {
         let output = Command::new("ctr")
             .arg("--address")
             .arg(&self.socket)
-            .args(["--namespace", hypermesh_agent::runtime::NAMESPACE])
+            .args(["--namespace", hypermesh_containers::NAMESPACE])
             .args(args)
             .output()
             .expect("running ctr");
@@ -168,8 +168,8 @@ pub fn build_test_archive(dir: &Path) -> PathBuf {
 }
 
 /// Output of a container to `hm-logger` writing `<dir>/0.log`.
-pub fn log_sink(dir: &Path) -> hypermesh_agent::runtime::LogSink {
-    hypermesh_agent::runtime::LogSink {
+pub fn log_sink(dir: &Path) -> hypermesh_containers::LogSink {
+    hypermesh_containers::LogSink {
         logger: hypermesh_tests::bin_path("hm-logger"),
         file: dir.join("0.log"),
         max_bytes: 1024 * 1024,

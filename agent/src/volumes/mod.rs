@@ -1,30 +1,31 @@
 //! Instance volumes on the host, handed to containers as bind mounts: an emptyDir is a
 //! directory under `<state_dir>/volumes`, a secret volume is the Secret's keys written as
-//! files (mode 0400) under `--secrets-dir`, which must be a tmpfs so secrets never reach
-//! a disk, and a hostPath is checked to exist. An Instance's directories are named
+//! files (mode 0400, owned by the container's user as the host sees it, so a non-root or
+//! user-namespaced container can read them) under `--secrets-dir`, which must be a tmpfs
+//! so secrets never reach a disk, and a hostPath is checked to exist. When containers of
+//! one Instance running as different users mount the same Secret, its files become
+//! readable by every user of those containers (0444), as Kubernetes' default mode. An Instance's directories are named
 //! `<namespace>_<name>_<uid>` in both places, so they are removed with the Instance and,
 //! after an agent restart, recognised by uid and removed once the Instance is gone.
 
-use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use hypermesh_api::v1::{self, Instance, Secret, volume::Source};
 use hypermesh_api::{Api, Resource};
 use tokio::sync::Mutex;
 
-use crate::runtime::container::BindMount;
+use hypermesh_containers::container::BindMount;
 
-/// Mode of each secret file: readable by its owner (root) only.
-const SECRET_FILE_MODE: u32 = 0o400;
+mod secret_files;
+
+#[cfg(test)]
+use secret_files::SECRET_FILE_MODE;
+use secret_files::{memory_backed, private_dir, usable_key, write_secret_files};
+
 /// Mode of an emptyDir: writable by any user the container runs as (as Kubernetes).
 const EMPTY_DIR_MODE: u32 = 0o777;
-/// Prefix of a secret file while it is written (Secret keys cannot start with `..`).
-const TEMP_PREFIX: &str = "..tmp-";
-/// `statfs` magic numbers of the memory-backed file systems secrets may live on.
-const TMPFS_MAGIC: rustix::fs::FsWord = 0x0102_1994;
-const RAMFS_MAGIC: rustix::fs::FsWord = 0x8584_58f6;
 
 /// Why a container's volumes could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -117,11 +118,13 @@ impl InstanceVolumes {
     }
 
     /// Sets up every volume `container` mounts (creating emptyDirs, checking hostPaths,
-    /// writing Secrets afresh) and returns its bind mounts.
+    /// writing Secrets afresh, their files owned by `owner`, the host uid and gid the
+    /// container's user is) and returns its bind mounts.
     pub async fn mounts(
         &self,
         instance: &Instance,
         container: &v1::Container,
+        owner: (u32, u32),
     ) -> Result<Vec<BindMount>, VolumeError> {
         let volumes = instance
             .spec
@@ -147,7 +150,8 @@ impl InstanceVolumes {
                 }
                 Some(Source::HostPath(h)) => (host_path(&volume.name, &h.path).await?, m.read_only),
                 Some(Source::Secret(s)) => (
-                    self.secret(instance, &volume.name, &s.secret_name).await?,
+                    self.secret(instance, &volume.name, &s.secret_name, owner)
+                        .await?,
                     true,
                 ),
             };
@@ -211,6 +215,7 @@ impl InstanceVolumes {
         instance: &Instance,
         volume: &str,
         secret_name: &str,
+        owner: (u32, u32),
     ) -> Result<PathBuf, VolumeError> {
         let secret = match self
             .secrets
@@ -248,7 +253,7 @@ impl InstanceVolumes {
             if let Some(parent) = target.parent() {
                 private_dir(parent)?;
             }
-            write_secret_files(&target, &data)
+            write_secret_files(&target, &data, owner)
         })
         .await??;
         Ok(dir)
@@ -273,16 +278,6 @@ fn clean_absolute(path: &str) -> bool {
     path.starts_with('/') && !path.split('/').any(|part| part == ".." || part == ".")
 }
 
-/// A Secret key that is a plain file name in the volume directory.
-fn usable_key(key: &str) -> bool {
-    !key.is_empty()
-        && key != "."
-        && !key.starts_with("..")
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 /// Checks that a hostPath is usable: absolute, no `..`, and present on this node.
 async fn host_path(volume: &str, path: &str) -> Result<PathBuf, VolumeError> {
     if !clean_absolute(path) {
@@ -302,60 +297,6 @@ async fn host_path(volume: &str, path: &str) -> Result<PathBuf, VolumeError> {
             source,
         }),
     }
-}
-
-/// Creates `dir` (and parents) readable by root only.
-fn private_dir(dir: &Path) -> Result<(), VolumeError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(VolumeError::io(dir))
-}
-
-/// True when `dir` is on tmpfs or ramfs.
-fn memory_backed(dir: &Path) -> Result<bool, VolumeError> {
-    let stat = rustix::fs::statfs(dir).map_err(|e| VolumeError::Io {
-        path: dir.to_path_buf(),
-        source: e.into(),
-    })?;
-    Ok(matches!(stat.f_type, TMPFS_MAGIC | RAMFS_MAGIC))
-}
-
-/// Makes `dir` hold exactly one file per key (mode 0400), each replaced atomically.
-fn write_secret_files(dir: &Path, data: &BTreeMap<String, Vec<u8>>) -> Result<(), VolumeError> {
-    std::fs::DirBuilder::new()
-        .mode(0o755)
-        .recursive(true)
-        .create(dir)
-        .map_err(VolumeError::io(dir))?;
-    for (key, value) in data {
-        let temp = dir.join(format!("{TEMP_PREFIX}{key}"));
-        let _ = std::fs::remove_file(&temp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(SECRET_FILE_MODE)
-            .open(&temp)
-            .map_err(VolumeError::io(&temp))?;
-        file.write_all(value).map_err(VolumeError::io(&temp))?;
-        drop(file);
-        let path = dir.join(key);
-        std::fs::rename(&temp, &path).map_err(VolumeError::io(&path))?;
-    }
-    // Keys removed from the Secret since the last write.
-    for entry in std::fs::read_dir(dir).map_err(VolumeError::io(dir))? {
-        let entry = entry.map_err(VolumeError::io(dir))?;
-        let keep = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| data.contains_key(n));
-        if !keep {
-            let path = entry.path();
-            std::fs::remove_file(&path).map_err(VolumeError::io(&path))?;
-        }
-    }
-    Ok(())
 }
 
 /// Removes directories and everything in them (symlinks inside are removed, never
@@ -378,6 +319,7 @@ pub async fn remove_dirs(dirs: Vec<PathBuf>) -> Result<(), VolumeError> {
 mod tests {
     use super::*;
     use hypermesh_api::v1::ObjectMeta;
+    use std::collections::BTreeMap;
 
     fn instance(uid: &str, volumes: Vec<v1::Volume>) -> Instance {
         Instance {
@@ -445,7 +387,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let mounts = v.mounts(&i, &c).await.expect("mounts");
+        let mounts = v.mounts(&i, &c, (0, 0)).await.expect("mounts");
         let scratch = root.path().join("volumes/default_web_u1/scratch");
         assert_eq!(
             mounts,
@@ -469,7 +411,7 @@ mod tests {
         assert_eq!(mode & 0o777, EMPTY_DIR_MODE);
         std::fs::write(scratch.join("data"), "kept").expect("write");
         // A second container (or a restart) sees the same directory and its data.
-        v.mounts(&i, &c).await.expect("again");
+        v.mounts(&i, &c, (0, 0)).await.expect("again");
         assert_eq!(
             std::fs::read_to_string(scratch.join("data"))
                 .ok()
@@ -500,7 +442,7 @@ mod tests {
             ..Default::default()
         };
         let err = v
-            .mounts(&i, &with(mount("data", "/data", false)))
+            .mounts(&i, &with(mount("data", "/data", false)), (0, 0))
             .await
             .expect_err("missing");
         assert!(matches!(err, VolumeError::HostPathMissing { .. }));
@@ -510,12 +452,12 @@ mod tests {
         );
         assert!(!err.is_transient());
         let err = v
-            .mounts(&i, &with(mount("other", "/x", false)))
+            .mounts(&i, &with(mount("other", "/x", false)), (0, 0))
             .await
             .expect_err("undefined");
         assert!(matches!(err, VolumeError::Undefined(n) if n == "other"));
         let err = v
-            .mounts(&i, &with(mount("data", "/a/../etc", false)))
+            .mounts(&i, &with(mount("data", "/a/../etc", false)), (0, 0))
             .await
             .expect_err("climbs");
         assert!(matches!(err, VolumeError::MountPath { .. }));
@@ -529,7 +471,7 @@ mod tests {
             )],
         );
         let err = v
-            .mounts(&dotted, &with(mount("data", "/data", false)))
+            .mounts(&dotted, &with(mount("data", "/data", false)), (0, 0))
             .await
             .expect_err("..");
         assert!(matches!(err, VolumeError::HostPathInvalid { .. }));
@@ -544,7 +486,7 @@ mod tests {
             ("tls.crt".to_string(), b"---".to_vec()),
         ]
         .into();
-        write_secret_files(&dir, &data).expect("write");
+        write_secret_files(&dir, &data, (0, 0)).expect("write");
         let read = |k: &str| std::fs::read(dir.join(k)).ok();
         assert_eq!(read("password").as_deref(), Some(&b"hunter2"[..]));
         let mode = std::fs::metadata(dir.join("password"))
@@ -553,7 +495,7 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, SECRET_FILE_MODE);
         let data: BTreeMap<String, Vec<u8>> = [("password".to_string(), b"new".to_vec())].into();
-        write_secret_files(&dir, &data).expect("rewrite");
+        write_secret_files(&dir, &data, (0, 0)).expect("rewrite");
         assert_eq!(read("password").as_deref(), Some(&b"new"[..]));
         assert_eq!(read("tls.crt"), None, "a removed key's file goes");
         let names: Vec<_> = std::fs::read_dir(&dir)
@@ -593,7 +535,7 @@ mod tests {
                 uid,
                 vec![volume("scratch", Source::EmptyDir(v1::EmptyDirVolume {}))],
             );
-            v.mounts(&i, &c).await.expect("mounts");
+            v.mounts(&i, &c, (0, 0)).await.expect("mounts");
         }
         std::fs::create_dir_all(root.path().join("volumes/unrelated")).expect("dir");
         let live: HashSet<String> = ["live-1".to_string()].into();

@@ -1,221 +1,24 @@
-//! Pulling images from OCI/Docker registries (distribution API v2), client-side as
-//! `ctr images pull` does, since containerd 1.6 has no Transfer service.
-//!
-//! A pull fetches the manifest (an index picks `linux/<host arch>`), the config and the
-//! layers, and checks every digest: the manifest against the digest in the reference (or
-//! the registry's `Docker-Content-Digest`), the platform manifest against its index entry,
-//! and every blob against its descriptor's digest and size. Layers stream into the
-//! content store chunk by chunk and are committed only once verified; the image is then
-//! recorded with the same code as archive imports ([`super::image::record`]), all under
-//! one lease, so a failed pull leaves no image record and nothing that could be used.
-//!
-//! # Layout
-//! - [`http`]: the HTTP/1.1 transport (plain for `--insecure-registry`, else TLS).
-//! - [`auth`]: `--registry-auth` credentials, `WWW-Authenticate` challenges, tokens.
-
-pub mod auth;
-pub mod http;
+//! One pull's requests to one repository: GETs with the authorization won so far
+//! (answering a `WWW-Authenticate` challenge once), the manifest resolved for this
+//! host's platform, small documents and streamed layers, every one digest-checked.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use ::http::StatusCode;
 use ::http::header::CONTENT_TYPE;
 use containerd_client::types::Descriptor;
 use hyper::body::Incoming;
 
-use self::auth::{AuthError, Challenge, Credentials};
-use self::http::{HttpError, Transport};
-use super::content::{BlobWriter, sha256_digest, with_lease};
-use super::image::{
-    self, DescriptorJson, INDEX_DOCKER, INDEX_OCI, ImageParts, ImportedImage, MANIFEST_DOCKER,
-    MANIFEST_OCI,
-};
-use super::reference::{Reference, ReferenceError};
-use super::{RuntimeClient, RuntimeError};
-
-/// Manifests, indexes and configs are read into memory up to this size.
-const DOCUMENT_LIMIT: usize = 8 << 20;
-/// Registry error bodies are read up to this size for their message.
-const ERROR_LIMIT: usize = 64 << 10;
-
-/// How the agent reaches registries (`--registry-auth`, `--insecure-registry`,
-/// `--registry-ca`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RegistryConfig {
-    /// A docker `config.json` with credentials per registry; read at every pull.
-    pub auth_file: Option<PathBuf>,
-    /// `host:port`s reached over plain http; every other registry over https.
-    pub insecure: Vec<String>,
-    /// Extra PEM root certificates trusted for https registries.
-    pub ca_file: Option<PathBuf>,
-}
-
-/// Why a pull failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PullError {
-    /// The image reference does not parse.
-    #[error(transparent)]
-    Reference(#[from] ReferenceError),
-    /// The reference names no registry host, so there is nowhere to pull it from.
-    #[error("{0}: the reference names no registry (e.g. registry.example.com/{0})")]
-    NoRegistry(String),
-    /// The registry has no such repository, tag or digest.
-    #[error("manifest unknown: registry {registry} has no {repository}{tag_or_digest} ({detail})")]
-    ManifestUnknown {
-        registry: String,
-        repository: String,
-        tag_or_digest: String,
-        detail: String,
-    },
-    /// The registry refused us: credentials missing, wrong, or without access.
-    #[error(
-        "unauthorized by registry {registry}: {detail}; check the credentials for {registry} in --registry-auth"
-    )]
-    Unauthorized { registry: String, detail: String },
-    /// Content did not hash to the digest it was asked for by.
-    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
-    DigestMismatch {
-        what: String,
-        expected: String,
-        actual: String,
-    },
-    /// Content had another size than its descriptor says.
-    #[error("{what}: size mismatch: expected {expected} bytes, got {actual}")]
-    SizeMismatch {
-        what: String,
-        expected: i64,
-        actual: i64,
-    },
-    /// The registry (or its token service) could not be reached or broke off.
-    #[error("registry {registry} unreachable: {source}")]
-    Unreachable {
-        registry: String,
-        #[source]
-        source: HttpError,
-    },
-    /// Authentication could not be attempted (unreadable `--registry-auth`, odd challenge,
-    /// broken token service).
-    #[error("registry {registry}: {source}")]
-    Auth {
-        registry: String,
-        #[source]
-        source: AuthError,
-    },
-    /// The registry answered with an unexpected status.
-    #[error("registry {registry}: GET {path}: HTTP {status}: {detail}")]
-    Status {
-        registry: String,
-        path: String,
-        status: u16,
-        detail: String,
-    },
-    /// The registry sent a document we cannot use (unsupported media type, bad JSON,
-    /// no manifest for this platform).
-    #[error("{detail}")]
-    Invalid { detail: String },
-    /// containerd failed while storing or unpacking the image.
-    #[error(transparent)]
-    Runtime(RuntimeError),
-}
-
-impl From<RuntimeError> for PullError {
-    fn from(e: RuntimeError) -> Self {
-        match e {
-            RuntimeError::DigestMismatch { expected, actual } => PullError::DigestMismatch {
-                what: format!("blob {expected}"),
-                expected,
-                actual,
-            },
-            RuntimeError::SizeMismatch {
-                digest,
-                expected,
-                actual,
-            } => PullError::SizeMismatch {
-                what: format!("blob {digest}"),
-                expected,
-                actual,
-            },
-            other => PullError::Runtime(other),
-        }
-    }
-}
-
-impl PullError {
-    /// The containerd error, when containerd (not the registry) failed.
-    pub fn runtime(&self) -> Option<&RuntimeError> {
-        match self {
-            PullError::Runtime(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-/// Whether `name` names a registry to pull from.
-pub fn is_pullable(name: &str) -> bool {
-    Reference::parse(name).is_ok_and(|r| r.registry.is_some())
-}
-
-/// Pulls image `name` (a reference with a registry host) into containerd, unpacks it and
-/// records it under `name`, so [`image::resolve`] finds it by the same string.
-pub async fn pull(
-    client: &RuntimeClient,
-    config: &RegistryConfig,
-    name: &str,
-) -> Result<ImportedImage, PullError> {
-    let reference = Reference::parse(name)?;
-    let (Some(registry), Some((host, repository))) =
-        (reference.registry.clone(), reference.endpoint())
-    else {
-        return Err(PullError::NoRegistry(name.to_string()));
-    };
-    let credentials = match &config.auth_file {
-        Some(path) => auth::credentials_for(path, &registry)
-            .await
-            .map_err(|source| PullError::Auth {
-                registry: registry.clone(),
-                source,
-            })?,
-        None => None,
-    };
-    let transport = Transport::new(config.insecure.clone(), config.ca_file.clone());
-    let base = format!(
-        "{}://{host}/v2/{repository}",
-        transport.scheme_for(&registry)
-    );
-    let mut session = Session {
-        transport,
-        registry,
-        host,
-        base,
-        repository,
-        credentials,
-        authorization: None,
-    };
-    let invalid = |detail: String| PullError::Invalid { detail };
-
-    let (manifest_desc, manifest_bytes) = session.manifest(&reference, name).await?;
-    let manifest = image::parse_manifest(&manifest_bytes).map_err(invalid)?;
-    let config_bytes = session.document(&manifest.config, "config").await?;
-    let config = image::parse_config(&config_bytes, &manifest).map_err(invalid)?;
-    with_lease(client, async |lease| {
-        for layer in &manifest.layers {
-            session.layer(client, lease, layer).await?;
-        }
-        let parts = ImageParts {
-            manifest_desc,
-            manifest_bytes,
-            manifest,
-            config_bytes,
-            config,
-        };
-        Ok(image::record(client, lease, name, parts).await?)
-    })
-    .await
-}
+use super::auth::{self, AuthError, Challenge, Credentials};
+use super::http::{self, HttpError, Transport};
+use super::{DOCUMENT_LIMIT, ERROR_LIMIT, PullConfig, PullError};
+use crate::ContainerdClient;
+use crate::content::{BlobWriter, sha256_digest};
+use crate::image::{self, DescriptorJson, INDEX_DOCKER, INDEX_OCI, MANIFEST_DOCKER, MANIFEST_OCI};
+use crate::reference::Reference;
 
 /// The requests of one pull from one repository, with the authorization won so far.
-struct Session {
+pub(super) struct Session {
     transport: Transport,
     /// The registry as the reference names it (for messages and credentials).
     registry: String,
@@ -225,10 +28,50 @@ struct Session {
     base: String,
     repository: String,
     credentials: Option<Credentials>,
+    /// `--registry-auth`, for credentials configured for a token service's own host.
+    auth_file: Option<std::path::PathBuf>,
     authorization: Option<String>,
+    /// Set when the registry's credentials were withheld from a token service on another
+    /// host (its host), for the message if that service then refuses.
+    withheld_from: Option<String>,
 }
 
 impl Session {
+    /// A session with `registry` (as the reference names it), reached at `host`, for
+    /// `repository`; reads the credentials configured for the registry.
+    pub(super) async fn open(
+        config: &PullConfig,
+        registry: String,
+        host: String,
+        repository: String,
+    ) -> Result<Session, PullError> {
+        let credentials = match &config.auth_file {
+            Some(path) => auth::credentials_for(path, &registry)
+                .await
+                .map_err(|source| PullError::Auth {
+                    registry: registry.clone(),
+                    source,
+                })?,
+            None => None,
+        };
+        let transport = Transport::new(config.insecure.clone(), config.ca_file.clone());
+        let base = format!(
+            "{}://{host}/v2/{repository}",
+            transport.scheme_for(&registry)
+        );
+        Ok(Session {
+            transport,
+            registry,
+            host,
+            base,
+            repository,
+            credentials,
+            auth_file: config.auth_file.clone(),
+            authorization: None,
+            withheld_from: None,
+        })
+    }
+
     /// GETs `<base>/<path>`, answering one authentication challenge; a non-2xx status
     /// becomes [`PullError::Status`] (401/403 [`PullError::Unauthorized`]).
     async fn get(
@@ -260,10 +103,15 @@ impl Session {
                     registry: self.registry.clone(),
                     source: AuthError::Challenge(header.clone()),
                 })?;
+                // Credentials go only to the host they were configured for.
+                let credentials = match &challenge {
+                    Challenge::Basic => self.credentials.clone(),
+                    Challenge::Bearer { realm, .. } => self.credentials_for_realm(realm).await?,
+                };
                 let authorization = auth::authorize(
                     &self.transport,
                     &challenge,
-                    self.credentials.as_ref(),
+                    credentials.as_ref(),
                     &self.repository,
                 )
                 .await
@@ -294,7 +142,7 @@ impl Session {
 
     /// The image manifest for this host, with its descriptor; resolves an index to
     /// the `linux/<arch>` entry. Every document is checked against its digest.
-    async fn manifest(
+    pub(super) async fn manifest(
         &mut self,
         reference: &Reference,
         name: &str,
@@ -373,7 +221,11 @@ impl Session {
     }
 
     /// A small document (platform manifest, config) by its descriptor, checked.
-    async fn document(&mut self, desc: &DescriptorJson, what: &str) -> Result<Vec<u8>, PullError> {
+    pub(super) async fn document(
+        &mut self,
+        desc: &DescriptorJson,
+        what: &str,
+    ) -> Result<Vec<u8>, PullError> {
         let kind = if what == "config" {
             "blobs"
         } else {
@@ -409,9 +261,9 @@ impl Session {
 
     /// Streams layer `desc` into the content store unless it is there already; the
     /// writer commits it only if size and digest match.
-    async fn layer(
+    pub(super) async fn layer(
         &mut self,
-        client: &RuntimeClient,
+        client: &ContainerdClient,
         lease: &str,
         desc: &DescriptorJson,
     ) -> Result<(), PullError> {
@@ -454,6 +306,52 @@ impl Session {
         }
     }
 
+    /// The credentials that may be sent to the token service at `realm`: only those
+    /// configured for the realm's own host (the registry's own credentials when it is
+    /// the registry host), and none in plain text to a host not listed with
+    /// `--insecure-registry`. A registry cannot make us hand its credentials to a host of
+    /// its choosing.
+    async fn credentials_for_realm(
+        &mut self,
+        realm: &str,
+    ) -> Result<Option<Credentials>, PullError> {
+        let Ok(uri) = realm.parse::<::http::Uri>() else {
+            return Ok(None);
+        };
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Ok(None);
+        };
+        let host = origin_host(scheme, authority.as_str());
+        if scheme != "https" && self.transport.scheme_for(&host) != "http" {
+            tracing::debug!(realm, "token service over plain http: no credentials sent");
+            return Ok(None);
+        }
+        let registry_scheme = if self.base.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        if host == origin_host(registry_scheme, &self.host) {
+            return Ok(self.credentials.clone());
+        }
+        let own = match &self.auth_file {
+            Some(path) => {
+                auth::credentials_for(path, &host)
+                    .await
+                    .map_err(|source| PullError::Auth {
+                        registry: self.registry.clone(),
+                        source,
+                    })?
+            }
+            None => None,
+        };
+        if own.is_none() && self.credentials.is_some() {
+            tracing::debug!(realm, registry = %self.registry, "token service on another host: registry credentials withheld");
+            self.withheld_from = Some(host);
+        }
+        Ok(own)
+    }
+
     /// An HTTP failure: the registry unreachable, or a document too large to accept.
     fn unreachable(&self, source: HttpError) -> PullError {
         match source {
@@ -472,7 +370,15 @@ impl Session {
             AuthError::Http(source) => self.unreachable(source),
             source if source.is_unauthorized() => PullError::Unauthorized {
                 registry: self.registry.clone(),
-                detail: source.to_string(),
+                detail: match &self.withheld_from {
+                    Some(host) => format!(
+                        "{source} (the credentials for {} are not sent to the token service on \
+                         another host {host}: add credentials for {host} to --registry-auth \
+                         to authenticate there)",
+                        self.registry
+                    ),
+                    None => source.to_string(),
+                },
             },
             source => PullError::Auth {
                 registry: self.registry.clone(),
@@ -480,6 +386,15 @@ impl Session {
             },
         }
     }
+}
+
+/// `host[:port]` of a URL's authority, without the scheme's default port.
+fn origin_host(scheme: &str, authority: &str) -> String {
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    authority
+        .strip_suffix(default)
+        .unwrap_or(authority)
+        .to_ascii_lowercase()
 }
 
 /// The response's `Content-Type` without parameters.
@@ -559,36 +474,5 @@ async fn error_detail(response: &mut hyper::Response<Incoming>, host: &str) -> S
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn media_types_come_from_the_header_or_the_document() {
-        assert_eq!(
-            document_media_type(Some(MANIFEST_DOCKER.into()), b"{}"),
-            MANIFEST_DOCKER
-        );
-        let index = format!(r#"{{"mediaType":"{INDEX_DOCKER}","manifests":[]}}"#);
-        assert_eq!(
-            document_media_type(Some("application/json".into()), index.as_bytes()),
-            INDEX_DOCKER
-        );
-        assert_eq!(
-            document_media_type(None, br#"{"schemaVersion":2,"manifests":[]}"#),
-            INDEX_OCI
-        );
-        assert_eq!(
-            document_media_type(None, br#"{"schemaVersion":2,"layers":[]}"#),
-            MANIFEST_OCI
-        );
-    }
-
-    #[test]
-    fn only_references_with_a_registry_are_pullable() {
-        assert!(is_pullable("127.0.0.1:5000/busybox:v1"));
-        assert!(is_pullable("registry.example.com/app"));
-        assert!(!is_pullable("busybox"));
-        assert!(!is_pullable("hypermesh/busybox:latest"));
-        assert!(!is_pullable("Bad Name"));
-    }
-}
+#[path = "session_tests.rs"]
+mod tests;

@@ -1,35 +1,52 @@
-//! Running containers on the host's containerd, through its gRPC API over the unix socket.
+//! HyperMesh's container runtime client: running containers on the host's containerd
+//! through its gRPC API over the unix socket, bringing images in (OCI archives, registry
+//! pulls), and running extra processes in containers. The agent is its user; nothing
+//! here knows about Instances or the API.
 //!
-//! The agent owns everything it creates in the containerd namespace [`NAMESPACE`], so it
-//! never sees or disturbs containers of other tools on the same containerd. Debian's
-//! containerd 1.6 has no Transfer service, so images are brought in by hand: blobs are
-//! written through the content service and layers are unpacked through the diff and
-//! snapshot services, the same steps `ctr images import` takes on the client side.
+//! Everything lives in the containerd namespace [`NAMESPACE`], so other tools' containers
+//! on the same containerd are never seen or disturbed. Debian's containerd 1.6 has no
+//! Transfer service, so images are brought in client-side, as `ctr` does: blobs through
+//! the content service (every one hashed on the way in, committed only on a match),
+//! layers unpacked through the diff and snapshot services.
+//!
+//! # Public face
+//! - [`ContainerdClient::connect`]: the connection (`version` for readiness checks).
+//! - [`image::import_archive`], [`pull::pull`] (with [`pull::PullConfig`]),
+//!   [`image::resolve`]: images in, and looking them up.
+//! - [`container`]: a [`ContainerConfig`] (with its [`container::Security`]) is created,
+//!   started, waited on, killed and deleted; [`container::list_labelled`] finds them.
+//! - [`TaskExits`]: waits for task exits over one event subscription.
+//! - [`exec`]: processes in a running container ([`exec::ExecSession`],
+//!   [`exec::run_captured`]).
+//! - [`Error`] (containerd, archive and config failures) and [`pull::PullError`].
 //!
 //! # Layout
-//! - [`client`]: [`RuntimeClient`], the connection, namespace metadata and leases.
-//! - [`content`]: writing blobs with their digest and size verified, leases for imports.
-//! - [`image`]: manifests and configs, recording and unpacking images, resolving them,
-//!   importing OCI image archives.
-//! - [`reference`]: parsing image references (`host[:port]/path[:tag][@digest]`).
-//! - [`registry`]: pulling images from OCI/Docker registries over HTTP(S).
-//! - [`container`]: [`ContainerConfig`] → OCI runtime spec, container and task
-//!   lifecycle (create, start, wait, kill, delete with its snapshot).
+//! - [`client`]: [`ContainerdClient`], the connection, namespace metadata and leases.
+//! - `content`: writing blobs with their digest and size verified, leases for imports.
+//! - [`image`]: manifests and configs, recording and unpacking images (decompression
+//!   capped), resolving them, importing OCI image archives read without trusting them.
+//! - [`mod@reference`]: parsing image references (`host[:port]/path[:tag][@digest]`).
+//! - [`pull`]: pulling images from OCI/Docker registries over HTTP(S), credentials sent
+//!   only to the host they are for.
+//! - [`container`]: [`ContainerConfig`] → OCI runtime spec (by concern in
+//!   [`container::spec`]: default capabilities and seccomp profile, non-recursive volume
+//!   binds, user namespaces), container and task lifecycle.
 //! - [`exits`]: task exits from one subscription to containerd's events, for every
 //!   container waiting on its task.
 //! - [`exec`]: extra processes in a running container (exec sessions, exec probes).
 
 pub mod client;
 pub mod container;
-pub mod content;
+mod content;
 pub mod exec;
 pub mod exits;
 pub mod image;
+pub mod pull;
 pub mod reference;
-pub mod registry;
 
-pub use client::RuntimeClient;
+pub use client::ContainerdClient;
 pub use container::{ContainerConfig, ExitStatus, LogSink};
+pub use content::sha256_digest;
 pub use exits::{TaskEnd, TaskExits};
 pub use image::ImportedImage;
 
@@ -41,7 +58,7 @@ pub const SNAPSHOTTER: &str = "overlayfs";
 
 /// Why a containerd operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
+pub enum Error {
     /// The socket could not be connected to (containerd not running, wrong path).
     #[error("connecting to containerd at {socket}: {source}")]
     Connect {
@@ -96,16 +113,16 @@ pub enum RuntimeError {
     Task(#[from] tokio::task::JoinError),
 }
 
-impl RuntimeError {
+impl Error {
     /// Wraps a failed containerd call, naming it.
-    pub(crate) fn call(call: &'static str) -> impl FnOnce(tonic::Status) -> RuntimeError {
-        move |source| RuntimeError::Call { call, source }
+    pub(crate) fn call(call: &'static str) -> impl FnOnce(tonic::Status) -> Error {
+        move |source| Error::Call { call, source }
     }
 
     /// The gRPC status code when containerd answered with an error.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
-            RuntimeError::Call { source, .. } => Some(source.code()),
+            Error::Call { source, .. } => Some(source.code()),
             _ => None,
         }
     }
@@ -113,7 +130,7 @@ impl RuntimeError {
     /// True when containerd could not be reached (not running, restarting): the call
     /// may be retried as it was, nothing is known to have changed.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, RuntimeError::Connect { .. })
+        matches!(self, Error::Connect { .. })
             || matches!(
                 self.code(),
                 Some(tonic::Code::Unavailable | tonic::Code::Cancelled)

@@ -1,7 +1,8 @@
 //! HTTP/1.1 to registries over hyper: one connection per request, plain TCP for
 //! registries listed with `--insecure-registry`, TLS otherwise (rustls with the aws-lc-rs
 //! provider, trusting the system roots plus `--registry-ca`). Redirects are followed,
-//! sending credentials only to the host first asked, and every step has a deadline, so an
+//! sending credentials only to the origin first asked (same scheme, host and port: never
+//! across an https → http redirect), and every step has a deadline, so an
 //! unresponsive registry fails a pull instead of hanging it.
 
 use std::path::{Path, PathBuf};
@@ -67,7 +68,7 @@ pub enum HttpError {
         host: String,
         after: Duration,
     },
-    /// More than [`MAX_REDIRECTS`] redirects.
+    /// More than `MAX_REDIRECTS` redirects.
     #[error("{0}: too many redirects")]
     Redirects(String),
     /// A body was larger than the caller allows for it.
@@ -101,7 +102,8 @@ impl Transport {
         }
     }
 
-    /// GETs `url`, following redirects; `authorization` goes only to `url`'s own host.
+    /// GETs `url`, following redirects; `authorization` goes only to `url`'s own origin
+    /// (scheme, host and port).
     /// Any status is returned: the caller decides what it means.
     pub async fn get(
         &self,
@@ -110,11 +112,14 @@ impl Transport {
         authorization: Option<&str>,
     ) -> Result<Response<Incoming>, HttpError> {
         let mut uri: Uri = url.parse().map_err(|_| HttpError::Url(url.to_string()))?;
-        let origin = uri.authority().cloned();
+        let origin = (uri.scheme().cloned(), uri.authority().cloned());
         for _ in 0..=MAX_REDIRECTS {
-            let same_host = uri.authority() == origin.as_ref();
+            // Same scheme too: an https → http redirect to the same host and port would
+            // otherwise carry the credentials in plain text.
+            let same_origin =
+                (uri.scheme(), uri.authority()) == (origin.0.as_ref(), origin.1.as_ref());
             let response = self
-                .send(&uri, accept, authorization.filter(|_| same_host))
+                .send(&uri, accept, authorization.filter(|_| same_origin))
                 .await?;
             if !response.status().is_redirection() {
                 return Ok(response);
@@ -232,7 +237,7 @@ where
         })?
 }
 
-/// The next data of a response body (`None` at its end), within [`IDLE_TIMEOUT`].
+/// The next data of a response body (`None` at its end), within `IDLE_TIMEOUT`.
 pub async fn next_chunk(body: &mut Incoming, host: &str) -> Result<Option<Bytes>, HttpError> {
     loop {
         let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
@@ -356,5 +361,95 @@ mod tests {
         let t = Transport::new(vec!["127.0.0.1:5000".into()], None);
         assert_eq!(t.scheme_for("127.0.0.1:5000"), "http");
         assert_eq!(t.scheme_for("127.0.0.1:5001"), "https");
+    }
+
+    /// A server on one loopback port speaking TLS (with a fresh self-signed certificate
+    /// for 127.0.0.1) or plain HTTP, whichever the client starts with: https requests are
+    /// redirected to the same host and port over http, http requests are recorded with
+    /// their Authorization header. Returns its address, the certificate's PEM and what
+    /// the http side saw.
+    async fn downgrading_server() -> (
+        std::net::SocketAddr,
+        String,
+        std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    ) {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+        let pem = certified.cert.pem();
+        let key =
+            rustls_pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, record) = (acceptor.clone(), record.clone());
+                tokio::spawn(async move {
+                    let mut first = [0u8; 1];
+                    if stream.peek(&mut first).await.is_err() {
+                        return;
+                    }
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let response = if first[0] == 0x16 {
+                                Response::builder()
+                                    .status(302)
+                                    .header("location", format!("http://{addr}/plain"))
+                            } else {
+                                let auth = request
+                                    .headers()
+                                    .get(AUTHORIZATION)
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_string);
+                                record.lock().expect("record").push(auth);
+                                Response::builder().status(200)
+                            };
+                            response.body(http_body_util::Full::new(Bytes::from("ok")))
+                        }
+                    });
+                    let http = hyper::server::conn::http1::Builder::new();
+                    if first[0] == 0x16 {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                        }
+                    } else {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                });
+            }
+        });
+        (addr, pem, seen)
+    }
+
+    #[tokio::test]
+    async fn credentials_never_follow_an_https_to_http_redirect() {
+        let (addr, pem, seen) = downgrading_server().await;
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, pem).expect("ca file");
+        let transport = Transport::new(Vec::new(), Some(ca));
+        let response = transport
+            .get(
+                &format!("https://{addr}/v2/app/blobs/sha256:aa"),
+                "*/*",
+                Some("Basic YWxpY2U6czNjcmV0"),
+            )
+            .await
+            .expect("followed");
+        assert_eq!(response.status(), 200);
+        let seen = seen.lock().expect("seen").clone();
+        assert_eq!(seen, vec![None], "credentials sent over plain http");
     }
 }

@@ -44,7 +44,7 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 /// Arguments of `hm-bench runtime`.
 #[derive(Debug, Clone, Args)]
-pub struct RuntimeArgs {
+pub struct ContainersArgs {
     /// Rounds of one Instance (and of one `ctr run -d`).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub repeats: u32,
@@ -180,7 +180,7 @@ struct Report {
 }
 
 /// Runs the benchmark and prints markdown tables.
-pub async fn run(args: RuntimeArgs) -> Result<()> {
+pub async fn run(args: ContainersArgs) -> Result<()> {
     if args.via.is_empty() {
         bail!("--via needs at least one of workload, instance");
     }
@@ -229,7 +229,7 @@ async fn build_test_image(script: &Path, out: &Path) -> Result<()> {
 }
 
 async fn measure(
-    args: &RuntimeArgs,
+    args: &ContainersArgs,
     containerd: &PrivateContainerd,
     image_dir: &Path,
     archive: &Path,

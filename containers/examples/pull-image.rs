@@ -1,4 +1,4 @@
-//! Pulls one image into containerd with the agent's registry client (what the Instance
+//! Pulls one image into containerd with the agent's image pull client (what the Instance
 //! reconciler does for a missing image), then prints the seconds the pull and unpack
 //! took. Used by scripts/bench-registry-pull.sh to compare with `ctr images pull`.
 //!
@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use hypermesh_agent::runtime::registry::{self, RegistryConfig};
-use hypermesh_agent::runtime::{NAMESPACE, RuntimeClient};
+use hypermesh_containers::pull::{self, PullConfig};
+use hypermesh_containers::{ContainerdClient, NAMESPACE};
 
 #[derive(Parser)]
 struct Args {
@@ -37,16 +37,16 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = RuntimeClient::connect_namespace(&args.containerd_socket, &args.namespace)
+    let client = ContainerdClient::connect_namespace(&args.containerd_socket, &args.namespace)
         .await
         .context("connecting to containerd")?;
-    let config = RegistryConfig {
+    let config = PullConfig {
         auth_file: args.registry_auth,
         insecure: args.insecure_registry,
         ca_file: args.registry_ca,
     };
     let started = Instant::now();
-    let image = registry::pull(&client, &config, &args.reference)
+    let image = pull::pull(&client, &config, &args.reference)
         .await
         .with_context(|| format!("pulling {}", args.reference))?;
     println!(

@@ -1,7 +1,8 @@
 //! Registry authentication: credentials from a docker `config.json` (`--registry-auth`),
 //! `WWW-Authenticate` challenges, and turning a challenge into an `Authorization` header
 //! — `Basic` sends the credentials, `Bearer` fetches a token from the challenge's realm
-//! (with the credentials when there are some, anonymously otherwise).
+//! with the credentials the caller allows for the realm's host (see the session's
+//! `credentials_for_realm`: only those configured for that host), anonymously otherwise.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -33,8 +33,8 @@ use prost::Message;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::container::{self, ExitStatus};
-use super::{RuntimeClient, RuntimeError};
+use crate::container::{self, ExitStatus};
+use crate::{ContainerdClient, Error};
 
 /// The topic containerd publishes task exits on.
 const EXIT_TOPIC: &str = "/tasks/exit";
@@ -65,7 +65,7 @@ pub enum TaskEnd {
 enum SubscriptionError {
     /// Subscribing, publishing the marker or reading the stream failed.
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Runtime(#[from] Error),
     /// containerd ended the stream.
     #[error("containerd closed the event stream")]
     Closed,
@@ -79,7 +79,7 @@ pub struct TaskExits {
 }
 
 struct Shared {
-    client: RuntimeClient,
+    client: ContainerdClient,
     waiters: Waiters,
     /// Numbers the subscriptions, for their markers.
     subscriptions: AtomicU64,
@@ -120,7 +120,7 @@ impl Drop for Registration<'_> {
 impl TaskExits {
     /// Subscribes to containerd's task exits (and keeps resubscribing) until
     /// `shutdown`; waits work at once, whether or not the subscription is live yet.
-    pub fn start(client: RuntimeClient, shutdown: CancellationToken) -> TaskExits {
+    pub fn start(client: ContainerdClient, shutdown: CancellationToken) -> TaskExits {
         let shared = Arc::new(Shared {
             client,
             waiters: Waiters::default(),
@@ -255,7 +255,7 @@ impl Shared {
             tokio::select! {
                 response = &mut subscribe => match response {
                     Ok(response) => break response.into_inner(),
-                    Err(status) => return RuntimeError::call("events.subscribe")(status).into(),
+                    Err(status) => return Error::call("events.subscribe")(status).into(),
                 },
                 _ = marker.tick() => {
                     if let Err(e) = self.publish_marker(&nonce).await {
@@ -278,7 +278,7 @@ impl Shared {
             let envelope = match message {
                 Ok(Some(envelope)) => envelope,
                 Ok(None) => return SubscriptionError::Closed,
-                Err(status) => return RuntimeError::call("events.subscribe")(status).into(),
+                Err(status) => return Error::call("events.subscribe")(status).into(),
             };
             match classify(&envelope, &namespace, &nonce) {
                 Some(Seen::Marker) if !live => {
@@ -297,7 +297,7 @@ impl Shared {
     }
 
     /// Publishes this subscription's marker in the agent's namespace.
-    async fn publish_marker(&self, nonce: &str) -> Result<(), RuntimeError> {
+    async fn publish_marker(&self, nonce: &str) -> Result<(), Error> {
         EventsClient::new(self.client.channel())
             .publish(self.client.request(PublishRequest {
                 topic: MARKER_TOPIC.to_string(),
@@ -307,7 +307,7 @@ impl Shared {
                 }),
             }))
             .await
-            .map_err(RuntimeError::call("events.publish"))?;
+            .map_err(Error::call("events.publish"))?;
         Ok(())
     }
 }
@@ -372,7 +372,7 @@ fn classify(envelope: &Envelope, namespace: &str, nonce: &str) -> Option<Seen> {
 }
 
 /// The task of `id`: ended (exited, with its status; or missing) or still there.
-async fn task_end(client: &RuntimeClient, id: &str) -> Result<Option<TaskEnd>, RuntimeError> {
+async fn task_end(client: &ContainerdClient, id: &str) -> Result<Option<TaskEnd>, Error> {
     let response = TasksClient::new(client.channel())
         .get(client.request(GetRequest {
             container_id: id.to_string(),
@@ -382,7 +382,7 @@ async fn task_end(client: &RuntimeClient, id: &str) -> Result<Option<TaskEnd>, R
     let process = match response {
         Ok(response) => response.into_inner().process,
         Err(status) if status.code() == tonic::Code::NotFound => return Ok(Some(TaskEnd::Missing)),
-        Err(status) => return Err(RuntimeError::call("tasks.get")(status)),
+        Err(status) => return Err(Error::call("tasks.get")(status)),
     };
     Ok(process
         .filter(|p| p.status == Status::Stopped as i32)

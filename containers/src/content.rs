@@ -10,14 +10,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use containerd_client::services::v1::{
-    AbortRequest, InfoRequest, ReadContentRequest, WriteAction, WriteContentRequest,
-    WriteContentResponse, content_client::ContentClient,
+    AbortRequest, InfoRequest, ReadContentRequest, ReadContentResponse, WriteAction,
+    WriteContentRequest, WriteContentResponse, content_client::ContentClient,
 };
 use containerd_client::types::Descriptor;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{RuntimeClient, RuntimeError};
+use crate::{ContainerdClient, Error};
 
 /// Blobs are sent in chunks well below gRPC's default 4 MiB message limit.
 const CHUNK: usize = 1 << 20;
@@ -27,11 +27,11 @@ const LEASE_TTL: Duration = Duration::from_secs(3600);
 /// Runs `work` under a fresh lease, which is deleted afterwards whatever the outcome:
 /// what `work` wrote stays only if something else (an image record) references it.
 pub(crate) async fn with_lease<T, E>(
-    client: &RuntimeClient,
+    client: &ContainerdClient,
     work: impl AsyncFnOnce(&str) -> Result<T, E>,
 ) -> Result<T, E>
 where
-    E: From<RuntimeError>,
+    E: From<Error>,
 {
     let lease = format!("hypermesh-import-{}", unique_suffix());
     client.create_lease(&lease, LEASE_TTL).await?;
@@ -52,7 +52,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Whether the content store already has blob `digest`.
-pub(crate) async fn exists(client: &RuntimeClient, digest: &str) -> Result<bool, RuntimeError> {
+pub(crate) async fn exists(client: &ContainerdClient, digest: &str) -> Result<bool, Error> {
     let info = ContentClient::new(client.channel())
         .info(client.request(InfoRequest {
             digest: digest.to_string(),
@@ -61,18 +61,18 @@ pub(crate) async fn exists(client: &RuntimeClient, digest: &str) -> Result<bool,
     match info {
         Ok(_) => Ok(true),
         Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
-        Err(status) => Err(RuntimeError::call("content.info")(status)),
+        Err(status) => Err(Error::call("content.info")(status)),
     }
 }
 
 /// Writes `data` as blob `digest` (with `labels`) unless the store already has it.
 pub(crate) async fn write_blob(
-    client: &RuntimeClient,
+    client: &ContainerdClient,
     lease: &str,
     digest: &str,
     data: &[u8],
     labels: HashMap<String, String>,
-) -> Result<(), RuntimeError> {
+) -> Result<(), Error> {
     let size = i64::try_from(data.len()).unwrap_or(i64::MAX);
     let Some(mut writer) = BlobWriter::open(client, lease, digest, size).await? else {
         return Ok(());
@@ -84,7 +84,7 @@ pub(crate) async fn write_blob(
 /// An open write of one blob: bytes are hashed and counted as they arrive, sent to
 /// containerd in [`CHUNK`]s, and committed only when size and digest match.
 pub(crate) struct BlobWriter {
-    client: RuntimeClient,
+    client: ContainerdClient,
     requests: mpsc::Sender<WriteContentRequest>,
     responses: tonic::Streaming<WriteContentResponse>,
     reference: String,
@@ -102,13 +102,13 @@ impl BlobWriter {
     /// Starts writing blob `digest` of `size` bytes under `lease`; `None` when the store
     /// already has it.
     pub(crate) async fn open(
-        client: &RuntimeClient,
+        client: &ContainerdClient,
         lease: &str,
         digest: &str,
         size: i64,
-    ) -> Result<Option<BlobWriter>, RuntimeError> {
-        if !super::reference::is_sha256(digest) {
-            return Err(RuntimeError::UnsupportedDigest(digest.to_string()));
+    ) -> Result<Option<BlobWriter>, Error> {
+        if !crate::reference::is_sha256(digest) {
+            return Err(Error::UnsupportedDigest(digest.to_string()));
         }
         if exists(client, digest).await? {
             return Ok(None);
@@ -136,12 +136,12 @@ impl BlobWriter {
             Ok(response) => response.into_inner(),
             // Written by someone else since we looked.
             Err(status) if status.code() == tonic::Code::AlreadyExists => return Ok(None),
-            Err(status) => return Err(RuntimeError::call("content.write")(status)),
+            Err(status) => return Err(Error::call("content.write")(status)),
         };
         match responses.message().await {
             Ok(_) => {}
             Err(status) if status.code() == tonic::Code::AlreadyExists => return Ok(None),
-            Err(status) => return Err(RuntimeError::call("content.write")(status)),
+            Err(status) => return Err(Error::call("content.write")(status)),
         }
         Ok(Some(BlobWriter {
             client: client.clone(),
@@ -158,11 +158,11 @@ impl BlobWriter {
     }
 
     /// Adds the next bytes of the blob. More bytes than the descriptor's size abort the
-    /// write with [`RuntimeError::SizeMismatch`].
-    pub(crate) async fn write(&mut self, mut data: &[u8]) -> Result<(), RuntimeError> {
+    /// write with [`Error::SizeMismatch`].
+    pub(crate) async fn write(&mut self, mut data: &[u8]) -> Result<(), Error> {
         let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
         if self.received.saturating_add(len) > self.total {
-            let error = RuntimeError::SizeMismatch {
+            let error = Error::SizeMismatch {
                 digest: self.expected.clone(),
                 expected: self.total,
                 actual: self.received.saturating_add(len),
@@ -189,19 +189,16 @@ impl BlobWriter {
 
     /// Checks size and digest of everything written and commits the blob with
     /// `labels`; on a mismatch the write is aborted and nothing is committed.
-    pub(crate) async fn commit(
-        mut self,
-        labels: HashMap<String, String>,
-    ) -> Result<(), RuntimeError> {
+    pub(crate) async fn commit(mut self, labels: HashMap<String, String>) -> Result<(), Error> {
         let actual = format!("sha256:{}", hex(&self.hasher.clone().finalize()));
         let mismatch = if self.received != self.total {
-            Some(RuntimeError::SizeMismatch {
+            Some(Error::SizeMismatch {
                 digest: self.expected.clone(),
                 expected: self.total,
                 actual: self.received,
             })
         } else if actual != self.expected {
-            Some(RuntimeError::DigestMismatch {
+            Some(Error::DigestMismatch {
                 expected: self.expected.clone(),
                 actual,
             })
@@ -240,7 +237,7 @@ impl BlobWriter {
         &mut self,
         action: WriteAction,
         labels: HashMap<String, String>,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<(), Error> {
         let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
         let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
         let request = WriteContentRequest {
@@ -255,8 +252,8 @@ impl BlobWriter {
         if self.requests.send(request).await.is_err() {
             // containerd ended the call: its status says why.
             return match self.responses.message().await {
-                Err(status) => Err(RuntimeError::call("content.write")(status)),
-                Ok(_) => Err(RuntimeError::call("content.write")(tonic::Status::aborted(
+                Err(status) => Err(Error::call("content.write")(status)),
+                Ok(_) => Err(Error::call("content.write")(tonic::Status::aborted(
                     "write stream closed early",
                 ))),
             };
@@ -266,34 +263,55 @@ impl BlobWriter {
                 self.sent += len;
                 Ok(())
             }
-            Ok(None) => Err(RuntimeError::call("content.write")(tonic::Status::aborted(
+            Ok(None) => Err(Error::call("content.write")(tonic::Status::aborted(
                 "write stream closed early",
             ))),
-            Err(status) => Err(RuntimeError::call("content.write")(status)),
+            Err(status) => Err(Error::call("content.write")(status)),
         }
     }
 }
 
-/// Reads a whole (small) blob from the content store.
-pub(crate) async fn read_blob(
-    client: &RuntimeClient,
-    desc: &Descriptor,
-) -> Result<Vec<u8>, RuntimeError> {
-    let mut stream = ContentClient::new(client.channel())
+/// The bytes of blob `digest` from the content store, as a stream of chunks.
+pub(crate) async fn read_stream(
+    client: &ContainerdClient,
+    digest: &str,
+) -> Result<tonic::Streaming<ReadContentResponse>, Error> {
+    Ok(ContentClient::new(client.channel())
         .read(client.request(ReadContentRequest {
-            digest: desc.digest.clone(),
+            digest: digest.to_string(),
             offset: 0,
             size: 0,
         }))
         .await
-        .map_err(RuntimeError::call("content.read"))?
-        .into_inner();
-    let mut out = Vec::with_capacity(usize::try_from(desc.size).unwrap_or(0));
+        .map_err(Error::call("content.read"))?
+        .into_inner())
+}
+
+/// Reads a whole small blob (manifest, index, config) from the content store, refusing
+/// more than [`crate::image::MAX_DOCUMENT_BYTES`].
+pub(crate) async fn read_blob(
+    client: &ContainerdClient,
+    desc: &Descriptor,
+) -> Result<Vec<u8>, Error> {
+    let limit = crate::image::MAX_DOCUMENT_BYTES;
+    let too_large = || Error::InvalidImage {
+        path: desc.digest.clone().into(),
+        detail: format!("blob has more than the {limit} bytes accepted for a document"),
+    };
+    let claimed = u64::try_from(desc.size).unwrap_or(0);
+    if claimed > limit {
+        return Err(too_large());
+    }
+    let mut stream = read_stream(client, &desc.digest).await?;
+    let mut out = Vec::with_capacity(usize::try_from(claimed).unwrap_or(0));
     while let Some(chunk) = stream
         .message()
         .await
-        .map_err(RuntimeError::call("content.read"))?
+        .map_err(Error::call("content.read"))?
     {
+        if (out.len() + chunk.data.len()) as u64 > limit {
+            return Err(too_large());
+        }
         out.extend_from_slice(&chunk.data);
     }
     Ok(out)

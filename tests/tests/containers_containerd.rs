@@ -1,4 +1,4 @@
-//! The agent's containerd runtime against a real, private containerd: connect, import the
+//! The containers crate against a real, private containerd: connect, import the
 //! busybox OCI archive through the API (no `ctr`), run a container with cpu, memory and
 //! pids limits, read its output and exit code, then delete it and its snapshot; a
 //! process allocating beyond its memory limit is OOM-killed and reported as such; exec
@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use hypermesh_agent::runtime::{self, ContainerConfig, RuntimeClient, container, image};
+use hypermesh_containers::{
+    self as containers, ContainerConfig, ContainerdClient, container, image,
+};
 use runtime_support::{
     PrivateContainerd, TEST_IMAGE, cpu_quota_of, finished_log, log_sink, memory_limit_of,
     pids_limit_of, unique_id,
@@ -23,7 +25,7 @@ fn ctr(containerd: &PrivateContainerd, args: &[&str]) -> String {
     let output = Command::new("ctr")
         .arg("--address")
         .arg(containerd.socket())
-        .args(["--namespace", runtime::NAMESPACE])
+        .args(["--namespace", containers::NAMESPACE])
         .args(args)
         .output()
         .expect("running ctr");
@@ -36,10 +38,10 @@ fn ctr(containerd: &PrivateContainerd, args: &[&str]) -> String {
 }
 
 /// A private containerd with the busybox test image imported, and a client of it.
-async fn with_test_image() -> (PrivateContainerd, RuntimeClient) {
+async fn with_test_image() -> (PrivateContainerd, ContainerdClient) {
     let containerd = PrivateContainerd::start();
     let archive = containerd.build_test_image();
-    let client = RuntimeClient::connect(containerd.socket())
+    let client = ContainerdClient::connect(containerd.socket())
         .await
         .expect("connect to containerd");
     image::import_archive(&client, &archive)
@@ -51,7 +53,7 @@ async fn with_test_image() -> (PrivateContainerd, RuntimeClient) {
 #[tokio::test]
 async fn connects_and_creates_its_namespace() {
     let containerd = PrivateContainerd::start();
-    let client = RuntimeClient::connect(containerd.socket())
+    let client = ContainerdClient::connect(containerd.socket())
         .await
         .expect("connect to containerd");
     let version = client.version().await.expect("version");
@@ -61,7 +63,7 @@ async fn connects_and_creates_its_namespace() {
     );
     assert_eq!(client.namespace(), "hypermesh");
     // Connecting again finds the namespace already there.
-    RuntimeClient::connect(containerd.socket())
+    ContainerdClient::connect(containerd.socket())
         .await
         .expect("second connect");
     let namespaces = Command::new("ctr")
@@ -80,7 +82,7 @@ async fn connects_and_creates_its_namespace() {
 #[tokio::test]
 async fn connecting_to_a_missing_socket_fails_clearly() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let err = RuntimeClient::connect(dir.path().join("nothing.sock"))
+    let err = ContainerdClient::connect(dir.path().join("nothing.sock"))
         .await
         .expect_err("no containerd there");
     assert!(err.to_string().contains("nothing.sock"), "{err}");
@@ -90,7 +92,7 @@ async fn connecting_to_a_missing_socket_fails_clearly() {
 async fn runs_a_container_with_limits_and_cleans_up() {
     let containerd = PrivateContainerd::start();
     let archive = containerd.build_test_image();
-    let client = RuntimeClient::connect(containerd.socket())
+    let client = ContainerdClient::connect(containerd.socket())
         .await
         .expect("connect to containerd");
 
@@ -166,7 +168,7 @@ async fn runs_a_container_with_limits_and_cleans_up() {
 #[tokio::test]
 async fn unknown_image_is_a_clear_error() {
     let containerd = PrivateContainerd::start();
-    let client = RuntimeClient::connect(containerd.socket())
+    let client = ContainerdClient::connect(containerd.socket())
         .await
         .expect("connect to containerd");
     let logs = tempfile::tempdir().expect("log dir");
@@ -181,7 +183,7 @@ async fn unknown_image_is_a_clear_error() {
         .await
         .expect_err("image does not exist");
     assert!(
-        matches!(err, runtime::RuntimeError::ImageNotFound(ref name) if name == &config.image),
+        matches!(err, containers::Error::ImageNotFound(ref name) if name == &config.image),
         "{err}"
     );
     assert!(!ctr(&containerd, &["containers", "ls", "-q"]).contains(&config.id));
@@ -258,7 +260,7 @@ async fn a_command_missing_from_the_image_fails_clearly_and_leaves_nothing() {
 
 #[tokio::test]
 async fn exec_runs_in_the_container_with_output_exit_code_stdin_and_tty() {
-    use hypermesh_agent::runtime::exec::{self, ExecSession, ExecSpec};
+    use hypermesh_containers::exec::{self, ExecSession, ExecSpec};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let (containerd, client) = with_test_image().await;
@@ -300,7 +302,7 @@ async fn exec_runs_in_the_container_with_output_exit_code_stdin_and_tty() {
     let err = exec::run_captured(&client, &config.id, &slow, Duration::from_millis(500))
         .await
         .expect_err("times out");
-    assert!(matches!(err, runtime::RuntimeError::Timeout(_)), "{err}");
+    assert!(matches!(err, containers::Error::Timeout(_)), "{err}");
 
     // A missing command is an error, not a hang.
     let missing = vec!["/bin/no-such-command".to_string()];

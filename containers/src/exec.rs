@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
-use super::{RuntimeClient, RuntimeError};
+use crate::{ContainerdClient, Error};
 
 /// The `Any` type URL containerd expects for an OCI process spec (JSON-encoded).
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
@@ -72,20 +72,20 @@ impl Drop for FifoDir {
     }
 }
 
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
-    move |source| RuntimeError::Io {
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn make_fifo(path: &Path) -> Result<(), RuntimeError> {
+fn make_fifo(path: &Path) -> Result<(), Error> {
     rustix::fs::mkfifoat(
         rustix::fs::CWD,
         path,
         rustix::fs::Mode::from_raw_mode(0o600),
     )
-    .map_err(|e| RuntimeError::Io {
+    .map_err(|e| Error::Io {
         path: path.to_path_buf(),
         source: e.into(),
     })
@@ -129,34 +129,31 @@ impl Drop for WaitingReaders {
 
 /// The container's process spec with `spec.args` (and the terminal flag) in place.
 async fn process_spec(
-    client: &RuntimeClient,
+    client: &ContainerdClient,
     container_id: &str,
     spec: &ExecSpec,
-) -> Result<Vec<u8>, RuntimeError> {
+) -> Result<Vec<u8>, Error> {
     if spec.args.is_empty() || spec.args[0].is_empty() {
-        return Err(RuntimeError::InvalidConfig(
-            "exec: no command given".to_string(),
-        ));
+        return Err(Error::InvalidConfig("exec: no command given".to_string()));
     }
     let container = ContainersClient::new(client.channel())
         .get(client.request(GetContainerRequest {
             id: container_id.to_string(),
         }))
         .await
-        .map_err(RuntimeError::call("containers.get"))?
+        .map_err(Error::call("containers.get"))?
         .into_inner()
         .container
-        .ok_or_else(|| RuntimeError::InvalidConfig(format!("{container_id}: no container")))?;
+        .ok_or_else(|| Error::InvalidConfig(format!("{container_id}: no container")))?;
     let runtime_spec: Value = container
         .spec
         .as_ref()
         .and_then(|any| serde_json::from_slice(&any.value).ok())
-        .ok_or_else(|| {
-            RuntimeError::InvalidConfig(format!("{container_id}: unreadable runtime spec"))
-        })?;
-    let mut process = runtime_spec.get("process").cloned().ok_or_else(|| {
-        RuntimeError::InvalidConfig(format!("{container_id}: spec has no process"))
-    })?;
+        .ok_or_else(|| Error::InvalidConfig(format!("{container_id}: unreadable runtime spec")))?;
+    let mut process = runtime_spec
+        .get("process")
+        .cloned()
+        .ok_or_else(|| Error::InvalidConfig(format!("{container_id}: spec has no process")))?;
     process["args"] = Value::from(spec.args.clone());
     process["terminal"] = Value::from(spec.tty);
     if spec.tty
@@ -168,18 +165,18 @@ async fn process_spec(
         env.push(Value::from("TERM=xterm"));
     }
     serde_json::to_vec(&process)
-        .map_err(|e| RuntimeError::InvalidConfig(format!("{container_id}: process spec: {e}")))
+        .map_err(|e| Error::InvalidConfig(format!("{container_id}: process spec: {e}")))
 }
 
 impl ExecSession {
     /// Starts `spec` in the running container `container_id`.
     pub async fn start(
-        client: &RuntimeClient,
+        client: &ContainerdClient,
         container_id: &str,
         spec: &ExecSpec,
-    ) -> Result<ExecSession, RuntimeError> {
+    ) -> Result<ExecSession, Error> {
         let process = process_spec(client, container_id, spec).await?;
-        let exec_id = format!("exec-{}", super::content::unique_suffix());
+        let exec_id = format!("exec-{}", crate::content::unique_suffix());
         let dir = Path::new(FIFO_ROOT).join(&exec_id);
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let fifos = FifoDir(dir.clone());
@@ -234,15 +231,15 @@ impl ExecSession {
                     exec_id: exec_id.clone(),
                 }))
                 .await
-                .map_err(RuntimeError::call("tasks.exec"))?;
+                .map_err(Error::call("tasks.exec"))?;
             tasks
                 .start(client.request(StartRequest {
                     container_id: container_id.to_string(),
                     exec_id: exec_id.clone(),
                 }))
                 .await
-                .map_err(RuntimeError::call("tasks.start (exec)"))?;
-            Ok::<(), RuntimeError>(())
+                .map_err(Error::call("tasks.start (exec)"))?;
+            Ok::<(), Error>(())
         }
         .await;
         if let Err(e) = started {
@@ -271,13 +268,75 @@ impl ExecSession {
         })
     }
 
+    /// The process's handle, for resizing, ending stdin or killing it while other code
+    /// owns the session's pipes.
+    pub fn process(&self) -> ExecProcess {
+        ExecProcess {
+            container_id: self.container_id.clone(),
+            exec_id: self.exec_id.clone(),
+        }
+    }
+
     /// Resizes the terminal (tty sessions only).
     pub async fn resize(
         &self,
-        client: &RuntimeClient,
+        client: &ContainerdClient,
         width: u32,
         height: u32,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<(), Error> {
+        self.process().resize(client, width, height).await
+    }
+
+    /// See [`ExecProcess::close_stdin`].
+    pub async fn close_stdin(&self, client: &ContainerdClient) -> Result<(), Error> {
+        self.process().close_stdin(client).await
+    }
+
+    /// Kills the process (SIGKILL).
+    pub async fn kill(&self, client: &ContainerdClient) -> Result<(), Error> {
+        self.process().kill(client).await
+    }
+
+    /// Waits for the process to exit; returns its exit code (128 + signal when killed).
+    pub async fn wait(&self, client: &ContainerdClient) -> Result<i32, Error> {
+        let response = TasksClient::new(client.channel())
+            .wait(client.request(WaitRequest {
+                container_id: self.container_id.clone(),
+                exec_id: self.exec_id.clone(),
+            }))
+            .await
+            .map_err(Error::call("tasks.wait (exec)"))?
+            .into_inner();
+        Ok(i32::try_from(response.exit_status).unwrap_or(i32::MAX))
+    }
+
+    /// Forgets the exited process in containerd and removes the FIFOs.
+    pub async fn remove(self, client: &ContainerdClient) {
+        let _ = TasksClient::new(client.channel())
+            .delete_process(client.request(DeleteProcessRequest {
+                container_id: self.container_id.clone(),
+                exec_id: self.exec_id.clone(),
+            }))
+            .await;
+    }
+}
+
+/// An exec process as containerd knows it (container and exec ID), detached from the
+/// session's pipes.
+#[derive(Clone, Debug)]
+pub struct ExecProcess {
+    container_id: String,
+    exec_id: String,
+}
+
+impl ExecProcess {
+    /// Resizes the terminal (tty sessions only).
+    pub async fn resize(
+        &self,
+        client: &ContainerdClient,
+        width: u32,
+        height: u32,
+    ) -> Result<(), Error> {
         TasksClient::new(client.channel())
             .resize_pty(client.request(ResizePtyRequest {
                 container_id: self.container_id.clone(),
@@ -286,13 +345,13 @@ impl ExecSession {
                 height,
             }))
             .await
-            .map_err(RuntimeError::call("tasks.resize_pty"))?;
+            .map_err(Error::call("tasks.resize_pty"))?;
         Ok(())
     }
 
     /// Ends the process's stdin (after the caller dropped its [`ExecSession::stdin`]):
     /// the shim keeps the FIFO open, so end of input is sent explicitly.
-    pub async fn close_stdin(&self, client: &RuntimeClient) -> Result<(), RuntimeError> {
+    pub async fn close_stdin(&self, client: &ContainerdClient) -> Result<(), Error> {
         TasksClient::new(client.channel())
             .close_io(client.request(CloseIoRequest {
                 container_id: self.container_id.clone(),
@@ -300,25 +359,12 @@ impl ExecSession {
                 stdin: true,
             }))
             .await
-            .map_err(RuntimeError::call("tasks.close_io"))?;
+            .map_err(Error::call("tasks.close_io"))?;
         Ok(())
     }
 
-    /// Waits for the process to exit; returns its exit code (128 + signal when killed).
-    pub async fn wait(&self, client: &RuntimeClient) -> Result<i32, RuntimeError> {
-        let response = TasksClient::new(client.channel())
-            .wait(client.request(WaitRequest {
-                container_id: self.container_id.clone(),
-                exec_id: self.exec_id.clone(),
-            }))
-            .await
-            .map_err(RuntimeError::call("tasks.wait (exec)"))?
-            .into_inner();
-        Ok(i32::try_from(response.exit_status).unwrap_or(i32::MAX))
-    }
-
     /// Kills the process (SIGKILL).
-    pub async fn kill(&self, client: &RuntimeClient) -> Result<(), RuntimeError> {
+    pub async fn kill(&self, client: &ContainerdClient) -> Result<(), Error> {
         TasksClient::new(client.channel())
             .kill(client.request(KillRequest {
                 container_id: self.container_id.clone(),
@@ -327,18 +373,8 @@ impl ExecSession {
                 all: false,
             }))
             .await
-            .map_err(RuntimeError::call("tasks.kill (exec)"))?;
+            .map_err(Error::call("tasks.kill (exec)"))?;
         Ok(())
-    }
-
-    /// Forgets the exited process in containerd and removes the FIFOs.
-    pub async fn remove(self, client: &RuntimeClient) {
-        let _ = TasksClient::new(client.channel())
-            .delete_process(client.request(DeleteProcessRequest {
-                container_id: self.container_id.clone(),
-                exec_id: self.exec_id.clone(),
-            }))
-            .await;
     }
 }
 
@@ -352,13 +388,13 @@ pub struct Captured {
 }
 
 /// Runs `args` in the container without stdin and collects its output; kills it after
-/// `timeout` (then fails with [`RuntimeError::Timeout`]).
+/// `timeout` (then fails with [`Error::Timeout`]).
 pub async fn run_captured(
-    client: &RuntimeClient,
+    client: &ContainerdClient,
     container_id: &str,
     args: &[String],
     timeout: Duration,
-) -> Result<Captured, RuntimeError> {
+) -> Result<Captured, Error> {
     let spec = ExecSpec {
         args: args.to_vec(),
         tty: false,
@@ -385,7 +421,7 @@ pub async fn run_captured(
         Err(_) => {
             let _ = session.kill(client).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), session.wait(client)).await;
-            Err(RuntimeError::Timeout(timeout))
+            Err(Error::Timeout(timeout))
         }
     };
     session.remove(client).await;

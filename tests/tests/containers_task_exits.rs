@@ -10,8 +10,8 @@ mod runtime_support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hypermesh_agent::runtime::{
-    ContainerConfig, ExitStatus, RuntimeClient, TaskEnd, TaskExits, container, image,
+use hypermesh_containers::{
+    ContainerConfig, ContainerdClient, ExitStatus, TaskEnd, TaskExits, container, image,
 };
 use hypermesh_tests::wait_for;
 use runtime_support::{PrivateContainerd, TEST_IMAGE, log_sink, unique_id};
@@ -23,7 +23,7 @@ const SIGKILL: u32 = 9;
 /// A private containerd with the test image, a client and the exit subscription.
 struct Setup {
     containerd: PrivateContainerd,
-    client: RuntimeClient,
+    client: ContainerdClient,
     exits: TaskExits,
     shutdown: CancellationToken,
     logs: tempfile::TempDir,
@@ -33,7 +33,7 @@ impl Setup {
     async fn start() -> Setup {
         let containerd = PrivateContainerd::start();
         let archive = containerd.build_test_image();
-        let client = RuntimeClient::connect(containerd.socket())
+        let client = ContainerdClient::connect(containerd.socket())
             .await
             .expect("connect to containerd");
         image::import_archive(&client, &archive)

@@ -12,7 +12,7 @@ use containerd_client::services::v1::{
 use tonic::Request;
 use tonic::transport::Channel;
 
-use super::{NAMESPACE, RuntimeError};
+use crate::{Error, NAMESPACE};
 
 /// gRPC metadata key containerd reads the namespace from.
 const NAMESPACE_HEADER: &str = "containerd-namespace";
@@ -21,7 +21,7 @@ const LEASE_HEADER: &str = "containerd-lease";
 
 /// A connection to one containerd, scoped to one namespace.
 #[derive(Clone, Debug)]
-pub struct RuntimeClient {
+pub struct ContainerdClient {
     channel: Channel,
     namespace: String,
     socket: PathBuf,
@@ -36,26 +36,26 @@ pub struct DaemonVersion {
     pub revision: String,
 }
 
-impl RuntimeClient {
+impl ContainerdClient {
     /// Connects to the containerd socket at `socket` and makes sure the [`NAMESPACE`]
     /// namespace exists. Fails when nothing answers there.
-    pub async fn connect(socket: impl AsRef<Path>) -> Result<Self, RuntimeError> {
+    pub async fn connect(socket: impl AsRef<Path>) -> Result<Self, Error> {
         Self::connect_namespace(socket, NAMESPACE).await
     }
 
-    /// As [`RuntimeClient::connect`], in another namespace (tests use this to isolate runs).
+    /// As [`ContainerdClient::connect`], in another namespace (tests use this to isolate runs).
     pub async fn connect_namespace(
         socket: impl AsRef<Path>,
         namespace: &str,
-    ) -> Result<Self, RuntimeError> {
+    ) -> Result<Self, Error> {
         let socket = socket.as_ref().to_path_buf();
         let channel = containerd_client::connect(&socket)
             .await
-            .map_err(|source| RuntimeError::Connect {
+            .map_err(|source| Error::Connect {
                 socket: socket.clone(),
                 source,
             })?;
-        let client = RuntimeClient {
+        let client = ContainerdClient {
             channel,
             namespace: namespace.to_string(),
             socket,
@@ -75,12 +75,12 @@ impl RuntimeClient {
     }
 
     /// The underlying channel, for service clients.
-    pub fn channel(&self) -> Channel {
+    pub(crate) fn channel(&self) -> Channel {
         self.channel.clone()
     }
 
     /// Wraps `message` in a request carrying the namespace header.
-    pub fn request<T>(&self, message: T) -> Request<T> {
+    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         // A namespace name is validated by containerd to be a DNS label, so it is always
         // valid ASCII metadata; an invalid one is simply not sent and containerd rejects
@@ -91,9 +91,9 @@ impl RuntimeClient {
         request
     }
 
-    /// As [`RuntimeClient::request`], also carrying `lease` so that content and
+    /// As [`ContainerdClient::request`], also carrying `lease` so that content and
     /// snapshots created by the call are kept until the lease is deleted.
-    pub fn leased_request<T>(&self, message: T, lease: &str) -> Request<T> {
+    pub(crate) fn leased_request<T>(&self, message: T, lease: &str) -> Request<T> {
         let mut request = self.request(message);
         if let Ok(value) = lease.parse() {
             request.metadata_mut().insert(LEASE_HEADER, value);
@@ -102,11 +102,11 @@ impl RuntimeClient {
     }
 
     /// The daemon's version.
-    pub async fn version(&self) -> Result<DaemonVersion, RuntimeError> {
+    pub async fn version(&self) -> Result<DaemonVersion, Error> {
         let response = VersionClient::new(self.channel())
             .version(Request::new(()))
             .await
-            .map_err(RuntimeError::call("version"))?
+            .map_err(Error::call("version"))?
             .into_inner();
         Ok(DaemonVersion {
             version: response.version,
@@ -117,7 +117,7 @@ impl RuntimeClient {
     /// Creates the namespace if it does not exist yet. (containerd 1.6's namespace `Get`
     /// answers OK with no labels for a namespace that does not exist, so this creates
     /// and treats `AlreadyExists` as success instead of looking first.)
-    pub async fn ensure_namespace(&self) -> Result<(), RuntimeError> {
+    pub async fn ensure_namespace(&self) -> Result<(), Error> {
         let mut namespaces = NamespacesClient::new(self.channel());
         let created = namespaces
             // The namespace header too: containerd publishes the creation event in it.
@@ -131,17 +131,17 @@ impl RuntimeClient {
         match created {
             Ok(_) => Ok(()),
             Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
-            Err(status) => Err(RuntimeError::call("namespaces.create")(status)),
+            Err(status) => Err(Error::call("namespaces.create")(status)),
         }
     }
 
     /// Creates a lease that expires after `ttl` on its own if it is never deleted (so a
     /// crash mid-import leaves nothing pinned forever).
-    pub async fn create_lease(
+    pub(crate) async fn create_lease(
         &self,
         id: &str,
         ttl: std::time::Duration,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<(), Error> {
         let mut labels = HashMap::new();
         labels.insert("containerd.io/gc.expire".to_string(), rfc3339_after(ttl));
         LeasesClient::new(self.channel())
@@ -150,12 +150,12 @@ impl RuntimeClient {
                 labels,
             }))
             .await
-            .map_err(RuntimeError::call("leases.create"))?;
+            .map_err(Error::call("leases.create"))?;
         Ok(())
     }
 
     /// Deletes a lease; what it pinned becomes collectable unless referenced elsewhere.
-    pub async fn delete_lease(&self, id: &str) -> Result<(), RuntimeError> {
+    pub(crate) async fn delete_lease(&self, id: &str) -> Result<(), Error> {
         let result = LeasesClient::new(self.channel())
             .delete(self.request(DeleteLeaseRequest {
                 id: id.to_string(),
@@ -165,12 +165,28 @@ impl RuntimeClient {
         match result {
             Ok(_) => Ok(()),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
-            Err(status) => Err(RuntimeError::call("leases.delete")(status)),
+            Err(status) => Err(Error::call("leases.delete")(status)),
         }
     }
 }
 
 /// `now + ttl` as an RFC 3339 UTC timestamp (the format containerd's gc labels use).
 fn rfc3339_after(ttl: std::time::Duration) -> String {
-    hypermesh_api::time::rfc3339(std::time::SystemTime::now() + ttl, false)
+    let at = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now() + ttl);
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_expiry_labels_are_rfc3339_utc() {
+        let label = rfc3339_after(std::time::Duration::from_secs(3600));
+        let parsed = chrono::DateTime::parse_from_rfc3339(&label).expect("RFC 3339");
+        assert!(label.ends_with('Z'), "{label}");
+        let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
+        let ahead = parsed.timestamp() - now.timestamp();
+        assert!((3590..=3610).contains(&ahead), "{label}");
+    }
 }
