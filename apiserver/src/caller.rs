@@ -108,6 +108,9 @@ pub struct PeerIdentity {
     pub caller: std::sync::Arc<Caller>,
     /// The client's address.
     pub remote: Option<std::net::SocketAddr>,
+    /// The certificate was revoked when the connection was made: every request is
+    /// refused with a status saying so (clearer than a failed handshake).
+    pub revoked: bool,
 }
 
 /// How the server tells callers apart.
@@ -124,6 +127,16 @@ impl Authentication {
     /// The caller of `request`.
     pub fn caller_of<T>(self, request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
         if let Some(peer) = request.extensions().get::<PeerIdentity>() {
+            if peer.revoked {
+                return Err(hypermesh_api::reason::status(
+                    hypermesh_api::reason::Reason::Unauthenticated,
+                    format!(
+                        "the client certificate of {} (serial {}) was revoked; ask an admin for a new one",
+                        peer.caller.name,
+                        peer.caller.serial.as_deref().unwrap_or("?")
+                    ),
+                ));
+            }
             return Ok(peer.caller.as_ref().clone());
         }
         match self {

@@ -394,7 +394,7 @@ impl ApiServer {
                     .map(|t| t.extra_names.clone())
                     .unwrap_or_default();
                 let names = crate::tls::serving_names(listener.local_addr().ok(), &extra);
-                let server_config = crate::tls::server_config(&pki.ca, names, revocations.clone())?;
+                let server_config = crate::tls::server_config(&pki.ca, names)?;
                 Some((Arc::new(server_config), revocations))
             }
         };

@@ -14,6 +14,10 @@ fn check(object: &DynObject) -> Result<(), String> {
         DynObject::Asset(o) => validate(o),
         DynObject::Lease(o) => validate(o),
         DynObject::Event(o) => validate(o),
+        DynObject::Role(o) => validate(o),
+        DynObject::RoleBinding(o) => validate(o),
+        DynObject::JoinToken(o) => validate(o),
+        DynObject::Certificate(o) => validate(o),
     };
     result.map_err(|e| e.to_string())
 }

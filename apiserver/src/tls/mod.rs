@@ -79,11 +79,10 @@ pub fn serving_names(
 
 /// The rustls server configuration: a fresh serving certificate from `ca` (sent with
 /// the CA certificate, so a joining node can check its pin), client certificates of
-/// `ca` verified and checked against `revocations`.
+/// `ca` verified (revocation is checked once the handshake is done, in [`incoming`]).
 pub fn server_config(
     ca: &ClusterCa,
     names: (Vec<String>, Vec<std::net::IpAddr>),
-    revocations: Arc<Revocations>,
 ) -> Result<ServerConfig, TlsError> {
     let (dns_names, ip_addresses) = names;
     let spec = CertificateSpec {
@@ -99,11 +98,8 @@ pub fn server_config(
     let (issued, key_pem) = ca.issue_with_new_key(&spec)?;
     let chain = vec![issued.der, ca.certificate_der().clone()];
     let provider = provider();
-    let verifier = verifier::ClientVerifier::new(
-        Arc::new(roots(ca.certificate_pem())?),
-        provider.clone(),
-        revocations,
-    )?;
+    let verifier =
+        verifier::ClientVerifier::new(Arc::new(roots(ca.certificate_pem())?), provider.clone())?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)?
         .with_client_cert_verifier(Arc::new(verifier))
@@ -183,13 +179,18 @@ pub fn incoming(
                         }
                     },
                 };
+                let revoked = caller
+                    .serial
+                    .as_deref()
+                    .is_some_and(|s| revocations.is_revoked(s));
                 let closed = match &caller.serial {
-                    Some(serial) => revocations.track(serial),
-                    None => CancellationToken::new(),
+                    Some(serial) if !revoked => revocations.track(serial),
+                    _ => CancellationToken::new(),
                 };
                 let peer = PeerIdentity {
                     caller: Arc::new(caller),
                     remote: Some(remote),
+                    revoked,
                 };
                 let _ = tx
                     .send(Ok(AuthenticatedStream::new(tls, peer, closed)))

@@ -1,7 +1,8 @@
 //! The client certificate verifier: the chain must lead to the cluster CA (rustls'
-//! WebPKI verifier: signature, validity period, client usage), then the serial must
-//! not be revoked. A client without a certificate passes as anonymous; what it may do
-//! (join, health) is authorization's business.
+//! WebPKI verifier: signature, validity period, client usage) and name an identity. A
+//! client without a certificate passes as anonymous; what it may do (join, health) is
+//! authorization's business. Revocation is checked after the handshake
+//! (`super::incoming`), so the client gets a status that says so.
 
 use std::sync::Arc;
 
@@ -14,28 +15,22 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
 };
 
-use super::Revocations;
 use hypermesh_trust::tls::TlsError;
 
 /// Verifies client certificates against the CA and the revocation list.
 #[derive(Debug)]
 pub struct ClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    revocations: Arc<Revocations>,
 }
 
 impl ClientVerifier {
     /// A verifier trusting `roots`.
-    pub fn new(
-        roots: Arc<RootCertStore>,
-        provider: Arc<CryptoProvider>,
-        revocations: Arc<Revocations>,
-    ) -> Result<Self, TlsError> {
+    pub fn new(roots: Arc<RootCertStore>, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
         let inner = WebPkiClientVerifier::builder_with_provider(roots, provider)
             .allow_unauthenticated()
             .build()
             .map_err(|e| TlsError::Verifier(e.to_string()))?;
-        Ok(ClientVerifier { inner, revocations })
+        Ok(ClientVerifier { inner })
     }
 }
 
@@ -61,11 +56,8 @@ impl ClientCertVerifier for ClientVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let identity = hypermesh_trust::pki::read_identity(end_entity)
+        hypermesh_trust::pki::read_identity(end_entity)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        if self.revocations.is_revoked(&identity.serial) {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
-        }
         Ok(verified)
     }
 
