@@ -22,6 +22,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::admission::Operation;
 use crate::caller::{Caller, NODE_PREFIX, NODES_GROUP};
 use crate::registry::Registry;
+use crate::service::Call;
 
 /// Largest FALCON public key accepted (FALCON-1024's is 1,793 bytes).
 const MAX_FALCON_KEY: usize = 4096;
@@ -419,26 +420,22 @@ impl JoinService {
 #[tonic::async_trait]
 impl v1::join_service_server::JoinService for JoinService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let timer = self.tokens.metrics().request("Join", "Join");
+        // No identity yet: the token is the credential.
+        let (call, _) = Call::start(&self.tokens, "Join", &request);
         let result = JoinService::join(self, request.into_inner()).await;
         if let Err(e) = &result {
             tracing::warn!(error = %e.message(), "join refused");
         }
-        timer.finish(result).map(Response::new)
+        call.finish(result)
     }
 
     async fn renew(
         &self,
         request: Request<RenewRequest>,
     ) -> Result<Response<JoinResponse>, Status> {
-        let timer = self.tokens.metrics().request("Join", "Renew");
-        let caller = match self.tokens.caller_of(&request) {
-            Ok(c) => c,
-            Err(e) => return timer.finish(Err(e)),
-        };
-        timer
-            .finish(JoinService::renew(self, &caller, request.into_inner()).await)
-            .map(Response::new)
+        crate::call!(&self.tokens, "Renew", request, |caller, r| {
+            JoinService::renew(self, &caller, r)
+        })
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`suspect`]: marks nodes Suspect from those Events (Byzantine reaction).
 //! - [`join`]: the cluster CA's certificates: node joins with tokens, renewals, user
 //!   certificates, and their records.
+//! - [`audit`]: the audit log, one JSON line per request, rotated by size.
 //! - [`tls`]: TLS 1.3 with client certificates on the gRPC port, revocation.
 //! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
 //! - `bind`: `InstanceService.Bind`.
@@ -22,6 +23,7 @@
 //! - [`server`]: [`Config`] and [`serve`], wiring it together with health and reflection.
 
 pub mod admission;
+pub mod audit;
 mod bind;
 pub mod caller;
 pub mod findings;
@@ -32,7 +34,7 @@ pub mod metrics;
 pub mod object;
 pub mod registry;
 pub mod server;
-mod service;
+pub mod service;
 pub mod sessions;
 pub mod store;
 pub mod suspect;

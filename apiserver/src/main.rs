@@ -70,6 +70,18 @@ struct Args {
     #[arg(long, env = "HM_ENCRYPTION_KEY_FILE")]
     encryption_key_file: Option<PathBuf>,
 
+    /// Write one JSON line per request (who, what, result) to this file.
+    #[arg(long, env = "HM_AUDIT_LOG", value_name = "PATH")]
+    audit_log: Option<PathBuf>,
+
+    /// Rotate the audit log when it would grow past this many MiB.
+    #[arg(long, env = "HM_AUDIT_LOG_MAX_MIB", default_value_t = 100)]
+    audit_log_max_mib: u64,
+
+    /// Audit log files kept, the live one included.
+    #[arg(long, env = "HM_AUDIT_LOG_MAX_FILES", default_value_t = 5)]
+    audit_log_max_files: u32,
+
     /// Extra DNS name or IP address for the serving certificate (repeatable), e.g.
     /// the address nodes reach this server at. Loopback, localhost, the host name and
     /// the --listen address are always in it.
@@ -112,6 +124,14 @@ async fn main() -> anyhow::Result<()> {
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     config.metrics_addr = args.metrics_addr;
+    config.audit = args
+        .audit_log
+        .clone()
+        .map(|path| hypermesh_apiserver::audit::AuditSettings {
+            path,
+            max_bytes: args.audit_log_max_mib.saturating_mul(1024 * 1024).max(4096),
+            max_files: args.audit_log_max_files.max(1),
+        });
     if !args.insecure_dev {
         config.tls = Some(hypermesh_apiserver::TlsSettings {
             encryption_key_file: args.encryption_key_file.clone(),

@@ -52,6 +52,8 @@ pub struct RegistryOptions {
     pub authentication: crate::caller::Authentication,
     /// The cluster CA (absent on a plaintext `--insecure-dev` server).
     pub pki: Option<Arc<crate::join::Pki>>,
+    /// Where every request is recorded (`--audit-log`).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl Default for RegistryOptions {
@@ -65,6 +67,7 @@ impl Default for RegistryOptions {
             admission: Arc::default(),
             authentication: crate::caller::Authentication::InsecureDev,
             pki: None,
+            audit: None,
         }
     }
 }
@@ -184,6 +187,11 @@ impl<K: Kind> Registry<K> {
     /// The broker of sessions with agents.
     pub fn sessions(&self) -> &Arc<crate::sessions::Sessions> {
         &self.options.sessions
+    }
+
+    /// The audit log, when there is one.
+    pub fn audit_log(&self) -> Option<&crate::audit::AuditLog> {
+        self.options.audit.as_deref()
     }
 
     /// The cluster CA, when the server runs with TLS.

@@ -57,6 +57,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// TLS with client certificates; `None` serves plaintext (`--insecure-dev`).
     pub tls: Option<TlsSettings>,
+    /// The audit log (`--audit-log`); `None` records nothing.
+    pub audit: Option<crate::audit::AuditSettings>,
 }
 
 /// How the server runs TLS.
@@ -88,6 +90,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(5),
             metrics_addr: None,
             tls: None,
+            audit: None,
         }
     }
 
@@ -143,6 +146,9 @@ pub enum ServerError {
     /// A client configuration could not be written.
     #[error("{0}")]
     ClientConfig(#[from] hypermesh_trust::client_config::ConfigError),
+    /// The audit log could not be opened.
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 macro_rules! with_limits {
@@ -234,6 +240,11 @@ impl ApiServer {
                 Authentication::InsecureDev
             },
             pki,
+            audit: config
+                .audit
+                .clone()
+                .map(crate::audit::AuditLog::open)
+                .transpose()?,
         });
         let init = |s: tonic::Status| ServerError::Init(s.message().to_string());
         let namespaces: Registry<v1::Namespace> = Registry::new(store.clone(), options.clone());

@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::admission::Operation;
 use crate::caller::Caller;
 use crate::registry::Registry;
+use crate::service::Call;
 
 /// How long the agent has to attach after being asked to open a session.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -260,13 +261,14 @@ impl v1::agent_tunnel_service_server::AgentTunnelService for TunnelService {
         &self,
         request: Request<AgentHello>,
     ) -> Result<Response<Self::ListenStream>, Status> {
-        let caller = self.nodes.caller_of(&request)?;
-        let sent = request.into_inner().node_name;
-        if sent.is_empty() && caller.node_name().is_none() {
-            return Err(Status::invalid_argument("node_name: required"));
-        }
-        let node = self.tunnel_node(&caller, &sent).await?;
-        Ok(Response::new(self.nodes.sessions().listen(node)))
+        crate::call!(&self.nodes, "Listen", request, |caller, hello| async {
+            let sent = hello.node_name;
+            if sent.is_empty() && caller.node_name().is_none() {
+                return Err(Status::invalid_argument("node_name: required"));
+            }
+            let node = self.tunnel_node(&caller, &sent).await?;
+            Ok(self.nodes.sessions().listen(node))
+        })
     }
 
     type AttachStream = BoxStream<SessionFrame>;
@@ -275,19 +277,19 @@ impl v1::agent_tunnel_service_server::AgentTunnelService for TunnelService {
         &self,
         request: Request<Streaming<SessionFrame>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let caller = self.nodes.caller_of(&request)?;
-        if let Some(node) = caller.node_name() {
-            self.tunnel_node(&caller, node).await?;
-        } else {
+        crate::call!(&self.nodes, "Attach", request, |caller, frames| async {
+            if let Some(node) = caller.node_name() {
+                self.tunnel_node(&caller, node).await?;
+            } else {
+                self.nodes
+                    .authorize(&caller, Operation::Tunnel, "", "")
+                    .await?;
+            }
             self.nodes
-                .authorize(&caller, Operation::Tunnel, "", "")
-                .await?;
-        }
-        self.nodes
-            .sessions()
-            .attach(caller.node_name(), request.into_inner())
-            .await
-            .map(Response::new)
+                .sessions()
+                .attach(caller.node_name(), frames)
+                .await
+        })
     }
 }
 

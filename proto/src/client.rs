@@ -161,42 +161,38 @@ fn tls_required(target: &Target) -> Result<Option<ClientTls>, ConnectError> {
     }
 }
 
+/// A TLS connection to the apiserver, as hyper wants it.
+type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// The future of one connection attempt.
+type Connecting =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<TlsIo>> + Send>>;
+
 /// TCP, then TLS with the current `config`, naming the server by the URI's host.
 fn tls_connector(
     config: ClientTls,
 ) -> impl tower::Service<
     tonic::codegen::http::Uri,
-    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Response = TlsIo,
     Error = std::io::Error,
-    Future = std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = std::io::Result<
-                        hyper_util::rt::TokioIo<
-                            tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-                        >,
-                    >,
-                > + Send,
-        >,
-    >,
+    Future = Connecting,
 > + Clone {
     tower::service_fn(move |uri: tonic::codegen::http::Uri| {
         let connector = tokio_rustls::TlsConnector::from(config.current());
-        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
-            Box::pin(async move {
-                let invalid = |what: &str| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string())
-                };
-                let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?;
-                let port = uri.port_u16().unwrap_or(7443);
-                let bare = host.trim_start_matches('[').trim_end_matches(']');
-                let name = rustls::pki_types::ServerName::try_from(bare.to_string())
-                    .map_err(|_| invalid("the URL's host is not a valid server name"))?;
-                let tcp = tokio::net::TcpStream::connect((bare, port)).await?;
-                tcp.set_nodelay(true)?;
-                let tls = connector.connect(name, tcp).await?;
-                Ok(hyper_util::rt::TokioIo::new(tls))
-            });
+        let fut: Connecting = Box::pin(async move {
+            let invalid = |what: &str| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string())
+            };
+            let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?;
+            let port = uri.port_u16().unwrap_or(7443);
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(bare.to_string())
+                .map_err(|_| invalid("the URL's host is not a valid server name"))?;
+            let tcp = tokio::net::TcpStream::connect((bare, port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        });
         fut
     })
 }

@@ -14,11 +14,15 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
 /// The kinds of the API; each has a `hypermesh.v1.<Kind>Service`.
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 13] = [
     "Namespace",
     "Node",
     "Asset",
     "Workload",
+    "Role",
+    "RoleBinding",
+    "JoinToken",
+    "Certificate",
     "Instance",
     "Route",
     "Secret",

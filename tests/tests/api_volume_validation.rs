@@ -131,13 +131,26 @@ async fn unsafe_volumes_and_mounts_are_rejected_with_field_paths() {
         err.message()
     );
 
-    // Valid volumes are accepted.
-    api.create(&with_volumes(
+    // Valid volumes are accepted; a hostPath only where the workload policy allows host
+    // access (`trust_attacks.rs` has the policy's own story).
+    let valid = with_volumes(
         vec![scratch(), host("/srv/data")],
         vec![mount("scratch", "/scratch"), mount("host", "/data")],
-    ))
-    .await
-    .expect("valid volumes");
+    );
+    let err = api
+        .create(&valid)
+        .await
+        .expect_err("hostPath in a baseline namespace");
+    assert_status(&err, Code::PermissionDenied, Reason::PolicyDenied);
+    let namespaces = server.api::<v1::Namespace>();
+    let mut default = namespaces.get("", "default").await.expect("default");
+    default
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .insert("hypermesh.io/policy".into(), "privileged".into());
+    namespaces.update(&default).await.expect("label default");
+    api.create(&valid).await.expect("valid volumes");
 }
 
 #[tokio::test]

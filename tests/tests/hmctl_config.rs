@@ -21,7 +21,7 @@ async fn hmctl_server_comes_from_flag_env_or_config_file() {
     let out = hmctl.run_command(cmd).await.ok();
     assert!(
         out.stdout
-            .contains("effective server: http://127.0.0.1:7443 (from built-in default)"),
+            .contains("effective server: https://127.0.0.1:7443 (from built-in default)"),
         "{out:#?}"
     );
 

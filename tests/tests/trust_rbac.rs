@@ -197,3 +197,53 @@ async fn admin_may_do_everything_and_anonymous_nothing() {
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("no client certificate"), "{err:?}");
 }
+
+#[tokio::test]
+async fn the_audit_log_records_who_did_what_and_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let server = InProcessApiServer::start_with(|c| {
+        c.tls = Some(hypermesh_apiserver::TlsSettings::default());
+        c.audit = Some(hypermesh_apiserver::audit::AuditSettings {
+            path: log.clone(),
+            max_bytes: 1 << 20,
+            max_files: 2,
+        });
+    })
+    .await
+    .unwrap();
+    let viewer = identities::user(&server, "vera", "viewer", &[])
+        .await
+        .unwrap();
+    let workloads = api::<Workload>(&viewer).await;
+    workloads.list(ListRequest::default()).await.unwrap();
+    workloads
+        .create(&workload("default", "web", 1))
+        .await
+        .unwrap_err();
+
+    let lines = hypermesh_tests::wait_for(hypermesh_tests::DEFAULT_TIMEOUT, || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &serde_json::Value| v["identity"] == "user:vera")
+            .collect();
+        (lines.len() >= 2).then_some(lines)
+    })
+    .await
+    .unwrap();
+    assert_eq!(lines[0]["verb"], "List");
+    assert_eq!(lines[0]["resource"], "workloads");
+    assert_eq!(lines[0]["code"], "OK");
+    assert_eq!(lines[1]["verb"], "Create");
+    assert_eq!(lines[1]["namespace"], "default");
+    assert_eq!(lines[1]["name"], "web");
+    assert_eq!(lines[1]["code"], "PermissionDenied");
+    assert!(
+        lines[1]["remote"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+}

@@ -106,7 +106,7 @@ fn subject_matches(subject: &v1::Subject, caller: &Caller) -> bool {
             caller.name.strip_prefix(USER_PREFIX) == Some(subject.name.as_str())
                 || (subject.name.contains(':') && caller.name == subject.name)
         }
-        "Group" => caller.groups.iter().any(|g| *g == subject.name),
+        "Group" => caller.groups.contains(&subject.name),
         _ => false,
     }
 }
