@@ -11,13 +11,16 @@
 //! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
 //! - `bind`: `InstanceService.Bind`.
 //! - `service`: the gRPC services, one generic implementation for every kind.
-//! - [`metrics`]: Prometheus metrics on `/metrics`.
-//! - [`gc`]: garbage collection (owner references) and namespace deletion.
+//! - [`metrics`]: Prometheus metrics on `/metrics` (and `/healthz`).
+//! - [`in_process`]: the controllers run beside the server (garbage collection and
+//!   namespace deletion always, the leader-elected ones unless `--controllers none`).
+//! - [`gc`]: a transitional shim `server` still spawns (see its documentation).
 //! - [`server`]: [`Config`] and [`serve`], wiring it together with health and reflection.
 
 pub mod admission;
 mod bind;
 pub mod gc;
+pub mod in_process;
 pub mod metrics;
 pub mod object;
 pub mod proofs;

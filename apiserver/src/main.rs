@@ -1,6 +1,7 @@
 //! `hm-apiserver` command line: parses flags, installs signal handling and runs
-//! [`hypermesh_apiserver::serve`], plus the controllers in-process unless
-//! `--controllers none`.
+//! [`hypermesh_apiserver::serve`], plus the in-process controllers
+//! ([`hypermesh_apiserver::in_process`]): the garbage collector always, the
+//! leader-elected controllers unless `--controllers none`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use hypermesh_apiserver::in_process;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 use tracing::warn;
 
 /// How long the in-process controllers get to stop (and release their Lease) before
@@ -20,9 +21,9 @@ const CONTROLLERS_GRACE: Duration = Duration::from_secs(5);
 /// Which controllers run inside the apiserver process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Controllers {
-    /// Every controller (workloads), leader-elected among apiservers.
+    /// Every controller (workloads, node lifecycle), leader-elected among apiservers.
     All,
-    /// None: run them elsewhere, or not at all.
+    /// None (the garbage collector still runs): run them elsewhere, or not at all.
     None,
 }
 
@@ -65,7 +66,8 @@ struct Args {
     insecure_dev: bool,
 
     /// Controllers to run in this process, talking to this server over gRPC; with
-    /// several apiservers a Lease elects the one whose controllers act.
+    /// several apiservers a Lease elects the one whose controllers act. Garbage
+    /// collection and namespace deletion run in every apiserver either way.
     #[arg(long, env = "HM_CONTROLLERS", value_enum, default_value_t = Controllers::All)]
     controllers: Controllers,
 }
@@ -109,41 +111,23 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|()| stdout.flush())
         .context("writing to stdout")?;
 
-    let controllers = match args.controllers {
-        Controllers::All => {
-            let token = CancellationToken::new();
-            let channel = self_channel(address)?;
-            let task = tokio::spawn(hypermesh_controllers::run(channel, token.clone()));
-            Some((token, task))
-        }
-        Controllers::None => None,
+    let which = match args.controllers {
+        Controllers::All => in_process::Controllers::All,
+        Controllers::None => in_process::Controllers::None,
     };
+    let channel = in_process::self_channel(address)?;
+    let token = CancellationToken::new();
+    let controllers = tokio::spawn(in_process::run(channel, which, token.clone()));
     tokio::spawn(async move {
         stop.cancelled().await;
-        if let Some((token, task)) = controllers {
-            token.cancel();
-            if tokio::time::timeout(CONTROLLERS_GRACE, task).await.is_err() {
-                warn!("controllers did not stop in time");
-            }
+        token.cancel();
+        if tokio::time::timeout(CONTROLLERS_GRACE, controllers)
+            .await
+            .is_err()
+        {
+            warn!("controllers did not stop in time");
         }
         shutdown.cancel();
     });
     server.serve(listener).await.context("hm-apiserver failed")
-}
-
-/// A channel to this server's own gRPC address (loopback when listening on every
-/// interface), connected on first use.
-fn self_channel(address: SocketAddr) -> anyhow::Result<tonic::transport::Channel> {
-    let mut target = address;
-    if target.ip().is_unspecified() {
-        target.set_ip(match target {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    let endpoint = Endpoint::from_shared(format!("http://{target}"))
-        .with_context(|| format!("invalid address {target}"))?
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30));
-    Ok(endpoint.connect_lazy())
 }

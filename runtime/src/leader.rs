@@ -2,8 +2,13 @@
 //! (apiservers running controllers, schedulers) exactly one acts at a time.
 //!
 //! Every candidate reads the Lease every `retry_period`. It takes the Lease when it is
-//! absent, released (empty holder) or expired (`renew_time + lease_duration_seconds <
-//! now`), and the leader renews it on the same period. Every write is a
+//! absent, released (empty holder) or expired, and the leader renews it on the same
+//! period. Expiry is judged the way Kubernetes' client-go does: by when *this*
+//! candidate last saw the Lease's record change (its own monotonic clock), plus the
+//! Lease's duration — never by comparing the holder's `renew_time` with our wall
+//! clock, so clock skew (or a `renew_time` in the year 292277026596) cannot keep a
+//! dead leader in office or depose a live one. A duration beyond
+//! [`MAX_LEASE_DURATION`] counts as that maximum. Every write is a
 //! compare-and-swap on the `resource_version` that was read: when two candidates race,
 //! the apiserver answers `ABORTED` to the loser. A leader that cannot renew within
 //! `renew_deadline` (shorter than the lease duration, so it stops before anyone else
@@ -18,13 +23,17 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use hypermesh_api::Api;
+use hypermesh_api::time::MAX_CLOCK_SKEW;
+pub use hypermesh_api::time::MAX_LEASE_DURATION;
 use hypermesh_api::v1::{Lease, LeaseSpec, ObjectMeta};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
+
+use crate::events::{EventRecorder, EventType};
 
 /// How long releasing the Lease on shutdown may take before we give up on it (the
 /// Lease then simply expires).
@@ -68,10 +77,10 @@ pub struct Timings {
 }
 
 impl Timings {
-    /// Timings for `lease_duration`: renew every third of it, step down after two
-    /// thirds without a successful renewal.
+    /// Timings for `lease_duration` (1 s to [`MAX_LEASE_DURATION`]): renew every third
+    /// of it, step down after two thirds without a successful renewal.
     pub fn for_duration(lease_duration: Duration) -> Self {
-        let lease_duration = lease_duration.max(Duration::from_secs(1));
+        let lease_duration = lease_duration.clamp(Duration::from_secs(1), MAX_LEASE_DURATION);
         Timings {
             lease_duration,
             renew_deadline: lease_duration * 2 / 3,
@@ -117,23 +126,110 @@ async fn wait_leading(leading: &mut watch::Receiver<bool>, wanted: bool) -> bool
     leading.wait_for(|l| *l == wanted).await.is_ok()
 }
 
-/// True when `spec`'s holder may no longer act: `renew_time + duration < now`.
-pub fn expired(spec: &LeaseSpec, now: SystemTime) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref() else {
-        return true;
-    };
-    let duration = Duration::from_secs(u64::try_from(spec.lease_duration_seconds).unwrap_or(0));
-    hypermesh_api::time::to_system_time(renewed) + duration < now
+/// `<hostname>_<pid>_<random>`: a candidate identity unique per process, readable in
+/// `hmctl get leases`.
+pub fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    let nonce: u32 = rand::random();
+    format!("{host}_{}_{nonce:08x}", std::process::id())
 }
 
-fn plan(lease: Option<&Lease>, identity: &str, now: SystemTime) -> Plan {
+/// How long the holder of `spec` may act after its last renewal: its
+/// `lease_duration_seconds`, at most [`MAX_LEASE_DURATION`] (a negative value counts
+/// as zero).
+pub fn honoured_duration(spec: &LeaseSpec) -> Duration {
+    let seconds = u64::try_from(spec.lease_duration_seconds).unwrap_or(0);
+    Duration::from_secs(seconds).min(MAX_LEASE_DURATION)
+}
+
+/// What is wrong with a Lease record that bypassed validation (written by an older
+/// version or straight into the store), if anything: the election copes either way
+/// (it never reads the wall-clock times and bounds the duration), but says so.
+pub fn lease_problem(spec: &LeaseSpec, now: SystemTime) -> Option<String> {
+    let seconds = spec.lease_duration_seconds;
+    if i64::from(seconds) > MAX_LEASE_DURATION.as_secs() as i64 || seconds < 0 {
+        return Some(format!(
+            "leaseDurationSeconds {seconds} is outside 0 to {}; counted as at most {}s",
+            MAX_LEASE_DURATION.as_secs(),
+            MAX_LEASE_DURATION.as_secs()
+        ));
+    }
+    let limit = hypermesh_api::time::from_system_time(now)
+        .seconds
+        .saturating_add(MAX_CLOCK_SKEW.as_secs() as i64);
+    for (field, time) in [
+        ("renewTime", &spec.renew_time),
+        ("acquireTime", &spec.acquire_time),
+    ] {
+        if let Some(t) = time
+            && (t.seconds > limit || !hypermesh_api::time::is_representable(t))
+        {
+            return Some(format!(
+                "{field} {{seconds: {}}} lies beyond the allowed clock skew; ignored (expiry \
+                 is judged by when this candidate saw the Lease change)",
+                t.seconds
+            ));
+        }
+    }
+    None
+}
+
+/// The Lease record as this candidate last saw it, and since when (monotonic).
+#[derive(Debug, Clone)]
+struct Observation {
+    record: LeaseSpec,
+    since: Instant,
+}
+
+/// Remembers when the Lease's record last changed, as seen from here.
+#[derive(Debug, Default)]
+struct Observer {
+    last: Option<Observation>,
+}
+
+impl Observer {
+    /// Notes `record` as read at `now`; returns since when it has been unchanged.
+    fn observe(&mut self, record: &LeaseSpec, now: Instant) -> Instant {
+        match &self.last {
+            Some(seen) if seen.record == *record => seen.since,
+            _ => {
+                self.last = Some(Observation {
+                    record: record.clone(),
+                    since: now,
+                });
+                now
+            }
+        }
+    }
+
+    /// True when `record` differs from the one last observed.
+    fn is_new(&self, record: &LeaseSpec) -> bool {
+        self.last.as_ref().is_none_or(|seen| seen.record != *record)
+    }
+}
+
+/// True when a holder whose record was first seen unchanged at `since` may no longer
+/// act at `now`. Saturates: a deadline beyond the clock's range never comes, but the
+/// duration is bounded by [`MAX_LEASE_DURATION`] anyway.
+fn lapsed(spec: &LeaseSpec, since: Instant, now: Instant) -> bool {
+    since
+        .checked_add(honoured_duration(spec))
+        .is_some_and(|deadline| deadline <= now)
+}
+
+fn plan(lease: Option<&Lease>, identity: &str, observer: &mut Observer, now: Instant) -> Plan {
     let Some(lease) = lease else {
         return Plan::Create;
     };
     let spec = lease.spec.clone().unwrap_or_default();
+    let since = observer.observe(&spec, now);
     if spec.holder_identity == identity {
         Plan::Renew
-    } else if spec.holder_identity.is_empty() || expired(&spec, now) {
+    } else if spec.holder_identity.is_empty() || lapsed(&spec, since, now) {
         Plan::TakeOver
     } else {
         Plan::Follow(spec.holder_identity)
@@ -144,6 +240,7 @@ fn plan(lease: Option<&Lease>, identity: &str, now: SystemTime) -> Plan {
 #[derive(Debug, Clone)]
 pub struct LeaderElector {
     api: Api<Lease>,
+    events: Option<EventRecorder>,
     namespace: String,
     name: String,
     identity: String,
@@ -199,7 +296,14 @@ impl LeaderElector {
             name: name.into(),
             identity: identity.into(),
             timings: Timings::for_duration(lease_duration),
+            events: None,
         }
+    }
+
+    /// Records an Event on the Lease when it reads one that is malformed.
+    pub fn with_events(mut self, events: EventRecorder) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Replaces the timings.
@@ -225,7 +329,7 @@ impl LeaderElector {
     /// Campaigns in a background task until `shutdown`, then releases the Lease.
     pub fn spawn(self, shutdown: CancellationToken) -> Leadership {
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(self.campaign(shutdown, tx));
+        let task = tokio::spawn(self.supervised_campaign(shutdown, tx));
         Leadership { leading: rx, task }
     }
 
@@ -244,7 +348,7 @@ impl LeaderElector {
         let retry = self.timings.retry_period;
         let stop = CancellationToken::new();
         let (tx, mut leading) = watch::channel(false);
-        let campaign = tokio::spawn(self.campaign(stop.clone(), tx));
+        let campaign = tokio::spawn(self.supervised_campaign(stop.clone(), tx));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -284,16 +388,41 @@ impl LeaderElector {
         }
     }
 
+    /// [`LeaderElector::campaign`], restarted with back-off should it ever panic (a
+    /// bug, or a Lease nobody foresaw): leadership is dropped at once and the panic
+    /// logged, never silently ending the election.
+    async fn supervised_campaign(self, stop: CancellationToken, leading: watch::Sender<bool>) {
+        let mut restarts = crate::controller::RESTART_BACKOFF.retry();
+        loop {
+            let run = tokio::spawn(self.clone().campaign(stop.clone(), leading.clone()));
+            let Err(join) = run.await else { return };
+            leading.send_replace(false);
+            let delay = restarts.next_delay();
+            error!(
+                lease = %self.lease_name(),
+                identity = %self.identity,
+                error = %join,
+                restart_in = ?delay,
+                "leader election crashed; stepped down and restarting"
+            );
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
     /// The election loop: one attempt per retry period, leadership published on
     /// `leading`; on `stop` it steps down and releases the Lease.
     async fn campaign(self, stop: CancellationToken, leading: watch::Sender<bool>) {
         let lease = self.lease_name();
         let mut last_renewal: Option<Instant> = None;
         let mut last_holder = String::new();
+        let mut observer = Observer::default();
         loop {
             let attempt = tokio::select! {
                 () = stop.cancelled() => break,
-                attempt = self.try_acquire_or_renew() => attempt,
+                attempt = self.try_acquire_or_renew(&mut observer) => attempt,
             };
             match attempt {
                 Ok(Attempt::Leading) => {
@@ -341,7 +470,10 @@ impl LeaderElector {
     }
 
     /// One attempt: reads the Lease and creates, renews or takes it over as needed.
-    async fn try_acquire_or_renew(&self) -> Result<Attempt, ElectionError> {
+    async fn try_acquire_or_renew(
+        &self,
+        observer: &mut Observer,
+    ) -> Result<Attempt, ElectionError> {
         let current = match self.api.get(&self.namespace, &self.name).await {
             Ok(lease) => Some(lease),
             Err(status) if status.code() == Code::NotFound => None,
@@ -352,9 +484,11 @@ impl LeaderElector {
                 });
             }
         };
-        let now = SystemTime::now();
-        let stamp = hypermesh_api::time::from_system_time(now);
-        let write = match plan(current.as_ref(), &self.identity, now) {
+        if let Some(lease) = &current {
+            self.report_problem(lease, observer).await;
+        }
+        let stamp = hypermesh_api::time::now();
+        let write = match plan(current.as_ref(), &self.identity, observer, Instant::now()) {
             Plan::Follow(holder) => return Ok(Attempt::Following { holder }),
             Plan::Create => {
                 let lease = Lease {
@@ -390,7 +524,10 @@ impl LeaderElector {
             }
         };
         match write {
-            Ok(_) => Ok(Attempt::Leading),
+            Ok(written) => {
+                observer.observe(&written.spec.unwrap_or_default(), Instant::now());
+                Ok(Attempt::Leading)
+            }
             Err(status) if matches!(status.code(), Code::Aborted | Code::AlreadyExists) => {
                 Ok(Attempt::Following {
                     holder: String::new(),
@@ -400,6 +537,23 @@ impl LeaderElector {
                 lease: self.lease_name(),
                 source,
             }),
+        }
+    }
+
+    /// Logs (and records an Event about) a malformed Lease, once per record.
+    async fn report_problem(&self, lease: &Lease, observer: &Observer) {
+        let spec = lease.spec.clone().unwrap_or_default();
+        if !observer.is_new(&spec) {
+            return;
+        }
+        let Some(problem) = lease_problem(&spec, SystemTime::now()) else {
+            return;
+        };
+        warn!(lease = %self.lease_name(), holder = %spec.holder_identity, %problem, "malformed lease");
+        if let Some(events) = &self.events {
+            events
+                .record(lease, EventType::Warning, "LeaseInvalid", problem)
+                .await;
         }
     }
 
@@ -436,15 +590,18 @@ impl LeaderElector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pbjson_types::Timestamp;
 
-    fn lease(holder: &str, renewed_secs_ago: u64, duration: i32) -> Lease {
-        let renewed = SystemTime::now() - Duration::from_secs(renewed_secs_ago);
+    fn lease(holder: &str, renew_seconds: i64, duration: i32) -> Lease {
         Lease {
             metadata: None,
             spec: Some(LeaseSpec {
                 holder_identity: holder.into(),
                 lease_duration_seconds: duration,
-                renew_time: Some(hypermesh_api::time::from_system_time(renewed)),
+                renew_time: Some(Timestamp {
+                    seconds: renew_seconds,
+                    nanos: 0,
+                }),
                 ..Default::default()
             }),
             status: None,
@@ -453,28 +610,117 @@ mod tests {
 
     #[test]
     fn plans_follow_the_lease_state() {
-        let now = SystemTime::now();
-        assert_eq!(plan(None, "a", now), Plan::Create);
-        assert_eq!(plan(Some(&lease("a", 0, 10)), "a", now), Plan::Renew);
-        // Our own expired lease is renewed, not taken over (no transition).
-        assert_eq!(plan(Some(&lease("a", 60, 10)), "a", now), Plan::Renew);
+        let t0 = Instant::now();
+        let mut seen = Observer::default();
+        assert_eq!(plan(None, "a", &mut seen, t0), Plan::Create);
         assert_eq!(
-            plan(Some(&lease("b", 2, 10)), "a", now),
+            plan(Some(&lease("a", 1, 10)), "a", &mut seen, t0),
+            Plan::Renew
+        );
+        assert_eq!(
+            plan(Some(&lease("b", 2, 10)), "a", &mut seen, t0),
             Plan::Follow("b".into())
         );
-        assert_eq!(plan(Some(&lease("b", 11, 10)), "a", now), Plan::TakeOver);
-        assert_eq!(plan(Some(&lease("", 0, 10)), "a", now), Plan::TakeOver);
-        assert_eq!(plan(Some(&Lease::default()), "a", now), Plan::TakeOver);
+        assert_eq!(
+            plan(Some(&lease("", 3, 10)), "a", &mut seen, t0),
+            Plan::TakeOver
+        );
+        assert_eq!(
+            plan(Some(&Lease::default()), "a", &mut Observer::default(), t0),
+            Plan::TakeOver
+        );
     }
 
     #[test]
-    fn expiry_is_renew_time_plus_duration() {
+    fn a_lease_expires_a_duration_after_its_record_last_changed_here() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut seen = Observer::default();
+        // First sight: valid for a full duration from now, whatever renew_time says.
+        let old = lease("b", 0, 10);
+        assert_eq!(
+            plan(Some(&old), "a", &mut seen, t0),
+            Plan::Follow("b".into())
+        );
+        assert_eq!(
+            plan(Some(&old), "a", &mut seen, t0 + secs(9)),
+            Plan::Follow("b".into())
+        );
+        // Renewed (record changed) at t0+9: another full duration from then.
+        let renewed = lease("b", 5, 10);
+        assert_eq!(
+            plan(Some(&renewed), "a", &mut seen, t0 + secs(9)),
+            Plan::Follow("b".into())
+        );
+        assert_eq!(
+            plan(Some(&renewed), "a", &mut seen, t0 + secs(18)),
+            Plan::Follow("b".into())
+        );
+        assert_eq!(
+            plan(Some(&renewed), "a", &mut seen, t0 + secs(19)),
+            Plan::TakeOver
+        );
+        // Our own expired lease is renewed, not taken over (no transition).
+        assert_eq!(
+            plan(Some(&lease("a", 5, 10)), "a", &mut seen, t0 + secs(60)),
+            Plan::Renew
+        );
+    }
+
+    #[test]
+    fn hostile_times_and_durations_are_bounded() {
+        let t0 = Instant::now();
+        // A renew_time at the end of i64 is just a record that never changes.
+        let far = lease("mallory", i64::MAX, 2);
+        let mut seen = Observer::default();
+        assert_eq!(
+            plan(Some(&far), "a", &mut seen, t0),
+            Plan::Follow("mallory".into())
+        );
+        assert_eq!(
+            plan(Some(&far), "a", &mut seen, t0 + Duration::from_secs(2)),
+            Plan::TakeOver
+        );
+        // A duration of i32::MAX seconds counts as the maximum.
+        let forever = lease("mallory", 1, i32::MAX);
+        assert_eq!(
+            honoured_duration(forever.spec.as_ref().unwrap()),
+            MAX_LEASE_DURATION
+        );
+        let mut seen = Observer::default();
+        assert_eq!(
+            plan(Some(&forever), "a", &mut seen, t0),
+            Plan::Follow("mallory".into())
+        );
+        assert_eq!(
+            plan(Some(&forever), "a", &mut seen, t0 + MAX_LEASE_DURATION),
+            Plan::TakeOver
+        );
+        assert_eq!(
+            honoured_duration(&LeaseSpec {
+                lease_duration_seconds: -5,
+                ..Default::default()
+            }),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn malformed_leases_are_named() {
         let now = SystemTime::now();
-        let spec = |ago, duration| lease("b", ago, duration).spec.unwrap();
-        assert!(!expired(&spec(5, 10), now));
-        assert!(expired(&spec(11, 10), now));
-        assert!(expired(&spec(1, 0), now));
-        assert!(expired(&LeaseSpec::default(), now));
+        let spec = |duration, renew| lease("x", renew, duration).spec.unwrap();
+        let stamp = hypermesh_api::time::from_system_time(now).seconds;
+        assert_eq!(lease_problem(&spec(15, stamp), now), None);
+        assert!(
+            lease_problem(&spec(i32::MAX, stamp), now)
+                .unwrap()
+                .starts_with("leaseDurationSeconds 2147483647")
+        );
+        assert!(
+            lease_problem(&spec(15, i64::MAX), now)
+                .unwrap()
+                .starts_with("renewTime")
+        );
     }
 
     #[test]
@@ -489,5 +735,13 @@ mod tests {
             Timings::for_duration(Duration::from_millis(1500)).lease_seconds(),
             2
         );
+        let huge = Timings::for_duration(Duration::MAX);
+        assert_eq!(huge.lease_duration, MAX_LEASE_DURATION);
+    }
+
+    #[test]
+    fn identities_differ_per_call() {
+        assert_ne!(default_identity(), default_identity());
+        assert!(default_identity().contains(&format!("_{}_", std::process::id())));
     }
 }

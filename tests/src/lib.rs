@@ -68,7 +68,8 @@ pub async fn connect(url: &str) -> anyhow::Result<Channel> {
     .with_context(|| format!("connecting to {url}"))
 }
 
-/// An apiserver running inside the test process on a free loopback port.
+/// An apiserver running inside the test process on a free loopback port, with its
+/// garbage collector.
 pub struct InProcessApiServer {
     url: String,
     channel: Channel,
@@ -98,6 +99,12 @@ impl InProcessApiServer {
         let server = hypermesh_apiserver::ApiServer::open(config, shutdown.clone()).await?;
         let task = tokio::spawn(server.serve(listener));
         let channel = connect(&url).await?;
+        // Garbage collection runs beside the server, as in `hm-apiserver`.
+        tokio::spawn(hypermesh_apiserver::in_process::run(
+            channel.clone(),
+            hypermesh_apiserver::in_process::Controllers::None,
+            shutdown.child_token(),
+        ));
         Ok(InProcessApiServer {
             url,
             channel,
