@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypermesh_api::Api;
+use hypermesh_runtime::backoff::Backoff;
 use hypermesh_trust::NodeIdentity;
 use tokio_util::sync::CancellationToken;
 
@@ -88,9 +89,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             .await
             .map_err(|source| AgentError::Metrics { addr, source })?;
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving metrics");
-        tokio::spawn(metrics::serve(
+        tokio::spawn(hypermesh_runtime::telemetry::serve(
             listener,
-            metrics.clone(),
+            vec![metrics.exposition()],
+            hypermesh_runtime::health::Health::new(),
             shutdown.child_token(),
         ));
     }
@@ -223,7 +225,7 @@ async fn detect_now(config: &Config) -> Result<detect::Inventory, AgentError> {
 
 /// Connects to the apiserver, retrying with back-off; `None` if shut down first.
 async fn connect(url: &str, shutdown: &CancellationToken) -> Option<tonic::transport::Channel> {
-    let mut delay = Duration::from_millis(100);
+    let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).retry();
     loop {
         match hypermesh_api::client::connect(url).await {
             Ok(channel) => return Some(channel),
@@ -231,8 +233,7 @@ async fn connect(url: &str, shutdown: &CancellationToken) -> Option<tonic::trans
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
+            _ = retry.wait() => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

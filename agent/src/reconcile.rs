@@ -37,6 +37,8 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MAX_RESTART_BACKOFF};
+use hypermesh_api::conditions;
+use hypermesh_runtime::backoff::Backoff;
 use crate::container_setup::{ContainerSetup, Launch, LaunchError};
 use crate::images::{IMAGE_RESCAN, ImageState, Images, Pulled};
 use crate::probe::{self, ContainerProbes};
@@ -704,7 +706,7 @@ async fn run_container(
         publish(ctx, instance, &s).await;
         drop(s);
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
+        backoff = Backoff::new(ctx.backoff, MAX_RESTART_BACKOFF).after(backoff);
     }
 }
 
@@ -934,31 +936,6 @@ impl Drop for Probing {
     }
 }
 
-/// Sets condition `kind` to True/False, moving its transition time only when it flips.
-fn set_condition(
-    conditions: &mut Vec<hypermesh_api::v1::Condition>,
-    kind: &str,
-    value: bool,
-    reason: &str,
-) {
-    let status = if value { "True" } else { "False" };
-    if let Some(c) = conditions.iter_mut().find(|c| c.r#type == kind) {
-        if c.status != status {
-            c.status = status.to_string();
-            c.reason = reason.to_string();
-            c.last_transition_time = Some(hypermesh_api::time::now());
-        }
-        return;
-    }
-    conditions.push(hypermesh_api::v1::Condition {
-        r#type: kind.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message: String::new(),
-        last_transition_time: Some(hypermesh_api::time::now()),
-    });
-}
-
 /// Writes this agent's part of the status (container statuses, phase, start time, the
 /// Ready condition), keeping the rest (other conditions). Gives up quietly when the
 /// Instance is gone.
@@ -1007,15 +984,15 @@ async fn publish(ctx: &Ctx, instance: &Instance, shared: &Shared) {
         let ready = !status.container_statuses.is_empty()
             && status.container_statuses.iter().all(|c| c.ready)
             && status.phase == hypermesh_api::v1::InstancePhase::Running as i32;
-        set_condition(
+        let reason = if ready {
+            "ContainersReady"
+        } else {
+            "ContainersNotReady"
+        };
+        conditions::set_condition(
             &mut status.conditions,
-            "Ready",
-            ready,
-            if ready {
-                "ContainersReady"
-            } else {
-                "ContainersNotReady"
-            },
+            conditions::condition("Ready", conditions::status_of(ready), reason, ""),
+            hypermesh_api::time::now(),
         );
         match ctx.api.update_status(&current).await {
             Ok(_) => return,

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 use crate::cli::DescribeArgs;
 use crate::columns::{NONE, event_last_seen, or_none};
 use crate::error::ServerError;
-use crate::get::no_resources_message;
+use crate::listing::no_resources_message;
 use crate::kinds::{Kind, KindVisitor, dispatch, request_namespace, resolve_with_names};
 use crate::output::print;
 use crate::table::Table;

@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn down_components_make_the_process_unhealthy() {
         let h = Health::new();
-        let mut changes = h.subscribe();
+        let changes = h.subscribe();
         assert!(h.is_healthy());
         h.set("controller/workload", ComponentState::Ready);
         h.set("controller/gc", ComponentState::Standby);
