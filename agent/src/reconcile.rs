@@ -37,8 +37,6 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MAX_RESTART_BACKOFF};
-use hypermesh_api::conditions;
-use hypermesh_runtime::backoff::Backoff;
 use crate::container_setup::{ContainerSetup, Launch, LaunchError};
 use crate::images::{IMAGE_RESCAN, ImageState, Images, Pulled};
 use crate::probe::{self, ContainerProbes};
@@ -46,6 +44,8 @@ use crate::runtime::{
     ContainerConfig, LogSink, RuntimeClient, RuntimeError, TaskEnd, TaskExits, container,
 };
 use crate::volumes::{self, InstanceVolumes};
+use hypermesh_api::conditions;
+use hypermesh_runtime::backoff::Backoff;
 
 /// Default grace period between SIGTERM and SIGKILL.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);

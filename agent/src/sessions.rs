@@ -23,8 +23,8 @@ use tonic::{Status, Streaming};
 use crate::config::Config;
 use crate::logs::reader::{self, LogOptions};
 use crate::runtime::exec::{ExecSession, ExecSpec};
-use hypermesh_runtime::backoff::Backoff;
 use crate::runtime::{RuntimeClient, RuntimeError, image};
+use hypermesh_runtime::backoff::Backoff;
 
 /// Waits between attempts to (re)open the Listen stream.
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));

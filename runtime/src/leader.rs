@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::{Code, Status};
 use tracing::{debug, error, info, warn};
 
@@ -394,7 +395,10 @@ impl LeaderElector {
     async fn supervised_campaign(self, stop: CancellationToken, leading: watch::Sender<bool>) {
         let mut restarts = crate::controller::RESTART_BACKOFF.retry();
         loop {
-            let run = tokio::spawn(self.clone().campaign(stop.clone(), leading.clone()));
+            // Aborted with this task (`Leadership::abort`), not left running.
+            let run = AbortOnDropHandle::new(tokio::spawn(
+                self.clone().campaign(stop.clone(), leading.clone()),
+            ));
             let Err(join) = run.await else { return };
             leading.send_replace(false);
             let delay = restarts.next_delay();

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, info, warn};
 
 pub use self::metrics::ControllerMetrics;
@@ -293,12 +294,14 @@ impl<K: Resource> Controller<K> {
             }
             let term = shutdown.child_token();
             let started = Instant::now();
-            let mut run = tokio::spawn(run_once(
+            // Aborted (with its JoinSets of workers and watches) if this future is
+            // dropped, never left running.
+            let mut run = AbortOnDropHandle::new(tokio::spawn(run_once(
                 parts.clone(),
                 reconcile.clone(),
                 ctx.clone(),
                 term.clone(),
-            ));
+            )));
             let outcome = match leader.as_mut() {
                 Some(leading) => tokio::select! {
                     outcome = &mut run => outcome,
