@@ -320,6 +320,7 @@ fn shell_quote(arg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn stats(ops: u64, secs: u64, p50_ms: u64, p99_ms: u64) -> PhaseStats {
         PhaseStats {

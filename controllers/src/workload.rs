@@ -256,10 +256,10 @@ impl Ctx {
 
         let plan = plan::plan(replicas, strategy, &hash, &owned_refs);
         let deleted = self
-            .delete_instances(key, &workload, &owned_refs, &plan.delete, &history)
+            .delete_instances(key, workload, &owned_refs, &plan.delete, &history)
             .await?;
         let (created, create_failure) = self
-            .create_instances(key, &workload, &hash, revision, plan.create, &owned_refs)
+            .create_instances(key, workload, &hash, revision, plan.create, &owned_refs)
             .await;
 
         // Status from what the cache shows, minus what this pass deleted.
@@ -289,7 +289,7 @@ impl Ctx {
             .any(|c| c.r#type == status::PROGRESSING && c.reason == status::ROLLOUT_COMPLETE);
         let now_complete = seen.complete() && created == 0 && deleted.is_empty();
         if next != previous {
-            self.write_status(key, &workload, next).await?;
+            self.write_status(key, workload, next).await?;
         }
         if now_complete && (!was_complete || new_revision) {
             self.recorder

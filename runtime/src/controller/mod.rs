@@ -38,7 +38,7 @@ use tracing::{debug, error, info, warn};
 
 pub use self::metrics::ControllerMetrics;
 pub use self::source::{Change, Trigger, Watched, controller_key};
-use self::source::{Feed, MappedFeed, PrimaryFeed};
+use self::source::{Feed, MappedFeed, OnDelete, PrimaryFeed};
 use crate::backoff::Backoff;
 use crate::health::{ComponentState, Health};
 use crate::queue::WorkQueue;
@@ -109,7 +109,7 @@ impl<K: Resource> Parts<K> {
 /// A controller of kind `K` being assembled; [`Controller::run`] drives it.
 pub struct Controller<K: Resource> {
     parts: Parts<K>,
-    on_delete: Option<Arc<dyn Fn(&K) + Send + Sync>>,
+    on_delete: Option<OnDelete<K>>,
     leader: Option<watch::Receiver<bool>>,
     restart_backoff: Backoff,
 }

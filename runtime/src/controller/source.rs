@@ -130,7 +130,8 @@ pub(super) trait Feed: Send + Sync {
     fn mark_stale(&self);
 }
 
-type OnDelete<K> = Arc<dyn Fn(&K) + Send + Sync>;
+/// A hook called with the last state of a deleted primary object.
+pub(super) type OnDelete<K> = Arc<dyn Fn(&K) + Send + Sync>;
 
 /// The primary kind: each object's own key.
 pub(super) struct PrimaryFeed<K: Resource> {
