@@ -24,7 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn start() -> (tonic::transport::Channel, CancellationToken, tempfile::TempDir) {
+async fn start() -> (
+    tonic::transport::Channel,
+    CancellationToken,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let config = hypermesh_apiserver::Config::new(dir.path());
     let shutdown = CancellationToken::new();
@@ -58,7 +62,10 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut pause = Duration::from_millis(5);
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {WAIT:?}"
+        );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));
     }
@@ -114,8 +121,14 @@ async fn reconcile(lease: Arc<Lease>, script: Arc<Script>) -> Result<Action, Not
 
 fn controller(channel: &tonic::transport::Channel, name: &str) -> Controller<Lease> {
     Controller::new(name, Watched::all(Api::<Lease>::new(channel.clone())))
-        .backoff(Backoff::new(Duration::from_millis(20), Duration::from_millis(80)))
-        .restart_backoff(Backoff::new(Duration::from_millis(200), Duration::from_secs(1)))
+        .backoff(Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_millis(80),
+        ))
+        .restart_backoff(Backoff::new(
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+        ))
 }
 
 #[tokio::test]
@@ -191,7 +204,11 @@ async fn failures_are_retried_with_back_off_and_counted() {
     leases.create(&lease("flaky", "x")).await.unwrap();
     eventually("succeeds on the fourth try", || script.seen("flaky") == 4).await;
     // 20 + 40 + 80 ms of back-off between the tries.
-    assert!(started.elapsed() >= Duration::from_millis(140), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(140),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(metrics.errors("retries"), 3);
     assert_eq!(metrics.reconciles("retries"), 4);
     stop.cancel();
@@ -257,7 +274,10 @@ async fn a_panicking_reconcile_restarts_the_controller_and_shows_in_health() {
     assert!(body.contains("controller/fragile: down"), "{body}");
 
     // It restarts (twice: the object panics twice), then reconciles it and is healthy.
-    eventually("reconciled after the restarts", || script.seen("poison") == 3).await;
+    eventually("reconciled after the restarts", || {
+        script.seen("poison") == 3
+    })
+    .await;
     eventually("ready again", || {
         health.state("controller/fragile") == Some(ComponentState::Ready)
     })
@@ -293,7 +313,11 @@ async fn acts_only_while_leading() {
         health.state("controller/elected") == Some(ComponentState::Standby)
     })
     .await;
-    assert_eq!(reconciles.load(Ordering::SeqCst), 0, "nothing while following");
+    assert_eq!(
+        reconciles.load(Ordering::SeqCst),
+        0,
+        "nothing while following"
+    );
 
     lead.send_replace(true);
     eventually("reconciles once leading", || script.seen("a") == 1).await;
