@@ -60,14 +60,13 @@ fn lease(name: &str, holder: &str) -> Lease {
 /// Polls `check` until it holds, failing after [`WAIT`].
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    let mut pause = Duration::from_millis(5);
+    let mut polls = Backoff::new(Duration::from_millis(5), Duration::from_millis(100)).retry();
     while !check() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{what}: not within {WAIT:?}"
         );
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        polls.wait().await;
     }
 }
 
