@@ -62,6 +62,11 @@ impl<K: Resource> Store<K> {
         self.len() == 0
     }
 
+    /// True once a listing has been applied (and not marked stale since).
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
     /// Waits until the first listing has been applied.
     pub async fn wait_ready(&self) {
         let mut ready = self.ready.clone();

@@ -15,6 +15,8 @@ pub(super) trait KindOps: Send + Sync {
     fn kind(&self) -> &'static str;
     /// False for cluster-scoped kinds.
     fn namespaced(&self) -> bool;
+    /// True once the cache holds a listing.
+    fn ready(&self) -> bool;
     /// The uid of the cached object `namespace/name`, if cached.
     fn cached_uid(&self, namespace: &str, name: &str) -> Option<String>;
     /// The cached objects in `namespace`: name, and whether it is being deleted.
@@ -50,6 +52,10 @@ impl<K: Resource> KindOps for KindClient<K> {
 
     fn namespaced(&self) -> bool {
         K::NAMESPACED
+    }
+
+    fn ready(&self) -> bool {
+        self.store.is_ready()
     }
 
     fn cached_uid(&self, namespace: &str, name: &str) -> Option<String> {

@@ -4,6 +4,8 @@
 //! read again and deleted only at that version, so an object that was orphaned or
 //! re-owned meanwhile stays.
 
+use std::time::Duration;
+
 use hypermesh_api::resource::find_kind;
 use hypermesh_api::v1::{ObjectMeta, OwnerReference};
 use hypermesh_runtime::controller::Action;
@@ -52,12 +54,25 @@ async fn owner_exists(
     Ok(meta.is_some_and(|m| m.uid == owner.uid))
 }
 
+/// How soon to look again when an owner's kind is not cached yet (at startup).
+const CACHE_WAIT: Duration = Duration::from_millis(500);
+
 /// Deletes the object of `kind` described by `meta` when none of its owners exists.
 pub(super) async fn collect_if_orphaned(
     kind: &'static str,
     meta: &ObjectMeta,
     gc: &Gc,
 ) -> Result<Action, GcError> {
+    // While the owners' caches fill (at startup) ask again shortly, rather than read
+    // every owner from the API.
+    let uncached = meta.owner_references.iter().any(|owner| {
+        find_kind(&owner.kind)
+            .and_then(|info| gc.kind(info.kind))
+            .is_some_and(|ops| !ops.ready())
+    });
+    if uncached {
+        return Ok(Action::requeue(CACHE_WAIT));
+    }
     for live in [false, true] {
         for owner in &meta.owner_references {
             if owner_exists(gc, owner, meta, live).await? {
