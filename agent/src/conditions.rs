@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use hypermesh_api::conditions;
 use hypermesh_api::v1::Condition;
 
 use crate::detect::gpu::GpuReport;
@@ -20,13 +21,7 @@ pub const OWNED: &[&str] = &[
 
 /// A condition with no transition time yet (set by [`merge`]).
 pub fn condition(kind: &str, status: bool, reason: &str, message: impl Into<String>) -> Condition {
-    Condition {
-        r#type: kind.to_string(),
-        status: if status { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message: message.into(),
-        last_transition_time: None,
-    }
+    conditions::condition(kind, conditions::status_of(status), reason, message)
 }
 
 /// The readings behind the conditions.
@@ -149,20 +144,9 @@ pub fn evaluate(r: &Readings, t: Thresholds, gpu: &GpuReport, socket: &Path) -> 
 /// its status is unchanged; conditions of types the agent does not own are kept.
 pub fn merge(current: &[Condition], desired: Vec<Condition>) -> Vec<Condition> {
     let now = hypermesh_api::time::now();
-    let mut out: Vec<Condition> = current
-        .iter()
-        .filter(|c| !desired.iter().any(|d| d.r#type == c.r#type))
-        .cloned()
-        .collect();
-    for mut d in desired {
-        let old = current.iter().find(|c| c.r#type == d.r#type);
-        d.last_transition_time = match old {
-            Some(o) if o.status == d.status && o.last_transition_time.is_some() => {
-                o.last_transition_time
-            }
-            _ => Some(now),
-        };
-        out.push(d);
+    let mut out = current.to_vec();
+    for d in desired {
+        conditions::set_condition(&mut out, d, now);
     }
     out.sort_by(|a, b| a.r#type.cmp(&b.r#type));
     out

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use hypermesh_runtime::backoff::Backoff;
 use tokio::sync::Mutex;
 
 use hypermesh_containers::pull::{self, PullConfig};
@@ -18,10 +19,8 @@ pub(crate) const IMAGE_RESCAN: Duration = Duration::from_secs(10);
 /// How long an archive that failed to import is left alone (unless it changes).
 const IMPORT_RETRY: Duration = Duration::from_secs(30);
 
-/// First wait before pulling an image again after a failed pull.
-const PULL_BACKOFF: Duration = Duration::from_secs(5);
-/// The longest wait between pulls of an image that keeps failing.
-const MAX_PULL_BACKOFF: Duration = Duration::from_secs(300);
+/// Waits before pulling an image again after failed pulls: 5 s doubling to 5 min.
+const PULL_BACKOFF: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
 
 /// Brings images into containerd: imports OCI archives from the image directory, each
 /// again only when it changed (or, after a failed import, after [`IMPORT_RETRY`]), and
@@ -201,7 +200,7 @@ impl Images {
                 let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
                 let delay = failed
                     .get(name)
-                    .map_or(PULL_BACKOFF, |f| (f.delay * 2).min(MAX_PULL_BACKOFF));
+                    .map_or(PULL_BACKOFF.initial, |f| PULL_BACKOFF.after(f.delay));
                 tracing::warn!(image = name, error = %message, retry_in = ?delay, "image pull failed");
                 failed.insert(
                     name.to_string(),

@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypermesh_api::Api;
+use hypermesh_runtime::backoff::Backoff;
 use hypermesh_trust::NodeIdentity;
 use tokio_util::sync::CancellationToken;
 
@@ -93,9 +94,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             .await
             .map_err(|source| AgentError::Metrics { addr, source })?;
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving metrics");
-        tokio::spawn(metrics::serve(
+        tokio::spawn(hypermesh_runtime::telemetry::serve(
             listener,
-            metrics.clone(),
+            vec![metrics.exposition()],
+            hypermesh_runtime::health::Health::new(),
             shutdown.child_token(),
         ));
     }
@@ -239,7 +241,7 @@ async fn connect(
     target: &hypermesh_api::client::Target,
     shutdown: &CancellationToken,
 ) -> Option<tonic::transport::Channel> {
-    let mut delay = Duration::from_millis(100);
+    let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).retry();
     loop {
         match hypermesh_api::client::connect_to(target).await {
             Ok(channel) => return Some(channel),
@@ -249,8 +251,7 @@ async fn connect(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
+            _ = retry.wait() => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

@@ -1,19 +1,13 @@
-//! The agent's Prometheus metrics (heartbeats, registrations, assets) and the small
-//! HTTP server that serves them on `--metrics-addr` (`/metrics`, `/healthz`).
+//! The agent's Prometheus metrics (heartbeats, registrations, assets), served on
+//! `--metrics-addr` (`/metrics`, `/healthz`) by the runtime's telemetry server.
 
 use std::sync::Arc;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hypermesh_runtime::telemetry::{self, Exposition};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// Everything the agent counts.
 pub struct AgentMetrics {
@@ -79,46 +73,9 @@ impl Default for AgentMetrics {
 }
 
 impl AgentMetrics {
-    /// OpenMetrics text.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::warn!(error = %e, "encoding metrics");
-        }
-        out
-    }
-}
-
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, metrics: Arc<AgentMetrics>, shutdown: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, _peer)) = accepted else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let response = match request.uri().path() {
-                    "/metrics" => Response::builder()
-                        .header(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )
-                        .body(Full::new(Bytes::from(metrics.encode()))),
-                    "/healthz" => Response::builder().body(Full::new(Bytes::from_static(b"ok\n"))),
-                    _ => Response::builder()
-                        .status(StatusCode::NOT_FOUND)
-                        .body(Full::new(Bytes::from_static(b"try /metrics or /healthz\n"))),
-                };
-                async move { response }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+    /// These metrics for the telemetry server.
+    pub fn exposition(self: &Arc<Self>) -> Exposition {
+        let metrics = self.clone();
+        Arc::new(move |out: &mut String| telemetry::write_registry(out, &metrics.registry))
     }
 }

@@ -24,9 +24,10 @@ use crate::config::Config;
 use crate::logs::reader::{self, LogOptions};
 use hypermesh_containers::exec::{ExecProcess, ExecSession, ExecSpec};
 use hypermesh_containers::{self as containers, ContainerdClient, image};
+use hypermesh_runtime::backoff::Backoff;
 
-/// Longest wait between attempts to (re)open the Listen stream.
-const MAX_RECONNECT: Duration = Duration::from_secs(5);
+/// Waits between attempts to (re)open the Listen stream.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
 /// How long a finished session waits for the apiserver to close its side.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Frames buffered towards the apiserver per session.
@@ -85,14 +86,14 @@ pub async fn run(config: Config, channel: Channel, shutdown: CancellationToken) 
         import_dir: config.state_dir.join("imports"),
         containerd_socket: config.containerd_socket.clone(),
     });
-    let mut backoff = Duration::from_millis(250);
+    let mut retry = RECONNECT.retry();
     loop {
         let hello = AgentHello {
             node_name: ctx.node_name.clone(),
         };
         match ctx.tunnel.clone().listen(hello).await {
             Ok(response) => {
-                backoff = Duration::from_millis(250);
+                retry.reset();
                 let mut opens = response.into_inner();
                 loop {
                     tokio::select! {
@@ -114,9 +115,8 @@ pub async fn run(config: Config, channel: Channel, shutdown: CancellationToken) 
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = retry.wait() => {}
         }
-        backoff = (backoff * 2).min(MAX_RECONNECT);
     }
 }
 

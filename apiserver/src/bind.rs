@@ -2,9 +2,10 @@
 //! Instance that sets `spec.nodeName`, phase SCHEDULED and the Scheduled condition,
 //! refused when the Instance is bound already or the node is missing.
 
+use hypermesh_api::conditions::{condition, set_condition};
 use hypermesh_api::reason::{Reason, status};
 use hypermesh_api::resource::Resource;
-use hypermesh_api::v1::{self, BindRequest, Condition};
+use hypermesh_api::v1::{self, BindRequest};
 use tonic::Status;
 
 use crate::admission::Operation;
@@ -87,14 +88,16 @@ impl Registry<v1::Instance> {
         {
             status_.phase = v1::InstancePhase::Scheduled as i32;
         }
-        status_.conditions.retain(|c| c.r#type != "Scheduled");
-        status_.conditions.push(Condition {
-            r#type: "Scheduled".into(),
-            status: "True".into(),
-            reason: "Bound".into(),
-            message: format!("bound to {}", request.node_name),
-            last_transition_time: Some(now),
-        });
+        set_condition(
+            &mut status_.conditions,
+            condition(
+                "Scheduled",
+                "True",
+                "Bound",
+                format!("bound to {}", request.node_name),
+            ),
+            now,
+        );
         self.admit(caller, Operation::Bind, Some(&current), &mut next)
             .await?;
         self.write(&kv, &current, next, &what).await

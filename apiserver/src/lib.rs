@@ -18,8 +18,9 @@
 //! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
 //! - `bind`: `InstanceService.Bind`.
 //! - `service`: the gRPC services, one generic implementation for every kind.
-//! - [`metrics`]: Prometheus metrics on `/metrics`.
-//! - [`gc`]: garbage collection (owner references) and namespace deletion.
+//! - [`metrics`]: Prometheus metrics on `/metrics` (and `/healthz`).
+//! - [`in_process`]: the controllers run beside the server (garbage collection and
+//!   namespace deletion always, the leader-elected ones unless `--controllers none`).
 //! - [`server`]: [`Config`] and [`serve`], wiring it together with health and reflection.
 
 pub mod admission;
@@ -27,7 +28,7 @@ pub mod audit;
 mod bind;
 pub mod caller;
 pub mod findings;
-pub mod gc;
+pub mod in_process;
 pub mod join;
 pub mod kinds;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! `hm-apiserver` command line: parses flags, installs signal handling and runs
-//! [`hypermesh_apiserver::serve`], plus the controllers in-process unless
-//! `--controllers none`.
+//! [`hypermesh_apiserver::serve`], plus the in-process controllers
+//! ([`hypermesh_apiserver::in_process`]): the garbage collector always, the
+//! leader-elected controllers unless `--controllers none`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use hypermesh_apiserver::in_process;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -19,9 +21,9 @@ const CONTROLLERS_GRACE: Duration = Duration::from_secs(5);
 /// Which controllers run inside the apiserver process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Controllers {
-    /// Every controller (workloads), leader-elected among apiservers.
+    /// Every controller (workloads, node lifecycle), leader-elected among apiservers.
     All,
-    /// None: run them elsewhere, or not at all.
+    /// None (the garbage collector still runs): run them elsewhere, or not at all.
     None,
 }
 
@@ -89,7 +91,8 @@ struct Args {
     tls_sans: Vec<String>,
 
     /// Controllers to run in this process, talking to this server over gRPC; with
-    /// several apiservers a Lease elects the one whose controllers act.
+    /// several apiservers a Lease elects the one whose controllers act. Garbage
+    /// collection and namespace deletion run in every apiserver either way.
     #[arg(long, env = "HM_CONTROLLERS", value_enum, default_value_t = Controllers::All)]
     controllers: Controllers,
 }
@@ -155,32 +158,33 @@ async fn main() -> anyhow::Result<()> {
             "TLS on; nodes join with --ca-cert-hash {pin}"
         );
     }
-    let controllers = match args.controllers {
-        Controllers::All => {
-            let token = CancellationToken::new();
-            let target = server
-                .local_target(
-                    address,
-                    hypermesh_apiserver::server::CONTROLLERS_CONFIG,
-                    hypermesh_apiserver::caller::CONTROLLERS,
-                    &[hypermesh_apiserver::caller::MASTERS_GROUP],
-                )
-                .await
-                .context("issuing the controllers' certificate")?;
-            let channel = hypermesh_api::client::connect_lazy(&target)
-                .context("the controllers' channel to this server")?;
-            let task = tokio::spawn(hypermesh_controllers::run(channel, token.clone()));
-            Some((token, task))
-        }
-        Controllers::None => None,
+    // The in-process controllers talk to this server like any client, with the
+    // system:controllers identity (plaintext on an --insecure-dev server).
+    let target = server
+        .local_target(
+            address,
+            hypermesh_apiserver::server::CONTROLLERS_CONFIG,
+            hypermesh_apiserver::caller::CONTROLLERS,
+            &[hypermesh_apiserver::caller::MASTERS_GROUP],
+        )
+        .await
+        .context("issuing the controllers' certificate")?;
+    let channel = hypermesh_api::client::connect_lazy(&target)
+        .context("the controllers' channel to this server")?;
+    let which = match args.controllers {
+        Controllers::All => in_process::Controllers::All,
+        Controllers::None => in_process::Controllers::None,
     };
+    let token = CancellationToken::new();
+    let controllers = tokio::spawn(in_process::run(channel, which, token.clone()));
     tokio::spawn(async move {
         stop.cancelled().await;
-        if let Some((token, task)) = controllers {
-            token.cancel();
-            if tokio::time::timeout(CONTROLLERS_GRACE, task).await.is_err() {
-                warn!("controllers did not stop in time");
-            }
+        token.cancel();
+        if tokio::time::timeout(CONTROLLERS_GRACE, controllers)
+            .await
+            .is_err()
+        {
+            warn!("controllers did not stop in time");
         }
         shutdown.cancel();
     });

@@ -1,15 +1,14 @@
 //! Prometheus metrics: request counts and latencies per kind and verb, open watches,
-//! and the store revision, served as text on `GET /metrics` (with `GET /healthz`).
+//! and the store revision, served as text on `GET /metrics` by the runtime's one
+//! telemetry server (with `GET /healthz`), together with what the rest of the process
+//! reports (the in-process controllers' counters and health).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hypermesh_runtime::health::Health;
+use hypermesh_runtime::telemetry::{self, Exposition, Telemetry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,7 +17,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 use crate::store::Store;
 
@@ -178,14 +176,10 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition of every metric.
-    pub fn encode(&self, store: &dyn Store) -> String {
+    /// Appends every metric to `out` (Prometheus text, without the final `# EOF`).
+    pub fn write(&self, out: &mut String, store: &dyn Store) {
         self.revision.set(store.current_revision());
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            warn!(error = %e, "encoding metrics failed");
-        }
-        out
+        telemetry::write_registry(out, &self.registry);
     }
 }
 
@@ -205,44 +199,16 @@ impl Drop for WatchGuard {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`: the request
+/// metrics of `metrics` and the process's [`Telemetry`]; health from
+/// [`Health::process`], where the in-process controllers report.
 pub async fn serve_metrics(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, peer)) = accepted else {
-            continue;
-        };
-        let (metrics, store) = (metrics.clone(), store.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let response = match request.uri().path() {
-                    "/metrics" => Response::builder()
-                        .header(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )
-                        .body(Full::new(Bytes::from(metrics.encode(store.as_ref())))),
-                    "/healthz" => Response::builder().body(Full::new(Bytes::from_static(b"ok\n"))),
-                    _ => Response::builder()
-                        .status(StatusCode::NOT_FOUND)
-                        .body(Full::new(Bytes::from_static(b"try /metrics or /healthz\n"))),
-                };
-                async move { response }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(%peer, error = %e, "metrics connection ended");
-            }
-        });
-    }
+    let requests: Exposition = Arc::new(move |out: &mut String| metrics.write(out, store.as_ref()));
+    let parts = vec![requests, Telemetry::process().exposition()];
+    telemetry::serve(listener, parts, Health::process(), shutdown).await;
 }

@@ -27,7 +27,6 @@ use hypermesh_trust::pki::ClusterCa;
 use crate::admission::Chain;
 use crate::admission::authorization::Rbac;
 use crate::caller::Authentication;
-use crate::gc::GarbageCollector;
 use crate::join::Pki;
 use crate::metrics;
 use crate::registry::{Registry, RegistryOptions, ensure_builtin_roles, ensure_system_namespaces};
@@ -387,7 +386,6 @@ impl ApiServer {
             ));
         }
         let gc_shutdown = shutdown.child_token();
-        let gc = tokio::spawn(GarbageCollector::new(store.clone()).run(gc_shutdown.clone()));
         let suspect = tokio::spawn(SuspectReaction::new(store.clone()).run(gc_shutdown.clone()));
         tokio::spawn(rbac.follow(store.clone(), gc_shutdown.clone()));
         let tls = match &options.pki {
@@ -414,6 +412,12 @@ impl ApiServer {
         health
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
+        // NOT_SERVING while an in-process controller is down (restarting after a panic).
+        tokio::spawn(crate::in_process::mirror_health(
+            hypermesh_runtime::health::Health::process(),
+            health.clone(),
+            gc_shutdown.clone(),
+        ));
         for kind in hypermesh_api::resource::KIND_INFOS {
             health
                 .set_service_status(kind.service, tonic_health::ServingStatus::Serving)
@@ -525,7 +529,6 @@ impl ApiServer {
             }
         };
         gc_shutdown.cancel();
-        let _ = gc.await;
         let _ = suspect.await;
         match result {
             Ok(r) => r.map_err(ServerError::from),

@@ -1,10 +1,9 @@
-//! Controllers that talk to the API like any client. `hm-apiserver` runs them
-//! in-process by default (`--controllers all`); when several apiservers run, the
-//! Lease `hypermesh-controllers` in `hypermesh-system` elects the one whose
-//! controllers act.
-//!
-//! Garbage collection (owner references) and namespace deletion live in the
-//! apiserver itself (`apiserver/src/gc.rs`).
+//! Controllers that talk to the API like any client, each a reconcile function on
+//! the runtime's [`Controller`](hypermesh_runtime::controller::Controller) driver.
+//! `hm-apiserver` runs them in-process by default (`--controllers all`); when
+//! several apiservers run, the Lease `hypermesh-controllers` in `hypermesh-system`
+//! elects the one whose controllers act. The garbage collector runs in every
+//! apiserver (its deletes are idempotent), whatever `--controllers` says.
 //!
 //! # Layout
 //! - [`workload`]: keeps `replicas` Instances per Workload, replaces failed ones,
@@ -15,25 +14,31 @@
 //! - [`node_lifecycle`]: marks nodes whose heartbeat Lease lapsed `Ready=Unknown`,
 //!   taints them `hypermesh.io/unreachable:NoExecute`, and after a grace period
 //!   deletes the Instances on them that do not tolerate that.
-//! - [`events`]: recording Events about objects.
-//! - [`run`] / [`run_with`]: every controller, leader-elected.
+//! - [`gc`]: garbage collection (owner references) and namespace deletion.
+//! - [`events`]: recording Events about objects (from the runtime crate).
+//! - [`run`] / [`run_with`]: the leader-elected controllers.
 
 // Unit tests may unwrap: a panic there is a failed test, not a crash on network input.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod events;
+pub mod gc;
 pub mod node_lifecycle;
 pub mod workload;
+
+pub use hypermesh_runtime::events;
+pub use hypermesh_runtime::leader::default_identity;
 
 use std::time::Duration;
 
 use hypermesh_api::Api;
+use hypermesh_runtime::controller::ControllerMetrics;
+use hypermesh_runtime::events::EventRecorder;
+use hypermesh_runtime::health::Health;
 use hypermesh_runtime::leader::LeaderElector;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
-use crate::workload::WorkloadController;
+use crate::node_lifecycle::NodeLifecycleConfig;
 
 /// Namespace of the controllers' leader-election Lease.
 pub const LEASE_NAMESPACE: &str = "hypermesh-system";
@@ -63,17 +68,6 @@ impl Default for Config {
     }
 }
 
-/// `<hostname>_<pid>_<random>`: unique per process, readable in `hmctl get leases`.
-pub fn default_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string());
-    let nonce: u32 = rand::random();
-    format!("{host}_{}_{nonce:08x}", std::process::id())
-}
-
 /// Runs every controller with the default [`Config`] until `shutdown`.
 pub async fn run(channel: Channel, shutdown: CancellationToken) {
     run_with(channel, Config::default(), shutdown).await;
@@ -87,32 +81,65 @@ pub async fn run_with(channel: Channel, config: Config, shutdown: CancellationTo
 }
 
 /// [`run_with`], with the node-lifecycle controller's Lease, startup and eviction
-/// graces from `node_lifecycle` (tests shorten them).
+/// graces from `node_lifecycle` (tests shorten them). Health and metrics go to this
+/// process's [`Health::process`] and [`ControllerMetrics::process`].
 pub async fn run_with_node_lifecycle(
     channel: Channel,
     config: Config,
     node_lifecycle: NodeLifecycleConfig,
     shutdown: CancellationToken,
 ) {
+    run_reporting(
+        channel,
+        config,
+        node_lifecycle,
+        Health::process(),
+        ControllerMetrics::process(),
+        shutdown,
+    )
+    .await;
+}
+
+/// [`run_with_node_lifecycle`], reporting into `health` and `metrics`.
+pub async fn run_reporting(
+    channel: Channel,
+    config: Config,
+    node_lifecycle: NodeLifecycleConfig,
+    health: Health,
+    metrics: ControllerMetrics,
+    shutdown: CancellationToken,
+) {
+    let events = EventRecorder::new(
+        Api::new(channel.clone()),
+        "leader-election",
+        config.identity.clone(),
+    );
     let elector = LeaderElector::new(
         Api::new(channel.clone()),
         LEASE_NAMESPACE,
         LEASE_NAME,
         config.identity.clone(),
         config.lease_duration,
+    )
+    .with_events(events);
+    let campaign = CancellationToken::new();
+    let leadership = elector.spawn(campaign.clone());
+    let (workloads, workload_ctx) = workload::controller(&channel, &config.identity);
+    let (nodes, node_ctx) = node_lifecycle::controller(&channel, &config.identity, node_lifecycle);
+    tokio::join!(
+        workloads
+            .workers(config.workers)
+            .leader(leadership.subscribe())
+            .health(health.clone())
+            .metrics(metrics.clone())
+            .run(workload::reconcile, workload_ctx, shutdown.clone()),
+        nodes
+            .leader(leadership.subscribe())
+            .health(health)
+            .metrics(metrics)
+            .run(node_lifecycle::reconcile, node_ctx, shutdown),
     );
-    elector
-        .run_while_leader(shutdown, |term| {
-            let workloads =
-                WorkloadController::new(channel.clone(), &config.identity, config.workers);
-            let nodes = NodeLifecycleController::new(
-                channel.clone(),
-                &config.identity,
-                node_lifecycle.clone(),
-            );
-            async move {
-                tokio::join!(workloads.run(term.clone()), nodes.run(term));
-            }
-        })
-        .await;
+    // The controllers have stopped: only now give the Lease up.
+    campaign.cancel();
+    leadership.stopped().await;
 }

@@ -2,11 +2,11 @@
 //! template, replaces failed ones, rolls template changes out (rolling update or
 //! recreate) and reports progress in the Workload's status and Events.
 //!
-//! Two watchers (Workloads, Instances) fill reflector caches and feed a work queue of
-//! Workload keys; an Instance maps to the Workload named by its controller owner
-//! reference. Workers reconcile one key at a time: read the Workload and the Instances
-//! it owns from the caches, [`plan::plan`] what to create and delete, do it, then
-//! write the status. [`expectations`] hold a Workload back until the caches show the
+//! It is a reconcile function on the runtime's [`Controller`]: Workloads are the
+//! primary kind, and every Instance change maps to the Workload named by its
+//! controller owner reference. A reconcile reads the Workload and the Instances it
+//! owns from the caches, [`plan::plan`]s what to create and delete, does it, then
+//! writes the status. [`expectations`] hold a Workload back until the caches show the
 //! controller's own changes, so a stale cache never causes double creations.
 //!
 //! Only Instances carrying the Workload's uid as controller owner count as its own;
@@ -18,21 +18,16 @@ pub mod status;
 pub mod template;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use futures::{Stream, StreamExt};
 use hypermesh_api::v1::{DeleteRequest, Instance, Workload, WorkloadStatus};
 use hypermesh_api::{Api, Resource};
-use hypermesh_runtime::queue::{Backoff, WorkQueue};
-use hypermesh_runtime::reflector::{self, ObjectKey, Store, key_of};
-use hypermesh_runtime::watcher::{self, Event as WatchEvent, WatcherError};
-use tokio_util::sync::CancellationToken;
+use hypermesh_runtime::controller::{self, Action, Change, Controller, ObjectKey, Watched};
+use hypermesh_runtime::events::{EventRecorder, EventType};
+use hypermesh_runtime::reflector::{Store, key_of};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tracing::{debug, info, warn};
 
-use crate::events::{EventRecorder, EventType};
 use expectations::Expectations;
 use plan::{Deletion, Strategy, Why};
 use status::{Counts, Observation};
@@ -41,18 +36,17 @@ use template::{
     template_hash,
 };
 
+/// The name of this controller (logs, metrics, health).
+pub const NAME: &str = "workload";
 /// The `source` of the Events this controller records.
 pub const SOURCE: &str = "workload-controller";
 
 /// Most Instances created or deleted concurrently.
 const MAX_BATCH: usize = 64;
 
-/// How long workers get to finish their current Workload on shutdown.
-const WORKER_GRACE: Duration = Duration::from_secs(5);
-
 /// Why one reconcile failed; the Workload is retried with back-off.
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub enum WorkloadError {
     /// Creating an Instance failed.
     #[error("cannot create instance {instance}: {source}")]
     Create {
@@ -82,112 +76,22 @@ pub enum ReconcileError {
     },
 }
 
-/// The workload controller.
-#[derive(Debug, Clone)]
-pub struct WorkloadController {
-    workloads: Api<Workload>,
-    instances: Api<Instance>,
-    recorder: EventRecorder,
-    workers: usize,
+impl controller::ReconcileError for WorkloadError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, WorkloadError::Status { source, .. } if source.code() == Code::Aborted)
+    }
 }
 
-/// What the workers share.
-struct Shared {
+/// What reconciles share.
+pub struct Ctx {
     workloads: Api<Workload>,
     instances: Api<Instance>,
     recorder: EventRecorder,
-    workload_cache: Store<Workload>,
     instance_cache: Store<Instance>,
-    queue: WorkQueue<ObjectKey>,
-    expectations: Expectations,
+    expectations: Arc<Expectations>,
     /// Workloads as returned by our last status write, newer than the cache until
     /// the watch delivers that write.
     written: Mutex<HashMap<ObjectKey, Arc<Workload>>>,
-}
-
-impl WorkloadController {
-    /// A controller talking to the apiserver over `channel`; `identity` names this
-    /// replica in the Events it records; `workers` Workloads are reconciled at once.
-    pub fn new(channel: Channel, identity: &str, workers: usize) -> Self {
-        WorkloadController {
-            workloads: Api::new(channel.clone()),
-            instances: Api::new(channel.clone()),
-            recorder: EventRecorder::new(Api::new(channel), SOURCE, identity),
-            workers: workers.max(1),
-        }
-    }
-
-    /// Runs until `shutdown`: watches, caches, and reconciles every Workload.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let (workload_writer, workload_cache) = reflector::store::<Workload>();
-        let (instance_writer, instance_cache) = reflector::store::<Instance>();
-        let shared = Arc::new(Shared {
-            workloads: self.workloads.clone(),
-            instances: self.instances.clone(),
-            recorder: self.recorder,
-            workload_cache: workload_cache.clone(),
-            instance_cache: instance_cache.clone(),
-            queue: WorkQueue::new(Backoff::default()),
-            expectations: Expectations::default(),
-            written: Mutex::new(HashMap::new()),
-        });
-
-        let workload_events = reflector::reflector(
-            workload_writer,
-            watcher::watcher(self.workloads, watcher::Config::default()),
-        );
-        let instance_events = reflector::reflector(
-            instance_writer,
-            watcher::watcher(self.instances, watcher::Config::default()),
-        );
-        let feeds = [
-            tokio::spawn(feed_workloads(workload_events, shared.clone())),
-            tokio::spawn(feed_instances(instance_events, shared.clone())),
-        ];
-
-        let ready = async {
-            workload_cache.wait_ready().await;
-            instance_cache.wait_ready().await;
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => {}
-            () = ready => {
-                info!(workers = self.workers, "workload controller started");
-                let workers: Vec<_> = (0..self.workers)
-                    .map(|_| tokio::spawn(work(shared.clone(), shutdown.clone())))
-                    .collect();
-                shutdown.cancelled().await;
-                shared.queue.shut_down();
-                let all = futures::future::join_all(workers);
-                if tokio::time::timeout(WORKER_GRACE, all).await.is_err() {
-                    warn!("workload workers did not finish in time");
-                }
-            }
-        }
-        shared.queue.shut_down();
-        for feed in feeds {
-            feed.abort();
-        }
-        info!("workload controller stopped");
-    }
-}
-
-fn log_watch_error(kind: &str, err: &WatcherError) {
-    warn!(kind, error = %err, "watch failed; retrying");
-}
-
-async fn feed_workloads(
-    events: impl Stream<Item = Result<WatchEvent<Workload>, WatcherError>>,
-    shared: Arc<Shared>,
-) {
-    let mut events = std::pin::pin!(events);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(WatchEvent::Restarted(all)) => all.iter().for_each(|w| shared.queue.add(key_of(w))),
-            Ok(WatchEvent::Applied(w) | WatchEvent::Deleted(w)) => shared.queue.add(key_of(&w)),
-            Err(err) => log_watch_error(Workload::KIND, &err),
-        }
-    }
 }
 
 /// The key of the Workload controlling `instance`, if any.
@@ -195,59 +99,39 @@ fn owner_key(instance: &Instance) -> Option<ObjectKey> {
     controller_of(instance).map(|owner| (instance.meta().namespace.clone(), owner.name.clone()))
 }
 
-async fn feed_instances(
-    events: impl Stream<Item = Result<WatchEvent<Instance>, WatcherError>>,
-    shared: Arc<Shared>,
-) {
-    let mut events = std::pin::pin!(events);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(WatchEvent::Restarted(all)) => {
-                for key in all.iter().filter_map(owner_key) {
-                    shared.queue.add(key);
-                }
+/// The workload controller talking to the apiserver over `channel` (`identity` names
+/// this replica in the Events it records), with its context; run it with
+/// `controller.run(reconcile, ctx, shutdown)`.
+pub fn controller(channel: &Channel, identity: &str) -> (Controller<Workload>, Arc<Ctx>) {
+    let workloads = Watched::all(Api::<Workload>::new(channel.clone()));
+    let instances = Watched::all(Api::<Instance>::new(channel.clone()));
+    let expectations = Arc::new(Expectations::default());
+    let ctx = Arc::new(Ctx {
+        workloads: Api::new(channel.clone()),
+        instances: Api::new(channel.clone()),
+        recorder: EventRecorder::new(Api::new(channel.clone()), SOURCE, identity),
+        instance_cache: instances.store(),
+        expectations: expectations.clone(),
+        written: Mutex::new(HashMap::new()),
+    });
+    let seen = expectations.clone();
+    let forget = ctx.clone();
+    let controller = Controller::new(NAME, workloads)
+        .watches(instances, move |change: Change<'_, Instance>| {
+            let Some(key) = owner_key(change.object()) else {
+                return Vec::new();
+            };
+            if let Change::Deleted(instance) = change {
+                seen.observed_deletion(&key, &instance.meta().name);
             }
-            Ok(WatchEvent::Applied(instance)) => {
-                if let Some(key) = owner_key(&instance) {
-                    shared.queue.add(key);
-                }
-            }
-            Ok(WatchEvent::Deleted(instance)) => {
-                if let Some(key) = owner_key(&instance) {
-                    shared
-                        .expectations
-                        .observed_deletion(&key, &instance.meta().name);
-                    shared.queue.add(key);
-                }
-            }
-            Err(err) => log_watch_error(Instance::KIND, &err),
-        }
-    }
-}
-
-async fn work(shared: Arc<Shared>, shutdown: CancellationToken) {
-    while let Some(key) = shared.queue.next().await {
-        if shutdown.is_cancelled() {
-            shared.queue.done(key, true);
-            break;
-        }
-        match shared.reconcile(&key, &shutdown).await {
-            Ok(None) => shared.queue.done(key, true),
-            Ok(Some(after)) => {
-                shared.queue.done(key.clone(), true);
-                shared.queue.add_after(key, after);
-            }
-            Err(err) => {
-                let conflict = matches!(&err, ReconcileError::Status { source, .. } if source.code() == Code::Aborted);
-                if conflict {
-                    debug!(namespace = %key.0, workload = %key.1, error = %err, "status conflict; retrying");
-                } else {
-                    warn!(namespace = %key.0, workload = %key.1, error = %err, "reconcile failed; retrying");
-                }
-                shared.queue.done(key, false);
-            }
-        }
-    }
+            vec![key]
+        })
+        .on_delete(move |workload: &Workload| {
+            let key = key_of(workload);
+            forget.expectations.forget(&key);
+            forget.written().remove(&key);
+        });
+    (controller, ctx)
 }
 
 /// Revision number of template `hash` for messages: `revision 3`, or the hash when
@@ -274,56 +158,52 @@ fn list_names(names: &[String]) -> String {
     text
 }
 
-impl Shared {
+/// Reconciles one Workload.
+pub async fn reconcile(workload: Arc<Workload>, ctx: Arc<Ctx>) -> Result<Action, WorkloadError> {
+    let key = key_of(workload.as_ref());
+    let workload = ctx.freshest(&key, workload);
+    if workload.meta().deletion_timestamp.is_some() {
+        // The garbage collector removes its Instances.
+        return Ok(Action::await_change());
+    }
+    if let Some(wait) = ctx.expectations.unmet(&key, &ctx.instance_cache) {
+        return Ok(Action::requeue(wait));
+    }
+    ctx.sync(&key, &workload).await
+}
+
+impl Ctx {
+    fn written(&self) -> MutexGuard<'_, HashMap<ObjectKey, Arc<Workload>>> {
+        self.written.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The freshest copy of the Workload: the cache's, or our own last write if newer.
-    fn workload(&self, key: &ObjectKey) -> Option<Arc<Workload>> {
-        let cached = self.workload_cache.get(&key.0, &key.1);
-        let mut written = self
-            .written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(cached) = cached else {
-            written.remove(key);
-            return None;
-        };
+    fn freshest(&self, key: &ObjectKey, cached: Arc<Workload>) -> Arc<Workload> {
+        let mut written = self.written();
         match written.get(key) {
             Some(ours)
                 if ours.meta().uid == cached.meta().uid
                     && ours.meta().resource_version > cached.meta().resource_version =>
             {
-                Some(ours.clone())
+                ours.clone()
             }
             _ => {
                 written.remove(key);
-                Some(cached)
+                cached
             }
         }
     }
 
     fn remember_written(&self, key: &ObjectKey, workload: Workload) {
-        self.written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key.clone(), Arc::new(workload));
+        self.written().insert(key.clone(), Arc::new(workload));
     }
 
-    /// Reconciles one Workload; `Ok(Some(delay))` asks to look again after `delay`.
-    async fn reconcile(
+    /// Creates and deletes Instances as planned, then writes the status.
+    async fn sync(
         &self,
         key: &ObjectKey,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<Duration>, ReconcileError> {
-        let Some(workload) = self.workload(key) else {
-            self.expectations.forget(key);
-            return Ok(None);
-        };
-        if workload.meta().deletion_timestamp.is_some() {
-            // The garbage collector removes its Instances.
-            return Ok(None);
-        }
-        if let Some(wait) = self.expectations.unmet(key, &self.instance_cache) {
-            return Ok(Some(wait));
-        }
+        workload: &Arc<Workload>,
+    ) -> Result<Action, WorkloadError> {
         let uid = workload.meta().uid.clone();
         let owned: Vec<Arc<Instance>> = self
             .instance_cache
@@ -375,14 +255,11 @@ impl Shared {
         }
 
         let plan = plan::plan(replicas, strategy, &hash, &owned_refs);
-        if shutdown.is_cancelled() {
-            return Ok(None);
-        }
         let deleted = self
-            .delete_instances(key, &workload, &owned_refs, &plan.delete, &history)
+            .delete_instances(key, workload, &owned_refs, &plan.delete, &history)
             .await?;
         let (created, create_failure) = self
-            .create_instances(key, &workload, &hash, revision, plan.create, &owned_refs)
+            .create_instances(key, workload, &hash, revision, plan.create, &owned_refs)
             .await;
 
         // Status from what the cache shows, minus what this pass deleted.
@@ -412,7 +289,7 @@ impl Shared {
             .any(|c| c.r#type == status::PROGRESSING && c.reason == status::ROLLOUT_COMPLETE);
         let now_complete = seen.complete() && created == 0 && deleted.is_empty();
         if next != previous {
-            self.write_status(key, &workload, next).await?;
+            self.write_status(key, workload, next).await?;
         }
         if now_complete && (!was_complete || new_revision) {
             self.recorder
@@ -429,7 +306,7 @@ impl Shared {
         }
         match create_failure {
             Some(err) => Err(err),
-            None => Ok(None),
+            None => Ok(Action::await_change()),
         }
     }
 
@@ -438,7 +315,7 @@ impl Shared {
         key: &ObjectKey,
         workload: &Workload,
         next: WorkloadStatus,
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<(), WorkloadError> {
         let mut updated = workload.clone();
         updated.status = Some(next);
         // Carries the resource_version read: a compare-and-swap.
@@ -448,7 +325,7 @@ impl Shared {
                 Ok(())
             }
             Err(source) if source.code() == Code::NotFound => Ok(()),
-            Err(source) => Err(ReconcileError::Status {
+            Err(source) => Err(WorkloadError::Status {
                 workload: key.1.clone(),
                 source,
             }),
@@ -464,7 +341,7 @@ impl Shared {
         owned: &[&Instance],
         deletions: &[Deletion],
         history: &[hypermesh_api::v1::WorkloadRevision],
-    ) -> Result<HashSet<String>, ReconcileError> {
+    ) -> Result<HashSet<String>, WorkloadError> {
         if deletions.is_empty() {
             return Ok(HashSet::new());
         }
@@ -506,7 +383,7 @@ impl Shared {
                     }
                     Err(source) => {
                         self.expectations.observed_deletion(key, &d.name);
-                        failure.get_or_insert(ReconcileError::Delete {
+                        failure.get_or_insert(WorkloadError::Delete {
                             instance: d.name.clone(),
                             source,
                         });
@@ -572,7 +449,7 @@ impl Shared {
         revision: i64,
         count: usize,
         owned: &[&Instance],
-    ) -> (usize, Option<ReconcileError>) {
+    ) -> (usize, Option<WorkloadError>) {
         let Some(template) = workload.spec.as_ref().and_then(|s| s.template.as_ref()) else {
             return (0, None);
         };
@@ -594,7 +471,7 @@ impl Shared {
                     Ok(_) => created.push(name.clone()),
                     Err(source) => {
                         self.expectations.creation_failed(key, name);
-                        failure.get_or_insert(ReconcileError::Create {
+                        failure.get_or_insert(WorkloadError::Create {
                             instance: name.clone(),
                             source,
                         });

@@ -44,7 +44,7 @@ pub enum TokenCommand {
 #[derive(Debug, Args)]
 pub struct TokenCreateArgs {
     /// How long the token is valid (90s, 30m, 1h, 24h)
-    #[arg(long, default_value = "1h", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = crate::duration::parse_duration)]
     pub ttl: Duration,
     /// How many nodes may join with it (0: any number until it expires)
     #[arg(long, default_value_t = 1)]
@@ -85,7 +85,7 @@ pub struct UserCreateArgs {
     #[arg(long)]
     pub role: String,
     /// How long the certificate is valid
-    #[arg(long, default_value = "8760h", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "8760h", value_parser = crate::duration::parse_duration)]
     pub validity: Duration,
 }
 

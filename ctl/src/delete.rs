@@ -2,8 +2,6 @@
 //! listed in manifests (in reverse apply order, Namespaces last), and with `--wait`
 //! waits until each is really gone (finalizers done) or the timeout passes.
 
-use std::time::Duration;
-
 use anyhow::{Result, bail};
 use hypermesh_api::v1::{DeleteRequest, ListRequest};
 use hypermesh_api::{Api, Resource};
@@ -19,11 +17,6 @@ use crate::kinds::{
 use crate::manifests::{kind_rank, load};
 use crate::output::print;
 use crate::{Context, Exit};
-
-/// First pause between checks while waiting for an object to go.
-const POLL_START: Duration = Duration::from_millis(50);
-/// Longest pause between checks.
-const POLL_MAX: Duration = Duration::from_millis(500);
 
 /// One object to delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +125,7 @@ impl KindVisitor for DeleteVisitor<'_> {
                 .await
                 .map_err(|s| ServerError::from_status(&s))?;
             if items.is_empty() {
-                eprintln!("{}", crate::get::no_resources_message::<K>(&namespace));
+                eprintln!("{}", crate::listing::no_resources_message::<K>(&namespace));
             }
             targets = items
                 .iter()
@@ -182,7 +175,7 @@ impl KindVisitor for DeleteVisitor<'_> {
 
 /// Polls until Get says NotFound, or fails at `deadline`.
 async fn wait_gone<K: Resource>(api: &Api<K>, target: &Target, deadline: Instant) -> Result<()> {
-    let mut pause = POLL_START;
+    let mut polls = crate::POLL.retry();
     loop {
         match api.get(&target.namespace, &target.name).await {
             Err(s) if s.code() == Code::NotFound => return Ok(()),
@@ -201,8 +194,7 @@ async fn wait_gone<K: Resource>(api: &Api<K>, target: &Target, deadline: Instant
                         display_name(K::KIND, &target.name)
                     );
                 }
-                tokio::time::sleep(pause.min(deadline - now)).await;
-                pause = (pause * 2).min(POLL_MAX);
+                tokio::time::sleep(polls.next_delay().min(deadline - now)).await;
             }
         }
     }

@@ -19,11 +19,6 @@ use crate::error::ServerError;
 use crate::output::print;
 use crate::{Context, Exit};
 
-/// First pause between checks while waiting for the Instances to go.
-const POLL_START: Duration = Duration::from_millis(50);
-/// Longest pause between checks.
-const POLL_MAX: Duration = Duration::from_millis(500);
-
 /// `hmctl drain`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  hmctl drain host-1\n  \
@@ -35,7 +30,7 @@ pub struct DrainArgs {
     pub node: String,
 
     /// How long to wait for the evicted Instances to be gone, e.g. 30s, 2m
-    #[arg(long, default_value = "5m", value_parser = crate::cli::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "5m", value_parser = crate::duration::parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
 
     /// Also evict Instances that no Workload manages (they are not recreated)
@@ -103,7 +98,7 @@ pub async fn run(ctx: &Context, args: &DrainArgs) -> Result<Exit> {
     }
 
     let deadline = Instant::now() + args.timeout;
-    let mut pause = POLL_START;
+    let mut polls = crate::POLL.retry();
     loop {
         let still: BTreeSet<Evictee> = bound_to(&instances, &args.node)
             .await?
@@ -133,8 +128,7 @@ pub async fn run(ctx: &Context, args: &DrainArgs) -> Result<Exit> {
             );
             return Ok(Exit::Failure);
         }
-        tokio::time::sleep(pause.min(deadline - now)).await;
-        pause = (pause * 2).min(POLL_MAX);
+        tokio::time::sleep(polls.next_delay().min(deadline - now)).await;
     }
     print(&format!("node/{} drained\n", args.node))?;
     Ok(Exit::Success)

@@ -10,6 +10,8 @@
 //!   and `hmctl config`.
 //! - [`kinds`]: kind names → generic code ([`kinds::Kind`], [`kinds::dispatch`]).
 //! - [`manifests`]: reading `-f` files, directories and stdin.
+//! - [`duration`]: durations on the command line (`30s`, `2m`).
+//! - [`listing`]: what `get` and `get -w` list and print per object.
 //! - [`apply`], [`get`], [`watch`], [`describe`], [`delete`], [`scale`], [`rollout`],
 //!   [`api_resources`], [`version`]: one module per command.
 //! - [`cordon`] (cordon, uncordon), [`drain`]: node maintenance.
@@ -34,11 +36,13 @@ pub mod cordon;
 pub mod delete;
 pub mod describe;
 pub mod drain;
+pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod get;
 pub mod image;
 pub mod kinds;
+pub mod listing;
 pub mod logs;
 pub mod manifests;
 pub mod output;
@@ -53,12 +57,20 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
+use hypermesh_runtime::backoff::Backoff;
 use tonic::transport::Channel;
 
 use crate::cli::{Cli, Command, ConfigCommand};
 
 /// The namespace of namespaced objects when neither `-n` nor the manifest names one.
 pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Pauses between checks while waiting for something to happen (an object to be
+/// deleted, a node to drain).
+pub const POLL: Backoff = Backoff::new(
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(500),
+);
 
 /// How a command ended, for the exit status (0 or 1, as kubectl).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

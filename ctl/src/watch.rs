@@ -12,8 +12,8 @@ use tonic::Code;
 use crate::Exit;
 use crate::cli::{GetArgs, OutputFormat};
 use crate::error::ServerError;
-use crate::get::{field_selector, headers, list, no_resources_message, row};
 use crate::kinds::Kind;
+use crate::listing::{field_selector, headers, list, no_resources_message, row};
 use crate::output::{json_text, name_text, print, yaml_text};
 use crate::table::{StreamingTable, Table};
 

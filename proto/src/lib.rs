@@ -8,11 +8,15 @@
 //! - [`client`]: [`Api`], one generic gRPC client for every kind's service.
 //! - [`quantity`], [`selector`], [`validation`]: pure parsing and checks, shared by the
 //!   server (admission) and clients.
-//! - [`manifest`]: YAML manifests ⇄ objects.
+//! - [`manifest`]: YAML manifests ⇄ objects (over [`json`]: typed objects from
+//!   protobuf-JSON with field paths).
+//! - [`conditions`]: setting a status condition.
 //! - [`reason`]: stable error reasons carried on gRPC statuses.
-//! - [`time`]: timestamps and ages.
+//! - [`time`]: timestamps, ages, and the bounds of every duration and timestamp.
 
 pub mod client;
+pub mod conditions;
+pub mod json;
 pub mod manifest;
 pub mod quantity;
 pub mod reason;
@@ -63,6 +67,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// `apiVersion` of every manifest.
 pub const API_VERSION: &str = "hypermesh.io/v1";
+
+/// The finalizer a Namespace carries while its contents are deleted (the garbage
+/// collector removes it once the namespace is empty).
+pub const NAMESPACE_FINALIZER: &str = "hypermesh.io/namespace";
 
 /// Namespaces that exist from the first start and cannot be deleted.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "hypermesh-system"];

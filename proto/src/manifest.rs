@@ -5,21 +5,11 @@
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::API_VERSION;
+pub use crate::json::{FieldPathError, deserialize_with_path};
 use crate::resource::DynObject;
-
-/// A deserialisation error with the path of the field that caused it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct FieldPathError {
-    /// e.g. `spec.template.containers[0].resources`.
-    pub path: String,
-    /// What serde said.
-    pub message: String,
-}
 
 /// A problem with one document of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,17 +33,6 @@ impl fmt::Display for ManifestError {
 }
 
 impl std::error::Error for ManifestError {}
-
-/// Deserialises `value` into `T`, reporting the failing field's path.
-pub fn deserialize_with_path<T: DeserializeOwned>(value: Value) -> Result<T, FieldPathError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        FieldPathError {
-            path: if path == "." { String::new() } else { path },
-            message: e.into_inner().to_string(),
-        }
-    })
-}
 
 /// Parses every document of a YAML text. Empty documents are skipped.
 pub fn parse_yaml(text: &str) -> Result<Vec<DynObject>, ManifestError> {

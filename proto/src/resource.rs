@@ -261,10 +261,10 @@ macro_rules! resources {
             }
 
             /// Deserialises canonical protobuf-JSON of kind `kind`; errors carry the field path.
-            pub fn from_json(kind: &str, value: serde_json::Value) -> Result<Self, crate::manifest::FieldPathError> {
+            pub fn from_json(kind: &str, value: serde_json::Value) -> Result<Self, crate::json::FieldPathError> {
                 match kind {
-                    $(stringify!($ty) => crate::manifest::deserialize_with_path(value).map(DynObject::$ty),)*
-                    other => Err(crate::manifest::FieldPathError {
+                    $(stringify!($ty) => crate::json::deserialize_with_path(value).map(DynObject::$ty),)*
+                    other => Err(crate::json::FieldPathError {
                         path: "kind".into(),
                         message: format!("unknown kind {other:?} (known kinds: {})", Self::KINDS.join(", ")),
                     }),

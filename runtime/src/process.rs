@@ -1,5 +1,6 @@
-//! What every HyperMesh binary does first: log to stderr, and turn SIGTERM/SIGINT into
-//! one cancellation token passed down to everything it runs.
+//! What every HyperMesh binary does first: log to stderr, turn SIGTERM/SIGINT into
+//! one cancellation token passed down to everything it runs, and (for binaries whose
+//! every part is essential) exit non-zero on any panic.
 
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -40,4 +41,22 @@ pub fn shutdown_on_signals() -> CancellationToken {
         on_signal.cancel();
     });
     token
+}
+
+/// The exit status of a process ended by [`exit_on_panic`] (`EX_SOFTWARE`).
+pub const PANIC_EXIT_CODE: i32 = 70;
+
+/// Makes a panic anywhere — the main task, any spawned task, any thread — log the
+/// panic and end the process with [`PANIC_EXIT_CODE`], so a service manager sees a
+/// failure and restarts it. Without it a panic in a spawned task ends only that task
+/// and the process may carry on broken, or exit 0. For binaries whose every part is
+/// essential (`hm-scheduler`); processes that supervise their parts (`hm-apiserver`'s
+/// controllers restart after a panic) do not install it.
+pub fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "panicked; exiting with status {PANIC_EXIT_CODE}");
+        default(info);
+        std::process::exit(PANIC_EXIT_CODE);
+    }));
 }

@@ -62,6 +62,11 @@ impl<K: Resource> Store<K> {
         self.len() == 0
     }
 
+    /// True once a listing has been applied (and not marked stale since).
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
     /// Waits until the first listing has been applied.
     pub async fn wait_ready(&self) {
         let mut ready = self.ready.clone();
@@ -93,6 +98,13 @@ pub fn store<K: Resource>() -> (Writer<K>, Store<K>) {
 }
 
 impl<K: Resource> Writer<K> {
+    /// Marks the cache as not listed yet (a new watch starts): readers waiting with
+    /// [`Store::wait_ready`] wait for its first listing. The objects stay until it
+    /// replaces them.
+    pub fn mark_stale(&self) {
+        self.ready.send_replace(false);
+    }
+
     /// Applies one event.
     pub fn apply(&self, event: &Event<K>) {
         let Ok(mut objects) = self.objects.write() else {

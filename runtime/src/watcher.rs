@@ -13,6 +13,8 @@ use hypermesh_api::v1::{ListRequest, WatchEventType, WatchRequest};
 use tonic::{Code, Status, Streaming};
 use tracing::{debug, warn};
 
+use crate::backoff::{Backoff, Retry};
+
 /// What a watcher yields.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event<K> {
@@ -59,18 +61,18 @@ enum State<K: Resource> {
     },
 }
 
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Delays between failed attempts to list or watch.
+pub const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
 
 /// Watches kind `K` forever: yields events, and errors as they happen (then retries).
 pub fn watcher<K: Resource>(
     api: Api<K>,
     config: Config,
 ) -> impl Stream<Item = Result<Event<K>, WatcherError>> + Send {
-    let start = (State::<K>::Empty, api, config, MIN_BACKOFF);
-    futures::stream::unfold(start, |(state, api, config, backoff)| async move {
-        let (item, next, backoff) = step(state, &api, &config, backoff).await;
-        Some((item, (next, api, config, backoff)))
+    let start = (State::<K>::Empty, api, config, BACKOFF.retry());
+    futures::stream::unfold(start, |(state, api, config, mut retry)| async move {
+        let (item, next) = step(state, &api, &config, &mut retry).await;
+        Some((item, (next, api, config, retry)))
     })
     .filter_map(|item| async move { item })
 }
@@ -79,8 +81,8 @@ async fn step<K: Resource>(
     state: State<K>,
     api: &Api<K>,
     config: &Config,
-    backoff: Duration,
-) -> (Option<Result<Event<K>, WatcherError>>, State<K>, Duration) {
+    retry: &mut Retry,
+) -> (Option<Result<Event<K>, WatcherError>>, State<K>) {
     match state {
         State::Empty => {
             let request = ListRequest {
@@ -91,18 +93,16 @@ async fn step<K: Resource>(
                 continue_token: String::new(),
             };
             match api.list_all(request).await {
-                Ok((items, resource_version)) => (
-                    Some(Ok(Event::Restarted(items))),
-                    State::Listed { resource_version },
-                    MIN_BACKOFF,
-                ),
-                Err(status) => {
-                    tokio::time::sleep(backoff).await;
+                Ok((items, resource_version)) => {
+                    retry.reset();
                     (
-                        Some(Err(WatcherError::List(status))),
-                        State::Empty,
-                        (backoff * 2).min(MAX_BACKOFF),
+                        Some(Ok(Event::Restarted(items))),
+                        State::Listed { resource_version },
                     )
+                }
+                Err(status) => {
+                    retry.wait().await;
+                    (Some(Err(WatcherError::List(status))), State::Empty)
                 }
             }
         }
@@ -121,18 +121,16 @@ async fn step<K: Resource>(
                         resource_version,
                         stream: Box::new(stream),
                     },
-                    backoff,
                 ),
                 Err(status) if status.code() == Code::OutOfRange => {
                     debug!(kind = K::KIND, "watch version too old; re-listing");
-                    (None, State::Empty, backoff)
+                    (None, State::Empty)
                 }
                 Err(status) => {
-                    tokio::time::sleep(backoff).await;
+                    retry.wait().await;
                     (
                         Some(Err(WatcherError::Watch(status))),
                         State::Listed { resource_version },
-                        (backoff * 2).min(MAX_BACKOFF),
                     )
                 }
             }
@@ -151,24 +149,23 @@ async fn step<K: Resource>(
                     WatchEventType::Deleted => Some(Ok(Event::Deleted(object))),
                     WatchEventType::Bookmark | WatchEventType::Unspecified => None,
                 };
+                retry.reset();
                 (
                     event,
                     State::Watching {
                         resource_version: version,
                         stream,
                     },
-                    MIN_BACKOFF,
                 )
             }
-            Ok(None) => (None, State::Listed { resource_version }, backoff),
-            Err(status) if status.code() == Code::OutOfRange => (None, State::Empty, backoff),
+            Ok(None) => (None, State::Listed { resource_version }),
+            Err(status) if status.code() == Code::OutOfRange => (None, State::Empty),
             Err(status) => {
                 warn!(kind = K::KIND, error = %status, "watch stream broke; resuming");
-                tokio::time::sleep(backoff).await;
+                retry.wait().await;
                 (
                     Some(Err(WatcherError::Watch(status))),
                     State::Listed { resource_version },
-                    (backoff * 2).min(MAX_BACKOFF),
                 )
             }
         },

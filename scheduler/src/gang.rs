@@ -2,29 +2,49 @@
 //! bound all-or-nothing. Placements are simulated on the live cluster picture; if
 //! fewer than `minAvailable` (counting members already bound) fit, every simulated
 //! placement is undone and the whole gang waits.
+//!
+//! The scheduler lends itself through [`GangHost`]: the few operations a gang needs,
+//! not its internals.
+
+use std::collections::BTreeMap;
 
 use hypermesh_api::Resource;
 use hypermesh_api::v1::Instance;
 
-use crate::cluster::InstanceKey;
-use crate::plugins::{self, Placement, Request};
-use crate::scheduler::Scheduler;
+use crate::cluster::{ClusterState, InstanceKey};
+use crate::plugins::{self, GpuPick, Placement, Request, Unfit};
+use crate::resources::Resources;
+
+/// What gang scheduling needs from the scheduler.
+pub trait GangHost {
+    /// The cluster picture.
+    fn cluster(&self) -> &ClusterState;
+    /// The cluster picture, for what-if placements that are undone after.
+    fn cluster_mut(&mut self) -> &mut ClusterState;
+    /// The unbound members of `gang`, by name.
+    fn pending_members(&self, gang: &(String, String)) -> Vec<Instance>;
+    /// Takes an Instance out of the scheduling queue.
+    fn dequeue(&mut self, key: &InstanceKey);
+    /// Parks an Instance that cannot be placed now, with the reason.
+    fn park(&mut self, inst: &Instance, message: String);
+    /// The best node for `req`, or why none fits.
+    fn place(&mut self, req: &Request) -> Result<Placement, BTreeMap<Unfit, usize>>;
+    /// Counts `inst` as bound to `node` without telling the apiserver.
+    fn assume_only(&mut self, inst: &Instance, requests: Resources, node: String, gpus: GpuPick);
+    /// Counts `inst` as bound to `node` and sends the Bind.
+    fn assume_and_bind(
+        &mut self,
+        inst: &Instance,
+        requests: Resources,
+        node: String,
+        gpus: GpuPick,
+    );
+}
 
 /// Tries to place the gang `(namespace, workload)` needing `min_available` members.
-pub fn schedule_gang(scheduler: &mut Scheduler, gang: (String, String), min_available: i32) {
+pub fn schedule_gang(scheduler: &mut impl GangHost, gang: (String, String), min_available: i32) {
     let min = usize::try_from(min_available).unwrap_or(0);
-    let mut members: Vec<Instance> = scheduler
-        .pending()
-        .values()
-        .filter(|i| {
-            scheduler
-                .cluster()
-                .gang_of(i)
-                .is_some_and(|(g, _)| g == gang)
-        })
-        .cloned()
-        .collect();
-    members.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+    let members = scheduler.pending_members(&gang);
     for m in &members {
         scheduler.dequeue(&(m.meta().namespace.clone(), m.meta().name.clone()));
     }

@@ -35,13 +35,19 @@ pub async fn run_elected(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let leases = hypermesh_api::Api::<hypermesh_api::v1::Lease>::new(channel.clone());
+    let events = hypermesh_runtime::events::EventRecorder::new(
+        hypermesh_api::Api::new(channel.clone()),
+        "hm-scheduler",
+        identity.clone(),
+    );
     let elector = hypermesh_runtime::leader::LeaderElector::new(
         leases,
         "hypermesh-system",
         LEADER_LEASE,
         identity,
         std::time::Duration::from_secs(15),
-    );
+    )
+    .with_events(events);
     elector
         .run_while_leader(shutdown, move |term| {
             tracing::info!("leading: scheduling");

@@ -23,7 +23,7 @@ struct Args {
     #[arg(long, env = "HM_PROFILE", value_enum, default_value_t = ProfileArg::Spread)]
     profile: ProfileArg,
 
-    /// Identity in leader election (default: hostname and process id).
+    /// Identity in leader election (default: hostname, process id and a random suffix).
     #[arg(long, env = "HM_IDENTITY")]
     identity: Option<String>,
 
@@ -51,6 +51,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     hypermesh_runtime::process::init_logging();
     hypermesh_trust::tls::install_default_provider();
+    // Every part of the scheduler is essential: any panic ends it with a failure, so
+    // its service manager restarts it.
+    hypermesh_runtime::process::exit_on_panic();
     let args = Args::parse();
     let target = match &args.config {
         Some(path) => hypermesh_trust::client_config::ClientConfigFile::load(path)
@@ -77,12 +80,9 @@ async fn main() -> anyhow::Result<()> {
     if args.no_leader_elect {
         hypermesh_scheduler::run(channel, config, shutdown).await;
     } else {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
         let identity = args
             .identity
-            .unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+            .unwrap_or_else(hypermesh_runtime::leader::default_identity);
         hypermesh_scheduler::run_elected(channel, config, identity, shutdown).await;
     }
     Ok(())

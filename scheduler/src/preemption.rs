@@ -1,14 +1,15 @@
 //! Priority and preemption: a higher-priority Instance that fits nowhere evicts the
 //! cheapest set of lower-priority Instances on one node — the set whose highest
-//! priority is lowest, then the smallest — chosen by simulating their removal.
+//! priority is lowest, then the smallest — chosen by simulating their removal on the
+//! cluster picture ([`plan`]), then evicted through the API ([`evict`]).
 
 use hypermesh_api::v1::{DeleteRequest, Instance};
 use hypermesh_api::{Api, Resource};
 use tracing::info;
 
-use crate::cluster::InstanceKey;
+use crate::cluster::{ClusterState, InstanceKey};
 use crate::plugins::{self, Request};
-use crate::scheduler::Scheduler;
+use crate::report::Reporter;
 
 /// Victims on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,29 +20,28 @@ pub struct Preemption {
     pub victims: Vec<InstanceKey>,
 }
 
-fn fits_on(scheduler: &Scheduler, node: &str, req: &Request) -> bool {
-    scheduler
-        .cluster()
+fn fits_on(cluster: &ClusterState, node: &str, req: &Request) -> bool {
+    cluster
         .node(node)
-        .is_some_and(|n| plugins::filter(scheduler.cluster(), n, req).is_ok())
+        .is_some_and(|n| plugins::filter(cluster, n, req).is_ok())
 }
 
 /// Finds the cheapest preemption for `req` at `priority`, without changing anything
 /// (the what-if removals are undone, and do not count as a cluster change).
-pub fn plan(scheduler: &mut Scheduler, req: &Request, priority: i32) -> Option<Preemption> {
-    let generation = scheduler.cluster().generation;
-    let best = plan_inner(scheduler, req, priority);
-    scheduler.cluster_mut().generation = generation;
+pub fn plan(cluster: &mut ClusterState, req: &Request, priority: i32) -> Option<Preemption> {
+    let generation = cluster.generation;
+    let best = plan_inner(cluster, req, priority);
+    cluster.generation = generation;
     best
 }
 
-fn plan_inner(scheduler: &mut Scheduler, req: &Request, priority: i32) -> Option<Preemption> {
+fn plan_inner(cluster: &mut ClusterState, req: &Request, priority: i32) -> Option<Preemption> {
     let mut best: Option<((i32, usize), Preemption)> = None;
-    for node_name in scheduler.cluster().node_names().to_vec() {
-        let Some(node) = scheduler.cluster().node(&node_name) else {
+    for node_name in cluster.node_names().to_vec() {
+        let Some(node) = cluster.node(&node_name) else {
             continue;
         };
-        match plugins::filter(scheduler.cluster(), node, req) {
+        match plugins::filter(cluster, node, req) {
             Ok(_) => continue,
             Err(reason) if !reason.resolvable_by_preemption() => continue,
             Err(_) => {}
@@ -49,12 +49,7 @@ fn plan_inner(scheduler: &mut Scheduler, req: &Request, priority: i32) -> Option
         let mut candidates: Vec<(InstanceKey, i32, i64)> = node
             .instances
             .iter()
-            .filter_map(|k| {
-                scheduler
-                    .cluster()
-                    .bound(k)
-                    .map(|b| (k.clone(), b.priority, b.created))
-            })
+            .filter_map(|k| cluster.bound(k).map(|b| (k.clone(), b.priority, b.created)))
             .filter(|(_, p, _)| *p < priority)
             .collect();
         // Lowest priority first, newest first among equals.
@@ -62,10 +57,10 @@ fn plan_inner(scheduler: &mut Scheduler, req: &Request, priority: i32) -> Option
         let mut removed = Vec::new();
         let mut fits = false;
         for (key, _, _) in &candidates {
-            if let Some(binding) = scheduler.cluster_mut().unbind(key) {
+            if let Some(binding) = cluster.unbind(key) {
                 removed.push((key.clone(), binding));
             }
-            if fits_on(scheduler, &node_name, req) {
+            if fits_on(cluster, &node_name, req) {
                 fits = true;
                 break;
             }
@@ -80,11 +75,11 @@ fn plan_inner(scheduler: &mut Scheduler, req: &Request, priority: i32) -> Option
                     .then(a.1.created.cmp(&b.1.created))
             });
             for (key, binding) in std::mem::take(&mut removed) {
-                scheduler.cluster_mut().bind(key.clone(), binding.clone());
-                if fits_on(scheduler, &node_name, req) {
+                cluster.bind(key.clone(), binding.clone());
+                if fits_on(cluster, &node_name, req) {
                     continue; // reprieved: stays bound
                 }
-                scheduler.cluster_mut().unbind(&key);
+                cluster.unbind(&key);
                 victims.push((key, binding));
             }
         } else {
@@ -100,7 +95,7 @@ fn plan_inner(scheduler: &mut Scheduler, req: &Request, priority: i32) -> Option
         );
         let victim_keys: Vec<InstanceKey> = victims.iter().map(|(k, _)| k.clone()).collect();
         for (key, binding) in victims {
-            scheduler.cluster_mut().bind(key, binding);
+            cluster.bind(key, binding);
         }
         let victims = victim_keys;
         if fits && best.as_ref().is_none_or(|(c, _)| cost < *c) {
@@ -116,14 +111,11 @@ fn plan_inner(scheduler: &mut Scheduler, req: &Request, priority: i32) -> Option
     best.map(|(_, p)| p)
 }
 
-/// Plans and starts a preemption for `inst`; true when victims are being evicted.
-pub fn preempt(scheduler: &mut Scheduler, inst: &Instance, req: &Request) -> bool {
-    let priority = inst.spec.as_ref().map_or(0, |s| s.priority);
-    let Some(plan) = plan(scheduler, req, priority) else {
-        return false;
-    };
-    info!(preemptor = %inst.meta().name, node = %plan.node, victims = plan.victims.len(), "preempting");
-    let reporter = scheduler.reporter().clone();
+/// Announces `plan` (Events on the victims and on `preemptor`) and deletes the
+/// victims in the background.
+pub fn evict(plan: Preemption, preemptor: &Instance, reporter: &Reporter, api: Api<Instance>) {
+    let priority = preemptor.spec.as_ref().map_or(0, |s| s.priority);
+    info!(preemptor = %preemptor.meta().name, node = %plan.node, victims = plan.victims.len(), "preempting");
     for key in &plan.victims {
         let victim = Instance {
             metadata: Some(hypermesh_api::v1::ObjectMeta {
@@ -139,14 +131,14 @@ pub fn preempt(scheduler: &mut Scheduler, inst: &Instance, req: &Request) -> boo
             "Preempted",
             format!(
                 "preempted by {}/{} (priority {priority}) on node {}",
-                inst.meta().namespace,
-                inst.meta().name,
+                preemptor.meta().namespace,
+                preemptor.meta().name,
                 plan.node
             ),
         );
     }
     reporter.event(
-        inst,
+        preemptor,
         "Normal",
         "Preempting",
         format!(
@@ -155,7 +147,6 @@ pub fn preempt(scheduler: &mut Scheduler, inst: &Instance, req: &Request) -> boo
             plan.node
         ),
     );
-    let api: Api<Instance> = scheduler.instances_api();
     let victims = plan.victims;
     tokio::spawn(async move {
         for (namespace, name) in victims {
@@ -168,5 +159,4 @@ pub fn preempt(scheduler: &mut Scheduler, inst: &Instance, req: &Request) -> boo
                 .await;
         }
     });
-    true
 }

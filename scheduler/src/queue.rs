@@ -6,12 +6,13 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
+use hypermesh_runtime::backoff::Backoff;
 use tokio::time::Instant;
 
 use crate::cluster::InstanceKey;
 
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Delays before a parked Instance is tried again, by attempts so far.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
 /// Parked Instances are retried at least this often even if nothing changed.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -77,8 +78,7 @@ impl SchedulingQueue {
         self.queued.remove(&key);
         let attempts = self.attempts.entry(key.clone()).or_insert(0);
         *attempts = attempts.saturating_add(1);
-        let exp = (*attempts - 1).min(10);
-        let backoff = MIN_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF);
+        let backoff = BACKOFF.delay(*attempts);
         let now = Instant::now();
         let n = *attempts;
         self.parked.insert(
@@ -170,7 +170,7 @@ mod tests {
         assert_eq!(q.park(key, 0, 1), 1);
         q.requeue_due(2);
         assert_eq!(q.pop(), None, "back-off not over yet");
-        tokio::time::advance(MIN_BACKOFF).await;
+        tokio::time::advance(BACKOFF.initial).await;
         q.requeue_due(1);
         assert_eq!(q.pop(), None, "nothing changed in the cluster");
         q.requeue_due(2);

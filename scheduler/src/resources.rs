@@ -57,10 +57,14 @@ impl Resources {
         };
         for c in &spec.containers {
             if let Some(r) = &c.resources {
-                total.cpu_milli += millis(&r.cpu);
-                total.memory += units(&r.memory);
-                total.storage += units(&r.storage);
-                total.gpu_milli += millis(&r.gpu);
+                // Saturating: a hostile request (u64::MAX twice) must not overflow.
+                total += Resources {
+                    cpu_milli: millis(&r.cpu),
+                    memory: units(&r.memory),
+                    storage: units(&r.storage),
+                    gpu_milli: millis(&r.gpu),
+                    instances: 0,
+                };
             }
         }
         total

@@ -19,7 +19,9 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::cluster::{BoundInstance, ClusterState, InstanceKey};
+use crate::gang::{self, GangHost};
 use crate::plugins::{self, GpuPick, Placement, Profile, Request, Unfit};
+use crate::preemption;
 use crate::queue::SchedulingQueue;
 use crate::report::Reporter;
 use crate::resources::Resources;
@@ -363,7 +365,7 @@ impl Scheduler {
             return;
         };
         if let Some((gang, min)) = self.cluster.gang_of(&inst) {
-            crate::gang::schedule_gang(self, gang, min);
+            gang::schedule_gang(self, gang, min);
             return;
         }
         let req = Request::new(&inst, &self.cluster);
@@ -372,10 +374,11 @@ impl Scheduler {
             Err(reasons) => {
                 let message = plugins::explain(self.cluster.node_count(), &reasons);
                 let preemptible = reasons.keys().any(|r| r.resolvable_by_preemption());
-                if priority_of(&inst) > 0
-                    && preemptible
-                    && crate::preemption::preempt(self, &inst, &req)
-                {
+                let preemption = (priority_of(&inst) > 0 && preemptible)
+                    .then(|| preemption::plan(&mut self.cluster, &req, priority_of(&inst)))
+                    .flatten();
+                if let Some(plan) = preemption {
+                    preemption::evict(plan, &inst, &self.reporter, self.instances.clone());
                     let message = format!("{message} Preempting lower-priority instances.");
                     self.park(&inst, message);
                 } else {
@@ -385,7 +388,7 @@ impl Scheduler {
         }
     }
 
-    pub(crate) fn park(&mut self, inst: &Instance, message: String) {
+    fn park(&mut self, inst: &Instance, message: String) {
         let key = key_of(inst);
         let attempts = self
             .queue
@@ -395,13 +398,7 @@ impl Scheduler {
     }
 
     /// Counts `inst` as bound to `node` without telling the apiserver (yet).
-    pub(crate) fn assume_only(
-        &mut self,
-        inst: &Instance,
-        requests: Resources,
-        node: String,
-        gpus: GpuPick,
-    ) {
+    fn assume_only(&mut self, inst: &Instance, requests: Resources, node: String, gpus: GpuPick) {
         let binding = BoundInstance {
             node,
             requests,
@@ -420,7 +417,7 @@ impl Scheduler {
     }
 
     /// Counts `inst` as bound to `node` and sends the Bind.
-    pub(crate) fn assume_and_bind(
+    fn assume_and_bind(
         &mut self,
         inst: &Instance,
         requests: Resources,
@@ -498,39 +495,52 @@ impl Scheduler {
             }
         }
     }
+}
 
-    /// The cluster picture (for preemption and gangs).
-    pub(crate) fn cluster(&self) -> &ClusterState {
+/// What gang scheduling may do with the scheduler.
+impl GangHost for Scheduler {
+    fn cluster(&self) -> &ClusterState {
         &self.cluster
     }
 
-    /// The cluster picture, mutable (for what-if simulation that is undone after).
-    pub(crate) fn cluster_mut(&mut self) -> &mut ClusterState {
+    fn cluster_mut(&mut self) -> &mut ClusterState {
         &mut self.cluster
     }
 
-    /// Unbound Instances.
-    pub(crate) fn pending(&self) -> &HashMap<InstanceKey, Instance> {
-        &self.pending
+    fn pending_members(&self, gang: &(String, String)) -> Vec<Instance> {
+        let mut members: Vec<Instance> = self
+            .pending
+            .values()
+            .filter(|i| self.cluster.gang_of(i).is_some_and(|(g, _)| g == *gang))
+            .cloned()
+            .collect();
+        members.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+        members
     }
 
-    /// Picks the best node for `req` (used by gangs).
-    pub(crate) fn place(&mut self, req: &Request) -> Result<Placement, BTreeMap<Unfit, usize>> {
-        self.best_node(req)
-    }
-
-    /// Removes an Instance from the queue.
-    pub(crate) fn dequeue(&mut self, key: &InstanceKey) {
+    fn dequeue(&mut self, key: &InstanceKey) {
         self.queue.remove(key);
     }
 
-    /// A client for Instances.
-    pub(crate) fn instances_api(&self) -> Api<Instance> {
-        self.instances.clone()
+    fn park(&mut self, inst: &Instance, message: String) {
+        Scheduler::park(self, inst, message);
     }
 
-    /// Reports events and status changes.
-    pub(crate) fn reporter(&self) -> &Reporter {
-        &self.reporter
+    fn place(&mut self, req: &Request) -> Result<Placement, BTreeMap<Unfit, usize>> {
+        self.best_node(req)
+    }
+
+    fn assume_only(&mut self, inst: &Instance, requests: Resources, node: String, gpus: GpuPick) {
+        Scheduler::assume_only(self, inst, requests, node, gpus);
+    }
+
+    fn assume_and_bind(
+        &mut self,
+        inst: &Instance,
+        requests: Resources,
+        node: String,
+        gpus: GpuPick,
+    ) {
+        Scheduler::assume_and_bind(self, inst, requests, node, gpus);
     }
 }

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hypermesh_runtime::backoff::Backoff;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -44,7 +45,7 @@ where
     Fut: Future<Output = Option<T>>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(5);
+    let mut polls = Backoff::new(Duration::from_millis(5), Duration::from_millis(200)).retry();
     loop {
         if let Some(value) = check().await {
             return Ok(value);
@@ -52,8 +53,7 @@ where
         if tokio::time::Instant::now() >= deadline {
             bail!("condition not met within {timeout:?}");
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(200));
+        polls.wait().await;
     }
 }
 
@@ -75,7 +75,8 @@ pub async fn connect_target(target: &hypermesh_api::client::Target) -> anyhow::R
 
 pub mod identities;
 
-/// An apiserver running inside the test process on a free loopback port.
+/// An apiserver running inside the test process on a free loopback port, with its
+/// garbage collector.
 pub struct InProcessApiServer {
     url: String,
     target: hypermesh_api::client::Target,
@@ -133,6 +134,12 @@ impl InProcessApiServer {
             hypermesh_api::client::Target::insecure(url.clone())
         };
         let channel = connect_target(&target).await?;
+        // Garbage collection runs beside the server, as in `hm-apiserver`.
+        tokio::spawn(hypermesh_apiserver::in_process::run(
+            channel.clone(),
+            hypermesh_apiserver::in_process::Controllers::None,
+            shutdown.child_token(),
+        ));
         Ok(InProcessApiServer {
             url,
             target,

@@ -111,22 +111,12 @@ pub(super) fn set_condition(
     value: bool,
     reason: &str,
 ) {
-    let status = if value { "True" } else { "False" };
-    if let Some(c) = conditions.iter_mut().find(|c| c.r#type == kind) {
-        if c.status != status {
-            c.status = status.to_string();
-            c.reason = reason.to_string();
-            c.last_transition_time = Some(hypermesh_api::time::now());
-        }
-        return;
-    }
-    conditions.push(hypermesh_api::v1::Condition {
-        r#type: kind.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message: String::new(),
-        last_transition_time: Some(hypermesh_api::time::now()),
-    });
+    use hypermesh_api::conditions;
+    conditions::set_condition(
+        conditions,
+        conditions::condition(kind, conditions::status_of(value), reason, ""),
+        hypermesh_api::time::now(),
+    );
 }
 
 /// Writes this agent's part of the status (container statuses, phase, start time, the

@@ -4,9 +4,13 @@
 //! Semantics follow etcd's, so an etcd backend fits behind the same trait: every write
 //! gets the next store-wide `revision`; each key remembers the revision that created
 //! it and the one that last modified it; watches replay history after a revision until
-//! it is compacted. [`conformance`] checks any implementation against these rules.
+//! it is compacted. `conformance` (behind the feature of that name) checks any
+//! implementation against these rules.
 
 pub mod codec;
+/// Test support, not part of the server: built only with the `conformance` feature
+/// (a backend's tests enable it).
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod redb;
 

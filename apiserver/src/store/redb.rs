@@ -92,6 +92,8 @@ struct Shared {
 pub struct RedbStore {
     shared: Arc<Shared>,
     writer: std::sync::mpsc::Sender<WriteRequest>,
+    /// The writer thread, joined by [`RedbStore::close`] on the last handle.
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -148,11 +150,38 @@ impl RedbStore {
         });
         let (writer, requests) = std::sync::mpsc::channel();
         let writer_shared = shared.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("redb-writer".into())
             .spawn(move || run_writer(writer_shared, requests, revision, options))
             .map_err(backend)?;
-        Ok(RedbStore { shared, writer })
+        Ok(RedbStore {
+            shared,
+            writer,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Closes this handle. On the last one (and with no watch open) it waits for the
+    /// writer to finish, so the database file is released when this returns and
+    /// another process may open it at once; merely dropping the handles releases it
+    /// a moment later, from the writer thread.
+    pub fn close(self) {
+        let RedbStore {
+            shared,
+            writer,
+            thread,
+        } = self;
+        drop(writer);
+        if let Ok(thread) = Arc::try_unwrap(thread)
+            && let Some(handle) = thread
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            // The writer stops once every sender is gone; a panicked writer has
+            // nothing left to release either.
+            let _ = handle.join();
+        }
+        drop(shared);
     }
 
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {

@@ -2,6 +2,7 @@
 //! `Available`, `Progressing` and `ReplicaFailure` conditions, and the revision
 //! history `hmctl rollout history|undo` reads.
 
+use hypermesh_api::conditions::{self, set_condition};
 use hypermesh_api::v1::{Condition, InstanceTemplate, WorkloadRevision, WorkloadStatus};
 use pbjson_types::Timestamp;
 
@@ -75,33 +76,8 @@ pub fn revision_of(history: &[WorkloadRevision], hash: &str) -> Option<i64> {
         .map(|r| r.revision)
 }
 
-/// Sets condition `next` in `conditions`, keeping the previous transition time when
-/// its status did not change.
-pub fn set_condition(conditions: &mut Vec<Condition>, mut next: Condition, now: Timestamp) {
-    match conditions.iter_mut().find(|c| c.r#type == next.r#type) {
-        Some(existing) => {
-            next.last_transition_time = if existing.status == next.status {
-                existing.last_transition_time
-            } else {
-                Some(now)
-            };
-            *existing = next;
-        }
-        None => {
-            next.last_transition_time = Some(now);
-            conditions.push(next);
-        }
-    }
-}
-
 fn condition(kind: &str, ok: bool, reason: &str, message: String) -> Condition {
-    Condition {
-        r#type: kind.to_string(),
-        status: if ok { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message,
-        last_transition_time: None,
-    }
+    conditions::condition(kind, conditions::status_of(ok), reason, message)
 }
 
 /// What the status is computed from.
@@ -182,11 +158,13 @@ pub fn next_status(
     };
     set_condition(&mut conditions, progressing, now);
     match &seen.create_failure {
-        Some(message) => set_condition(
-            &mut conditions,
-            condition(REPLICA_FAILURE, true, "FailedCreate", message.clone()),
-            now,
-        ),
+        Some(message) => {
+            set_condition(
+                &mut conditions,
+                condition(REPLICA_FAILURE, true, "FailedCreate", message.clone()),
+                now,
+            );
+        }
         None => conditions.retain(|c| c.r#type != REPLICA_FAILURE),
     }
     WorkloadStatus {

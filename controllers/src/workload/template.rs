@@ -6,6 +6,7 @@ use hypermesh_api::Resource;
 use hypermesh_api::v1::{
     Instance, InstancePhase, InstanceSpec, InstanceTemplate, ObjectMeta, OwnerReference, Workload,
 };
+use hypermesh_api::validation::shorten_name;
 use prost::Message;
 use rand::Rng;
 
@@ -18,9 +19,6 @@ const HASH_LEN: usize = 10;
 const NAME_HASH_LEN: usize = 5;
 /// Random characters ending each Instance name.
 const NAME_SUFFIX_LEN: usize = 5;
-/// Longest object name, and longest dot-separated part of one.
-const MAX_NAME: usize = 253;
-const MAX_NAME_PART: usize = 63;
 
 /// The first 10 hex characters of the BLAKE3 hash of the encoded template. Maps
 /// encode in key order, so equal templates always hash alike.
@@ -126,21 +124,7 @@ pub fn stamp_instance(workload: &Workload, template: &InstanceTemplate, hash: &s
 pub fn instance_name(workload: &str, hash: &str) -> String {
     let hash = hash.get(..NAME_HASH_LEN).unwrap_or(hash);
     let suffix = format!("-{hash}-{}", random_suffix(NAME_SUFFIX_LEN));
-    format!("{}{suffix}", shorten(workload, suffix.len()))
-}
-
-/// `prefix` cut so that appending `extra` characters (without dots) keeps the name at
-/// most 253 characters and its last dot-separated part at most 63, without leaving a
-/// trailing `-` or `.`.
-pub fn shorten(prefix: &str, extra: usize) -> &str {
-    let last_part_start = prefix.rfind('.').map_or(0, |i| i + 1);
-    let by_part = last_part_start + MAX_NAME_PART.saturating_sub(extra);
-    let limit = by_part
-        .min(MAX_NAME.saturating_sub(extra))
-        .min(prefix.len());
-    // Names are ASCII (validated), so any index is a char boundary; be safe anyway.
-    let cut = prefix.get(..limit).unwrap_or(prefix);
-    cut.trim_end_matches(['-', '.'])
+    format!("{}{suffix}", shorten_name(workload, suffix.len()))
 }
 
 fn random_suffix(len: usize) -> String {
@@ -227,7 +211,7 @@ mod tests {
         assert_eq!(dns_subdomain_problem(&dotted), None);
         let name = instance_name(&dotted, "0123456789");
         assert_eq!(dns_subdomain_problem(&name), None, "{name}");
-        assert_eq!(shorten("web", 12), "web");
-        assert_eq!(shorten("abc-def", 59), "abc");
+        assert_eq!(shorten_name("web", 12), "web");
+        assert_eq!(shorten_name("abc-def", 59), "abc");
     }
 }

@@ -1,5 +1,6 @@
 //! Validation of the security kinds: Role, RoleBinding, JoinToken, Certificate.
 
+use super::time::Context;
 use super::{FieldErrors, Validate};
 use crate::v1;
 
@@ -12,6 +13,9 @@ pub const SUBJECT_KINDS: &[&str] = &["User", "Group"];
 /// Most rules in one Role (and subjects in one binding), so one object cannot make
 /// authorization arbitrarily slow.
 const MAX_ENTRIES: usize = 256;
+
+/// The longest a join token may live.
+const MAX_TOKEN_TTL_SECS: i64 = 365 * 24 * 3600;
 
 fn check_resource(errs: &mut FieldErrors, path: &str, resource: &str) {
     if resource == "*" {
@@ -42,7 +46,7 @@ fn check_resource(errs: &mut FieldErrors, path: &str, resource: &str) {
 }
 
 impl Validate for v1::Role {
-    fn validate_kind(&self, errs: &mut FieldErrors) {
+    fn validate_kind(&self, _ctx: &Context, errs: &mut FieldErrors) {
         let Some(spec) = &self.spec else {
             return errs.required("spec");
         };
@@ -72,7 +76,7 @@ impl Validate for v1::Role {
 }
 
 impl Validate for v1::RoleBinding {
-    fn validate_kind(&self, errs: &mut FieldErrors) {
+    fn validate_kind(&self, _ctx: &Context, errs: &mut FieldErrors) {
         let Some(spec) = &self.spec else {
             return errs.required("spec");
         };
@@ -105,7 +109,7 @@ impl Validate for v1::RoleBinding {
 }
 
 impl Validate for v1::JoinToken {
-    fn validate_kind(&self, errs: &mut FieldErrors) {
+    fn validate_kind(&self, _ctx: &Context, errs: &mut FieldErrors) {
         let Some(spec) = &self.spec else {
             return errs.required("spec");
         };
@@ -120,8 +124,20 @@ impl Validate for v1::JoinToken {
                 "must be the lower-case hex SHA-256 of the token's secret (64 digits)",
             );
         }
-        if spec.expires.is_none() {
-            errs.required("spec.expires");
+        match spec.expires {
+            None => errs.required("spec.expires"),
+            Some(t)
+                if t.seconds
+                    > crate::time::now()
+                        .seconds
+                        .saturating_add(MAX_TOKEN_TTL_SECS) =>
+            {
+                errs.invalid(
+                    "spec.expires",
+                    "at most one year ahead: tokens are for joining soon",
+                );
+            }
+            Some(_) => {}
         }
         if spec.description.len() > 1024 {
             errs.invalid("spec.description", "at most 1024 bytes");
@@ -130,7 +146,7 @@ impl Validate for v1::JoinToken {
 }
 
 impl Validate for v1::Certificate {
-    fn validate_kind(&self, errs: &mut FieldErrors) {
+    fn validate_kind(&self, _ctx: &Context, errs: &mut FieldErrors) {
         let Some(spec) = &self.spec else {
             return errs.required("spec");
         };

@@ -2,11 +2,10 @@
 //! best effort: a failure is logged, never fails the reconcile that reported it.
 
 use hypermesh_api::v1::{Event, EventSpec, ObjectMeta, ObjectReference};
+use hypermesh_api::validation::shorten_name;
 use hypermesh_api::{Api, Resource};
 use rand::Rng;
 use tracing::debug;
-
-use crate::workload::template::shorten;
 
 /// Annotation naming the controller replica (its leader-election identity) that
 /// recorded an Event.
@@ -67,7 +66,7 @@ impl EventRecorder {
         let now = hypermesh_api::time::now();
         let event = Event {
             metadata: Some(ObjectMeta {
-                name: format!("{}{suffix}", shorten(&meta.name, suffix.len())),
+                name: format!("{}{suffix}", shorten_name(&meta.name, suffix.len())),
                 namespace: namespace.clone(),
                 annotations: [(
                     REPORTING_INSTANCE_ANNOTATION.to_string(),

@@ -2,8 +2,13 @@
 //! (apiservers running controllers, schedulers) exactly one acts at a time.
 //!
 //! Every candidate reads the Lease every `retry_period`. It takes the Lease when it is
-//! absent, released (empty holder) or expired (`renew_time + lease_duration_seconds <
-//! now`), and the leader renews it on the same period. Every write is a
+//! absent, released (empty holder) or expired, and the leader renews it on the same
+//! period. Expiry is judged the way Kubernetes' client-go does: by when *this*
+//! candidate last saw the Lease's record change (its own monotonic clock), plus the
+//! Lease's duration — never by comparing the holder's `renew_time` with our wall
+//! clock, so clock skew (or a `renew_time` in the year 292277026596) cannot keep a
+//! dead leader in office or depose a live one. A duration beyond
+//! [`MAX_LEASE_DURATION`] counts as that maximum. Every write is a
 //! compare-and-swap on the `resource_version` that was read: when two candidates race,
 //! the apiserver answers `ABORTED` to the loser. A leader that cannot renew within
 //! `renew_deadline` (shorter than the lease duration, so it stops before anyone else
@@ -17,14 +22,22 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+mod expiry;
+
 use hypermesh_api::Api;
+pub use hypermesh_api::time::MAX_LEASE_DURATION;
 use hypermesh_api::v1::{Lease, LeaseSpec, ObjectMeta};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::{Code, Status};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
+
+use self::expiry::{Observer, Plan, plan};
+pub use self::expiry::{honoured_duration, lease_problem};
+use crate::events::{EventRecorder, EventType};
 
 /// How long releasing the Lease on shutdown may take before we give up on it (the
 /// Lease then simply expires).
@@ -68,10 +81,10 @@ pub struct Timings {
 }
 
 impl Timings {
-    /// Timings for `lease_duration`: renew every third of it, step down after two
-    /// thirds without a successful renewal.
+    /// Timings for `lease_duration` (1 s to [`MAX_LEASE_DURATION`]): renew every third
+    /// of it, step down after two thirds without a successful renewal.
     pub fn for_duration(lease_duration: Duration) -> Self {
-        let lease_duration = lease_duration.max(Duration::from_secs(1));
+        let lease_duration = lease_duration.clamp(Duration::from_secs(1), MAX_LEASE_DURATION);
         Timings {
             lease_duration,
             renew_deadline: lease_duration * 2 / 3,
@@ -98,52 +111,29 @@ enum Attempt {
     },
 }
 
-/// What to do with the Lease as read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Plan {
-    /// It does not exist: create it with us as holder.
-    Create,
-    /// We hold it: bump `renew_time`.
-    Renew,
-    /// Free or expired: take it over.
-    TakeOver,
-    /// Someone else holds a valid Lease.
-    Follow(String),
-}
-
 /// Waits until leadership is `wanted`; false when the campaign has ended instead.
 /// (The watch guard is dropped here, so callers stay `Send`.)
 async fn wait_leading(leading: &mut watch::Receiver<bool>, wanted: bool) -> bool {
     leading.wait_for(|l| *l == wanted).await.is_ok()
 }
 
-/// True when `spec`'s holder may no longer act: `renew_time + duration < now`.
-pub fn expired(spec: &LeaseSpec, now: SystemTime) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref() else {
-        return true;
-    };
-    let duration = Duration::from_secs(u64::try_from(spec.lease_duration_seconds).unwrap_or(0));
-    hypermesh_api::time::to_system_time(renewed) + duration < now
-}
-
-fn plan(lease: Option<&Lease>, identity: &str, now: SystemTime) -> Plan {
-    let Some(lease) = lease else {
-        return Plan::Create;
-    };
-    let spec = lease.spec.clone().unwrap_or_default();
-    if spec.holder_identity == identity {
-        Plan::Renew
-    } else if spec.holder_identity.is_empty() || expired(&spec, now) {
-        Plan::TakeOver
-    } else {
-        Plan::Follow(spec.holder_identity)
-    }
+/// `<hostname>_<pid>_<random>`: a candidate identity unique per process, readable in
+/// `hmctl get leases`.
+pub fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    let nonce: u32 = rand::random();
+    format!("{host}_{}_{nonce:08x}", std::process::id())
 }
 
 /// One candidate in the election for one Lease.
 #[derive(Debug, Clone)]
 pub struct LeaderElector {
     api: Api<Lease>,
+    events: Option<EventRecorder>,
     namespace: String,
     name: String,
     identity: String,
@@ -199,7 +189,14 @@ impl LeaderElector {
             name: name.into(),
             identity: identity.into(),
             timings: Timings::for_duration(lease_duration),
+            events: None,
         }
+    }
+
+    /// Records an Event on the Lease when it reads one that is malformed.
+    pub fn with_events(mut self, events: EventRecorder) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Replaces the timings.
@@ -225,7 +222,7 @@ impl LeaderElector {
     /// Campaigns in a background task until `shutdown`, then releases the Lease.
     pub fn spawn(self, shutdown: CancellationToken) -> Leadership {
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(self.campaign(shutdown, tx));
+        let task = tokio::spawn(self.supervised_campaign(shutdown, tx));
         Leadership { leading: rx, task }
     }
 
@@ -244,7 +241,7 @@ impl LeaderElector {
         let retry = self.timings.retry_period;
         let stop = CancellationToken::new();
         let (tx, mut leading) = watch::channel(false);
-        let campaign = tokio::spawn(self.campaign(stop.clone(), tx));
+        let campaign = tokio::spawn(self.supervised_campaign(stop.clone(), tx));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -284,16 +281,44 @@ impl LeaderElector {
         }
     }
 
+    /// [`LeaderElector::campaign`], restarted with back-off should it ever panic (a
+    /// bug, or a Lease nobody foresaw): leadership is dropped at once and the panic
+    /// logged, never silently ending the election.
+    async fn supervised_campaign(self, stop: CancellationToken, leading: watch::Sender<bool>) {
+        let mut restarts = crate::controller::RESTART_BACKOFF.retry();
+        loop {
+            // Aborted with this task (`Leadership::abort`), not left running.
+            let run = AbortOnDropHandle::new(tokio::spawn(
+                self.clone().campaign(stop.clone(), leading.clone()),
+            ));
+            let Err(join) = run.await else { return };
+            leading.send_replace(false);
+            let delay = restarts.next_delay();
+            error!(
+                lease = %self.lease_name(),
+                identity = %self.identity,
+                error = %join,
+                restart_in = ?delay,
+                "leader election crashed; stepped down and restarting"
+            );
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
     /// The election loop: one attempt per retry period, leadership published on
     /// `leading`; on `stop` it steps down and releases the Lease.
     async fn campaign(self, stop: CancellationToken, leading: watch::Sender<bool>) {
         let lease = self.lease_name();
         let mut last_renewal: Option<Instant> = None;
         let mut last_holder = String::new();
+        let mut observer = Observer::default();
         loop {
             let attempt = tokio::select! {
                 () = stop.cancelled() => break,
-                attempt = self.try_acquire_or_renew() => attempt,
+                attempt = self.try_acquire_or_renew(&mut observer) => attempt,
             };
             match attempt {
                 Ok(Attempt::Leading) => {
@@ -341,7 +366,10 @@ impl LeaderElector {
     }
 
     /// One attempt: reads the Lease and creates, renews or takes it over as needed.
-    async fn try_acquire_or_renew(&self) -> Result<Attempt, ElectionError> {
+    async fn try_acquire_or_renew(
+        &self,
+        observer: &mut Observer,
+    ) -> Result<Attempt, ElectionError> {
         let current = match self.api.get(&self.namespace, &self.name).await {
             Ok(lease) => Some(lease),
             Err(status) if status.code() == Code::NotFound => None,
@@ -352,9 +380,11 @@ impl LeaderElector {
                 });
             }
         };
-        let now = SystemTime::now();
-        let stamp = hypermesh_api::time::from_system_time(now);
-        let write = match plan(current.as_ref(), &self.identity, now) {
+        if let Some(lease) = &current {
+            self.report_problem(lease, observer).await;
+        }
+        let stamp = hypermesh_api::time::now();
+        let write = match plan(current.as_ref(), &self.identity, observer, Instant::now()) {
             Plan::Follow(holder) => return Ok(Attempt::Following { holder }),
             Plan::Create => {
                 let lease = Lease {
@@ -390,7 +420,10 @@ impl LeaderElector {
             }
         };
         match write {
-            Ok(_) => Ok(Attempt::Leading),
+            Ok(written) => {
+                observer.observe(&written.spec.unwrap_or_default(), Instant::now());
+                Ok(Attempt::Leading)
+            }
             Err(status) if matches!(status.code(), Code::Aborted | Code::AlreadyExists) => {
                 Ok(Attempt::Following {
                     holder: String::new(),
@@ -400,6 +433,23 @@ impl LeaderElector {
                 lease: self.lease_name(),
                 source,
             }),
+        }
+    }
+
+    /// Logs (and records an Event about) a malformed Lease, once per record.
+    async fn report_problem(&self, lease: &Lease, observer: &Observer) {
+        let spec = lease.spec.clone().unwrap_or_default();
+        if !observer.is_new(&spec) {
+            return;
+        }
+        let Some(problem) = lease_problem(&spec, SystemTime::now()) else {
+            return;
+        };
+        warn!(lease = %self.lease_name(), holder = %spec.holder_identity, %problem, "malformed lease");
+        if let Some(events) = &self.events {
+            events
+                .record(lease, EventType::Warning, "LeaseInvalid", problem)
+                .await;
         }
     }
 
@@ -437,46 +487,6 @@ impl LeaderElector {
 mod tests {
     use super::*;
 
-    fn lease(holder: &str, renewed_secs_ago: u64, duration: i32) -> Lease {
-        let renewed = SystemTime::now() - Duration::from_secs(renewed_secs_ago);
-        Lease {
-            metadata: None,
-            spec: Some(LeaseSpec {
-                holder_identity: holder.into(),
-                lease_duration_seconds: duration,
-                renew_time: Some(hypermesh_api::time::from_system_time(renewed)),
-                ..Default::default()
-            }),
-            status: None,
-        }
-    }
-
-    #[test]
-    fn plans_follow_the_lease_state() {
-        let now = SystemTime::now();
-        assert_eq!(plan(None, "a", now), Plan::Create);
-        assert_eq!(plan(Some(&lease("a", 0, 10)), "a", now), Plan::Renew);
-        // Our own expired lease is renewed, not taken over (no transition).
-        assert_eq!(plan(Some(&lease("a", 60, 10)), "a", now), Plan::Renew);
-        assert_eq!(
-            plan(Some(&lease("b", 2, 10)), "a", now),
-            Plan::Follow("b".into())
-        );
-        assert_eq!(plan(Some(&lease("b", 11, 10)), "a", now), Plan::TakeOver);
-        assert_eq!(plan(Some(&lease("", 0, 10)), "a", now), Plan::TakeOver);
-        assert_eq!(plan(Some(&Lease::default()), "a", now), Plan::TakeOver);
-    }
-
-    #[test]
-    fn expiry_is_renew_time_plus_duration() {
-        let now = SystemTime::now();
-        let spec = |ago, duration| lease("b", ago, duration).spec.unwrap();
-        assert!(!expired(&spec(5, 10), now));
-        assert!(expired(&spec(11, 10), now));
-        assert!(expired(&spec(1, 0), now));
-        assert!(expired(&LeaseSpec::default(), now));
-    }
-
     #[test]
     fn timings_derive_from_the_duration() {
         let t = Timings::for_duration(Duration::from_secs(15));
@@ -489,5 +499,13 @@ mod tests {
             Timings::for_duration(Duration::from_millis(1500)).lease_seconds(),
             2
         );
+        let huge = Timings::for_duration(Duration::MAX);
+        assert_eq!(huge.lease_duration, MAX_LEASE_DURATION);
+    }
+
+    #[test]
+    fn identities_differ_per_call() {
+        assert_ne!(default_identity(), default_identity());
+        assert!(default_identity().contains(&format!("_{}_", std::process::id())));
     }
 }

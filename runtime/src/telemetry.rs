@@ -1,0 +1,191 @@
+//! The one side HTTP server of every component (`--metrics-addr`): `GET /metrics`
+//! (Prometheus/OpenMetrics text) and `GET /healthz` (`200 ok` or `503` naming the
+//! components that are down), plus [`Telemetry`], a metrics registry and a
+//! [`Health`] for parts of a process that report without being handed one.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::health::Health;
+
+/// Writes a component's metrics (without the final `# EOF`, added by the server).
+pub type Exposition = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// Appends `registry`'s metrics to `out` in the text format (without `# EOF`).
+pub fn write_registry(out: &mut String, registry: &Registry) {
+    if let Err(e) = prometheus_client::encoding::text::encode_registry(out, registry) {
+        warn!(error = %e, "encoding metrics failed");
+    }
+}
+
+/// A metrics registry and a health report shared by the parts of one process.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    registry: Arc<Mutex<Registry>>,
+    health: Health,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            registry: Arc::new(Mutex::new(Registry::default())),
+            health: Health::new(),
+        }
+    }
+}
+
+static PROCESS: LazyLock<Telemetry> = LazyLock::new(|| Telemetry {
+    registry: Arc::new(Mutex::new(Registry::default())),
+    health: Health::process(),
+});
+
+impl Telemetry {
+    /// An empty registry and a healthy report.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// This process's telemetry (its health is [`Health::process`]).
+    pub fn process() -> Telemetry {
+        PROCESS.clone()
+    }
+
+    /// The health report.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The registry, to register metrics in.
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends every registered metric to `out` (without `# EOF`).
+    pub fn write(&self, out: &mut String) {
+        write_registry(out, &self.registry());
+    }
+
+    /// This telemetry's metrics as an [`Exposition`].
+    pub fn exposition(&self) -> Exposition {
+        let telemetry = self.clone();
+        Arc::new(move |out: &mut String| telemetry.write(out))
+    }
+}
+
+fn render_metrics(parts: &[Exposition]) -> String {
+    let mut out = String::new();
+    for part in parts {
+        part(&mut out);
+    }
+    let _ = writeln!(out, "# EOF");
+    out
+}
+
+fn respond(path: &str, parts: &[Exposition], health: &Health) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render_metrics(parts),
+        ),
+        "/healthz" if health.is_healthy() => {
+            (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
+        }
+        "/healthz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            format!("unhealthy\n{}", health.report()),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "try /metrics or /healthz\n".into(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response.headers_mut().insert("content-type", value);
+    }
+    response
+}
+
+/// Serves `/metrics` (every part of `parts`, in order) and `/healthz` (from `health`)
+/// on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    parts: Vec<Exposition>,
+    health: Health,
+    shutdown: CancellationToken,
+) {
+    let parts: Arc<[Exposition]> = parts.into();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                debug!(error = %e, "accepting a metrics connection failed");
+                continue;
+            }
+        };
+        let (parts, health, shutdown) = (parts.clone(), health.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let response = respond(request.uri().path(), &parts, &health);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                result = connection => if let Err(e) = result {
+                    debug!(%peer, error = %e, "metrics connection ended");
+                },
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::ComponentState;
+    use prometheus_client::metrics::counter::Counter;
+
+    #[test]
+    fn metrics_end_with_one_eof_and_health_names_what_is_down() {
+        let a = Telemetry::new();
+        let counter = Counter::<u64>::default();
+        a.registry().register("a_things", "things", counter.clone());
+        counter.inc();
+        let b: Exposition = Arc::new(|out: &mut String| out.push_str("# HELP b x\n"));
+        let body = render_metrics(&[a.exposition(), b]);
+        assert!(body.contains("a_things_total 1"), "{body}");
+        assert_eq!(body.matches("# EOF").count(), 1);
+        assert!(body.ends_with("# EOF\n"));
+
+        let health = Health::new();
+        let ok = respond("/healthz", &[], &health);
+        assert_eq!(ok.status(), StatusCode::OK);
+        health.set("controller/x", ComponentState::Down("panicked".into()));
+        let down = respond("/healthz", &[], &health);
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            respond("/nope", &[], &health).status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+}
