@@ -11,7 +11,9 @@
 //! - [`manifest`]: YAML manifests ⇄ objects.
 //! - [`reason`]: stable error reasons carried on gRPC statuses.
 //! - [`time`]: timestamps and ages.
+//! - [`address`]: global addresses in `fd48:4d00::/32` and global names.
 
+pub mod address;
 pub mod client;
 pub mod manifest;
 pub mod quantity;
