@@ -20,7 +20,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long a direct dial may take before the relay is used instead.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a failed direct dial, how long new flows go straight to the relay.
-pub const DIRECT_RETRY_AFTER: Duration = Duration::from_secs(20);
+pub const DIRECT_RETRY_AFTER: Duration = Duration::from_secs(3);
 
 /// Why no connection to a peer could be had.
 #[derive(Debug, thiserror::Error)]

@@ -114,7 +114,16 @@ pub async fn socks_connect(
     target: SocksTarget<'_>,
     port: u16,
 ) -> (u8, Option<TcpStream>) {
-    let mut s = TcpStream::connect(socks).await.expect("connect socks");
+    let s = TcpStream::connect(socks).await.expect("connect socks");
+    socks_over(s, target, port).await
+}
+
+/// SOCKS5 CONNECT over an already connected stream to a SOCKS server.
+pub async fn socks_over(
+    mut s: TcpStream,
+    target: SocksTarget<'_>,
+    port: u16,
+) -> (u8, Option<TcpStream>) {
     s.write_all(&[5, 1, 0]).await.expect("greeting");
     let mut method = [0u8; 2];
     s.read_exact(&mut method).await.expect("method");
@@ -164,4 +173,18 @@ pub async fn echo(stream: &mut TcpStream, line: &[u8]) -> Vec<u8> {
 /// An address in the global prefix that nothing has.
 pub fn unknown_global() -> Ipv6Addr {
     "fd48:4d00:dead:beef::1".parse().expect("addr")
+}
+
+/// `GET /` over `stream` (HTTP/1.0); the body.
+pub async fn http_get_over(mut stream: TcpStream, host: &str) -> String {
+    stream
+        .write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .expect("write request");
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_string(&mut out))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out)
 }
