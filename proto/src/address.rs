@@ -117,7 +117,10 @@ mod tests {
             })
         );
         let i = parse_global_name("Echo-1.Default.instance.hypermesh").expect("parses");
-        assert_eq!((i.kind, i.namespace.as_str()), (NameKind::Instance, "default"));
+        assert_eq!(
+            (i.kind, i.namespace.as_str()),
+            (NameKind::Instance, "default")
+        );
         assert_eq!(parse_global_name("web.team-a.svc.hypermesh"), None);
         assert_eq!(parse_global_name("route.hypermesh"), None);
         assert_eq!(parse_global_name("a b.ns.route.hypermesh"), None);

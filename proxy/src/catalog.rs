@@ -80,7 +80,11 @@ impl RouteTarget {
             return ready;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % ready.len();
-        ready[start..].iter().chain(&ready[..start]).cloned().collect()
+        ready[start..]
+            .iter()
+            .chain(&ready[..start])
+            .cloned()
+            .collect()
     }
 }
 
@@ -209,7 +213,11 @@ fn build(instances: &[Arc<Instance>], routes: &[Arc<Route>], nodes: &[Arc<Node>]
             ready,
         };
         index.by_name.insert(
-            (NameKind::Instance, meta.namespace.clone(), meta.name.clone()),
+            (
+                NameKind::Instance,
+                meta.namespace.clone(),
+                meta.name.clone(),
+            ),
             address,
         );
         index
@@ -405,7 +413,9 @@ mod tests {
                 name: name.into(),
                 namespace: "default".into(),
                 uid: format!("uid-{name}"),
-                labels: [("app".to_string(), "web".to_string())].into_iter().collect(),
+                labels: [("app".to_string(), "web".to_string())]
+                    .into_iter()
+                    .collect(),
                 ..Default::default()
             }),
             spec: Some(InstanceSpec {
@@ -441,7 +451,9 @@ mod tests {
                 ..Default::default()
             }),
             spec: Some(RouteSpec {
-                selector: [("app".to_string(), "web".to_string())].into_iter().collect(),
+                selector: [("app".to_string(), "web".to_string())]
+                    .into_iter()
+                    .collect(),
                 ports: vec![RoutePort {
                     port: 80,
                     target_port: 8080,
@@ -463,8 +475,8 @@ mod tests {
         let second: Vec<String> = r.rotation().into_iter().map(|e| e.name).collect();
         assert_eq!(first, ["w1", "w2"]);
         assert_eq!(second, ["w2", "w1"]);
-        let name = hypermesh_api::address::parse_global_name("web.default.route.hypermesh")
-            .expect("name");
+        let name =
+            hypermesh_api::address::parse_global_name("web.default.route.hypermesh").expect("name");
         assert_eq!(index.resolve(&name), Some(addr));
         assert_eq!(
             index.peer("b").and_then(|p| p.endpoint),

@@ -209,19 +209,34 @@ mod tests {
         let good = header().encode();
         let mut b = good;
         b[0] = b'X';
-        assert!(matches!(StreamHeader::decode(&b), Err(HeaderError::Magic(_))));
+        assert!(matches!(
+            StreamHeader::decode(&b),
+            Err(HeaderError::Magic(_))
+        ));
         let mut b = good;
         b[2] = 9;
-        assert!(matches!(StreamHeader::decode(&b), Err(HeaderError::Version(9))));
+        assert!(matches!(
+            StreamHeader::decode(&b),
+            Err(HeaderError::Version(9))
+        ));
         let mut b = good;
         b[3] = 7;
-        assert!(matches!(StreamHeader::decode(&b), Err(HeaderError::Kind(7))));
+        assert!(matches!(
+            StreamHeader::decode(&b),
+            Err(HeaderError::Kind(7))
+        ));
         let mut b = good;
         b[4] = 0x80;
-        assert!(matches!(StreamHeader::decode(&b), Err(HeaderError::Flags(_))));
+        assert!(matches!(
+            StreamHeader::decode(&b),
+            Err(HeaderError::Flags(_))
+        ));
         let mut b = good;
         b[5] = 3;
-        assert!(matches!(StreamHeader::decode(&b), Err(HeaderError::Protocol(3))));
+        assert!(matches!(
+            StreamHeader::decode(&b),
+            Err(HeaderError::Protocol(3))
+        ));
         let mut b = good;
         b[22] = 0;
         b[23] = 0;

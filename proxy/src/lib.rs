@@ -132,23 +132,29 @@ impl Proxy {
         let credentials = tls::NodeCredentials::load(&config.state_dir)?;
         let (endpoint, client) = transport::endpoint(&credentials, config.listen_quic)?;
         let socks = match config.socks {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
-                ProxyError::Bind {
-                    what: "socks",
-                    addr,
-                    source,
-                }
-            })?),
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ProxyError::Bind {
+                            what: "socks",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
             None => None,
         };
         let metrics_listener = match config.metrics_addr {
-            Some(addr) => Some(metrics::bind(addr).await.map_err(|source| {
-                ProxyError::Bind {
-                    what: "metrics",
-                    addr,
-                    source,
-                }
-            })?),
+            Some(addr) => Some(
+                metrics::bind(addr)
+                    .await
+                    .map_err(|source| ProxyError::Bind {
+                        what: "metrics",
+                        addr,
+                        source,
+                    })?,
+            ),
             None => None,
         };
         Ok(Proxy {
@@ -178,7 +184,9 @@ impl Proxy {
 
     /// The bound metrics address.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The endpoint published for other proxies.
@@ -249,8 +257,10 @@ impl Proxy {
         while metrics.open_flows.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.endpoint
-            .close(quinn::VarInt::from_u32(header::codes::SHUTDOWN), b"shutdown");
+        self.endpoint.close(
+            quinn::VarInt::from_u32(header::codes::SHUTDOWN),
+            b"shutdown",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         Ok(())
     }

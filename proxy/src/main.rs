@@ -38,7 +38,11 @@ struct Args {
     #[arg(long, env = "HM_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
     /// containerd socket.
-    #[arg(long, env = "CONTAINERD_ADDRESS", default_value = "/run/containerd/containerd.sock")]
+    #[arg(
+        long,
+        env = "CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
     containerd_socket: PathBuf,
 }
 
@@ -67,8 +71,14 @@ async fn main() -> anyhow::Result<()> {
         "hm-proxy node {} quic {} socks {} metrics {}",
         proxy.node_name(),
         proxy.quic_addr().map(|a| a.to_string()).unwrap_or_default(),
-        proxy.socks_addr().map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
-        proxy.metrics_addr().map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+        proxy
+            .socks_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into()),
+        proxy
+            .metrics_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into()),
     );
     proxy.serve(shutdown).await.context("hm-proxy")?;
     Ok(())

@@ -66,7 +66,9 @@ pub struct Mesh {
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mesh").field("node", &self.inner.node).finish()
+        f.debug_struct("Mesh")
+            .field("node", &self.inner.node)
+            .finish()
     }
 }
 
@@ -268,7 +270,12 @@ impl Mesh {
             }
             Err(e) => e,
         };
-        let relay = self.inner.catalog.index().peer(node).and_then(|p| p.relay.clone());
+        let relay = self
+            .inner
+            .catalog
+            .index()
+            .peer(node)
+            .and_then(|p| p.relay.clone());
         match relay {
             Some(relay) if relay != node && relay != self.inner.node => {
                 let c = self.direct(&relay).await?;
@@ -340,7 +347,10 @@ impl Mesh {
                     self.inner.metrics.flow("source", "no_endpoints");
                     return Err(Reply::Unreachable);
                 }
-                (rotation.into_iter().take(ROUTE_ATTEMPTS).collect(), target_port)
+                (
+                    rotation.into_iter().take(ROUTE_ATTEMPTS).collect(),
+                    target_port,
+                )
             }
         };
         let mut last = Reply::Unreachable;
@@ -364,7 +374,12 @@ impl Mesh {
     }
 
     /// One attempt at one Instance.
-    async fn open(&self, endpoint: &Endpoint, port: u16, protocol: Protocol) -> Result<Flow, Reply> {
+    async fn open(
+        &self,
+        endpoint: &Endpoint,
+        port: u16,
+        protocol: Protocol,
+    ) -> Result<Flow, Reply> {
         if endpoint.node == self.inner.node && protocol == Protocol::Tcp {
             let instance = self
                 .inner
@@ -405,7 +420,8 @@ impl Mesh {
             Reply::Unreachable
         })?;
         let attempt = async {
-            let (mut send, mut recv) = connection.open_bi().await.map_err(|_| Reply::Unreachable)?;
+            let (mut send, mut recv) =
+                connection.open_bi().await.map_err(|_| Reply::Unreachable)?;
             header
                 .write(&mut send)
                 .await
@@ -437,7 +453,12 @@ impl Mesh {
     }
 
     /// Target side of one stream a peer opened.
-    async fn handle_inbound(&self, peer: &str, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    async fn handle_inbound(
+        &self,
+        peer: &str,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
         let header = match StreamHeader::read(&mut recv).await {
             Ok(h) => h,
             Err(e) => {
@@ -544,9 +565,14 @@ impl Mesh {
         };
         let attempt = async {
             let (mut s2, mut r2) = connection.open_bi().await.map_err(|_| Reply::Unreachable)?;
-            forwarded.write(&mut s2).await.map_err(|_| Reply::Unreachable)?;
+            forwarded
+                .write(&mut s2)
+                .await
+                .map_err(|_| Reply::Unreachable)?;
             let mut reply = [0u8; 1];
-            r2.read_exact(&mut reply).await.map_err(|_| Reply::Unreachable)?;
+            r2.read_exact(&mut reply)
+                .await
+                .map_err(|_| Reply::Unreachable)?;
             Ok::<_, Reply>((s2, r2, Reply::from_byte(reply[0])))
         };
         let Ok(Ok((s2, r2, reply))) = tokio::time::timeout(REPLY_TIMEOUT, attempt).await else {
@@ -563,7 +589,9 @@ impl Mesh {
         debug!(from = %peer, to = %endpoint.node, "relaying a stream");
         let mut a = tokio::io::join(recv, send);
         let mut b = tokio::io::join(r2, s2);
-        let _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUFFER, SPLICE_BUFFER).await;
+        let _ =
+            tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUFFER, SPLICE_BUFFER)
+                .await;
     }
 
     /// Keeps an outbound connection to a relay open (a NAT'd host receives its traffic
@@ -647,7 +675,13 @@ pub async fn splice_tcp(
 ) {
     metrics.open_flows.inc();
     let mut quic = tokio::io::join(recv, send);
-    let result = tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut quic, SPLICE_BUFFER, SPLICE_BUFFER).await;
+    let result = tokio::io::copy_bidirectional_with_sizes(
+        &mut stream,
+        &mut quic,
+        SPLICE_BUFFER,
+        SPLICE_BUFFER,
+    )
+    .await;
     if let Err(e) = result {
         debug!(error = %e, "flow ended with an error");
         let (recv, mut send) = quic.into_inner();
@@ -662,7 +696,13 @@ pub async fn splice(mut client: TcpStream, flow: Flow, metrics: &Metrics) {
     match flow {
         Flow::Local(mut stream) => {
             metrics.open_flows.inc();
-            let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut stream, SPLICE_BUFFER, SPLICE_BUFFER).await;
+            let _ = tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut stream,
+                SPLICE_BUFFER,
+                SPLICE_BUFFER,
+            )
+            .await;
             metrics.open_flows.dec();
         }
         Flow::Remote { send, recv } => splice_tcp(client, send, recv, metrics).await,
@@ -670,7 +710,11 @@ pub async fn splice(mut client: TcpStream, flow: Flow, metrics: &Metrics) {
 }
 
 /// Target side of a UDP flow: datagrams framed as `len(2) ‖ bytes` on the stream.
-async fn pump_udp(socket: tokio::net::UdpSocket, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn pump_udp(
+    socket: tokio::net::UdpSocket,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let socket = Arc::new(socket);
     let inbound = {
         let socket = socket.clone();
@@ -716,7 +760,8 @@ async fn pump_udp(socket: tokio::net::UdpSocket, mut send: quinn::SendStream, mu
 
 /// Writes one UDP datagram onto a flow stream.
 pub async fn write_datagram(send: &mut quinn::SendStream, datagram: &[u8]) -> std::io::Result<()> {
-    let len = u16::try_from(datagram.len()).map_err(|_| std::io::Error::other("datagram too large"))?;
+    let len =
+        u16::try_from(datagram.len()).map_err(|_| std::io::Error::other("datagram too large"))?;
     send.write_all(&len.to_be_bytes()).await?;
     send.write_all(datagram).await?;
     Ok(())

@@ -79,15 +79,51 @@ impl Metrics {
         let m = Metrics::default();
         let mut r = Registry::with_prefix("hypermesh_proxy");
         r.register("flows", "Flows by side and result", m.flows.clone());
-        r.register("open_flows", "Flows being carried now", m.open_flows.clone());
-        r.register("retries", "Route connections retried on another endpoint", m.retries.clone());
-        r.register("bad_headers", "Streams closed for a malformed or late header", m.bad_headers.clone());
-        r.register("handshake_failures", "QUIC handshakes refused", m.handshake_failures.clone());
-        r.register("dial_failures", "Direct dials that failed", m.dial_failures.clone());
-        r.register("relay_attached", "1 while attached to a relay", m.relay_attached.clone());
-        r.register("peer_path", "Path in use to each peer (1)", m.peer_path.clone());
-        r.register("peer_rtt_seconds", "RTT of the connection carrying each peer's traffic", m.peer_rtt_seconds.clone());
-        r.register("socks_errors", "SOCKS requests refused as malformed or unsupported", m.socks_errors.clone());
+        r.register(
+            "open_flows",
+            "Flows being carried now",
+            m.open_flows.clone(),
+        );
+        r.register(
+            "retries",
+            "Route connections retried on another endpoint",
+            m.retries.clone(),
+        );
+        r.register(
+            "bad_headers",
+            "Streams closed for a malformed or late header",
+            m.bad_headers.clone(),
+        );
+        r.register(
+            "handshake_failures",
+            "QUIC handshakes refused",
+            m.handshake_failures.clone(),
+        );
+        r.register(
+            "dial_failures",
+            "Direct dials that failed",
+            m.dial_failures.clone(),
+        );
+        r.register(
+            "relay_attached",
+            "1 while attached to a relay",
+            m.relay_attached.clone(),
+        );
+        r.register(
+            "peer_path",
+            "Path in use to each peer (1)",
+            m.peer_path.clone(),
+        );
+        r.register(
+            "peer_rtt_seconds",
+            "RTT of the connection carrying each peer's traffic",
+            m.peer_rtt_seconds.clone(),
+        );
+        r.register(
+            "socks_errors",
+            "SOCKS requests refused as malformed or unsupported",
+            m.socks_errors.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         Arc::new(m)
     }

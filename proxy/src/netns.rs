@@ -133,8 +133,17 @@ impl Delivery {
 
     /// The host pid of a running task of `endpoint`'s Instance: the container that
     /// declares `port` if one does, else the first by container name.
-    async fn pid_of(&self, endpoint: &Endpoint, port: u16, containers: &[(String, Vec<u32>)]) -> Result<u32, DeliveryError> {
-        if let Some(pid) = self.pids.lock().ok().and_then(|p| p.get(&endpoint.uid).copied())
+    async fn pid_of(
+        &self,
+        endpoint: &Endpoint,
+        port: u16,
+        containers: &[(String, Vec<u32>)],
+    ) -> Result<u32, DeliveryError> {
+        if let Some(pid) = self
+            .pids
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&endpoint.uid).copied())
             && std::path::Path::new(&format!("/proc/{pid}/ns/net")).exists()
         {
             return Ok(pid);
@@ -196,7 +205,10 @@ impl Delivery {
     ) -> Result<TcpStream, DeliveryError> {
         let pid = self.pid_of(endpoint, port, containers).await?;
         let mut last = DeliveryError::Refused { port };
-        for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+        for ip in [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ] {
             let socket = match socket_in(pid, ip, socket2::Type::STREAM).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -206,7 +218,8 @@ impl Delivery {
             };
             let stream: std::net::TcpStream = socket.into();
             let socket = TcpSocket::from_std_stream(stream);
-            match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(SocketAddr::new(ip, port))).await
+            match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(SocketAddr::new(ip, port)))
+                .await
             {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);

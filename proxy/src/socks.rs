@@ -87,7 +87,9 @@ pub async fn serve(listener: TcpListener, mesh: Mesh, shutdown: CancellationToke
             _ = shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
-        let Ok((stream, peer)) = accepted else { continue };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
         let mesh = mesh.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(stream, &mesh).await {
@@ -106,7 +108,9 @@ async fn reply(stream: &mut TcpStream, code: SocksReply) -> std::io::Result<()> 
     stream.write_all(&out).await
 }
 
-async fn request(stream: &mut TcpStream) -> Result<Result<(Destination, u16), SocksReply>, SocksError> {
+async fn request(
+    stream: &mut TcpStream,
+) -> Result<Result<(Destination, u16), SocksReply>, SocksError> {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).await?;
     if head[0] != 5 {
@@ -188,8 +192,8 @@ async fn handle(mut stream: TcpStream, mesh: &Mesh) -> Result<(), SocksError> {
             {
                 a
             } else {
-                let resolved = parse_global_name(&name)
-                    .and_then(|n| mesh.catalog().index().resolve(&n));
+                let resolved =
+                    parse_global_name(&name).and_then(|n| mesh.catalog().index().resolve(&n));
                 match resolved {
                     Some(a) => a,
                     None => {

@@ -72,7 +72,11 @@ pub struct NodeCredentials {
 /// The PEM files of a state dir: `(ca.crt, node.crt, node.key)`.
 pub fn pki_paths(state_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let pki = state_dir.join("pki");
-    (pki.join("ca.crt"), pki.join("node.crt"), pki.join("node.key"))
+    (
+        pki.join("ca.crt"),
+        pki.join("node.crt"),
+        pki.join("node.key"),
+    )
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -252,8 +256,9 @@ impl ServerCertVerifier for NodeServerVerifier {
         let name = node_name_of(end_entity).ok_or(rustls::Error::InvalidCertificate(
             rustls::CertificateError::NotValidForName,
         ))?;
-        let name = ServerName::try_from(server_name_for(&name))
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let name = ServerName::try_from(server_name_for(&name)).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         self.inner
             .verify_server_cert(end_entity, intermediates, &name, ocsp_response, now)
     }

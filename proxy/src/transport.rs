@@ -167,7 +167,8 @@ pub fn endpoint(
     server.migration(true);
     let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
     client.transport_config(transport);
-    let socket = std::net::UdpSocket::bind(addr).map_err(|source| TransportError::Bind { addr, source })?;
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| TransportError::Bind { addr, source })?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(server),

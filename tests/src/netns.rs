@@ -22,7 +22,11 @@ pub fn require_netns_tools() {
         rustix::process::geteuid().is_root(),
         "this test builds network namespaces and must run as root (CI does)"
     );
-    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables"), ("nsenter", "util-linux")] {
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("nsenter", "util-linux"),
+    ] {
         let found = Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool}"))
@@ -131,7 +135,11 @@ impl NetLab {
     }
 
     /// A `tokio::process::Command` for `program` inside namespace `short`.
-    pub fn command(&self, short: &str, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    pub fn command(
+        &self,
+        short: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("nsenter");
         c.arg(format!("--net={}", self.path(short).display()))
             .arg(program)
@@ -142,7 +150,12 @@ impl NetLab {
     /// A veth pair: `a_if` in `a`, `b_if` in `b`.
     pub fn veth(&self, a: &str, a_if: &str, b: &str, b_if: &str) -> anyhow::Result<()> {
         let b_name = self.name(b);
-        self.ip(a, &["link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b_name])?;
+        self.ip(
+            a,
+            &[
+                "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b_name,
+            ],
+        )?;
         self.ip(a, &["link", "set", a_if, "up"])?;
         self.ip(b, &["link", "set", b_if, "up"])?;
         Ok(())
@@ -151,7 +164,9 @@ impl NetLab {
     /// Connects to `addr` from inside namespace `short`.
     pub async fn connect(&self, short: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
         let socket = socket_in(self.path(short), addr, socket2::Type::STREAM).await?;
-        TcpSocket::from_std_stream(socket.into()).connect(addr).await
+        TcpSocket::from_std_stream(socket.into())
+            .connect(addr)
+            .await
     }
 
     /// A listener on `addr` inside namespace `short`.
@@ -172,7 +187,10 @@ impl NetLab {
         listen: SocketAddr,
         target: SocketAddr,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let listener = self.listen(short, listen).await.context("forward listener")?;
+        let listener = self
+            .listen(short, listen)
+            .await
+            .context("forward listener")?;
         Ok(tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 tokio::spawn(async move {

@@ -20,7 +20,9 @@ impl TestCa {
     /// A fresh CA (`CN=hypermesh-ca`).
     pub fn new() -> anyhow::Result<Self> {
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, "hypermesh-ca");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "hypermesh-ca");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,

@@ -31,16 +31,24 @@ async fn malformed_headers_bad_certificates_and_bad_socks_close_only_that_flow()
 
     // 1. Garbage header: that stream is reset.
     let (mut send, mut recv) = connection.open_bi().await.expect("stream");
-    send.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    send.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
     let mut buf = [0u8; 1];
     let read = tokio::time::timeout(Duration::from_secs(10), recv.read_exact(&mut buf)).await;
-    assert!(matches!(read, Ok(Err(_))), "bad header resets the stream: {read:?}");
+    assert!(
+        matches!(read, Ok(Err(_))),
+        "bad header resets the stream: {read:?}"
+    );
 
     // 2. A truncated header that never completes: reset after the header timeout.
     let (mut send, mut recv) = connection.open_bi().await.expect("stream");
     send.write_all(b"HM\x01").await.expect("write");
     let read = tokio::time::timeout(Duration::from_secs(15), recv.read_exact(&mut buf)).await;
-    assert!(matches!(read, Ok(Err(_))), "late header resets the stream: {read:?}");
+    assert!(
+        matches!(read, Ok(Err(_))),
+        "late header resets the stream: {read:?}"
+    );
 
     // 3. The same connection still serves: a well-formed header for an unknown address
     // gets a clean reply.
@@ -65,12 +73,19 @@ async fn malformed_headers_bad_certificates_and_bad_socks_close_only_that_flow()
         .await;
     assert!(refused.is_err(), "rogue certificate refused");
     let metrics = proxy.http_get("/metrics").await;
-    assert!(metrics.contains("hypermesh_proxy_bad_headers_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("hypermesh_proxy_bad_headers_total 2"),
+        "{metrics}"
+    );
 
     // 5. SOCKS: a wrong version closes that client; the next one is served.
     let socks = proxy.socks.expect("socks");
-    let mut bad = tokio::net::TcpStream::connect(socks).await.expect("connect");
-    bad.write_all(&[4, 1, 0, 80, 127, 0, 0, 1, 0]).await.expect("write");
+    let mut bad = tokio::net::TcpStream::connect(socks)
+        .await
+        .expect("connect");
+    bad.write_all(&[4, 1, 0, 80, 127, 0, 0, 1, 0])
+        .await
+        .expect("write");
     let mut rest = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(10), bad.read_to_end(&mut rest))
         .await
@@ -78,7 +93,9 @@ async fn malformed_headers_bad_certificates_and_bad_socks_close_only_that_flow()
         .unwrap_or(0);
     assert_eq!(n, 0, "SOCKS4 request closed without an answer");
     // A request with a non-zero reserved byte.
-    let mut bad = tokio::net::TcpStream::connect(socks).await.expect("connect");
+    let mut bad = tokio::net::TcpStream::connect(socks)
+        .await
+        .expect("connect");
     bad.write_all(&[5, 1, 0]).await.expect("greeting");
     let mut method = [0u8; 2];
     bad.read_exact(&mut method).await.expect("method");
@@ -92,7 +109,9 @@ async fn malformed_headers_bad_certificates_and_bad_socks_close_only_that_flow()
     assert_eq!(code, 4, "the next client gets a clean answer");
     let (code, _) = {
         // UDP ASSOCIATE is answered, not crashed on.
-        let mut s = tokio::net::TcpStream::connect(socks).await.expect("connect");
+        let mut s = tokio::net::TcpStream::connect(socks)
+            .await
+            .expect("connect");
         s.write_all(&[5, 1, 0]).await.expect("greeting");
         s.read_exact(&mut method).await.expect("method");
         let mut req = vec![5, 2, 0, 4];

@@ -110,7 +110,10 @@ fn build_lab() -> NetLab {
     // A and B know where C's addresses are, so a direct dial to C reaches the router
     // (and is dropped there) instead of failing locally.
     for host in ["a", "b"] {
-        ok(lab.ip(host, &["route", "add", "198.51.100.128/25", "via", "198.51.100.3"]));
+        ok(lab.ip(
+            host,
+            &["route", "add", "198.51.100.128/25", "via", "198.51.100.3"],
+        ));
     }
     ok(lab.exec("nat", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]));
     lab.nft(
@@ -139,7 +142,12 @@ table inet hm_nat {
 
 fn spawn_agent(lab: &NetLab, host: &Host, images: &Path) -> Child {
     lab.command(host.name, bin_path("hm-agent"))
-        .args(["--server", "http://198.51.100.1:7443", "--node-name", host.name])
+        .args([
+            "--server",
+            "http://198.51.100.1:7443",
+            "--node-name",
+            host.name,
+        ])
         .arg("--state-dir")
         .arg(host.state())
         .arg("--containerd-socket")
@@ -148,7 +156,12 @@ fn spawn_agent(lab: &NetLab, host: &Host, images: &Path) -> Child {
         .arg(images)
         .arg("--secrets-dir")
         .arg(host.secrets.path())
-        .args(["--heartbeat-interval", "300ms", "--restart-backoff", "200ms"])
+        .args([
+            "--heartbeat-interval",
+            "300ms",
+            "--restart-backoff",
+            "200ms",
+        ])
         .env("HM_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -169,7 +182,14 @@ fn spawn_proxy(lab: &NetLab, host: &Host) -> Child {
         .arg(host.state())
         .arg("--containerd-socket")
         .arg(&host.socket)
-        .args(["--listen-quic", &quic, "--socks", SOCKS, "--metrics-addr", METRICS]);
+        .args([
+            "--listen-quic",
+            &quic,
+            "--socks",
+            SOCKS,
+            "--metrics-addr",
+            METRICS,
+        ]);
     if host.name == "c" {
         c.args(["--advertise", &quic, "--relay", "198.51.100.1:7446"]);
     }
@@ -250,7 +270,10 @@ async fn socks_from(
     port: u16,
 ) -> (u8, Option<tokio::net::TcpStream>) {
     let socks: SocketAddr = SOCKS.parse().expect("addr");
-    let stream = lab.connect(host, socks).await.expect("connect to the proxy's SOCKS port");
+    let stream = lab
+        .connect(host, socks)
+        .await
+        .expect("connect to the proxy's SOCKS port");
     socks_over(stream, target, port).await
 }
 
@@ -266,7 +289,9 @@ async fn metrics_of(lab: &NetLab, host: &str, path: &str) -> String {
                 .await;
             let mut out = String::new();
             let _ = s.read_to_string(&mut out).await;
-            out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out)
+            out.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or(out)
         }
         Err(e) => format!("unreachable: {e}"),
     }
@@ -274,7 +299,13 @@ async fn metrics_of(lab: &NetLab, host: &str, path: &str) -> String {
 
 /// One GET of the Route from host A; the body, or None.
 async fn route_get(lab: &NetLab) -> Option<String> {
-    let (code, stream) = socks_from(lab, "a", SocksTarget::Name("web.default.route.hypermesh"), 80).await;
+    let (code, stream) = socks_from(
+        lab,
+        "a",
+        SocksTarget::Name("web.default.route.hypermesh"),
+        80,
+    )
+    .await;
     if code != 0 {
         return None;
     }
@@ -307,39 +338,51 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
         .expect("apiserver reachable on A");
 
     let ca = TestCa::new().expect("cluster CA");
-    let mut hosts: Vec<Host> = [("a", "198.51.100.1"), ("b", "198.51.100.2"), ("c", "198.51.100.130")]
-        .into_iter()
-        .map(|(name, ip)| {
-            let dir = tempfile::Builder::new().prefix("hm-proxy-e2e-").tempdir().expect("dir");
-            let secrets = tempfile::Builder::new()
-                .prefix("hm-secrets-")
-                .tempdir_in("/dev/shm")
-                .expect("secrets dir");
-            Host {
-                name,
-                ip,
-                dir,
-                secrets,
-                socket: PathBuf::new(),
-                agent: None,
-                proxy: None,
-            }
-        })
-        .collect();
+    let mut hosts: Vec<Host> = [
+        ("a", "198.51.100.1"),
+        ("b", "198.51.100.2"),
+        ("c", "198.51.100.130"),
+    ]
+    .into_iter()
+    .map(|(name, ip)| {
+        let dir = tempfile::Builder::new()
+            .prefix("hm-proxy-e2e-")
+            .tempdir()
+            .expect("dir");
+        let secrets = tempfile::Builder::new()
+            .prefix("hm-secrets-")
+            .tempdir_in("/dev/shm")
+            .expect("secrets dir");
+        Host {
+            name,
+            ip,
+            dir,
+            secrets,
+            socket: PathBuf::new(),
+            agent: None,
+            proxy: None,
+        }
+    })
+    .collect();
     let mut containerds = Containerds(Vec::new());
     let images = tempfile::tempdir().expect("image dir");
     build_test_archive(images.path());
     let script = workspace_root().join("scripts/containerd.sh");
     for host in &mut hosts {
         std::fs::create_dir_all(host.state()).expect("state dir");
-        ca.write_node(&host.state(), host.name).expect("node credentials");
+        ca.write_node(&host.state(), host.name)
+            .expect("node credentials");
         let dir = host.containerd_dir();
         containerds.0.push(dir.clone());
         let socket = lab
             .exec(
                 host.name,
                 "bash",
-                &[script.to_str().expect("utf-8 path"), "start", dir.to_str().expect("utf-8 path")],
+                &[
+                    script.to_str().expect("utf-8 path"),
+                    "start",
+                    dir.to_str().expect("utf-8 path"),
+                ],
             )
             .expect("containerd starts inside the host");
         host.socket = PathBuf::from(socket.trim());
@@ -354,7 +397,9 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
             .iter()
             .filter(|n| {
                 n.status.as_ref().is_some_and(|s| {
-                    s.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True")
+                    s.conditions
+                        .iter()
+                        .any(|c| c.r#type == "Ready" && c.status == "True")
                 })
             })
             .count();
@@ -364,8 +409,20 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
     .expect("the agents of A, B and C (behind NAT) register Ready nodes");
 
     let instances: Api<Instance> = server.api();
-    run_instance(&instances, "echo-c", "c", None, sh("exec nc -ll -p 7000 -e /bin/cat"), 7000).await;
-    let httpd = |body: &str| sh(&format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 8080 -h /www"));
+    run_instance(
+        &instances,
+        "echo-c",
+        "c",
+        None,
+        sh("exec nc -ll -p 7000 -e /bin/cat"),
+        7000,
+    )
+    .await;
+    let httpd = |body: &str| {
+        sh(&format!(
+            "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 8080 -h /www"
+        ))
+    };
     run_instance(&instances, "http-c", "c", None, httpd("hello-from-c"), 8080).await;
     run_instance(&instances, "web-b", "b", Some("web"), httpd("b"), 8080).await;
     run_instance(&instances, "web-c", "c", Some("web"), httpd("c"), 8080).await;
@@ -378,7 +435,9 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
                 ..Default::default()
             }),
             spec: Some(RouteSpec {
-                selector: [("app".to_string(), "web".to_string())].into_iter().collect(),
+                selector: [("app".to_string(), "web".to_string())]
+                    .into_iter()
+                    .collect(),
                 ports: vec![RoutePort {
                     name: "http".into(),
                     port: 80,
@@ -394,7 +453,9 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
         i.status.as_ref().is_some_and(|s| {
             s.phase == InstancePhase::Running as i32
                 && !s.address.is_empty()
-                && s.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True")
+                && s.conditions
+                    .iter()
+                    .any(|c| c.r#type == "Ready" && c.status == "True")
         })
     };
     let all = wait_for(TIMEOUT, || async {
@@ -403,7 +464,11 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
     })
     .await
     .expect("four Instances run with global addresses");
-    let by_name = |n: &str| all.iter().find(|i| i.metadata.as_ref().is_some_and(|m| m.name == n)).expect("instance");
+    let by_name = |n: &str| {
+        all.iter()
+            .find(|i| i.metadata.as_ref().is_some_and(|m| m.name == n))
+            .expect("instance")
+    };
     let echo_c = address_of(by_name("echo-c"));
     let web_b = address_of(by_name("web-b"));
 
@@ -413,12 +478,26 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
         (code == 0).then_some(s).flatten()
     })
     .await
-    .unwrap_or_else(|e| panic!("A reaches the echo server on C: {e}\nC proxy log:\n{}", hosts[2].proxy_log()));
-    assert_eq!(echo(&mut stream, b"ping across NAT\n").await, b"ping across NAT\n");
+    .unwrap_or_else(|e| {
+        panic!(
+            "A reaches the echo server on C: {e}\nC proxy log:\n{}",
+            hosts[2].proxy_log()
+        )
+    });
+    assert_eq!(
+        echo(&mut stream, b"ping across NAT\n").await,
+        b"ping across NAT\n"
+    );
     drop(stream);
 
     // A → C's HTTP server by name.
-    let (code, stream) = socks_from(&lab, "a", SocksTarget::Name("http-c.default.instance.hypermesh"), 8080).await;
+    let (code, stream) = socks_from(
+        &lab,
+        "a",
+        SocksTarget::Name("http-c.default.instance.hypermesh"),
+        8080,
+    )
+    .await;
     assert_eq!(code, 0, "SOCKS by name");
     let body = http_get_over(stream.expect("stream"), "http-c").await;
     assert_eq!(body.trim(), "hello-from-c");
@@ -429,11 +508,19 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
         (code == 0).then_some(s).flatten()
     })
     .await
-    .unwrap_or_else(|e| panic!("B reaches C through the relay: {e}\nB proxy log:\n{}", hosts[1].proxy_log()));
+    .unwrap_or_else(|e| {
+        panic!(
+            "B reaches C through the relay: {e}\nB proxy log:\n{}",
+            hosts[1].proxy_log()
+        )
+    });
     assert_eq!(echo(&mut stream, b"via relay\n").await, b"via relay\n");
     drop(stream);
     let paths = metrics_of(&lab, "b", "/paths").await;
-    assert!(paths.contains("c relay via=a"), "B's path to C is the relay on A:\n{paths}");
+    assert!(
+        paths.contains("c relay via=a"),
+        "B's path to C is the relay on A:\n{paths}"
+    );
     let metrics = metrics_of(&lab, "b", "/metrics").await;
     assert!(
         metrics.contains("hypermesh_proxy_peer_path{peer=\"c\",path=\"relay\",via=\"a\"} 1"),
@@ -441,7 +528,12 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
     );
     let c_node = nodes.get("", "c").await.expect("node c");
     let annotations = &c_node.metadata.as_ref().expect("meta").annotations;
-    assert_eq!(annotations.get("proxy.hypermesh.io/relay").map(String::as_str), Some("a"));
+    assert_eq!(
+        annotations
+            .get("proxy.hypermesh.io/relay")
+            .map(String::as_str),
+        Some("a")
+    );
 
     // Unknown global address: clean refusal.
     let (code, _) = socks_from(&lab, "a", SocksTarget::Ip(IpAddr::V6(unknown_global())), 80).await;
@@ -457,14 +549,19 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
             break;
         }
     }
-    assert_eq!(seen, BTreeSet::from(["b".to_string(), "c".to_string()]), "Route answers from both");
+    assert_eq!(
+        seen,
+        BTreeSet::from(["b".to_string(), "c".to_string()]),
+        "Route answers from both"
+    );
 
     // Kill B's proxy under traffic: every new request still gets an answer (from C).
-    let b_endpoint_before = nodes
-        .get("", "b")
-        .await
-        .ok()
-        .and_then(|n| n.metadata?.annotations.get("proxy.hypermesh.io/endpoint").cloned());
+    let b_endpoint_before = nodes.get("", "b").await.ok().and_then(|n| {
+        n.metadata?
+            .annotations
+            .get("proxy.hypermesh.io/endpoint")
+            .cloned()
+    });
     kill9(&mut hosts[1].proxy).await;
     for i in 0..8 {
         let started = Instant::now();
@@ -474,7 +571,11 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
             "request {i} after B's proxy died went unanswered\nA proxy log:\n{}",
             hosts[0].proxy_log()
         );
-        assert!(started.elapsed() < Duration::from_secs(15), "request {i} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "request {i} took {:?}",
+            started.elapsed()
+        );
     }
 
     // B's proxy comes back with the same identity; new connections to B work within seconds.
@@ -485,19 +586,31 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
         (code == 0).then_some(s).flatten()
     })
     .await
-    .unwrap_or_else(|e| panic!("A reaches B after its proxy restarted: {e}\nA log:\n{}", hosts[0].proxy_log()));
+    .unwrap_or_else(|e| {
+        panic!(
+            "A reaches B after its proxy restarted: {e}\nA log:\n{}",
+            hosts[0].proxy_log()
+        )
+    });
     let took = restarted.elapsed();
-    assert!(took < Duration::from_secs(15), "B reachable again after {took:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "B reachable again after {took:?}"
+    );
     let body = http_get_over(stream, "web-b").await;
     assert_eq!(body.trim(), "b");
-    let b_endpoint_after = nodes
-        .get("", "b")
-        .await
-        .ok()
-        .and_then(|n| n.metadata?.annotations.get("proxy.hypermesh.io/endpoint").cloned());
+    let b_endpoint_after = nodes.get("", "b").await.ok().and_then(|n| {
+        n.metadata?
+            .annotations
+            .get("proxy.hypermesh.io/endpoint")
+            .cloned()
+    });
     assert_eq!(b_endpoint_before, b_endpoint_after, "same endpoint");
     let paths = metrics_of(&lab, "a", "/paths").await;
-    assert!(paths.contains("b direct"), "A talks to node b (name from its certificate):\n{paths}");
+    assert!(
+        paths.contains("b direct"),
+        "A talks to node b (name from its certificate):\n{paths}"
+    );
 
     // Kill C's proxy (behind NAT): it re-attaches to its relay and C is reachable again.
     kill9(&mut hosts[2].proxy).await;
@@ -508,8 +621,17 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
         (code == 0).then_some(s).flatten()
     })
     .await
-    .unwrap_or_else(|e| panic!("C reachable after its proxy restarted: {e}\nC log:\n{}", hosts[2].proxy_log()));
-    assert!(restarted.elapsed() < Duration::from_secs(15), "C back after {:?}", restarted.elapsed());
+    .unwrap_or_else(|e| {
+        panic!(
+            "C reachable after its proxy restarted: {e}\nC log:\n{}",
+            hosts[2].proxy_log()
+        )
+    });
+    assert!(
+        restarted.elapsed() < Duration::from_secs(15),
+        "C back after {:?}",
+        restarted.elapsed()
+    );
     assert_eq!(echo(&mut stream, b"back\n").await, b"back\n");
 
     for host in &mut hosts {

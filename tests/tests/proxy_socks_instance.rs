@@ -40,11 +40,24 @@ async fn socks_reaches_an_instance_on_another_node_by_address_and_name() {
         .expect("global address");
 
     let ca = TestCa::new().expect("ca");
-    let _runner = InProcessProxy::start(&ca, node_env::NODE, env.server.url(), env.containerd.socket(), |c| {
-        c.advertise = None;
-    })
+    let _runner = InProcessProxy::start(
+        &ca,
+        node_env::NODE,
+        env.server.url(),
+        env.containerd.socket(),
+        |c| {
+            c.advertise = None;
+        },
+    )
     .await;
-    let edge = InProcessProxy::start(&ca, "edge", env.server.url(), env.containerd.socket(), |_| {}).await;
+    let edge = InProcessProxy::start(
+        &ca,
+        "edge",
+        env.server.url(),
+        env.containerd.socket(),
+        |_| {},
+    )
+    .await;
     let socks = edge.socks.expect("socks");
 
     // Once the runner's proxy has published its endpoint, the flow goes through.
@@ -54,13 +67,21 @@ async fn socks_reaches_an_instance_on_another_node_by_address_and_name() {
     })
     .await
     .expect("SOCKS CONNECT to the Instance's global address succeeds");
-    assert_eq!(echo(&mut stream, b"hello through the mesh\n").await, b"hello through the mesh\n");
+    assert_eq!(
+        echo(&mut stream, b"hello through the mesh\n").await,
+        b"hello through the mesh\n"
+    );
     let big = vec![b'x'; 1 << 20];
     assert_eq!(echo(&mut stream, &big).await.len(), big.len());
     drop(stream);
 
     // By name.
-    let (code, stream) = socks_connect(socks, SocksTarget::Name("echo.default.instance.hypermesh"), 7000).await;
+    let (code, stream) = socks_connect(
+        socks,
+        SocksTarget::Name("echo.default.instance.hypermesh"),
+        7000,
+    )
+    .await;
     assert_eq!(code, 0, "name resolves");
     let mut stream = stream.expect("stream");
     assert_eq!(echo(&mut stream, b"by name\n").await, b"by name\n");
@@ -68,9 +89,15 @@ async fn socks_reaches_an_instance_on_another_node_by_address_and_name() {
     // Clean refusals.
     let (code, _) = socks_connect(socks, SocksTarget::Ip(IpAddr::V6(unknown_global())), 7000).await;
     assert_eq!(code, 4, "unknown global address: host unreachable");
-    let (code, _) = socks_connect(socks, SocksTarget::Name("nope.default.route.hypermesh"), 80).await;
+    let (code, _) =
+        socks_connect(socks, SocksTarget::Name("nope.default.route.hypermesh"), 80).await;
     assert_eq!(code, 4, "unknown name: host unreachable");
-    let (code, _) = socks_connect(socks, SocksTarget::Ip("198.51.100.9".parse().expect("ip")), 80).await;
+    let (code, _) = socks_connect(
+        socks,
+        SocksTarget::Ip("198.51.100.9".parse().expect("ip")),
+        80,
+    )
+    .await;
     assert_eq!(code, 8, "IPv4: address type not supported");
     let (code, _) = socks_connect(socks, SocksTarget::Ip(IpAddr::V6(address)), 7001).await;
     assert_eq!(code, 5, "closed port in the Instance: connection refused");

@@ -85,7 +85,9 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
         .expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out)
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out)
 }
 
 /// A raw QUIC client endpoint with the credentials of node `node` from `ca`.
@@ -95,7 +97,8 @@ pub fn quic_client(ca: &TestCa, node: &str) -> (quinn::Endpoint, tempfile::TempD
     let credentials =
         hypermesh_proxy::tls::NodeCredentials::load(state.path()).expect("credentials load");
     let (_, client) = credentials.quic_configs().expect("quic configs");
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client");
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client");
     let mut config = quinn::ClientConfig::new(Arc::new(client));
     config.transport_config(Arc::new(hypermesh_proxy::transport::transport_config()));
     endpoint.set_default_client_config(config);
@@ -186,5 +189,7 @@ pub async fn http_get_over(mut stream: TcpStream, host: &str) -> String {
         .await
         .expect("response in time")
         .expect("read response");
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out)
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out)
 }
