@@ -13,6 +13,7 @@
 //!   (deliver or relay), and the relay attachment of a NAT'd host.
 //! - [`netns`]: connecting from inside an Instance's network namespace.
 //! - [`socks`]: the SOCKS5 listener.
+//! - [`transparent`]: `hm0`, the nftables redirect and the transparent listener.
 //! - [`status`]: the Node annotations other proxies and `hmctl` read.
 //! - [`metrics`]: Prometheus metrics and `/paths`.
 //! - [`api`]: the apiserver connection.
@@ -26,6 +27,7 @@ pub mod netns;
 pub mod socks;
 pub mod status;
 pub mod tls;
+pub mod transparent;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -69,6 +71,9 @@ pub struct Config {
     pub socks: Option<SocketAddr>,
     /// Metrics listener.
     pub metrics_addr: Option<SocketAddr>,
+    /// Transparent listener; when set, the proxy also sets up `hm0` and the nftables
+    /// redirect of TCP to `fd48:4d00::/32` into it.
+    pub transparent: Option<SocketAddr>,
     /// containerd's socket (delivery into Instances).
     pub containerd_socket: PathBuf,
 }
@@ -84,6 +89,7 @@ impl Config {
             relay: RelayChoice::None,
             socks: None,
             metrics_addr: None,
+            transparent: None,
             containerd_socket: "/run/containerd/containerd.sock".into(),
         }
     }
@@ -98,6 +104,9 @@ pub enum ProxyError {
     /// The QUIC endpoint could not be set up.
     #[error(transparent)]
     Transport(#[from] transport::TransportError),
+    /// `hm0` or the nftables redirect could not be set up.
+    #[error(transparent)]
+    Transparent(#[from] transparent::TransparentError),
     /// A TCP listener could not be bound.
     #[error("binding {what} on {addr}: {source}")]
     Bind {
@@ -123,6 +132,7 @@ pub struct Proxy {
     client: quinn::ClientConfig,
     socks: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
+    transparent: Option<TcpListener>,
 }
 
 impl Proxy {
@@ -157,6 +167,25 @@ impl Proxy {
             ),
             None => None,
         };
+        let transparent = match config.transparent {
+            Some(addr) => {
+                let listener =
+                    transparent::bind(addr)
+                        .await
+                        .map_err(|source| ProxyError::Bind {
+                            what: "transparent",
+                            addr,
+                            source,
+                        })?;
+                let port = listener
+                    .local_addr()
+                    .map(|a| a.port())
+                    .unwrap_or(addr.port());
+                transparent::install(port)?;
+                Some(listener)
+            }
+            None => None,
+        };
         Ok(Proxy {
             config,
             credentials,
@@ -164,6 +193,7 @@ impl Proxy {
             client,
             socks,
             metrics_listener,
+            transparent,
         })
     }
 
@@ -236,6 +266,9 @@ impl Proxy {
         }
         if let Some(listener) = self.socks {
             tokio::spawn(socks::serve(listener, mesh.clone(), shutdown.clone()));
+        }
+        if let Some(listener) = self.transparent {
+            tokio::spawn(transparent::serve(listener, mesh.clone(), shutdown.clone()));
         }
         if let Some(listener) = self.metrics_listener {
             tokio::spawn(metrics::serve(

@@ -37,6 +37,11 @@ struct Args {
     /// Metrics listener (/metrics, /healthz, /paths).
     #[arg(long, env = "HM_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Transparent listener (e.g. [::1]:15001): also creates the `hm0` TUN device with
+    /// the route for fd48:4d00::/32 and an nftables redirect of TCP to it, so unmodified
+    /// clients reach global addresses.
+    #[arg(long, env = "HM_TRANSPARENT")]
+    transparent: Option<SocketAddr>,
     /// containerd socket.
     #[arg(
         long,
@@ -64,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
     config.relay = relay;
     config.socks = args.socks;
     config.metrics_addr = args.metrics_addr;
+    config.transparent = args.transparent;
     config.containerd_socket = args.containerd_socket;
     let shutdown = hypermesh_runtime::process::shutdown_on_signals();
     let proxy = Proxy::bind(config).await.context("starting hm-proxy")?;

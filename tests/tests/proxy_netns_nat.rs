@@ -12,6 +12,8 @@
 //!   proxy is killed with SIGKILL under traffic.
 //! - Restarted with the same state dir, B's and C's proxies come back with the same
 //!   identity and new connections work within seconds.
+//! - An unmodified client on A (no SOCKS) reaches C through `hm0` and the nftables
+//!   redirect into A's transparent listener; an unknown address is reset.
 //! - An unknown global address gets a clean SOCKS refusal.
 
 mod proxy_support;
@@ -192,6 +194,10 @@ fn spawn_proxy(lab: &NetLab, host: &Host) -> Child {
         ]);
     if host.name == "c" {
         c.args(["--advertise", &quic, "--relay", "198.51.100.1:7446"]);
+    }
+    if host.name == "a" {
+        // Unmodified clients on A: hm0 + nftables redirect into this listener.
+        c.args(["--transparent", "[::1]:15001"]);
     }
     c.env("HM_LOG", "info,hypermesh_proxy=debug")
         .stdout(Stdio::null())
@@ -489,6 +495,28 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
         b"ping across NAT\n"
     );
     drop(stream);
+
+    // An unmodified client on A: a plain connect to the global address.
+    let target = SocketAddr::new(IpAddr::V6(echo_c), 7000);
+    let mut plain = lab
+        .connect("a", target)
+        .await
+        .expect("plain TCP connect to a global address on A");
+    assert_eq!(echo(&mut plain, b"no socks\n").await, b"no socks\n");
+    drop(plain);
+    // ... and to an address nobody has: reset, no data.
+    let unknown = SocketAddr::new(IpAddr::V6(unknown_global()), 80);
+    if let Ok(mut s) = lab.connect("a", unknown).await {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("refused in time");
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "unknown address refused: {read:?}"
+        );
+    }
 
     // A → C's HTTP server by name.
     let (code, stream) = socks_from(
