@@ -13,6 +13,8 @@
 //!   [`api_resources`], [`version`]: one module per command.
 //! - [`cordon`] (cordon, uncordon), [`drain`]: node maintenance.
 //! - [`trust`]: `hmctl node trust`, clearing a Suspect mark.
+//! - [`port_forward`]: a local port to an Instance or Route on any node, through the
+//!   local hm-proxy's SOCKS5 listener.
 //! - [`logs`], [`exec`], [`image`]: container logs, commands in containers and image
 //!   imports, streamed through the apiserver to the node's agent.
 //! - [`columns`], [`table`], [`output`]: how objects print.
@@ -38,6 +40,7 @@ pub mod kinds;
 pub mod logs;
 pub mod manifests;
 pub mod output;
+pub mod port_forward;
 pub mod rollout;
 pub mod scale;
 pub mod table;
@@ -127,6 +130,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Logs(args) => logs::run(&ctx()?, args).await,
         Command::Exec(args) => exec::run(&ctx()?, args).await,
         Command::Image(command) => image::run(&ctx()?, command).await,
+        Command::PortForward(args) => port_forward::run(&ctx()?, args).await,
         Command::Config(ConfigCommand::SetServer { url }) => {
             let path = config::set_server(url)?;
             output::print(&format!("server set to {url} in {}\n", path.display()))?;

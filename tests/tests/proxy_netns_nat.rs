@@ -14,6 +14,7 @@
 //!   identity and new connections work within seconds.
 //! - An unmodified client on A (no SOCKS) reaches C through `hm0` and the nftables
 //!   redirect into A's transparent listener; an unknown address is reset.
+//! - `hmctl port-forward instance/echo-c` on A reaches the echo server on C.
 //! - An unknown global address gets a clean SOCKS refusal.
 
 mod proxy_support;
@@ -517,6 +518,43 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
             "unknown address refused: {read:?}"
         );
     }
+
+    // hmctl port-forward on A to the echo server on C (behind NAT).
+    let mut forward = lab
+        .command("a", bin_path("hmctl"))
+        .args([
+            "--server",
+            "http://198.51.100.1:7443",
+            "port-forward",
+            "instance/echo-c",
+            "0:7000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn hmctl port-forward");
+    let line = {
+        use tokio::io::AsyncBufReadExt;
+        let stdout = forward.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("hmctl port-forward reports its port")
+            .expect("read")
+            .expect("a line")
+    };
+    let local: SocketAddr = line
+        .strip_prefix("Forwarding from ")
+        .and_then(|l| l.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let mut forwarded = lab
+        .connect("a", local)
+        .await
+        .expect("connect to the forwarded port");
+    assert_eq!(echo(&mut forwarded, b"forwarded\n").await, b"forwarded\n");
+    drop(forwarded);
+    let _ = forward.start_kill();
 
     // A → C's HTTP server by name.
     let (code, stream) = socks_from(
