@@ -28,6 +28,10 @@ pub enum Command {
     /// Apply → RUNNING latency of Instances on a real hm-agent and containerd (1 and a
     /// batch at once), side by side with `ctr run -d`; agent, shim and logger memory.
     Runtime(crate::runtime::RuntimeArgs),
+    /// TCP through two hm-proxies (transparent → QUIC → Instance netns) beside direct
+    /// TCP, socat and haproxy on the same path: throughput, p50/p99 latency,
+    /// connections/s, proxy RSS idle and with many open connections. Needs root.
+    Proxy(crate::proxy::ProxyArgs),
 }
 
 /// A system the `api` benchmark measures.

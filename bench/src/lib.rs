@@ -18,12 +18,15 @@
 //! - [`trust`]: the `trust` benchmark: FALCON-1024, proofs, and registrations with proofs.
 //! - [`runtime`]: the `runtime` benchmark: apply → RUNNING on a real agent and containerd
 //!   next to `ctr run -d`, and the agent's and each container's memory.
+//! - [`proxy`]: the `proxy` benchmark: TCP through two hm-proxies beside direct TCP,
+//!   socat and haproxy on the same path, and the proxies' memory.
 //! - [`report`]: the markdown table and the `BENCHMARKS.md` section.
 
 pub mod api;
 pub mod cli;
 pub mod containerd;
 pub mod procfs;
+pub mod proxy;
 pub mod report;
 pub mod runtime;
 pub mod scheduler;
@@ -41,5 +44,6 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Scheduler(args) => scheduler::run(args).await,
         cli::Command::Trust(args) => trust::run(args).await,
         cli::Command::Runtime(args) => runtime::run(args).await,
+        cli::Command::Proxy(args) => proxy::run(args).await,
     }
 }

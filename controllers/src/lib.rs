@@ -15,6 +15,7 @@
 //! - [`node_lifecycle`]: marks nodes whose heartbeat Lease lapsed `Ready=Unknown`,
 //!   taints them `hypermesh.io/unreachable:NoExecute`, and after a grace period
 //!   deletes the Instances on them that do not tolerate that.
+//! - [`routes`]: Route status: the stable global address and the selected endpoints.
 //! - [`events`]: recording Events about objects.
 //! - [`run`] / [`run_with`]: every controller, leader-elected.
 
@@ -23,6 +24,7 @@
 
 pub mod events;
 pub mod node_lifecycle;
+pub mod routes;
 pub mod workload;
 
 use std::time::Duration;
@@ -110,8 +112,13 @@ pub async fn run_with_node_lifecycle(
                 &config.identity,
                 node_lifecycle.clone(),
             );
+            let routes = routes::RouteController::new(channel.clone());
             async move {
-                tokio::join!(workloads.run(term.clone()), nodes.run(term));
+                tokio::join!(
+                    workloads.run(term.clone()),
+                    nodes.run(term.clone()),
+                    routes.run(term)
+                );
             }
         })
         .await;

@@ -51,9 +51,25 @@ struct Args {
     containerd_socket: PathBuf,
 }
 
+/// A proxy holds two sockets per flow: lift the soft open-files limit to the hard one.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.maximum != limit.current {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     hypermesh_runtime::process::init_logging();
+    raise_open_files_limit();
     let args = Args::parse();
     let relay = match args.relay.as_deref() {
         None | Some("") => RelayChoice::None,
