@@ -231,7 +231,7 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
     ];
     let cfg = |frontends: &[(String, String)]| {
         let mut c = String::from(
-            "global\n  maxconn 20000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n",
+            "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n",
         );
         for (i, (bind, server)) in frontends.iter().enumerate() {
             c.push_str(&format!(
