@@ -49,6 +49,8 @@ pub enum RelayChoice {
 pub enum Flow {
     /// The Instance runs on this host: a socket inside its namespace.
     Local(TcpStream),
+    /// A UDP flow to an Instance on this host: a connected socket inside its namespace.
+    LocalUdp(tokio::net::UdpSocket),
     /// A QUIC stream to the proxy of its node (or its relay).
     Remote {
         /// Towards the Instance.
@@ -380,19 +382,24 @@ impl Mesh {
         port: u16,
         protocol: Protocol,
     ) -> Result<Flow, Reply> {
-        if endpoint.node == self.inner.node && protocol == Protocol::Tcp {
+        if endpoint.node == self.inner.node {
             let instance = self
                 .inner
                 .catalog
                 .instance(&endpoint.namespace, &endpoint.name);
             let containers = instance.map(|i| containers_of(&i)).unwrap_or_default();
-            return self
-                .inner
-                .delivery
-                .connect_tcp(endpoint, port, &containers)
-                .await
-                .map(Flow::Local)
-                .map_err(|e| delivery_reply(&e));
+            let delivery = &self.inner.delivery;
+            return match protocol {
+                Protocol::Tcp => delivery
+                    .connect_tcp(endpoint, port, &containers)
+                    .await
+                    .map(Flow::Local),
+                Protocol::Udp => delivery
+                    .connect_udp(endpoint, port, &containers)
+                    .await
+                    .map(Flow::LocalUdp),
+            }
+            .map_err(|e| delivery_reply(&e));
         }
         let (send, recv) = self
             .open_stream(
@@ -706,6 +713,9 @@ pub async fn splice(mut client: TcpStream, flow: Flow, metrics: &Metrics) {
             metrics.open_flows.dec();
         }
         Flow::Remote { send, recv } => splice_tcp(client, send, recv, metrics).await,
+        // A TCP client never gets a UDP flow (connect is called with the client's
+        // protocol).
+        Flow::LocalUdp(_) => {}
     }
 }
 

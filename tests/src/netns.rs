@@ -169,6 +169,17 @@ impl NetLab {
             .await
     }
 
+    /// A UDP socket bound to `addr` inside namespace `short`.
+    pub async fn udp(
+        &self,
+        short: &str,
+        addr: SocketAddr,
+    ) -> std::io::Result<tokio::net::UdpSocket> {
+        let socket = socket_in(self.path(short), addr, socket2::Type::DGRAM).await?;
+        socket.bind(&addr.into())?;
+        tokio::net::UdpSocket::from_std(socket.into())
+    }
+
     /// A listener on `addr` inside namespace `short`.
     pub async fn listen(&self, short: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
         let socket = socket_in(self.path(short), addr, socket2::Type::STREAM).await?;

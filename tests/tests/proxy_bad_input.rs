@@ -108,13 +108,13 @@ async fn malformed_headers_bad_certificates_and_bad_socks_close_only_that_flow()
     let (code, _) = socks_connect(socks, SocksTarget::Ip(unknown_global().into()), 80).await;
     assert_eq!(code, 4, "the next client gets a clean answer");
     let (code, _) = {
-        // UDP ASSOCIATE is answered, not crashed on.
+        // BIND is answered "command not supported", not crashed on.
         let mut s = tokio::net::TcpStream::connect(socks)
             .await
             .expect("connect");
         s.write_all(&[5, 1, 0]).await.expect("greeting");
         s.read_exact(&mut method).await.expect("method");
-        let mut req = vec![5, 2, 0, 4];
+        let mut req = vec![5, 2, 0, 4]; // BIND
         req.extend_from_slice(&unknown_global().octets());
         req.extend_from_slice(&80u16.to_be_bytes());
         s.write_all(&req).await.expect("request");
@@ -122,5 +122,5 @@ async fn malformed_headers_bad_certificates_and_bad_socks_close_only_that_flow()
         s.read_exact(&mut reply).await.expect("reply");
         (reply[1], ())
     };
-    assert_eq!(code, 7, "UDP ASSOCIATE: command not supported");
+    assert_eq!(code, 7, "BIND: command not supported");
 }

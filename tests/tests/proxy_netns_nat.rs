@@ -15,6 +15,7 @@
 //! - An unmodified client on A (no SOCKS) reaches C through `hm0` and the nftables
 //!   redirect into A's transparent listener; an unknown address is reset.
 //! - `hmctl port-forward instance/echo-c` on A reaches the echo server on C.
+//! - A UDP echo server on C answers datagrams sent through A's SOCKS5 UDP ASSOCIATE.
 //! - An unknown global address gets a clean SOCKS refusal.
 
 mod proxy_support;
@@ -226,6 +227,41 @@ async fn run_instance(
     command: Vec<String>,
     port: u32,
 ) {
+    run_instance_with(api, name, node, app, command, port, |_| {}).await
+}
+
+/// The host's /usr, /lib and /lib64 read-only in the container, so it can run the
+/// host's programs (socat for the UDP echo server).
+fn host_programs(spec: &mut v1::InstanceSpec) {
+    for (name, path, at) in [
+        ("usr", "/usr", "/usr"),
+        ("lib", "/usr/lib", "/lib"),
+        ("lib64", "/usr/lib64", "/lib64"),
+    ] {
+        spec.volumes.push(v1::Volume {
+            name: name.into(),
+            source: Some(v1::volume::Source::HostPath(v1::HostPathVolume {
+                path: path.into(),
+            })),
+        });
+        spec.containers[0].volume_mounts.push(v1::VolumeMount {
+            name: name.into(),
+            mount_path: at.into(),
+            read_only: true,
+        });
+    }
+    spec.containers[0].ports[0].protocol = v1::Protocol::Udp as i32;
+}
+
+async fn run_instance_with(
+    api: &Api<Instance>,
+    name: &str,
+    node: &str,
+    app: Option<&str>,
+    command: Vec<String>,
+    port: u32,
+    tune: impl FnOnce(&mut v1::InstanceSpec),
+) {
     let instance = Instance {
         metadata: Some(ObjectMeta {
             name: name.into(),
@@ -258,6 +294,10 @@ async fn run_instance(
         }),
         status: None,
     };
+    let mut instance = instance;
+    if let Some(spec) = instance.spec.as_mut() {
+        tune(spec);
+    }
     api.create(&instance).await.expect("create instance");
     api.bind(BindRequest {
         namespace: "default".into(),
@@ -330,6 +370,11 @@ fn address_of(i: &Instance) -> Ipv6Addr {
 async fn hosts_reach_instances_across_nat_by_global_address() {
     require_netns_tools();
     runtime_support::require_tools();
+    assert!(
+        Path::new("/usr/bin/socat").exists(),
+        "/usr/bin/socat not found: the UDP echo server of this test is the host's socat \
+         (Debian package `socat`); run scripts/setup.sh"
+    );
     let lab = build_lab();
 
     // The apiserver, reached at A's address.
@@ -433,6 +478,20 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
     run_instance(&instances, "http-c", "c", None, httpd("hello-from-c"), 8080).await;
     run_instance(&instances, "web-b", "b", Some("web"), httpd("b"), 8080).await;
     run_instance(&instances, "web-c", "c", Some("web"), httpd("c"), 8080).await;
+    run_instance_with(
+        &instances,
+        "udp-c",
+        "c",
+        None,
+        vec![
+            "/usr/bin/socat".into(),
+            "UDP4-LISTEN:7001,reuseaddr,fork".into(),
+            "PIPE".into(),
+        ],
+        7001,
+        host_programs,
+    )
+    .await;
     let routes: Api<Route> = server.api();
     routes
         .create(&Route {
@@ -467,10 +526,10 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
     };
     let all = wait_for(TIMEOUT, || async {
         let (all, _) = instances.list_all(Default::default()).await.ok()?;
-        (all.len() == 4 && all.iter().all(ready)).then_some(all)
+        (all.len() == 5 && all.iter().all(ready)).then_some(all)
     })
     .await
-    .expect("four Instances run with global addresses");
+    .expect("five Instances run with global addresses");
     let by_name = |n: &str| {
         all.iter()
             .find(|i| i.metadata.as_ref().is_some_and(|m| m.name == n))
@@ -518,6 +577,62 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
             "unknown address refused: {read:?}"
         );
     }
+
+    // UDP: SOCKS5 UDP ASSOCIATE on A to the UDP echo server on C.
+    let udp_c = address_of(by_name("udp-c"));
+    let (control, relay) = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut control = lab
+            .connect("a", SOCKS.parse().expect("addr"))
+            .await
+            .expect("SOCKS control connection");
+        control.write_all(&[5, 1, 0]).await.expect("greeting");
+        let mut m = [0u8; 2];
+        control.read_exact(&mut m).await.expect("method");
+        control
+            .write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
+            .await
+            .expect("UDP ASSOCIATE");
+        let mut r = [0u8; 10];
+        control.read_exact(&mut r).await.expect("reply");
+        assert_eq!(
+            (r[1], r[3]),
+            (0, 1),
+            "UDP ASSOCIATE succeeds with an IPv4 relay address"
+        );
+        let relay = SocketAddr::from(([r[4], r[5], r[6], r[7]], u16::from_be_bytes([r[8], r[9]])));
+        (control, relay)
+    };
+    let udp = lab
+        .udp("a", "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("UDP socket on A");
+    let mut datagram = vec![0, 0, 0, 4];
+    datagram.extend_from_slice(&udp_c.octets());
+    datagram.extend_from_slice(&7001u16.to_be_bytes());
+    datagram.extend_from_slice(b"udp across NAT");
+    let answer = wait_for(TIMEOUT, || {
+        let (udp, datagram) = (&udp, &datagram);
+        async move {
+            udp.send_to(datagram, relay).await.ok()?;
+            let mut buf = [0u8; 512];
+            let (n, _) = tokio::time::timeout(Duration::from_secs(1), udp.recv_from(&mut buf))
+                .await
+                .ok()?
+                .ok()?;
+            Some(buf[..n].to_vec())
+        }
+    })
+    .await
+    .expect("a UDP answer from C");
+    assert_eq!(&answer[..4], &[0, 0, 0, 4], "SOCKS UDP header");
+    assert_eq!(
+        &answer[4..20],
+        &udp_c.octets(),
+        "from the echo server's global address"
+    );
+    assert_eq!(&answer[22..], b"udp across NAT");
+    drop(control);
 
     // hmctl port-forward on A to the echo server on C (behind NAT).
     let mut forward = lab
