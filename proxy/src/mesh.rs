@@ -21,8 +21,12 @@ use crate::metrics::Metrics;
 use crate::netns::{Delivery, DeliveryError, containers_of};
 use crate::transport::{self, DIRECT_RETRY_AFTER, Path, Peers, TransportError};
 
-/// How long the source waits for the far end's reply byte.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long the source waits for the far end's reply byte (longer than the far end's
+/// own connect timeout into the Instance).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(8);
+/// After this long without a reply, a peer that sent no packet at all since the header
+/// went out counts as gone.
+pub const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 /// Endpoints of a Route tried for one new connection.
 pub const ROUTE_ATTEMPTS: usize = 3;
 /// Copy buffer per direction of a spliced flow.
@@ -426,6 +430,7 @@ impl Mesh {
             debug!(%node, error = %e, "no path");
             Reply::Unreachable
         })?;
+        let received_before = connection.stats().udp_rx.datagrams;
         let attempt = async {
             let (mut send, mut recv) =
                 connection.open_bi().await.map_err(|_| Reply::Unreachable)?;
@@ -442,20 +447,27 @@ impl Mesh {
                 other => Err(other),
             }
         };
-        match tokio::time::timeout(REPLY_TIMEOUT, attempt).await {
+        let mut attempt = std::pin::pin!(attempt);
+        if let Ok(result) = tokio::time::timeout(LIVENESS_CHECK, &mut attempt).await {
+            return result;
+        }
+        // No reply yet. A live peer has at least acknowledged the header by now; one
+        // that sent nothing at all is gone (killed, unplugged): drop its connection so
+        // this flow moves on to another endpoint and the next one dials afresh.
+        if connection.stats().udp_rx.datagrams == received_before {
+            warn!(%node, ?path, "peer silent; dropping its connection");
+            let peer = match &path {
+                Path::Direct => node.to_string(),
+                Path::Relay(r) => r.clone(),
+            };
+            self.inner.peers.remove(&peer, &connection);
+            connection.close(VarInt::from_u32(3), b"unresponsive");
+            return Err(Reply::Unreachable);
+        }
+        // The peer is alive, the Instance is slow: wait for its answer.
+        match tokio::time::timeout(REPLY_TIMEOUT.saturating_sub(LIVENESS_CHECK), attempt).await {
             Ok(result) => result,
-            Err(_) => {
-                // A peer that does not answer within the timeout is likely gone: drop
-                // the connection so the next flow dials afresh.
-                warn!(%node, ?path, "no reply from peer; dropping its connection");
-                let peer = match &path {
-                    Path::Direct => node.to_string(),
-                    Path::Relay(r) => r.clone(),
-                };
-                self.inner.peers.remove(&peer, &connection);
-                connection.close(VarInt::from_u32(3), b"unresponsive");
-                Err(Reply::TimedOut)
-            }
+            Err(_) => Err(Reply::TimedOut),
         }
     }
 
