@@ -25,7 +25,7 @@ use crate::detect::{DeviceAsset, Inventory, bytes_quantity};
 pub const NODE_LABEL: &str = "hypermesh.io/node";
 
 /// The ULA prefix of global addresses, `fd48:4d00::/32`.
-pub const GLOBAL_PREFIX: [u8; 4] = [0xfd, 0x48, 0x4d, 0x00];
+pub const GLOBAL_PREFIX: [u8; 4] = hypermesh_api::address::GLOBAL_PREFIX;
 
 /// Why registration failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +47,7 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(Status) -> RegisterError {
 /// The global IPv6 address of `name` owned by `node_id`: `fd48:4d00::/32` followed by
 /// the first 96 bits of BLAKE3(node_id ‖ 0 ‖ name).
 pub fn global_address(node_id: &str, name: &str) -> Ipv6Addr {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(node_id.as_bytes());
-    hasher.update(&[0]);
-    hasher.update(name.as_bytes());
-    let hash = hasher.finalize();
-    let mut bytes = [0u8; 16];
-    bytes[..4].copy_from_slice(&GLOBAL_PREFIX);
-    bytes[4..].copy_from_slice(&hash.as_bytes()[..12]);
-    Ipv6Addr::from(bytes)
+    hypermesh_api::address::global_address(node_id, name)
 }
 
 /// `{node}-{type}-{device}`, lowercased, every character outside `[a-z0-9.-]` turned

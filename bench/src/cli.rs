@@ -29,6 +29,10 @@ pub enum Command {
     /// batch at once), side by side with `ctr run -d`; agent, shim and logger memory.
     #[command(name = "runtime")]
     Containers(crate::containers::ContainersArgs),
+    /// TCP through two hm-proxies (transparent → QUIC → Instance netns) beside direct
+    /// TCP, socat and haproxy on the same path: throughput, p50/p99 latency,
+    /// connections/s, proxy RSS idle and with many open connections. Needs root.
+    Proxy(crate::proxy::ProxyArgs),
 }
 
 /// A system the `api` benchmark measures.

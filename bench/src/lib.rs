@@ -18,6 +18,8 @@
 //! - [`trust`]: the `trust` benchmark: FALCON-1024, proofs, and registrations with proofs.
 //! - [`containers`]: the `runtime` benchmark: apply → RUNNING on a real agent and
 //!   containerd next to `ctr run -d`, and the agent's and each container's memory.
+//! - [`proxy`]: the `proxy` benchmark: TCP through two hm-proxies beside direct TCP,
+//!   socat and haproxy on the same path, and the proxies' memory.
 //! - [`report`]: the markdown table and the `BENCHMARKS.md` section.
 
 pub mod api;
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod containerd;
 pub mod containers;
 pub mod procfs;
+pub mod proxy;
 pub mod report;
 pub mod scheduler;
 pub mod servers;
@@ -41,5 +44,6 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Scheduler(args) => scheduler::run(args).await,
         cli::Command::Trust(args) => trust::run(args).await,
         cli::Command::Containers(args) => containers::run(args).await,
+        cli::Command::Proxy(args) => proxy::run(args).await,
     }
 }

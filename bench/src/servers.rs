@@ -104,7 +104,7 @@ pub fn free_loopback_ports(count: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
-fn require_binary(path: &Path, hint: &str) -> Result<()> {
+pub(crate) fn require_binary(path: &Path, hint: &str) -> Result<()> {
     if path.is_file() {
         Ok(())
     } else {
@@ -112,7 +112,7 @@ fn require_binary(path: &Path, hint: &str) -> Result<()> {
     }
 }
 
-fn temp_dir(prefix: &str) -> Result<TempDir> {
+pub(crate) fn temp_dir(prefix: &str) -> Result<TempDir> {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
@@ -219,7 +219,7 @@ pub async fn start_apiserver(
 }
 
 /// Spawns `binary args…` with stdout and stderr in `<dir>/<name>.log`, killed on drop.
-fn spawn_logged(
+pub(crate) fn spawn_logged(
     name: &'static str,
     binary: &Path,
     args: &[&std::ffi::OsStr],

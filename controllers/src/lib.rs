@@ -15,6 +15,7 @@
 //!   taints them `hypermesh.io/unreachable:NoExecute`, and after a grace period
 //!   deletes the Instances on them that do not tolerate that.
 //! - [`gc`]: garbage collection (owner references) and namespace deletion.
+//! - [`routes`]: Route status: the stable global address and the selected endpoints.
 //! - [`events`]: recording Events about objects (from the runtime crate).
 //! - [`run`] / [`run_with`]: the leader-elected controllers.
 
@@ -23,6 +24,7 @@
 
 pub mod gc;
 pub mod node_lifecycle;
+pub mod routes;
 pub mod workload;
 
 pub use hypermesh_runtime::events;
@@ -126,6 +128,7 @@ pub async fn run_reporting(
     let leadership = elector.spawn(campaign.clone());
     let (workloads, workload_ctx) = workload::controller(&channel, &config.identity);
     let (nodes, node_ctx) = node_lifecycle::controller(&channel, &config.identity, node_lifecycle);
+    let (routes, route_ctx) = routes::controller(&channel);
     tokio::join!(
         workloads
             .workers(config.workers)
@@ -135,9 +138,14 @@ pub async fn run_reporting(
             .run(workload::reconcile, workload_ctx, shutdown.clone()),
         nodes
             .leader(leadership.subscribe())
+            .health(health.clone())
+            .metrics(metrics.clone())
+            .run(node_lifecycle::reconcile, node_ctx, shutdown.clone()),
+        routes
+            .leader(leadership.subscribe())
             .health(health)
             .metrics(metrics)
-            .run(node_lifecycle::reconcile, node_ctx, shutdown),
+            .run(routes::reconcile, route_ctx, shutdown),
     );
     // The controllers have stopped: only now give the Lease up.
     campaign.cancel();

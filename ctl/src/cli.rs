@@ -114,6 +114,12 @@ pub enum Command {
         echo hi | hmctl exec -i web-7x2kq -- wc -c"
     )]
     Exec(crate::exec::ExecArgs),
+    /// Forward a local port to a port of an Instance or Route on any node (via hm-proxy)
+    #[command(after_help = "Connections go through the SOCKS5 listener of the \
+        hm-proxy on this machine (--proxy), which reaches Instances on any host, also \
+        behind NAT.\n\nExamples:\n  hmctl port-forward instance/web-7x2kq 8080:80\n  \
+        hmctl port-forward route/web 0:80\n  hmctl port-forward workload/web 9000")]
+    PortForward(crate::port_forward::PortForwardArgs),
     /// Images on nodes: `hmctl image import FILE --node NODE`
     #[command(subcommand)]
     Image(crate::image::ImageCommand),

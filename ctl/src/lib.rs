@@ -18,6 +18,8 @@
 //! - [`trust`]: `hmctl node trust|revoke|rekey`: a node's Suspect mark, certificates
 //!   and key binding.
 //! - [`access`]: `hmctl token` (join tokens) and `hmctl user` (certificates, roles).
+//! - [`port_forward`]: a local port to an Instance or Route on any node, through the
+//!   local hm-proxy's SOCKS5 listener.
 //! - [`logs`], [`exec`], [`image`]: container logs, commands in containers and image
 //!   imports, streamed through the apiserver to the node's agent.
 //! - [`columns`], [`table`], [`output`]: how objects print.
@@ -46,6 +48,7 @@ pub mod listing;
 pub mod logs;
 pub mod manifests;
 pub mod output;
+pub mod port_forward;
 pub mod rollout;
 pub mod scale;
 pub mod table;
@@ -159,6 +162,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Logs(args) => logs::run(&ctx()?, args).await,
         Command::Exec(args) => exec::run(&ctx()?, args).await,
         Command::Image(command) => image::run(&ctx()?, command).await,
+        Command::PortForward(args) => port_forward::run(&ctx()?, args).await,
         Command::Config(ConfigCommand::SetServer { url }) => {
             let path = config::set_server(url, cli.config.as_deref())?;
             output::print(&format!("server set to {url} in {}\n", path.display()))?;

@@ -13,7 +13,9 @@
 //! - [`conditions`]: setting a status condition.
 //! - [`reason`]: stable error reasons carried on gRPC statuses.
 //! - [`time`]: timestamps, ages, and the bounds of every duration and timestamp.
+//! - [`address`]: global addresses in `fd48:4d00::/32` and global names.
 
+pub mod address;
 pub mod client;
 pub mod conditions;
 pub mod json;

@@ -5,6 +5,9 @@
 //! Binaries are looked up in the cargo target directory of the running test, so run
 //! `cargo build --workspace --bins` first (`make test` does).
 
+pub mod netns;
+pub mod pki;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
