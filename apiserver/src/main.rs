@@ -145,6 +145,11 @@ async fn main() -> anyhow::Result<()> {
     let server = hypermesh_apiserver::ApiServer::open(config, shutdown.clone())
         .await
         .context("hm-apiserver cannot start")?;
+    // admin.config and scheduler.config exist before anyone is told the server is up.
+    server
+        .write_client_configs(address)
+        .await
+        .context("writing admin.config and scheduler.config")?;
     // Scripts and tests wait for this line.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "hm-apiserver listening on {address}")

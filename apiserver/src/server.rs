@@ -341,7 +341,7 @@ impl ApiServer {
     /// Writes `admin.config` and `scheduler.config` into the data directory on first
     /// start (with certificates for `user:admin` in `system:masters` and for
     /// `system:scheduler`), and points existing ones at `address`.
-    async fn write_client_configs(&self, address: SocketAddr) -> Result<(), ServerError> {
+    pub async fn write_client_configs(&self, address: SocketAddr) -> Result<(), ServerError> {
         let url = self.url_for(address);
         let wanted: [(&str, &str, &[&str]); 2] = [
             (ADMIN_CONFIG, "user:admin", &[crate::caller::MASTERS_GROUP]),

@@ -33,6 +33,10 @@ pub enum Command {
     /// TCP, socat and haproxy on the same path: throughput, p50/p99 latency,
     /// connections/s, proxy RSS idle and with many open connections. Needs root.
     Proxy(crate::proxy::ProxyArgs),
+    /// What the trust layer costs: the same creates and gets on a plaintext and a TLS
+    /// apiserver (as admin and as an RBAC-checked editor), TLS handshakes/s with
+    /// X25519MLKEM768 and X25519, certificate issuance latency.
+    Tls(crate::tls::TlsArgs),
 }
 
 /// A system the `api` benchmark measures.

@@ -18,6 +18,7 @@
 //! - [`trust`]: the `trust` benchmark: FALCON-1024, proofs, and registrations with proofs.
 //! - [`containers`]: the `runtime` benchmark: apply → RUNNING on a real agent and
 //!   containerd next to `ctr run -d`, and the agent's and each container's memory.
+//! - [`tls`]: the `tls` benchmark: mTLS and authorization cost, handshakes, issuance.
 //! - [`proxy`]: the `proxy` benchmark: TCP through two hm-proxies beside direct TCP,
 //!   socat and haproxy on the same path, and the proxies' memory.
 //! - [`report`]: the markdown table and the `BENCHMARKS.md` section.
@@ -32,6 +33,7 @@ pub mod report;
 pub mod scheduler;
 pub mod servers;
 pub mod stats;
+pub mod tls;
 pub mod trust;
 pub mod workload;
 
@@ -45,5 +47,6 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Trust(args) => trust::run(args).await,
         cli::Command::Containers(args) => containers::run(args).await,
         cli::Command::Proxy(args) => proxy::run(args).await,
+        cli::Command::Tls(args) => tls::run(args).await,
     }
 }

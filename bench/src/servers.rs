@@ -34,6 +34,11 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The data directory of a server started with one (`<tmp>/data`).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// `http://127.0.0.1:PORT`, where clients connect.
     pub fn url(&self) -> &str {
         &self.url
@@ -152,6 +157,21 @@ pub async fn start_apiserver(
     controllers: Controllers,
     timeout: Duration,
 ) -> Result<ServerProcess> {
+    start_apiserver_with(binary, controllers, false, timeout).await
+}
+
+/// As [`start_apiserver`] with TLS (no `--insecure-dev`, no controllers); the admin's
+/// client config is `data_dir()/admin.config`.
+pub async fn start_apiserver_tls(binary: &Path, timeout: Duration) -> Result<ServerProcess> {
+    start_apiserver_with(binary, Controllers::None, true, timeout).await
+}
+
+async fn start_apiserver_with(
+    binary: &Path,
+    controllers: Controllers,
+    tls: bool,
+    timeout: Duration,
+) -> Result<ServerProcess> {
     require_binary(
         binary,
         "build it with `cargo build --release -p hypermesh-apiserver`, or pass --apiserver PATH",
@@ -159,14 +179,18 @@ pub async fn start_apiserver(
     let dir = temp_dir("hm-bench-apiserver-")?;
     let log_path = dir.path().join("hm-apiserver.log");
     let log = File::create(&log_path).context("creating the apiserver log")?;
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--controllers")
-        .arg(controllers.flag())
-        .arg("--insecure-dev")
+        .arg(controllers.flag());
+    if !tls {
+        command.arg("--insecure-dev");
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -214,7 +238,7 @@ pub async fn start_apiserver(
     };
     // Keep draining stdout so the server never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    server.url = format!("http://{addr}");
+    server.url = format!("{}://{addr}", if tls { "https" } else { "http" });
     Ok(server)
 }
 

@@ -126,6 +126,15 @@ pub async fn join_token(
     uses: u32,
     ttl: Duration,
 ) -> anyhow::Result<String> {
+    make_join_token(&server.api::<JoinToken>(), uses, ttl).await
+}
+
+/// A join token created through `tokens` (an admin's client).
+pub async fn make_join_token(
+    tokens: &Api<JoinToken>,
+    uses: u32,
+    ttl: Duration,
+) -> anyhow::Result<String> {
     let name: String = (0..6)
         .map(|_| char::from(b'a' + rand_byte() % 26))
         .collect();
@@ -137,8 +146,7 @@ pub async fn join_token(
         .map(|b| format!("{b:02x}"))
         .collect();
     let expires = std::time::SystemTime::now() + ttl;
-    server
-        .api::<JoinToken>()
+    tokens
         .create(&JoinToken {
             metadata: Some(ObjectMeta {
                 name: name.clone(),

@@ -213,6 +213,7 @@ impl Drop for InProcessApiServer {
 pub struct ApiServerProcess {
     child: Option<Child>,
     url: String,
+    tls: bool,
     data_dir: tempfile::TempDir,
     extra_args: Vec<String>,
 }
@@ -225,10 +226,21 @@ impl ApiServerProcess {
 
     /// Starts `hm-apiserver` with extra command-line arguments.
     pub async fn start_with_args(args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_new(args, false).await
+    }
+
+    /// Starts `hm-apiserver` with TLS (no `--insecure-dev`) and extra arguments; its
+    /// [`ApiServerProcess::channel`] is the admin's (`admin.config`).
+    pub async fn start_tls_with_args(args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_new(args, true).await
+    }
+
+    async fn spawn_new(args: &[&str], tls: bool) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir().context("temp dir")?;
         let mut server = ApiServerProcess {
             child: None,
             url: String::new(),
+            tls,
             data_dir,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
         };
@@ -237,12 +249,16 @@ impl ApiServerProcess {
     }
 
     async fn spawn(&mut self, listen: &str) -> anyhow::Result<()> {
-        let mut child = Command::new(bin_path("hm-apiserver"))
+        let mut command = Command::new(bin_path("hm-apiserver"));
+        command
             .arg("--listen")
             .arg(listen)
             .arg("--data-dir")
-            .arg(self.data_dir.path())
-            .arg("--insecure-dev")
+            .arg(self.data_dir.path());
+        if !self.tls {
+            command.arg("--insecure-dev");
+        }
+        let mut child = command
             .args(&self.extra_args)
             .env("HM_LOG", "warn")
             // Tests that want the in-process controllers pass `--controllers all`.
@@ -261,7 +277,7 @@ impl ApiServerProcess {
         let address = line
             .strip_prefix("hm-apiserver listening on ")
             .with_context(|| format!("unexpected first line {line:?}"))?;
-        self.url = format!("http://{address}");
+        self.url = format!("{}://{address}", if self.tls { "https" } else { "http" });
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
@@ -278,9 +294,34 @@ impl ApiServerProcess {
         self.data_dir.path()
     }
 
-    /// A connected channel.
+    /// A connected channel (the admin's with TLS).
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        connect(&self.url).await
+        connect_target(&self.target()?).await
+    }
+
+    /// The admin's target (plaintext without TLS).
+    pub fn target(&self) -> anyhow::Result<hypermesh_api::client::Target> {
+        if !self.tls {
+            return Ok(hypermesh_api::client::Target::insecure(self.url.clone()));
+        }
+        self.config_target(hypermesh_apiserver::server::ADMIN_CONFIG)
+    }
+
+    /// The target a client config the server wrote into its data dir describes
+    /// (`admin.config`, `scheduler.config`), pointed at this server.
+    pub fn config_target(&self, file: &str) -> anyhow::Result<hypermesh_api::client::Target> {
+        let path = self.data_dir.path().join(file);
+        let config = hypermesh_trust::client_config::ClientConfigFile::load(&path)?;
+        Ok(config.target(&path, Some(&self.url))?)
+    }
+
+    /// The cluster CA's pin (TLS servers).
+    pub fn ca_pin(&self) -> anyhow::Result<String> {
+        let pem = std::fs::read_to_string(self.data_dir.path().join("pki").join("ca.crt"))
+            .context("reading pki/ca.crt")?;
+        Ok(hypermesh_trust::pki::spki_pin(
+            &hypermesh_trust::pki::first_certificate(&pem)?,
+        )?)
     }
 
     /// Kills the process with SIGKILL and waits for it to be gone.
@@ -311,7 +352,11 @@ impl ApiServerProcess {
     /// Starts the server again on the same data dir and port.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9().await?;
-        let listen = self.url.trim_start_matches("http://").to_string();
+        let listen = self
+            .url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
         self.spawn(&listen).await
     }
 }

@@ -379,6 +379,16 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
 
     // The apiserver, reached at A's address.
     let server = InProcessApiServer::start().await.expect("apiserver");
+    // The UDP echo runs the host's socat from read-only hostPath mounts: an admin's
+    // choice the workload policy only allows in a privileged namespace.
+    let namespaces = server.api::<v1::Namespace>();
+    let mut default = namespaces.get("", "default").await.expect("default");
+    default
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .insert("hypermesh.io/policy".into(), "privileged".into());
+    namespaces.update(&default).await.expect("label default");
     let api_addr: SocketAddr = server
         .url()
         .trim_start_matches("http://")

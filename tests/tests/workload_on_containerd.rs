@@ -2,7 +2,10 @@
 //! → the Workload controller (in hm-apiserver) creates Instances → a real scheduler
 //! binds them → the agent runs them on a private containerd; the readiness probe makes
 //! the Workload available; `hmctl logs` and `hmctl exec` reach the containers through
-//! the apiserver; deleting the Workload removes the containers.
+//! the apiserver; deleting the Workload removes the containers. Told twice: on a
+//! plaintext `--insecure-dev` server, and over mTLS as `make up` runs it (the scheduler
+//! with its `scheduler.config` identity, the agent joined with a one-use token,
+//! hmctl with `admin.config`).
 
 mod agent_support;
 mod hmctl_support;
@@ -25,11 +28,60 @@ async fn applied_workload_runs_serves_and_is_removed() {
     let server = ApiServerProcess::start_with_args(&["--controllers", "all"])
         .await
         .expect("hm-apiserver");
+    let hmctl = Hmctl::new(server.url());
+    story(
+        &server,
+        server.channel().await.expect("channel"),
+        hmctl,
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn applied_workload_runs_over_mtls_with_a_joined_agent() {
+    let server = ApiServerProcess::start_tls_with_args(&["--controllers", "all"])
+        .await
+        .expect("hm-apiserver");
+    let admin = server.channel().await.expect("admin channel");
+    let scheduler = hypermesh_tests::connect_target(
+        &server
+            .config_target(hypermesh_apiserver::server::SCHEDULER_CONFIG)
+            .expect("scheduler.config"),
+    )
+    .await
+    .expect("scheduler channel");
+    let token =
+        hypermesh_tests::identities::make_join_token(&Api::new(admin), 1, Duration::from_secs(600))
+            .await
+            .expect("join token");
+    let pin = server.ca_pin().expect("CA pin");
+    let hmctl = Hmctl::with_config(
+        server.url(),
+        &server
+            .data_dir()
+            .join(hypermesh_apiserver::server::ADMIN_CONFIG),
+    );
+    story(&server, scheduler, hmctl, move |config| {
+        config.join_token = Some(token);
+        config.ca_cert_hash = Some(pin);
+    })
+    .await;
+}
+
+/// apply → Running and available → logs and exec → delete, with the scheduler on
+/// `scheduler_channel` and the agent configured by `tune`.
+async fn story(
+    server: &ApiServerProcess,
+    scheduler_channel: tonic::transport::Channel,
+    hmctl: Hmctl,
+    tune: impl FnOnce(&mut hypermesh_agent::Config),
+) {
     let channel = server.channel().await.expect("channel");
     let scheduler = CancellationToken::new();
     let _stop_scheduler = scheduler.clone().drop_guard();
     tokio::spawn(hypermesh_scheduler::run(
-        channel.clone(),
+        scheduler_channel,
         hypermesh_scheduler::Config::default(),
         scheduler,
     ));
@@ -43,9 +95,9 @@ async fn applied_workload_runs_serves_and_is_removed() {
         containerd.socket().to_path_buf(),
     );
     config.image_dir = Some(images.path().to_path_buf());
+    tune(&mut config);
     let agent = Agent::start(config);
 
-    let hmctl = Hmctl::new(server.url());
     let example = workspace_root().join("examples/web.yaml");
     let applied = hmctl
         .run(&["apply", "-f", &example.to_string_lossy()])

@@ -50,6 +50,7 @@ impl Output {
 pub struct Hmctl {
     server: String,
     home: tempfile::TempDir,
+    config: Option<PathBuf>,
 }
 
 impl Hmctl {
@@ -58,6 +59,15 @@ impl Hmctl {
         Hmctl {
             server: server.to_string(),
             home: tempfile::tempdir().expect("temp HOME"),
+            config: None,
+        }
+    }
+
+    /// An `hmctl` that talks to `server` as the identity in config file `config`.
+    pub fn with_config(server: &str, config: &Path) -> Self {
+        Hmctl {
+            config: Some(config.to_path_buf()),
+            ..Hmctl::new(server)
         }
     }
 
@@ -81,6 +91,7 @@ impl Hmctl {
         let mut cmd = Command::new(hypermesh_tests::bin_path("hmctl"));
         cmd.env("HOME", self.home.path())
             .env_remove("HYPERMESH_SERVER")
+            .env_remove("HYPERMESH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -90,7 +101,11 @@ impl Hmctl {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.bare_command();
-        cmd.arg("--server").arg(&self.server).args(args);
+        cmd.arg("--server").arg(&self.server);
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.args(args);
         cmd
     }
 
