@@ -23,11 +23,11 @@ IMAGE_DIR=${IMAGE_DIR:-.hypermesh-dev/images}
 # Secret volumes must live on tmpfs (never on disk).
 SECRETS_DIR=${SECRETS_DIR:-/dev/shm/hypermesh-dev-secrets}
 SERVER="https://$LISTEN"
-ADMIN_CONFIG="$PWD/$DATA_DIR/admin.config"
 
 say() { printf 'make up: %s\n' "$*" >&2; }
 
 mkdir -p "$DATA_DIR" "$STATE_DIR"
+ADMIN_CONFIG="$(cd "$DATA_DIR" && pwd)/admin.config"
 supervisors=()
 stopping=0
 
