@@ -9,7 +9,6 @@
 //! replaying the history after a restart does not undo an admin's decision.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, Condition};
@@ -19,14 +18,22 @@ use tracing::{debug, warn};
 
 use crate::admission::node_identity::{SUSPECT_CONDITION, has_suspect_taint, suspect_taint};
 use crate::findings::{EVENT_NAMESPACE, SOURCE};
-use crate::store::{Store, StoreError, WatchItem};
-
-/// How often the reaction retries after its watch broke.
-const RESTART_DELAY: Duration = Duration::from_millis(500);
+use crate::store::follow::{Follower, Seen, follow};
+use crate::store::{Store, StoreError};
 
 /// Watches admission findings and marks their nodes Suspect.
 pub struct SuspectReaction {
     store: Arc<dyn Store>,
+}
+
+#[tonic::async_trait]
+impl Follower for SuspectReaction {
+    async fn seen(&self, _key: &str, seen: Seen<'_>) {
+        // Findings are recorded once and never changed: act on each as it appears.
+        if let Seen::Listed(value) | Seen::Created(value) = seen {
+            self.handle(value).await;
+        }
+    }
 }
 
 impl SuspectReaction {
@@ -37,43 +44,16 @@ impl SuspectReaction {
 
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        loop {
-            match self.run_once(&shutdown).await {
-                Ok(()) => return,
-                Err(e) => warn!(error = %e, "suspect reaction restarting"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(RESTART_DELAY) => {}
-            }
-        }
-    }
-
-    async fn run_once(&self, shutdown: &CancellationToken) -> Result<(), StoreError> {
         let prefix = format!("/events/{EVENT_NAMESPACE}/");
-        let page = self.store.list(&prefix, None, 0, 0).await?;
-        for kv in &page.items {
-            self.handle(&kv.value).await;
-        }
-        let mut watch = self.store.watch(&prefix, page.revision, None).await?;
-        loop {
-            let item = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                item = watch.recv() => item,
-            };
-            match item {
-                None => return Err(StoreError::Backend("watch ended".into())),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(WatchItem::Event(event))) => {
-                    if event.previous.is_none()
-                        && let Some(current) = &event.current
-                    {
-                        self.handle(&current.value).await;
-                    }
-                }
-                Some(Ok(WatchItem::Progress(_))) => {}
-            }
-        }
+        let store = self.store.clone();
+        follow(
+            store.as_ref(),
+            &[&prefix],
+            "suspect reaction",
+            &self,
+            &shutdown,
+        )
+        .await;
     }
 
     async fn handle(&self, value: &[u8]) {

@@ -17,18 +17,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use hypermesh_api::reason::{Reason, status};
 use hypermesh_api::v1;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tracing::warn;
 
 use super::{Access, Admit, Operation, forbidden};
 use crate::caller::{Caller, SCHEDULER, USER_PREFIX};
-use crate::store::{Store, StoreError, WatchItem};
+use crate::store::follow::{Follower, Seen, follow};
+use crate::store::{Store, StoreError};
 
 /// The namespace of node and leader-election Leases.
 pub const SYSTEM_NAMESPACE: &str = "hypermesh-system";
@@ -212,44 +211,29 @@ impl Rbac {
 
     /// Keeps the copy current from the store until `shutdown`.
     pub async fn follow(self: Arc<Self>, store: Arc<dyn Store>, shutdown: CancellationToken) {
-        loop {
-            match self.follow_once(store.as_ref(), &shutdown).await {
-                Ok(()) => return,
-                Err(e) => warn!(error = %e, "RBAC watch restarting"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
+        follow(
+            store.as_ref(),
+            &["/roles/", "/rolebindings/"],
+            "RBAC",
+            self.as_ref(),
+            &shutdown,
+        )
+        .await;
+    }
+}
+
+#[tonic::async_trait]
+impl Follower for Rbac {
+    fn reset(&self) {
+        *self.write() = RbacState::default();
     }
 
-    async fn follow_once(
-        &self,
-        store: &dyn Store,
-        shutdown: &CancellationToken,
-    ) -> Result<(), StoreError> {
-        let (state, revision) = RbacState::load(store).await?;
-        *self.write() = state;
-        // One watch over both prefixes' parent would see every kind; two small ones.
-        let mut roles = store.watch("/roles/", revision, None).await?;
-        let mut bindings = store.watch("/rolebindings/", revision, None).await?;
-        loop {
-            let item = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                item = roles.recv() => item,
-                item = bindings.recv() => item,
-            };
-            match item {
-                None => return Err(StoreError::Backend("watch ended".into())),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(WatchItem::Event(event))) => {
-                    let value = event.current.as_ref().map(|kv| kv.value.as_slice());
-                    self.write().apply(&event.key, value);
-                }
-                Some(Ok(WatchItem::Progress(_))) => {}
-            }
-        }
+    async fn seen(&self, key: &str, seen: Seen<'_>) {
+        let value = match seen {
+            Seen::Listed(v) | Seen::Created(v) | Seen::Updated(v) => Some(v),
+            Seen::Deleted => None,
+        };
+        self.write().apply(key, value);
     }
 }
 

@@ -5,14 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use hypermesh_api::v1;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::store::{Store, StoreError, WatchItem};
+use crate::store::Store;
+use crate::store::follow::{Follower, Seen, follow};
 
 /// The store prefix of Certificate records.
 const PREFIX: &str = "/certificates/";
@@ -84,43 +84,23 @@ impl Revocations {
 
     /// Keeps the set current from the store until `shutdown`.
     pub async fn follow(self: Arc<Self>, store: Arc<dyn Store>, shutdown: CancellationToken) {
-        loop {
-            match self.follow_once(store.as_ref(), &shutdown).await {
-                Ok(()) => return,
-                Err(e) => warn!(error = %e, "revocation watch restarting"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
+        follow(
+            store.as_ref(),
+            &[PREFIX],
+            "revocations",
+            self.as_ref(),
+            &shutdown,
+        )
+        .await;
     }
+}
 
-    async fn follow_once(
-        &self,
-        store: &dyn Store,
-        shutdown: &CancellationToken,
-    ) -> Result<(), StoreError> {
-        let page = store.list(PREFIX, None, 0, 0).await?;
-        for kv in &page.items {
-            self.apply(&kv.value);
-        }
-        let mut watch = store.watch(PREFIX, page.revision, None).await?;
-        loop {
-            let item = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                item = watch.recv() => item,
-            };
-            match item {
-                None => return Err(StoreError::Backend("watch ended".into())),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(WatchItem::Event(event))) => {
-                    if let Some(current) = &event.current {
-                        self.apply(&current.value);
-                    }
-                }
-                Some(Ok(WatchItem::Progress(_))) => {}
-            }
+#[tonic::async_trait]
+impl Follower for Revocations {
+    async fn seen(&self, _key: &str, seen: Seen<'_>) {
+        // A revoked serial stays revoked, even when its record is deleted.
+        if let Seen::Listed(value) | Seen::Created(value) | Seen::Updated(value) = seen {
+            self.apply(value);
         }
     }
 }
