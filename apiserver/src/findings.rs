@@ -36,7 +36,7 @@ pub async fn record(store: &dyn Store, findings: &[Finding]) {
             metadata: Some(v1::ObjectMeta {
                 name: name.clone(),
                 namespace: EVENT_NAMESPACE.into(),
-                uid: crate::registry::uid(),
+                uid: crate::object::uid(),
                 generation: 1,
                 creation_timestamp: Some(now),
                 ..Default::default()

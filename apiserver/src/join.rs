@@ -15,46 +15,20 @@ use std::time::{Duration, SystemTime};
 
 use hypermesh_api::reason::{Reason, status};
 use hypermesh_api::v1::{self, IssueRequest, JoinRequest, JoinResponse, RenewRequest};
-use hypermesh_trust::pki::{CertificateSpec, ClusterCa, Issued, NODE_DNS_SUFFIX, csr_public_key};
+use hypermesh_trust::pki::{CertificateSpec, Issued, NODE_DNS_SUFFIX, csr_public_key};
 use sha2::{Digest, Sha256};
 use tonic::{Code, Request, Response, Status};
 
 use crate::admission::Operation;
+pub use crate::ca::Pki;
+use crate::call::Call;
 use crate::caller::{Caller, NODE_PREFIX, NODES_GROUP};
 use crate::registry::Registry;
-use crate::service::Call;
 
 /// Largest FALCON public key accepted (FALCON-1024's is 1,793 bytes).
 const MAX_FALCON_KEY: usize = 4096;
 /// Largest FALCON signature accepted (FALCON-1024's are at most 1,462 bytes).
 const MAX_FALCON_SIGNATURE: usize = 4096;
-
-/// The cluster CA and the lifetimes of what it issues.
-pub struct Pki {
-    /// The CA.
-    pub ca: ClusterCa,
-    /// How long node certificates last (agents renew at two thirds).
-    pub node_validity: Duration,
-    /// How long user certificates last unless the request says otherwise.
-    pub user_validity: Duration,
-}
-
-impl std::fmt::Debug for Pki {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pki").field("ca", &self.ca).finish()
-    }
-}
-
-impl Pki {
-    /// Default lifetimes: nodes 30 days, users one year.
-    pub fn new(ca: ClusterCa) -> Self {
-        Pki {
-            ca,
-            node_validity: Duration::from_secs(30 * 24 * 3600),
-            user_validity: Duration::from_secs(365 * 24 * 3600),
-        }
-    }
-}
 
 /// Splits `<name>.<secret>` (6 and 16 lower-case letters or digits).
 pub fn parse_token(token: &str) -> Result<(&str, &str), Status> {

@@ -17,7 +17,9 @@
 //! - [`tls`]: TLS 1.3 with client certificates on the gRPC port, revocation.
 //! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
 //! - `bind`: `InstanceService.Bind`.
+//! - [`call`]: one request's caller, metrics and audit record (`call!`).
 //! - `service`: the gRPC services, one generic implementation for every kind.
+//! - [`ca`]: the cluster CA the server holds and its certificate lifetimes.
 //! - [`metrics`]: Prometheus metrics on `/metrics` (and `/healthz`).
 //! - [`in_process`]: the controllers run beside the server (garbage collection and
 //!   namespace deletion always, the leader-elected ones unless `--controllers none`).
@@ -26,6 +28,8 @@
 pub mod admission;
 pub mod audit;
 mod bind;
+pub mod ca;
+pub mod call;
 pub mod caller;
 pub mod findings;
 pub mod in_process;

@@ -41,6 +41,20 @@ impl StoredObject {
     }
 }
 
+/// A new random object uid (UUID v4 form); also names relay sessions.
+pub fn uid() -> String {
+    let b: [u8; 16] = rand::random();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-4{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 /// Where a kind's objects live: `/{plural}/{namespace}/{name}` or `/{plural}/{name}`.
 pub fn object_key(kind: &KindInfo, namespace: &str, name: &str) -> String {
     if kind.namespaced {

@@ -26,7 +26,7 @@ use tonic::Status;
 use crate::admission::{Access, AdmissionRequest, Chain, Findings, Kind, Operation};
 use crate::caller::Caller;
 use crate::metrics::Metrics;
-use crate::object::{self, Deletion, StoredObject, kind_prefix, object_key, store_status};
+use crate::object::{self, Deletion, StoredObject, kind_prefix, object_key, store_status, uid};
 use crate::store::{KeyValue, Store, StoreError, WatchItem};
 
 /// A List page is cut (with a continue token) before its objects exceed this many
@@ -45,13 +45,13 @@ pub struct RegistryOptions {
     /// Where request and watch metrics go.
     pub metrics: Arc<Metrics>,
     /// Logs, exec and image-import sessions relayed to agents.
-    pub sessions: Arc<crate::sessions::Sessions>,
+    pub sessions: Arc<crate::sessions::broker::Sessions>,
     /// The admission chain every request walks.
     pub admission: Arc<Chain>,
     /// How callers are identified.
     pub authentication: crate::caller::Authentication,
     /// The cluster CA (absent on a plaintext `--insecure-dev` server).
-    pub pki: Option<Arc<crate::join::Pki>>,
+    pub pki: Option<Arc<crate::ca::Pki>>,
     /// Where every request is recorded (`--audit-log`).
     pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
@@ -91,20 +91,6 @@ impl<K> Clone for Registry<K> {
             kind: PhantomData,
         }
     }
-}
-
-/// A new random object uid (UUID v4 form); also names relay sessions.
-pub(crate) fn uid() -> String {
-    let b: [u8; 16] = rand::random();
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[13..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 fn hex_encode(bytes: &[u8]) -> String {
@@ -185,7 +171,7 @@ impl<K: Kind> Registry<K> {
     }
 
     /// The broker of sessions with agents.
-    pub fn sessions(&self) -> &Arc<crate::sessions::Sessions> {
+    pub fn sessions(&self) -> &Arc<crate::sessions::broker::Sessions> {
         &self.options.sessions
     }
 
@@ -195,7 +181,7 @@ impl<K: Kind> Registry<K> {
     }
 
     /// The cluster CA, when the server runs with TLS.
-    pub fn pki(&self) -> Option<&Arc<crate::join::Pki>> {
+    pub fn pki(&self) -> Option<&Arc<crate::ca::Pki>> {
         self.options.pki.as_ref()
     }
 

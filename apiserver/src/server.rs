@@ -26,8 +26,8 @@ use hypermesh_trust::pki::ClusterCa;
 
 use crate::admission::Chain;
 use crate::admission::authorization::Rbac;
+use crate::ca::Pki;
 use crate::caller::Authentication;
-use crate::join::Pki;
 use crate::metrics;
 use crate::registry::{Registry, RegistryOptions, ensure_builtin_roles, ensure_system_namespaces};
 use crate::store::redb::{RedbOptions, RedbStore};

@@ -19,6 +19,9 @@ use tokio::sync::mpsc;
 
 use crate::{ContainerdClient, Error};
 
+/// The largest document (`index.json`, a manifest, an index, a config) read into memory.
+pub const MAX_DOCUMENT_BYTES: u64 = 8 << 20;
+
 /// Blobs are sent in chunks well below gRPC's default 4 MiB message limit.
 const CHUNK: usize = 1 << 20;
 /// How long a lease pins content if the agent dies while bringing an image in.
@@ -288,12 +291,12 @@ pub(crate) async fn read_stream(
 }
 
 /// Reads a whole small blob (manifest, index, config) from the content store, refusing
-/// more than [`crate::image::MAX_DOCUMENT_BYTES`].
+/// more than [`MAX_DOCUMENT_BYTES`].
 pub(crate) async fn read_blob(
     client: &ContainerdClient,
     desc: &Descriptor,
 ) -> Result<Vec<u8>, Error> {
-    let limit = crate::image::MAX_DOCUMENT_BYTES;
+    let limit = MAX_DOCUMENT_BYTES;
     let too_large = || Error::InvalidImage {
         path: desc.digest.clone().into(),
         detail: format!("blob has more than the {limit} bytes accepted for a document"),

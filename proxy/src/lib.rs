@@ -15,7 +15,8 @@
 //! - [`socks`]: the SOCKS5 listener.
 //! - [`transparent`]: `hm0`, the nftables redirect and the transparent listener.
 //! - [`status`]: the Node annotations other proxies and `hmctl` read.
-//! - [`metrics`]: Prometheus metrics and `/paths`.
+//! - [`metrics`]: Prometheus metrics (served by the runtime crate's telemetry server).
+//! - [`paths`]: the path to each peer, as gauges and the `/paths` page.
 //! - [`api`]: the apiserver connection.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod header;
 pub mod mesh;
 pub mod metrics;
 pub mod netns;
+pub mod paths;
 pub mod socks;
 pub mod status;
 pub mod tls;
@@ -271,10 +273,22 @@ impl Proxy {
             tokio::spawn(transparent::serve(listener, mesh.clone(), shutdown.clone()));
         }
         if let Some(listener) = self.metrics_listener {
-            tokio::spawn(metrics::serve(
+            let exposition: hypermesh_runtime::telemetry::Exposition = {
+                let (metrics, mesh) = (Arc::clone(&metrics), mesh.clone());
+                Arc::new(move |out: &mut String| {
+                    paths::refresh_metrics(&mesh);
+                    metrics.write(out);
+                })
+            };
+            let page: hypermesh_runtime::telemetry::Page = {
+                let mesh = mesh.clone();
+                ("/paths", Arc::new(move || paths::text(&mesh)))
+            };
+            tokio::spawn(hypermesh_runtime::telemetry::serve_with_pages(
                 listener,
-                Arc::clone(&metrics),
-                mesh.clone(),
+                vec![exposition],
+                vec![page],
+                hypermesh_runtime::health::Health::new(),
                 shutdown.clone(),
             ));
         }

@@ -5,20 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::mesh::Mesh;
 use crate::transport::Path;
 
 /// Labels of the flows counter.
@@ -146,19 +139,29 @@ impl Metrics {
         out
     }
 
-    /// Refreshes the path gauges from the mesh.
-    pub fn refresh_paths(&self, mesh: &Mesh) {
+    /// Sets the path gauges: one series per peer, `1` on its current path, and its
+    /// round-trip time when known.
+    pub fn set_paths<'a>(
+        &self,
+        paths: impl IntoIterator<Item = (&'a str, &'a Path, Option<std::time::Duration>)>,
+    ) {
         self.peer_path.clear();
         self.peer_rtt_seconds.clear();
-        for p in mesh.paths() {
-            let labels = path_labels(&p.peer, &p.path);
+        for (peer, path, rtt) in paths {
+            let labels = path_labels(peer, path);
             self.peer_path.get_or_create(&labels).set(1);
-            if let Some(rtt) = p.rtt {
+            if let Some(rtt) = rtt {
                 self.peer_rtt_seconds
                     .get_or_create(&labels)
                     .set(rtt.as_secs_f64());
             }
         }
+    }
+
+    /// Appends the metrics to `out` (for the shared telemetry server).
+    pub fn write(&self, out: &mut String) {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        hypermesh_runtime::telemetry::write_registry(out, &registry);
     }
 }
 
@@ -171,65 +174,6 @@ fn path_labels(peer: &str, path: &Path) -> PathLabels {
         peer: peer.into(),
         path: path.into(),
         via,
-    }
-}
-
-/// `peer=direct rtt=0.4ms` lines, one per peer.
-pub fn paths_text(mesh: &Mesh) -> String {
-    let mut out = String::new();
-    for p in mesh.paths() {
-        let path = match &p.path {
-            Path::Direct => "direct".to_string(),
-            Path::Relay(r) => format!("relay via={r}"),
-        };
-        let rtt = p
-            .rtt
-            .map(|r| format!(" rtt={:.1}ms", r.as_secs_f64() * 1000.0))
-            .unwrap_or_default();
-        out.push_str(&format!("{} {path}{rtt}\n", p.peer));
-    }
-    out
-}
-
-/// Serves `/metrics`, `/healthz` and `/paths` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    mesh: Mesh,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let metrics = metrics.clone();
-        let mesh = mesh.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let metrics = metrics.clone();
-                let mesh = mesh.clone();
-                async move {
-                    let (status, body) = match req.uri().path() {
-                        "/metrics" => {
-                            metrics.refresh_paths(&mesh);
-                            (StatusCode::OK, metrics.encode())
-                        }
-                        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
-                        "/paths" => (StatusCode::OK, paths_text(&mesh)),
-                        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
-                    };
-                    Response::builder()
-                        .status(status)
-                        .body(Full::new(Bytes::from(body)))
-                        .map_err(std::io::Error::other)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
     }
 }
 

@@ -62,7 +62,7 @@ pub async fn publish(
         );
         desired.insert(RELAY_ANNOTATION, mesh.own_relay().unwrap_or_default());
         desired.insert(PATHS_ANNOTATION, paths_value(&mesh, true));
-        mesh.metrics().refresh_paths(&mesh);
+        crate::paths::refresh_metrics(&mesh);
         if let Ok(mut node) = api.get("", mesh.node()).await {
             let current = &node.meta().annotations;
             let same = desired.iter().all(|(k, v)| {

@@ -21,6 +21,10 @@ use crate::health::Health;
 /// Writes a component's metrics (without the final `# EOF`, added by the server).
 pub type Exposition = Arc<dyn Fn(&mut String) + Send + Sync>;
 
+/// An extra plain-text page of a component (e.g. the proxy's `/paths`): its path and
+/// what renders it.
+pub type Page = (&'static str, Arc<dyn Fn() -> String + Send + Sync>);
+
 /// Appends `registry`'s metrics to `out` in the text format (without `# EOF`).
 pub fn write_registry(out: &mut String, registry: &Registry) {
     if let Err(e) = prometheus_client::encoding::text::encode_registry(out, registry) {
@@ -91,8 +95,19 @@ fn render_metrics(parts: &[Exposition]) -> String {
     out
 }
 
-fn respond(path: &str, parts: &[Exposition], health: &Health) -> Response<Full<Bytes>> {
+fn respond(
+    path: &str,
+    parts: &[Exposition],
+    pages: &[Page],
+    health: &Health,
+) -> Response<Full<Bytes>> {
+    let page = pages.iter().find(|(p, _)| *p == path);
     let (status, content_type, body) = match path {
+        _ if page.is_some() => (
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            page.map(|(_, render)| render()).unwrap_or_default(),
+        ),
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -128,7 +143,19 @@ pub async fn serve(
     health: Health,
     shutdown: CancellationToken,
 ) {
+    serve_with_pages(listener, parts, Vec::new(), health, shutdown).await;
+}
+
+/// [`serve`], with extra plain-text `pages`.
+pub async fn serve_with_pages(
+    listener: TcpListener,
+    parts: Vec<Exposition>,
+    pages: Vec<Page>,
+    health: Health,
+    shutdown: CancellationToken,
+) {
     let parts: Arc<[Exposition]> = parts.into();
+    let pages: Arc<[Page]> = pages.into();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -141,10 +168,15 @@ pub async fn serve(
                 continue;
             }
         };
-        let (parts, health, shutdown) = (parts.clone(), health.clone(), shutdown.clone());
+        let (parts, pages, health, shutdown) = (
+            parts.clone(),
+            pages.clone(),
+            health.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let response = respond(request.uri().path(), &parts, &health);
+                let response = respond(request.uri().path(), &parts, &pages, &health);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -178,13 +210,13 @@ mod tests {
         assert!(body.ends_with("# EOF\n"));
 
         let health = Health::new();
-        let ok = respond("/healthz", &[], &health);
+        let ok = respond("/healthz", &[], &[], &health);
         assert_eq!(ok.status(), StatusCode::OK);
         health.set("controller/x", ComponentState::Down("panicked".into()));
-        let down = respond("/healthz", &[], &health);
+        let down = respond("/healthz", &[], &[], &health);
         assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
-            respond("/nope", &[], &health).status(),
+            respond("/nope", &[], &[], &health).status(),
             StatusCode::NOT_FOUND
         );
     }

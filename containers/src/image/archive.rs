@@ -22,8 +22,7 @@ use crate::content::BlobWriter;
 
 /// The largest archive accepted (an upload or a file in `--image-dir`).
 pub const MAX_ARCHIVE_BYTES: u64 = 64 << 30;
-/// The largest document (`index.json`, a manifest, an index, a config) read into memory.
-pub const MAX_DOCUMENT_BYTES: u64 = 8 << 20;
+pub use crate::content::MAX_DOCUMENT_BYTES;
 /// The most regular files an archive may hold.
 pub const MAX_ENTRIES: usize = 100_000;
 /// The largest GNU long-name or PAX extension entry.
