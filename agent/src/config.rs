@@ -39,6 +39,9 @@ pub enum ConfigError {
     /// A path flag that cannot be made absolute (the working directory is gone).
     #[error("path {0:?}: {1}")]
     Path(PathBuf, std::io::Error),
+    /// `--storage-commit` that is not a size of 1Ki to 1Gi.
+    #[error("storage-commit {0:?}: expected a size from 1Ki to 1Gi, such as 64Mi")]
+    StorageCommit(String),
     /// No node name given and the hostname could not be read.
     #[error("no --node-name given and the hostname is unknown")]
     NodeName,
@@ -59,8 +62,12 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// Resources held back from Instances (`cpu`, `memory`, ...).
     pub reserved: BTreeMap<String, Quantity>,
-    /// Privacy level of every Asset.
+    /// Privacy level of every Asset once the node holds an admin-issued stake (before,
+    /// its Assets are offered at UNTRUSTED only).
     pub privacy: PrivacyLevel,
+    /// Most bytes of each storage device offered (and committed: a file of random bytes
+    /// of that size is kept in `<state_dir>/space` and answered from in space proofs).
+    pub storage_commit_bytes: u64,
     /// How often the Lease is renewed and conditions are refreshed.
     pub heartbeat_interval: Duration,
     /// The Lease's duration.
@@ -103,6 +110,9 @@ pub struct Config {
     pub ca_cert_hash: Option<String>,
 }
 
+/// Storage offered per device when `--storage-commit` is not given.
+pub const DEFAULT_STORAGE_COMMIT_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The longest back-off between container restarts.
 pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -131,6 +141,7 @@ impl Config {
             labels: BTreeMap::new(),
             reserved: BTreeMap::new(),
             privacy: PrivacyLevel::PublicNetwork,
+            storage_commit_bytes: DEFAULT_STORAGE_COMMIT_BYTES,
             heartbeat_interval: Duration::from_secs(2),
             lease_duration: Duration::from_secs(10),
             detect_interval: Duration::from_secs(60),
@@ -200,9 +211,14 @@ pub struct Args {
     /// Reserved for the system, e.g. cpu=500m,memory=512Mi.
     #[arg(long, env = "HM_RESERVE", default_value = "")]
     pub reserve: String,
-    /// Privacy level of this node's Assets.
+    /// Privacy level of this node's Assets (once an admin issued it a stake; until then
+    /// UNTRUSTED).
     #[arg(long, env = "HM_PRIVACY", default_value = "PUBLIC_NETWORK")]
     pub privacy: String,
+    /// Storage offered per device, kept as a committed file of random bytes in
+    /// <state-dir>/space (at most 1Gi).
+    #[arg(long, env = "HM_STORAGE_COMMIT", default_value = "64Mi")]
+    pub storage_commit: String,
     /// Lease renewal and condition refresh period.
     #[arg(long, env = "HM_HEARTBEAT_INTERVAL", default_value = "2s")]
     pub heartbeat_interval: String,
@@ -295,6 +311,7 @@ impl Args {
         config.privacy = PrivacyLevel::from_str_name(&self.privacy)
             .filter(|p| *p != PrivacyLevel::Unspecified)
             .ok_or_else(|| ConfigError::Privacy(self.privacy.clone()))?;
+        config.storage_commit_bytes = parse_commit(&self.storage_commit)?;
         config.heartbeat_interval = parse_duration(&self.heartbeat_interval)?;
         config.lease_duration = parse_duration(&self.lease_duration)?;
         config.detect_interval = parse_duration(&self.detect_interval)?;
@@ -356,6 +373,17 @@ pub fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>, Config
                 .ok_or_else(|| ConfigError::Label(s.clone()))
         })
         .collect()
+}
+
+/// `64Mi` → bytes, rounded down to whole KiB, from 1Ki to 1Gi.
+pub fn parse_commit(text: &str) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::StorageCommit(text.to_string());
+    let q: Quantity = text.trim().parse().map_err(|_| bad())?;
+    let bytes = u64::try_from(q.units_ceil()).map_err(|_| bad())? / 1024 * 1024;
+    if bytes == 0 || bytes > hypermesh_trust::proof::commitment::MAX_COMMITMENT_BYTES {
+        return Err(bad());
+    }
+    Ok(bytes)
 }
 
 /// `cpu=500m,memory=512Mi` → a map of quantities.

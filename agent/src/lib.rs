@@ -119,6 +119,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         assets: Api::new(channel.clone()),
         config: config.clone(),
         identity,
+        commitments: Default::default(),
     };
     tokio::spawn(reconcile::run(
         config.clone(),
@@ -185,8 +186,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
                                 != inventory.storage.root().map(|r| r.total_bytes)
                         {
                             tracing::info!("hardware changed: updating Node and Assets");
-                            registered = false;
                         }
+                        // Also picks up a new stake record (Assets re-proved citing it).
+                        registered = false;
                         inventory = fresh;
                     }
                     Err(e) => tracing::warn!(error = %e, "re-detection failed"),

@@ -2,6 +2,12 @@
 //! allocatable, addresses, node info) and keeps exactly one Asset per detected device,
 //! each with a fresh consensus proof. Assets of devices that disappeared are deleted.
 //!
+//! Each proof answers a challenge the apiserver issues (`AssetService.Challenge`) and
+//! cites the Node's stake record; without one, Assets are offered at UNTRUSTED only.
+//! A storage device is offered up to `storage_commit_bytes`, backed by a file of random
+//! bytes of exactly that size in `<state_dir>/space` whose sampled leaves answer the
+//! space challenge ([`SpaceCommitment`]).
+//!
 //! Assets carry the label [`NODE_LABEL`] and an owner reference to the Node, so a
 //! restarted agent finds its own Assets (and updates them in place) and deleting the
 //! Node garbage-collects them.
@@ -10,12 +16,17 @@ use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
 use hypermesh_api::quantity::Quantity;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use hypermesh_api::v1::{
     Asset, AssetSpec, AssetStatus, AssetType, DeleteRequest, ListRequest, Node, NodeAddress,
-    NodeInfo, NodeSpec, NodeStatus, ObjectMeta, OwnerReference,
+    NodeInfo, NodeSpec, NodeStatus, ObjectMeta, OwnerReference, PrivacyLevel,
+    ProofChallengeRequest,
 };
 use hypermesh_api::{Api, Resource};
 use hypermesh_trust::NodeIdentity;
+use hypermesh_trust::proof::{ProofInput, SpaceCommitment};
 use tonic::{Code, Status};
 
 use crate::config::Config;
@@ -36,6 +47,13 @@ pub enum RegisterError {
         action: String,
         #[source]
         status: Status,
+    },
+    /// The storage commitment file could not be written or read.
+    #[error("space commitment for {device}: {source}")]
+    Commitment {
+        device: String,
+        #[source]
+        source: hypermesh_trust::proof::CommitmentError,
     },
 }
 
@@ -179,6 +197,18 @@ pub struct Registrar {
     pub assets: Api<Asset>,
     pub config: Config,
     pub identity: std::sync::Arc<NodeIdentity>,
+    /// Storage commitments by location, opened once.
+    pub commitments: Mutex<HashMap<String, Arc<SpaceCommitment>>>,
+}
+
+/// The Node's stake record id (empty: none).
+fn stake_record(node: &Node) -> String {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.stake.as_ref())
+        .filter(|s| s.amount > 0)
+        .map(|s| s.record_id.clone())
+        .unwrap_or_default()
 }
 
 impl Registrar {
@@ -288,15 +318,31 @@ impl Registrar {
             .map(|a| (a.meta().name.clone(), a))
             .collect();
         let mut names = Vec::new();
-        for device in inv.device_assets() {
+        let stake = stake_record(node);
+        for mut device in inv.device_assets() {
             let name = asset_name(&self.config.node_name, device.kind, &device.device);
-            let spec = self.spec_for(&device);
+            let commitment = if device.kind == AssetType::Storage {
+                let Some(c) = self.commitment(&device).await? else {
+                    continue;
+                };
+                device.committed_bytes = c.committed_bytes();
+                device
+                    .capacity
+                    .insert("storage".into(), bytes_quantity(c.committed_bytes()));
+                Some(c)
+            } else {
+                None
+            };
+            let spec = self.spec_for(&device, !stake.is_empty());
             let address = global_address(self.identity.node_id(), &name).to_string();
             let stored = match existing.get(&name) {
-                Some(old) if unchanged(old, &spec) => old.clone(),
+                Some(old) if unchanged(old, &spec, &stake) => old.clone(),
                 Some(old) => {
                     let mut asset = old.clone();
-                    asset.spec = Some(self.prove(&name, spec, &device));
+                    asset.spec = Some(
+                        self.prove(&name, spec, &device, &stake, commitment.as_deref())
+                            .await?,
+                    );
                     let meta = asset.meta_mut();
                     meta.labels
                         .insert(NODE_LABEL.into(), self.config.node_name.clone());
@@ -315,7 +361,10 @@ impl Registrar {
                             owner_references: vec![owner_ref(node)],
                             ..Default::default()
                         }),
-                        spec: Some(self.prove(&name, spec, &device)),
+                        spec: Some(
+                            self.prove(&name, spec, &device, &stake, commitment.as_deref())
+                                .await?,
+                        ),
                         status: None,
                     };
                     self.assets
@@ -354,35 +403,119 @@ impl Registrar {
         Ok(names)
     }
 
-    fn spec_for(&self, device: &DeviceAsset) -> AssetSpec {
+    fn spec_for(&self, device: &DeviceAsset, staked: bool) -> AssetSpec {
+        let privacy = if staked {
+            self.config.privacy
+        } else {
+            PrivacyLevel::Untrusted
+        };
         AssetSpec {
             node_name: self.config.node_name.clone(),
             r#type: device.kind as i32,
             capacity: device.capacity.clone().into_iter().collect(),
             attributes: device.attributes.clone().into_iter().collect(),
-            privacy: self.config.privacy as i32,
+            privacy: privacy as i32,
             sharing: None,
             proof: None,
         }
     }
 
-    fn prove(&self, name: &str, mut spec: AssetSpec, device: &DeviceAsset) -> AssetSpec {
-        spec.proof = Some(hypermesh_trust::proof::prove_asset(
+    /// The storage commitment for `device`: up to `storage_commit_bytes` of it, in
+    /// whole KiB (`None` for a device smaller than 1 KiB).
+    async fn commitment(
+        &self,
+        device: &DeviceAsset,
+    ) -> Result<Option<Arc<SpaceCommitment>>, RegisterError> {
+        let bytes = device.committed_bytes.min(self.config.storage_commit_bytes) / 1024 * 1024;
+        if bytes == 0 {
+            return Ok(None);
+        }
+        let existing = self
+            .commitments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&device.location)
+            .cloned();
+        if let Some(c) = existing.filter(|c| c.committed_bytes() == bytes) {
+            return Ok(Some(c));
+        }
+        let hash = blake3::hash(device.location.as_bytes()).to_hex();
+        let path = self
+            .config
+            .state_dir
+            .join("space")
+            .join(format!("{}.commit", &hash[..24]));
+        let c = tokio::task::spawn_blocking(move || SpaceCommitment::open_or_create(&path, bytes))
+            .await
+            .map_err(|e| RegisterError::Commitment {
+                device: device.device.clone(),
+                source: hypermesh_trust::proof::CommitmentError::Io {
+                    path: self.config.state_dir.join("space"),
+                    source: std::io::Error::other(e.to_string()),
+                },
+            })?
+            .map_err(|source| RegisterError::Commitment {
+                device: device.device.clone(),
+                source,
+            })?;
+        let c = Arc::new(c);
+        self.commitments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(device.location.clone(), c.clone());
+        Ok(Some(c))
+    }
+
+    /// Asks for a challenge and answers it with a proof for `spec`.
+    async fn prove(
+        &self,
+        name: &str,
+        mut spec: AssetSpec,
+        device: &DeviceAsset,
+        stake: &str,
+        commitment: Option<&SpaceCommitment>,
+    ) -> Result<AssetSpec, RegisterError> {
+        let challenge = self
+            .assets
+            .challenge(ProofChallengeRequest {
+                asset_name: name.to_string(),
+                node_name: self.config.node_name.clone(),
+            })
+            .await
+            .map_err(api_err(format!(
+                "asking a proof challenge for Asset {name}"
+            )))?;
+        let proof = hypermesh_trust::proof::prove_asset(
             &self.identity,
-            name,
-            &spec,
-            &device.location,
-            device.committed_bytes,
-            &hypermesh_trust::proof::ProofParams::default(),
-        ));
-        spec
+            ProofInput {
+                asset_name: name,
+                spec: &spec,
+                location: &device.location,
+                committed_bytes: device.committed_bytes,
+                challenge: &challenge,
+                stake_record: stake,
+                commitment,
+            },
+        )
+        .map_err(|source| RegisterError::Commitment {
+            device: device.device.clone(),
+            source,
+        })?;
+        spec.proof = Some(proof);
+        Ok(spec)
     }
 }
 
-/// Whether the stored Asset already says what `spec` says (the proof aside).
-fn unchanged(old: &Asset, spec: &AssetSpec) -> bool {
+/// Whether the stored Asset already says what `spec` says (the proof aside) and cites
+/// the node's current stake record.
+fn unchanged(old: &Asset, spec: &AssetSpec, stake: &str) -> bool {
     let Some(old) = &old.spec else { return false };
-    old.proof.is_some()
+    let cited = old
+        .proof
+        .as_ref()
+        .and_then(|p| p.stake.as_ref())
+        .map(|s| s.stake_record.as_str());
+    cited == Some(stake)
         && AssetSpec {
             proof: None,
             ..old.clone()

@@ -34,6 +34,7 @@ names_of_requests! {
     WatchRequest => |r| (r.namespace.clone(), String::new());
     v1::BindRequest => |r| (r.namespace.clone(), r.name.clone());
     v1::LogsRequest => |r| (r.namespace.clone(), r.name.clone());
+    v1::ProofChallengeRequest => |r| (String::new(), r.asset_name.clone());
     v1::IssueRequest => |r| (String::new(), r.identity.clone());
     v1::JoinRequest => |r| (String::new(), r.node_name.clone());
     v1::RenewRequest => |_r| (String::new(), String::new());

@@ -314,6 +314,7 @@ impl JoinService {
                             node_id: hypermesh_trust::node_id_of(public_key),
                             public_key: public_key.to_vec(),
                             algorithm: hypermesh_trust::ALGORITHM.to_string(),
+                            kem_public_key: Vec::new(),
                         }),
                         ..Default::default()
                     }),

@@ -17,6 +17,8 @@
 //! - [`tls`]: TLS 1.3 with client certificates on the gRPC port, revocation.
 //! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
 //! - `bind`: `InstanceService.Bind`.
+//! - `challenge`: `AssetService.Challenge`.
+//! - [`proof_ledger`]: the persisted proof state per node (challenges, last proof time).
 //! - [`call`]: one request's caller, metrics and audit record (`call!`).
 //! - `service`: the gRPC services, one generic implementation for every kind.
 //! - [`ca`]: the cluster CA the server holds and its certificate lifetimes.
@@ -31,12 +33,14 @@ mod bind;
 pub mod ca;
 pub mod call;
 pub mod caller;
+mod challenge;
 pub mod findings;
 pub mod in_process;
 pub mod join;
 pub mod kinds;
 pub mod metrics;
 pub mod object;
+pub mod proof_ledger;
 pub mod registry;
 pub mod server;
 pub mod service;

@@ -95,6 +95,15 @@ struct Args {
     /// collection and namespace deletion run in every apiserver either way.
     #[arg(long, env = "HM_CONTROLLERS", value_enum, default_value_t = Controllers::All)]
     controllers: Controllers,
+    /// Leading zero bits an Asset proof's work must have (a cluster setting: give
+    /// every apiserver the same; each step doubles the agents' cost).
+    #[arg(long, env = "HM_PROOF_WORK_DIFFICULTY", default_value_t = 14,
+          value_parser = clap::value_parser!(u32).range(1..=32))]
+    proof_work_difficulty: u32,
+    /// Leaves of a storage commitment each Asset proof must open.
+    #[arg(long, env = "HM_PROOF_SPACE_SAMPLES", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    proof_space_samples: u32,
 }
 
 // mimalloc: the servers allocate many small short-lived buffers (protobuf messages,
@@ -126,6 +135,8 @@ async fn main() -> anyhow::Result<()> {
     config.store.retain_revisions = args.history_revisions;
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
+    config.proofs.work_difficulty = args.proof_work_difficulty;
+    config.proofs.space_samples = args.proof_space_samples;
     config.metrics_addr = args.metrics_addr;
     config.audit = args
         .audit_log

@@ -54,6 +54,8 @@ pub struct RegistryOptions {
     pub pki: Option<Arc<crate::ca::Pki>>,
     /// Where every request is recorded (`--audit-log`).
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// The cluster's proof settings (challenges).
+    pub proofs: crate::proof_ledger::ProofSettings,
 }
 
 impl Default for RegistryOptions {
@@ -68,6 +70,7 @@ impl Default for RegistryOptions {
             authentication: crate::caller::Authentication::InsecureDev,
             pki: None,
             audit: None,
+            proofs: crate::proof_ledger::ProofSettings::default(),
         }
     }
 }
@@ -178,6 +181,11 @@ impl<K: Kind> Registry<K> {
     /// The audit log, when there is one.
     pub fn audit_log(&self) -> Option<&crate::audit::AuditLog> {
         self.options.audit.as_deref()
+    }
+
+    /// The cluster's proof settings.
+    pub fn proof_settings(&self) -> &crate::proof_ledger::ProofSettings {
+        &self.options.proofs
     }
 
     /// The cluster CA, when the server runs with TLS.

@@ -58,6 +58,9 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// The audit log (`--audit-log`); `None` records nothing.
     pub audit: Option<crate::audit::AuditSettings>,
+    /// Proof challenges: work difficulty, space samples, lifetimes (a cluster setting:
+    /// give every apiserver the same).
+    pub proofs: crate::proof_ledger::ProofSettings,
 }
 
 /// How the server runs TLS.
@@ -90,6 +93,7 @@ impl Config {
             metrics_addr: None,
             tls: None,
             audit: None,
+            proofs: crate::proof_ledger::ProofSettings::default(),
         }
     }
 
@@ -232,7 +236,8 @@ impl ApiServer {
             shutdown: shutdown.child_token(),
             metrics: Arc::default(),
             sessions: Arc::default(),
-            admission: Arc::new(Chain::with_rbac(rbac.clone())),
+            admission: Arc::new(Chain::new(rbac.clone(), config.proofs.clone())),
+            proofs: config.proofs.clone(),
             authentication: if pki.is_some() {
                 Authentication::Tls
             } else {

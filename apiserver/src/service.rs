@@ -60,7 +60,16 @@ kind_service!(Node, node_service_server, NodeService, {
         })
     }
 });
-kind_service!(Asset, asset_service_server, AssetService);
+kind_service!(Asset, asset_service_server, AssetService, {
+    async fn challenge(
+        &self,
+        request: Request<v1::ProofChallengeRequest>,
+    ) -> Result<Response<v1::ProofChallenge>, Status> {
+        crate::call!(self, "Challenge", request, |caller, r| Registry::challenge(
+            self, &caller, r
+        ))
+    }
+});
 kind_service!(Workload, workload_service_server, WorkloadService);
 kind_service!(Route, route_service_server, RouteService);
 kind_service!(Secret, secret_service_server, SecretService);

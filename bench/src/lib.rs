@@ -28,6 +28,7 @@ pub mod cli;
 pub mod containerd;
 pub mod containers;
 pub mod procfs;
+pub mod proven;
 pub mod proxy;
 pub mod report;
 pub mod scheduler;

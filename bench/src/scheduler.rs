@@ -59,7 +59,7 @@ pub struct SchedulerArgs {
     pub timeout_secs: u64,
 }
 
-fn node(index: usize, gpu: bool) -> Node {
+fn node(index: usize, gpu: bool, identity: &hypermesh_trust::NodeIdentity) -> Node {
     let labels = BTreeMap::from([
         (
             "hypermesh.io/hostname".to_string(),
@@ -73,7 +73,10 @@ fn node(index: usize, gpu: bool) -> Node {
             labels,
             ..Default::default()
         }),
-        spec: Some(v1::NodeSpec::default()),
+        spec: Some(v1::NodeSpec {
+            identity: Some(identity.to_node_identity()),
+            ..Default::default()
+        }),
         status: Some(NodeStatus {
             allocatable: BTreeMap::from([
                 ("cpu".to_string(), "64".to_string()),
@@ -111,6 +114,7 @@ fn gpu_asset(node_index: usize, gpu: usize) -> Asset {
                 allowed: false,
                 max_shares: 1,
             }),
+            privacy: v1::PrivacyLevel::Untrusted as i32,
             ..Default::default()
         }),
         status: None,
@@ -181,19 +185,24 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
     let instances: Api<Instance> = Api::new(channel.clone());
 
     let started = Instant::now();
+    // One identity for every simulated node (keygen is not what is measured); each
+    // node's Assets are proved with it, since the scheduler takes capacity from them.
+    let identity = std::sync::Arc::new(hypermesh_trust::NodeIdentity::generate());
     for_each_concurrent(args.nodes, args.concurrency, |i| {
-        let (nodes, assets) = (nodes.clone(), assets.clone());
+        let (nodes, assets, identity) = (nodes.clone(), assets.clone(), identity.clone());
         let has_gpus = args.gpu_every > 0 && i % args.gpu_every == 0;
         let gpus = args.gpus_per_node;
         async move {
             nodes
-                .create(&node(i, has_gpus))
+                .create(&node(i, has_gpus, &identity))
                 .await
                 .with_context(|| format!("creating node {i}"))?;
+            for offer in crate::proven::offers(&format!("node-{i:05}"), "64", "256Gi", "110") {
+                crate::proven::create(&assets, &identity, None, offer).await?;
+            }
             if has_gpus {
                 for g in 0..gpus {
-                    assets
-                        .create(&gpu_asset(i, g))
+                    crate::proven::create(&assets, &identity, None, gpu_asset(i, g))
                         .await
                         .context("creating a GPU asset")?;
                 }

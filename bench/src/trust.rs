@@ -1,7 +1,9 @@
 //! `hm-bench trust`: FALCON-1024 keygen/sign/verify and Asset proof build/verify per
 //! second in this process, then Asset registrations/s end to end through a real
-//! `hm-apiserver` (a Node with an identity, N Assets with proofs, C concurrent
-//! clients), next to the same registrations without proofs.
+//! `hm-apiserver` (a Node with an identity, N storage Assets each answering a fresh
+//! challenge with work, 64 KiB space commitment openings and a signature, C concurrent
+//! clients). Registrations without proofs are refused now (no proof, no Asset); their
+//! earlier figure is the baseline in BENCHMARKS.md.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,8 +13,12 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hypermesh_api::Api;
-use hypermesh_api::v1::{Asset, AssetSpec, AssetType, Node, NodeSpec, ObjectMeta};
-use hypermesh_trust::proof::{ProofParams, ProofVerifier, VerifierConfig, prove_asset};
+use hypermesh_api::v1::{
+    Asset, AssetSpec, AssetType, Node, NodeSpec, ObjectMeta, PrivacyLevel, ProofChallenge,
+};
+use hypermesh_trust::proof::{
+    ProofContext, ProofInput, ProofVerifier, SpaceCommitment, VerifierConfig, prove_asset,
+};
 use hypermesh_trust::{NodeIdentity, verify_signature};
 use tokio::time::Instant;
 
@@ -31,9 +37,13 @@ pub struct TrustArgs {
     /// Proofs to build and verify in process.
     #[arg(long, default_value_t = 500)]
     pub proofs: u32,
-    /// Work difficulty of the proofs (leading zero bits).
-    #[arg(long, default_value_t = ProofParams::default().work_difficulty)]
+    /// Work difficulty of the in-process proofs (leading zero bits; the apiserver's
+    /// default for the end-to-end phase is 14).
+    #[arg(long, default_value_t = 14)]
     pub difficulty: u32,
+    /// Leaves of the space commitment each proof opens (in process).
+    #[arg(long, default_value_t = 8)]
+    pub samples: u32,
     /// Assets to register through the apiserver (each phase).
     #[arg(long, default_value_t = 2_000)]
     pub assets: u32,
@@ -72,11 +82,12 @@ fn disk_spec(node: &str, i: u32) -> AssetSpec {
     AssetSpec {
         node_name: node.to_string(),
         r#type: AssetType::Storage as i32,
-        capacity: BTreeMap::from([("storage".to_string(), "1Ti".to_string())]),
+        capacity: BTreeMap::from([("storage".to_string(), "64Ki".to_string())]),
         attributes: BTreeMap::from([
             ("path".to_string(), format!("/dev/bench{i}")),
             ("rotational".to_string(), "false".to_string()),
         ]),
+        privacy: PrivacyLevel::Untrusted as i32,
         ..Default::default()
     }
 }
@@ -92,62 +103,78 @@ fn asset(name: String, spec: AssetSpec) -> Asset {
     }
 }
 
-/// Assets `prefix-i` of node `node`, with proofs by `identity` when given.
-fn assets(
-    node: &str,
-    count: u32,
-    identity: Option<&NodeIdentity>,
-    params: &ProofParams,
-) -> Vec<Asset> {
-    (0..count)
-        .map(|i| {
-            let name = format!("{node}-disk{i:06}");
-            let mut spec = disk_spec(node, i);
-            if let Some(id) = identity {
-                spec.proof = Some(prove_asset(
-                    id,
-                    &name,
-                    &spec,
-                    &format!("/dev/bench{i}"),
-                    1 << 40,
-                    params,
-                ));
-            }
-            asset(name, spec)
-        })
-        .collect()
+/// A challenge as the apiserver would issue it.
+fn local_challenge(asset: &str, difficulty: u32, samples: u32) -> ProofChallenge {
+    ProofChallenge {
+        nonce: rand::random::<[u8; 32]>().to_vec(),
+        node_name: "bench".into(),
+        asset_name: asset.into(),
+        expires: Some(hypermesh_api::time::from_system_time(
+            SystemTime::now() + Duration::from_secs(3600),
+        )),
+        work_difficulty: difficulty,
+        space_samples: samples,
+    }
 }
 
-/// Creates `assets` with `concurrency` clients; latency samples per create.
+/// Asset `bench-disk<i>` proved against `challenge`.
+fn proved(
+    identity: &NodeIdentity,
+    commitment: &SpaceCommitment,
+    i: u32,
+    challenge: &ProofChallenge,
+) -> Result<Asset> {
+    let name = format!("bench-disk{i:06}");
+    let mut spec = disk_spec("bench", i);
+    spec.proof = Some(prove_asset(
+        identity,
+        ProofInput {
+            asset_name: &name,
+            spec: &spec,
+            location: &format!("/dev/bench{i}"),
+            committed_bytes: commitment.committed_bytes(),
+            challenge,
+            stake_record: "",
+            commitment: Some(commitment),
+        },
+    )?);
+    Ok(asset(name, spec))
+}
+
+/// Registers `count` storage Assets of node `node` with `concurrency` clients, each
+/// asking a challenge, proving and creating; latency samples per registration.
 async fn register(
     url: &str,
-    assets: Vec<Asset>,
+    node: &str,
+    count: u32,
+    identity: Arc<NodeIdentity>,
+    commitment: Arc<SpaceCommitment>,
     concurrency: u32,
     timeout: Duration,
 ) -> Result<PhaseStats> {
-    let total = assets.len() as u64;
-    let queue = Arc::new(tokio::sync::Mutex::new(assets));
+    let queue = Arc::new(tokio::sync::Mutex::new((0..count).collect::<Vec<u32>>()));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let channel = hypermesh_api::client::connect(url)
             .await
             .with_context(|| format!("connecting to {url}"))?;
-        let queue = queue.clone();
+        let (queue, identity, commitment, node) = (
+            queue.clone(),
+            identity.clone(),
+            commitment.clone(),
+            node.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
             let api = Api::<Asset>::new(channel);
             let mut samples = Vec::new();
             loop {
-                let Some(a) = queue.lock().await.pop() else {
+                let Some(i) = queue.lock().await.pop() else {
                     return Ok::<_, anyhow::Error>(samples);
                 };
                 let t = Instant::now();
-                api.create(&a).await.with_context(|| {
-                    format!(
-                        "creating asset {}",
-                        a.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
-                    )
-                })?;
+                let a = asset(format!("{node}-disk{i:06}"), disk_spec(&node, i));
+                crate::proven::create(&api, &identity, Some(&commitment), a).await?;
                 samples.push(t.elapsed());
             }
         }));
@@ -160,14 +187,11 @@ async fn register(
             .context("client task")??;
         samples.extend(done);
     }
-    Ok(PhaseStats::new(total, start.elapsed(), samples))
+    Ok(PhaseStats::new(u64::from(count), start.elapsed(), samples))
 }
 
 /// Runs `hm-bench trust`.
 pub async fn run(args: TrustArgs) -> Result<()> {
-    let params = ProofParams {
-        work_difficulty: args.difficulty,
-    };
     let timeout = Duration::from_secs(args.timeout_secs);
 
     // FALCON-1024 itself.
@@ -196,29 +220,45 @@ pub async fn run(args: TrustArgs) -> Result<()> {
     })
     .await?;
 
-    // Proofs: build (work + signature), then verify (work, signature, time, replay, ledger).
-    let (id, p) = (identity.clone(), params.clone());
+    // Proofs: build (work + signature), then verify (work, signature, time, rep    // Proofs: build (work + openings + signature), then verify (challenge, work, time,
+    // stake, openings, signature, ledger), against local challenges.
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let commitment = Arc::new(SpaceCommitment::open_or_create(
+        &dir.path().join("space"),
+        64 * 1024,
+    )?);
+    let (difficulty, samples) = (args.difficulty, args.samples);
+    let (id, c) = (identity.clone(), commitment.clone());
     let (build, build_each) = per_second(args.proofs, move |i| {
-        std::hint::black_box(assets("bench", 1, Some(&id), &p));
-        let _ = i;
+        let ch = local_challenge("x", difficulty, samples);
+        std::hint::black_box(proved(&id, &c, i, &ch).ok());
     })
     .await?;
-    let built = Arc::new(assets("bench", args.proofs, Some(&identity), &params));
-    let verifier = Arc::new(ProofVerifier::new(VerifierConfig {
-        min_work_difficulty: args
-            .difficulty
-            .min(VerifierConfig::default().min_work_difficulty),
-        ..VerifierConfig::default()
-    }));
+    let built: Arc<Vec<(Asset, ProofChallenge)>> = Arc::new(
+        (0..args.proofs)
+            .map(|i| {
+                let ch = local_challenge(&format!("bench-disk{i:06}"), difficulty, samples);
+                proved(&identity, &commitment, i, &ch).map(|a| (a, ch))
+            })
+            .collect::<Result<_>>()?,
+    );
+    let verifier = Arc::new(ProofVerifier::new(VerifierConfig::default()));
     let (id, b, v) = (identity.clone(), built.clone(), verifier.clone());
     let (check, check_each) = per_second(args.proofs, move |i| {
-        let a = &b[i as usize];
+        let (a, ch) = &b[i as usize];
         let name = a.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("");
         let spec = a
             .spec
             .as_ref()
             .unwrap_or_else(|| unreachable!("built with a spec"));
-        if let Err(e) = v.verify(name, spec, id.public_key(), SystemTime::now()) {
+        let ctx = ProofContext {
+            public_key: id.public_key(),
+            challenge: Some(ch),
+            last_accepted: None,
+            stake: None,
+            now: SystemTime::now(),
+        };
+        if let Err(e) = v.verify(name, spec, &ctx) {
             panic!("a freshly built proof failed: {e}");
         }
     })
@@ -229,30 +269,26 @@ pub async fn run(args: TrustArgs) -> Result<()> {
         servers::start_apiserver(&args.apiserver, servers::Controllers::None, timeout).await?;
     let channel = hypermesh_api::client::connect(server.url()).await?;
     let nodes = Api::<Node>::new(channel);
-    for (name, identity) in [("trusted", Some(&identity)), ("plain", None)] {
-        nodes
-            .create(&Node {
-                metadata: Some(ObjectMeta {
-                    name: name.into(),
-                    ..Default::default()
-                }),
-                spec: Some(NodeSpec {
-                    identity: identity.map(|i| i.to_node_identity()),
-                    ..Default::default()
-                }),
-                status: None,
-            })
-            .await
-            .with_context(|| format!("creating node {name}"))?;
-    }
-    let proved = {
-        let (id, p, n) = (identity.clone(), params.clone(), args.assets);
-        tokio::task::spawn_blocking(move || assets("trusted", n, Some(&id), &p)).await?
-    };
-    let with_proofs = register(server.url(), proved, args.concurrency, timeout).await?;
-    let plain = register(
+    nodes
+        .create(&Node {
+            metadata: Some(ObjectMeta {
+                name: "trusted".into(),
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec {
+                identity: Some(identity.to_node_identity()),
+                ..Default::default()
+            }),
+            status: None,
+        })
+        .await
+        .context("creating node trusted")?;
+    let with_proofs = register(
         server.url(),
-        assets("plain", args.assets, None, &params),
+        "trusted",
+        args.assets,
+        identity.clone(),
+        commitment.clone(),
         args.concurrency,
         timeout,
     )
@@ -273,12 +309,15 @@ pub async fn run(args: TrustArgs) -> Result<()> {
         ("sign", sign, sign_each),
         ("verify", verify, verify_each),
         (
-            &*format!("proof build (work {} bits + sign)", args.difficulty),
+            &*format!(
+                "proof build (work {} bits, {} openings, sign)",
+                args.difficulty, args.samples
+            ),
             build,
             build_each,
         ),
         (
-            "proof verify (work, signature, time, replay, space)",
+            "proof verify (challenge, work, time, stake, openings, signature, ledger)",
             check,
             check_each,
         ),
@@ -295,17 +334,13 @@ pub async fn run(args: TrustArgs) -> Result<()> {
         args.concurrency
     );
     println!("|---|---:|---:|---:|---:|");
-    for (what, s) in [
-        ("with proofs (verified at admission)", &with_proofs),
-        ("without proofs (node without identity)", &plain),
-    ] {
-        println!(
-            "| {what} | {} | {} | {} | {} |",
-            s.ops,
-            format_count(s.throughput()),
-            format_duration(s.p50),
-            format_duration(s.p99)
-        );
-    }
+    let s = &with_proofs;
+    println!(
+        "| challenge + proof + create (verified at admission) | {} | {} | {} | {} |",
+        s.ops,
+        format_count(s.throughput()),
+        format_duration(s.p50),
+        format_duration(s.p99)
+    );
     Ok(())
 }

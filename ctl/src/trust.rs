@@ -1,3 +1,7 @@
+//! `hmctl node stake NAME --amount N`: an admin issues the node a stake record (a fresh
+//! record id each time; amount 0 withdraws it) that its Asset proofs must cite; without
+//! one its Assets are offered at the UNTRUSTED privacy level only.
+//!
 //! `hmctl node trust NAME`: an admin's decision that a node marked Suspect (failed
 //! proofs, a changed key) is trusted again: its Suspect condition is set to False
 //! and its `hypermesh.io/suspect` taint removed, so the scheduler places work there.
@@ -46,6 +50,24 @@ pub enum NodeCommand {
         after_help = "Then start the agent with an empty --state-dir and a new         token (hmctl token create).\n\nExample:\n  hmctl node rekey host-1"
     )]
     Rekey(TrustArgs),
+    /// Issue the node a stake record its Asset proofs cite (amount 0 withdraws it)
+    #[command(
+        after_help = "Without stake a node's Assets are offered at privacy UNTRUSTED only; \
+        its agent re-proves them citing the new record at its next re-detection.\n\n\
+        Example:\n  hmctl node stake host-1 --amount 100"
+    )]
+    Stake(StakeArgs),
+}
+
+/// `hmctl node stake`.
+#[derive(Debug, Args)]
+pub struct StakeArgs {
+    /// The node's name
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// The amount staked (0 withdraws the stake)
+    #[arg(long)]
+    pub amount: u64,
 }
 
 /// `hmctl node trust`.
@@ -70,6 +92,16 @@ pub async fn run(ctx: &Context, command: &NodeCommand) -> Result<Exit> {
             print(&line)?;
             Ok(Exit::Success)
         }
+        NodeCommand::Stake(args) => {
+            let api = Api::<Node>::new(ctx.connect().await?);
+            let record = stake(&api, &args.node, args.amount).await?;
+            let line = match record {
+                Some(id) => format!("node/{} staked {} (record {id})\n", args.node, args.amount),
+                None => format!("node/{} stake withdrawn\n", args.node),
+            };
+            print(&line)?;
+            Ok(Exit::Success)
+        }
         NodeCommand::Revoke(args) => {
             let revoked = crate::access::revoke(ctx, &format!("node:{}", args.node)).await?;
             print(&format!(
@@ -90,6 +122,40 @@ pub async fn run(ctx: &Context, command: &NodeCommand) -> Result<Exit> {
             Ok(Exit::Success)
         }
     }
+}
+
+/// Sets (or with amount 0 removes) node `name`'s stake record; returns its id.
+async fn stake(api: &Api<Node>, name: &str, amount: u64) -> Result<Option<String>> {
+    let record = (amount > 0).then(|| {
+        let bytes: [u8; 12] = rand::random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    });
+    for _ in 0..MAX_ATTEMPTS {
+        let mut node = api
+            .get("", name)
+            .await
+            .map_err(|s| ServerError::for_object(&s, "nodes", name))?;
+        node.spec.get_or_insert_with(Default::default).stake =
+            record.as_ref().map(|id| hypermesh_api::v1::NodeStake {
+                amount,
+                record_id: id.clone(),
+                issued: Some(hypermesh_api::time::now()),
+            });
+        match api.update(&node).await {
+            Ok(stored) => {
+                let kept = stored.spec.and_then(|s| s.stake).map(|s| s.record_id);
+                if kept != record {
+                    bail!(
+                        "node/{name}: the stake was not recorded (only an admin may issue stake)"
+                    );
+                }
+                return Ok(record);
+            }
+            Err(s) if s.code() == Code::Aborted => continue,
+            Err(s) => return Err(ServerError::for_object(&s, "nodes", name).into()),
+        }
+    }
+    bail!("node/{name} kept changing under us; gave up after {MAX_ATTEMPTS} attempts")
 }
 
 /// Clears node `name`'s identity (its FALCON key binding).

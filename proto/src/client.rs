@@ -356,6 +356,16 @@ impl<K: Resource> Api<K> {
     }
 }
 
+impl Api<crate::v1::Asset> {
+    /// Asks for a fresh one-time proof challenge for an Asset (see `trust.md`).
+    pub async fn challenge(
+        &self,
+        request: crate::v1::ProofChallengeRequest,
+    ) -> Result<crate::v1::ProofChallenge, Status> {
+        self.unary("Challenge", request).await
+    }
+}
+
 impl Api<crate::v1::Instance> {
     /// Binds an unbound Instance to `node_name`.
     pub async fn bind(

@@ -105,6 +105,14 @@ reasons! {
     ProofWorkMissing => InvalidArgument,
     /// Work: the hashcash does not meet the difficulty, or the difficulty is too low.
     ProofWorkInsufficient => InvalidArgument,
+    /// Work: the proof answers no challenge the apiserver issued for this node and asset (never issued, already used, or expired); ask `AssetService.Challenge` again.
+    ProofChallengeInvalid => FailedPrecondition,
+    /// Space: the sampled Merkle openings do not verify against the committed root, or the commitment is ill-formed.
+    ProofSpaceInvalid => PermissionDenied,
+    /// Stake: the proof cites a stake record its Node does not hold.
+    ProofStakeInvalid => PermissionDenied,
+    /// Stake: a node without an admin-issued stake may offer Assets only at privacy UNTRUSTED (`hmctl node stake`).
+    ProofUnstaked => FailedPrecondition,
     /// The caller presented no (valid) client certificate; only joining is possible without one.
     Unauthenticated => Unauthenticated,
     /// The caller's identity lacks the permission (`user "bob" cannot create instances in namespace "team-a"`).

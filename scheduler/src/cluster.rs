@@ -1,6 +1,11 @@
 //! The scheduler's picture of the cluster: every node with what it offers and what is
 //! bound to it (including bindings assumed but not yet confirmed by the apiserver),
 //! GPU devices and their use, namespaces' network labels and gang policies.
+//!
+//! What a node offers comes from its admitted Assets (each proved at admission): the
+//! sum of their capacities by type (CPU → cpu, MEMORY → memory, STORAGE → storage,
+//! GPU → gpu, CONTAINER → instances). The Node's own, unproved status figures only
+//! lower that (reservations, usage): allocatable = min(Assets, status).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -57,8 +62,10 @@ pub struct NodeState {
     pub runtime_down: bool,
     /// Suspect=True (failed proofs).
     pub suspect: bool,
-    /// What it offers.
+    /// What it offers: its Assets' capacity, lowered by what its status reports.
     pub allocatable: Resources,
+    /// What its status reports as allocatable (unproved; only ever lowers the offer).
+    pub reported: Resources,
     /// What bound Instances request.
     pub requested: Resources,
     /// Its GPUs.
@@ -130,6 +137,25 @@ fn quantity_bytes(q: Option<&String>) -> u64 {
         .map_or(0, |q| u64::try_from(q.units_ceil()).unwrap_or(u64::MAX))
 }
 
+/// The sum of the capacities of `assets`, by type.
+pub fn offered_by<'a>(assets: impl Iterator<Item = &'a Asset>) -> Resources {
+    let mut total = Resources::default();
+    for spec in assets.filter_map(|a| a.spec.as_ref()) {
+        let get = |k: &str| spec.capacity.get(k).map(String::as_str).unwrap_or("");
+        let mut one = Resources::default();
+        match AssetType::try_from(spec.r#type) {
+            Ok(AssetType::Cpu) => one.cpu_milli = crate::resources::millis(get("cpu")),
+            Ok(AssetType::Memory) => one.memory = crate::resources::units(get("memory")),
+            Ok(AssetType::Storage) => one.storage = crate::resources::units(get("storage")),
+            Ok(AssetType::Gpu) => one.gpu_milli = crate::resources::millis(get("gpu")),
+            Ok(AssetType::Container) => one.instances = crate::resources::units(get("instances")),
+            _ => {}
+        }
+        total += one;
+    }
+    total
+}
+
 impl GpuDevice {
     /// Whether a fractional request of `milli` thousandths fits on this shareable GPU.
     pub fn has_room_for(&self, milli: u64) -> bool {
@@ -164,7 +190,7 @@ impl ClusterState {
         entry.ready = condition_true(&status.conditions, "Ready");
         entry.runtime_down = condition_is(&status.conditions, "RuntimeReady", "False");
         entry.suspect = condition_true(&status.conditions, "Suspect");
-        entry.allocatable = Resources::from_quantities(if status.allocatable.is_empty() {
+        entry.reported = Resources::from_quantities(if status.allocatable.is_empty() {
             &status.capacity
         } else {
             &status.allocatable
@@ -245,6 +271,9 @@ impl ClusterState {
                 })
             })
             .collect();
+        state.allocatable = state
+            .reported
+            .min(&offered_by(assets.into_iter().flat_map(|a| a.values())));
         state.privacy = assets
             .into_iter()
             .flat_map(|a| a.values())

@@ -509,10 +509,31 @@ mod tests {
         }
     }
 
-    /// Whether a small Instance may go to `node` (the only node of the cluster).
+    /// An admitted Asset of node `n1` offering `quantity` of `key`.
+    fn offer(kind: v1::AssetType, key: &str, quantity: &str) -> v1::Asset {
+        v1::Asset {
+            metadata: Some(ObjectMeta {
+                name: format!("n1-{key}"),
+                ..Default::default()
+            }),
+            spec: Some(v1::AssetSpec {
+                node_name: "n1".into(),
+                r#type: kind as i32,
+                capacity: [(key.to_string(), quantity.to_string())].into(),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// Whether a small Instance may go to `node` (the only node of the cluster), which
+    /// offers 4 cpu, 8Gi and 110 instance slots through its Assets.
     fn fits(node: &Node) -> Result<(), Unfit> {
         let mut cluster = ClusterState::default();
         cluster.upsert_node(node);
+        cluster.upsert_asset(&offer(v1::AssetType::Cpu, "cpu", "4"));
+        cluster.upsert_asset(&offer(v1::AssetType::Memory, "memory", "8Gi"));
+        cluster.upsert_asset(&offer(v1::AssetType::Container, "instances", "110"));
         let instance = Instance {
             metadata: Some(ObjectMeta {
                 name: "web".into(),
@@ -541,6 +562,20 @@ mod tests {
             .unwrap_or_default();
         let state = cluster.node(&name).expect("node known");
         filter(&cluster, state, &req)
+    }
+
+    #[test]
+    fn capacity_comes_from_admitted_assets_and_status_only_lowers_it() {
+        let mut cluster = ClusterState::default();
+        // The status claims 4 cpu and 8Gi, but no Asset backs them: nothing is offered.
+        cluster.upsert_node(&node("n1", &[("Ready", "True")]));
+        assert_eq!(cluster.node("n1").map(|n| n.allocatable.cpu_milli), Some(0));
+        cluster.upsert_asset(&offer(v1::AssetType::Cpu, "cpu", "64"));
+        cluster.upsert_asset(&offer(v1::AssetType::Memory, "memory", "4Gi"));
+        let n = cluster.node("n1").expect("n1");
+        // cpu: 64 proved, 4 reported → 4; memory: 4Gi proved, 8Gi reported → 4Gi.
+        assert_eq!(n.allocatable.cpu_milli, 4000);
+        assert_eq!(n.allocatable.memory, 4 << 30);
     }
 
     #[test]

@@ -23,13 +23,13 @@ pub struct Resources {
     pub instances: u64,
 }
 
-fn millis(q: &str) -> u64 {
+pub(crate) fn millis(q: &str) -> u64 {
     q.parse::<Quantity>()
         .map(|q| u64::try_from(q.millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
-fn units(q: &str) -> u64 {
+pub(crate) fn units(q: &str) -> u64 {
     q.parse::<Quantity>()
         .map(|q| u64::try_from(q.units_ceil()).unwrap_or(u64::MAX))
         .unwrap_or(0)
@@ -68,6 +68,17 @@ impl Resources {
             }
         }
         total
+    }
+
+    /// The smaller of each amount.
+    pub fn min(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_milli: self.cpu_milli.min(other.cpu_milli),
+            memory: self.memory.min(other.memory),
+            storage: self.storage.min(other.storage),
+            gpu_milli: self.gpu_milli.min(other.gpu_milli),
+            instances: self.instances.min(other.instances),
+        }
     }
 
     /// True when every amount of `self` fits in `available`.

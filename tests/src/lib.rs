@@ -7,6 +7,7 @@
 
 pub mod netns;
 pub mod pki;
+pub mod proofs;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! An agent registers its Node (identity, labels, capacity from the host, allocatable
 //! minus the reserve, node info) and one Asset per device, each with a proof the
-//! apiserver accepted and a global address in fd48:4d00::/32.
+//! apiserver accepted and a global address in fd48:4d00::/32. The admin staked the
+//! node beforehand, so its Assets carry the configured privacy level and cite the
+//! stake record (without stake they would be UNTRUSTED).
 
 mod agent_support;
 
@@ -26,9 +28,24 @@ async fn agent_registers_node_and_assets_with_proofs() {
     cfg.reserved =
         hypermesh_agent::config::parse_reserve("cpu=500m,memory=512Mi").expect("reserve");
     cfg.privacy = PrivacyLevel::Private;
+    let nodes = server.api::<Node>();
+    let stake = hypermesh_tests::proofs::stake("worker-1", 10);
+    nodes
+        .create(&Node {
+            metadata: Some(hypermesh_api::v1::ObjectMeta {
+                name: "worker-1".into(),
+                ..Default::default()
+            }),
+            spec: Some(hypermesh_api::v1::NodeSpec {
+                stake: Some(stake.clone()),
+                ..Default::default()
+            }),
+            status: None,
+        })
+        .await
+        .expect("admin pre-creates the staked node");
     let agent = Agent::start(cfg);
 
-    let nodes = server.api::<Node>();
     let assets = server.api::<Asset>();
     let (node, registered) = wait_registered(&nodes, &assets, "worker-1").await;
 
@@ -99,6 +116,11 @@ async fn agent_registers_node_and_assets_with_proofs() {
         assert_eq!(
             proof.stake.as_ref().expect("stake").node_id,
             identity.node_id()
+        );
+        assert_eq!(
+            proof.stake.as_ref().expect("stake").stake_record,
+            stake.record_id,
+            "{name} cites the stake record"
         );
         let addr: Ipv6Addr = a
             .status

@@ -45,20 +45,13 @@ async fn restart_keeps_identity_and_assets() {
     let spec = AssetSpec {
         node_name: "worker-r".into(),
         r#type: AssetType::Storage as i32,
-        capacity: [("storage".to_string(), "1Gi".to_string())]
+        capacity: [("storage".to_string(), "1Mi".to_string())]
             .into_iter()
             .collect(),
+        privacy: hypermesh_api::v1::PrivacyLevel::Untrusted as i32,
         ..Default::default()
     };
-    let proof = hypermesh_trust::proof::prove_asset(
-        &identity,
-        "worker-r-storage-gone0",
-        &spec,
-        "/dev/gone0",
-        1 << 30,
-        &Default::default(),
-    );
-    let gone = Asset {
+    let mut gone = Asset {
         metadata: Some(ObjectMeta {
             name: "worker-r-storage-gone0".into(),
             labels: [(
@@ -69,12 +62,12 @@ async fn restart_keeps_identity_and_assets() {
             .collect(),
             ..Default::default()
         }),
-        spec: Some(AssetSpec {
-            proof: Some(proof),
-            ..spec
-        }),
+        spec: Some(spec),
         status: None,
     };
+    hypermesh_tests::proofs::prove(&assets, &identity, "", &mut gone)
+        .await
+        .expect("proof");
     assets.create(&gone).await.expect("stale asset accepted");
 
     let agent = Agent::start(cfg);

@@ -261,7 +261,24 @@ async fn fractional_gpus_need_a_shareable_gpu_asset() {
         .await
         .expect("whole GPUs need no sharing");
 
-    let gpu = Asset {
+    // No proof, no Asset: the GPU belongs to a node with an identity and is proved.
+    let identity = hypermesh_trust::NodeIdentity::generate();
+    server
+        .api::<hypermesh_api::v1::Node>()
+        .create(&hypermesh_api::v1::Node {
+            metadata: Some(ObjectMeta {
+                name: "n1".into(),
+                ..Default::default()
+            }),
+            spec: Some(hypermesh_api::v1::NodeSpec {
+                identity: Some(identity.to_node_identity()),
+                ..Default::default()
+            }),
+            status: None,
+        })
+        .await
+        .expect("node");
+    let mut gpu = Asset {
         metadata: Some(ObjectMeta {
             name: "n1-gpu0".into(),
             ..Default::default()
@@ -274,10 +291,14 @@ async fn fractional_gpus_need_a_shareable_gpu_asset() {
                 allowed: true,
                 max_shares: 4,
             }),
+            privacy: hypermesh_api::v1::PrivacyLevel::Untrusted as i32,
             ..Default::default()
         }),
         status: None,
     };
+    hypermesh_tests::proofs::prove(&server.api::<Asset>(), &identity, "", &mut gpu)
+        .await
+        .expect("proof");
     server.api::<Asset>().create(&gpu).await.expect("asset");
     instances
         .create(&half("half", "500m"))

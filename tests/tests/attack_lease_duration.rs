@@ -38,10 +38,13 @@ async fn a_lease_for_68_years_is_refused_and_the_scheduler_keeps_binding() {
 
     let nodes: Api<Node> = Api::new(channel.clone());
     let instances: Api<Instance> = Api::new(channel.clone());
-    nodes
-        .create(&node("n1", "4", "8Gi").build())
-        .await
-        .expect("create node");
+    hypermesh_tests::proofs::create_offering_node(
+        &nodes,
+        &Api::new(channel.clone()),
+        node("n1", "4", "8Gi").build(),
+    )
+    .await
+    .expect("create node");
     instances
         .create(&instance("web").build())
         .await

@@ -41,10 +41,13 @@ async fn the_scheduler_outlives_a_lease_renewed_at_the_end_of_time() {
 
     let nodes: Api<Node> = Api::new(channel.clone());
     let instances: Api<Instance> = Api::new(channel.clone());
-    nodes
-        .create(&node("n1", "4", "8Gi").build())
-        .await
-        .expect("create node");
+    hypermesh_tests::proofs::create_offering_node(
+        &nodes,
+        &Api::new(channel.clone()),
+        node("n1", "4", "8Gi").build(),
+    )
+    .await
+    .expect("create node");
     instances
         .create(&instance("web").build())
         .await

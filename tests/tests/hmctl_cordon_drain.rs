@@ -34,9 +34,12 @@ async fn cluster_with(args: &[&str]) -> (ApiServerProcess, Hmctl, Channel) {
     let hmctl = Hmctl::new(server.url());
     let channel = server.channel().await.expect("channel");
     let nodes = Api::<Node>::new(channel.clone());
+    let assets = Api::<v1::Asset>::new(channel.clone());
     for name in ["n1", "n2"] {
-        nodes
-            .create(&Node {
+        hypermesh_tests::proofs::create_offering_node(
+            &nodes,
+            &assets,
+            Node {
                 metadata: Some(ObjectMeta {
                     name: name.into(),
                     labels: BTreeMap::from([("zone".to_string(), "eu-1".to_string())]),
@@ -55,9 +58,10 @@ async fn cluster_with(args: &[&str]) -> (ApiServerProcess, Hmctl, Channel) {
                     }],
                     ..Default::default()
                 }),
-            })
-            .await
-            .expect("create node");
+            },
+        )
+        .await
+        .expect("create node");
     }
     (server, hmctl, channel)
 }

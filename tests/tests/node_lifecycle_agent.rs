@@ -104,7 +104,13 @@ async fn killed_agent_node_goes_not_ready_and_its_instance_moves() {
     .expect("the replica is bound to agent-a");
 
     // A second, simulated node to move to.
-    nodes.create(&node("sim-b")).await.expect("create sim-b");
+    hypermesh_tests::proofs::create_offering_node(
+        &nodes,
+        &Api::new(channel.clone()),
+        node("sim-b"),
+    )
+    .await
+    .expect("create sim-b");
     let _b = Heartbeats::start(Api::<Lease>::new(channel.clone()), "sim-b").await;
 
     agent.start_kill().expect("kill -9 hm-agent");

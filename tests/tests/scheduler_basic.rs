@@ -70,8 +70,13 @@ async fn binds_within_capacity_and_explains_what_does_not_fit() {
         shutdown.clone(),
     ));
     let nodes = server.api::<Node>();
-    nodes.create(&node("n1", "2", "4Gi")).await.expect("n1");
-    nodes.create(&node("n2", "2", "4Gi")).await.expect("n2");
+    let assets = server.api::<hypermesh_api::v1::Asset>();
+    // What a node offers is what its proven Assets hold.
+    for name in ["n1", "n2"] {
+        hypermesh_tests::proofs::create_offering_node(&nodes, &assets, node(name, "2", "4Gi"))
+            .await
+            .expect("node");
+    }
     let instances = server.api::<Instance>();
     for i in 0..4 {
         instances

@@ -13,8 +13,8 @@
 use hypermesh_api::reason::{Reason, reason_of};
 use hypermesh_api::v1::{self, Asset, AssetSpec, AssetType, Instance, ListRequest, Node, Workload};
 use hypermesh_api::{Api, Resource};
+use hypermesh_tests::proofs::prove;
 use hypermesh_tests::{DEFAULT_TIMEOUT, InProcessApiServer, connect_target, identities, wait_for};
-use hypermesh_trust::proof::{ProofParams, prove_asset};
 
 mod support;
 
@@ -130,26 +130,29 @@ async fn suspect(nodes: &Api<Node>, name: &str) -> Option<String> {
         .map(|c| c.status)
 }
 
-fn disk(identity: &hypermesh_trust::NodeIdentity, node: &str, name: &str) -> Asset {
-    let mut spec = AssetSpec {
+/// An Asset proved by `identity`, answering a challenge the admin asked for `node`.
+async fn disk(
+    server: &InProcessApiServer,
+    identity: &hypermesh_trust::NodeIdentity,
+    node: &str,
+    name: &str,
+) -> Asset {
+    let spec = AssetSpec {
         r#type: AssetType::Storage as i32,
         node_name: node.into(),
-        capacity: [("storage".to_string(), "1Gi".to_string())].into(),
+        capacity: [("storage".to_string(), "64Ki".to_string())].into(),
+        privacy: hypermesh_api::v1::PrivacyLevel::Untrusted as i32,
         ..Default::default()
     };
-    spec.proof = Some(prove_asset(
-        identity,
-        name,
-        &spec,
-        "/dev/sdz",
-        1 << 30,
-        &ProofParams::default(),
-    ));
-    Asset {
+    let mut asset = Asset {
         metadata: Some(support::meta("", name)),
         spec: Some(spec),
         status: None,
-    }
+    };
+    prove(&server.api::<Asset>(), identity, "", &mut asset)
+        .await
+        .unwrap();
+    asset
 }
 
 #[tokio::test]
@@ -161,7 +164,7 @@ async fn nodes_cannot_make_others_suspect_nor_clear_their_own_mark() {
 
     // B forges a bad proof in A's name: refused as B's write of A's asset; A untouched.
     let assets_as_b = b.api::<Asset>().await.unwrap();
-    let mut forged = disk(&b.identity, "node-a", "node-a-sdz");
+    let mut forged = disk(&server, &b.identity, "node-a", "node-a-sdz").await;
     forged
         .spec
         .as_mut()
@@ -179,7 +182,7 @@ async fn nodes_cannot_make_others_suspect_nor_clear_their_own_mark() {
 
     // A sends a bad proof of its own: A becomes Suspect.
     let assets_as_a = a.api::<Asset>().await.unwrap();
-    let mut bad = disk(&a.identity, "node-a", "node-a-sdz");
+    let mut bad = disk(&server, &a.identity, "node-a", "node-a-sdz").await;
     bad.spec
         .as_mut()
         .unwrap()
@@ -227,7 +230,7 @@ async fn nodes_cannot_make_others_suspect_nor_clear_their_own_mark() {
 
     // The cluster keeps working: A's good proofs are still admitted, lists answer.
     assets_as_a
-        .create(&disk(&a.identity, "node-a", "node-a-sdy"))
+        .create(&disk(&server, &a.identity, "node-a", "node-a-sdy").await)
         .await
         .unwrap();
     let (all, _, _) = nodes.list(ListRequest::default()).await.unwrap();

@@ -1,8 +1,10 @@
-//! Asset proofs at admission: a valid proof is accepted; a forged signature, a
-//! tampered capacity, a stale timestamp, a replayed nonce, over-claimed space and
-//! missing work are each rejected with their own reason, and the sender is marked
-//! Suspect (condition, NoSchedule taint, Event) — visible in `hmctl describe node` —
-//! until `hmctl node trust` clears it. An admin may change a node's key (a rekey).
+//! Asset proofs at admission: a valid proof answering a fresh challenge is accepted; a
+//! forged signature, a tampered capacity, a reused work answer, a storage claim larger
+//! than its commitment, over-claimed space and missing work are each rejected with
+//! their own reason, and the sender is marked Suspect (condition, NoSchedule taint,
+//! Event) — visible in `hmctl describe node` — until `hmctl node trust` clears it.
+//! Assets of keyless nodes are refused; without stake only UNTRUSTED is offered until
+//! `hmctl node stake`. An admin may change a node's key (a rekey).
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,12 +13,12 @@ use std::time::{Duration, SystemTime};
 use hypermesh_api::reason::{Reason, reason_of};
 use hypermesh_api::v1::{
     Asset, AssetSpec, AssetType, DeleteRequest, Event, ListRequest, Node, NodeSpec, ObjectMeta,
-    TaintEffect,
+    PrivacyLevel, ProofChallengeRequest, TaintEffect,
 };
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::InProcessApiServer;
 use hypermesh_trust::NodeIdentity;
-use hypermesh_trust::proof::{ProofParams, prove_asset, prove_asset_at};
+use hypermesh_trust::proof::{ProofInput, SpaceCommitment, prove_asset_at};
 
 const SUSPECT_TAINT: &str = "hypermesh.io/suspect";
 
@@ -25,6 +27,8 @@ struct Cluster {
     identity: NodeIdentity,
     nodes: Api<Node>,
     assets: Api<Asset>,
+    /// Storage commitment files, one per location.
+    space: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -53,6 +57,7 @@ impl Cluster {
             identity,
             nodes,
             assets,
+            space: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -140,22 +145,9 @@ fn disk_spec(capacity: &str) -> AssetSpec {
         r#type: AssetType::Storage as i32,
         capacity: [("storage".to_string(), capacity.to_string())].into(),
         attributes: [("path".to_string(), "/dev/sda".to_string())].into(),
+        privacy: PrivacyLevel::Untrusted as i32,
         ..Default::default()
     }
-}
-
-/// Asset `name` on `location` committing `bytes`, with a proof made now.
-fn disk(identity: &NodeIdentity, name: &str, location: &str, bytes: u64) -> Asset {
-    let mut spec = disk_spec("1Ti");
-    spec.proof = Some(prove_asset(
-        identity,
-        name,
-        &spec,
-        location,
-        bytes,
-        &ProofParams::default(),
-    ));
-    asset(name, spec)
 }
 
 fn asset(name: &str, spec: AssetSpec) -> Asset {
@@ -169,6 +161,67 @@ fn asset(name: &str, spec: AssetSpec) -> Asset {
     }
 }
 
+/// How a test proof is made.
+struct Make<'a> {
+    identity: &'a NodeIdentity,
+    name: &'a str,
+    location: &'a str,
+    spec: AssetSpec,
+    commit: u64,
+    stake: &'a str,
+    at: SystemTime,
+}
+
+impl Cluster {
+    /// Asset `name` on `location` (a 64 KiB commitment claiming 64Ki), proved now.
+    async fn disk(&self, identity: &NodeIdentity, name: &str, location: &str) -> Asset {
+        self.make(Make {
+            identity,
+            name,
+            location,
+            spec: disk_spec("64Ki"),
+            commit: 64 * 1024,
+            stake: "",
+            at: SystemTime::now(),
+        })
+        .await
+    }
+
+    async fn make(&self, m: Make<'_>) -> Asset {
+        let challenge = self
+            .assets
+            .challenge(ProofChallengeRequest {
+                asset_name: m.name.into(),
+                node_name: m.spec.node_name.clone(),
+            })
+            .await
+            .unwrap();
+        let file = self
+            .space
+            .path()
+            .join(blake3::hash(m.location.as_bytes()).to_hex().as_str());
+        let commitment = SpaceCommitment::open_or_create(&file, m.commit).unwrap();
+        let mut spec = m.spec;
+        spec.proof = Some(
+            prove_asset_at(
+                m.identity,
+                ProofInput {
+                    asset_name: m.name,
+                    spec: &spec,
+                    location: m.location,
+                    committed_bytes: m.commit,
+                    challenge: &challenge,
+                    stake_record: m.stake,
+                    commitment: (spec.r#type == AssetType::Storage as i32).then_some(&commitment),
+                },
+                m.at,
+            )
+            .unwrap(),
+        );
+        asset(m.name, spec)
+    }
+}
+
 async fn rejected(cluster: &Cluster, asset: &Asset) -> (Reason, String) {
     let err = cluster.assets.create(asset).await.unwrap_err();
     (reason_of(&err).unwrap(), err.message().to_string())
@@ -177,12 +230,12 @@ async fn rejected(cluster: &Cluster, asset: &Asset) -> (Reason, String) {
 #[tokio::test]
 async fn a_valid_proof_is_accepted() {
     let c = Cluster::start().await;
-    let a = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40);
+    let a = c.disk(&c.identity, "n1-sda", "/dev/sda").await;
     let created = c.assets.create(&a).await.unwrap();
     assert_eq!(created.spec, a.spec);
     // Another device of the same node, and a label-only update (no new proof needed).
     c.assets
-        .create(&disk(&c.identity, "n1-sdb", "/dev/sdb", 1 << 40))
+        .create(&c.disk(&c.identity, "n1-sdb", "/dev/sdb").await)
         .await
         .unwrap();
     let mut relabeled = created.clone();
@@ -193,7 +246,7 @@ async fn a_valid_proof_is_accepted() {
     c.assets.update(&relabeled).await.unwrap();
     // Re-proving with a fresh proof (an agent's periodic update) is accepted too.
     let mut again = c.assets.get("", "n1-sda").await.unwrap();
-    again.spec = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40).spec;
+    again.spec = c.disk(&c.identity, "n1-sda", "/dev/sda").await.spec;
     c.assets.update(&again).await.unwrap();
     assert_eq!(c.suspect().await, None);
     assert!(!c.tainted().await);
@@ -202,7 +255,7 @@ async fn a_valid_proof_is_accepted() {
 #[tokio::test]
 async fn a_forged_signature_is_rejected_and_the_node_marked_suspect_until_trusted() {
     let c = Cluster::start().await;
-    let mut a = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40);
+    let mut a = c.disk(&c.identity, "n1-sda", "/dev/sda").await;
     let stake = a
         .spec
         .as_mut()
@@ -254,7 +307,7 @@ async fn a_forged_signature_is_rejected_and_the_node_marked_suspect_until_truste
     assert!(ok && text.contains("was not suspect"), "{text}");
     // And a valid proof goes through.
     c.assets
-        .create(&disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40))
+        .create(&c.disk(&c.identity, "n1-sda", "/dev/sda").await)
         .await
         .unwrap();
 }
@@ -262,40 +315,62 @@ async fn a_forged_signature_is_rejected_and_the_node_marked_suspect_until_truste
 #[tokio::test]
 async fn a_tampered_capacity_is_rejected() {
     let c = Cluster::start().await;
-    let mut a = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40);
+    let mut a = c.disk(&c.identity, "n1-sda", "/dev/sda").await;
     a.spec
         .as_mut()
         .unwrap()
         .capacity
-        .insert("storage".into(), "100Ti".into());
+        .insert("storage".into(), "32Ki".into());
     let (reason, message) = rejected(&c, &a).await;
     assert_eq!(reason, Reason::ProofSpaceMismatch, "{message}");
     c.assert_suspect(Reason::ProofSpaceMismatch).await;
 }
 
 #[tokio::test]
-async fn a_stale_timestamp_is_rejected() {
+async fn a_storage_claim_larger_than_its_commitment_is_rejected() {
     let c = Cluster::start().await;
-    let mut spec = disk_spec("1Ti");
-    let old = SystemTime::now() - Duration::from_secs(3600);
-    spec.proof = Some(prove_asset_at(
-        &c.identity,
-        "n1-sda",
-        &spec,
-        "/dev/sda",
-        1 << 40,
-        &ProofParams::default(),
-        old,
-    ));
-    let (reason, message) = rejected(&c, &asset("n1-sda", spec)).await;
-    assert_eq!(reason, Reason::ProofStale, "{message}");
-    c.assert_suspect(Reason::ProofStale).await;
+    // Claims 1Ti while keeping (and answering from) 64 KiB.
+    let a = c
+        .make(Make {
+            identity: &c.identity,
+            name: "n1-sda",
+            location: "/dev/sda",
+            spec: disk_spec("1Ti"),
+            commit: 64 * 1024,
+            stake: "",
+            at: SystemTime::now(),
+        })
+        .await;
+    let (reason, message) = rejected(&c, &a).await;
+    assert_eq!(reason, Reason::ProofOverclaimed, "{message}");
+    assert!(message.contains("commits only 65536"), "{message}");
+    c.assert_suspect(Reason::ProofOverclaimed).await;
 }
 
 #[tokio::test]
-async fn a_replayed_nonce_is_rejected() {
+async fn a_stale_timestamp_is_rejected() {
     let c = Cluster::start().await;
-    let a = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40);
+    let a = c
+        .make(Make {
+            identity: &c.identity,
+            name: "n1-sda",
+            location: "/dev/sda",
+            spec: disk_spec("64Ki"),
+            commit: 64 * 1024,
+            stake: "",
+            at: SystemTime::now() - Duration::from_secs(3600),
+        })
+        .await;
+    let (reason, message) = rejected(&c, &a).await;
+    assert_eq!(reason, Reason::ProofStale, "{message}");
+    // A clock out of the window is not evidence of lying.
+    assert_eq!(c.suspect().await, None);
+}
+
+#[tokio::test]
+async fn a_reused_work_answer_is_rejected() {
+    let c = Cluster::start().await;
+    let a = c.disk(&c.identity, "n1-sda", "/dev/sda").await;
     c.assets.create(&a).await.unwrap();
     c.assets
         .delete(DeleteRequest {
@@ -304,22 +379,32 @@ async fn a_replayed_nonce_is_rejected() {
         })
         .await
         .unwrap();
+    // The same record, work and signature again: its challenge is spent.
     let (reason, message) = rejected(&c, &a).await;
-    assert_eq!(reason, Reason::ProofReplayed, "{message}");
-    c.assert_suspect(Reason::ProofReplayed).await;
+    assert_eq!(reason, Reason::ProofChallengeInvalid, "{message}");
+    // A fresh challenge for the asset does not revive the old answer either.
+    c.assets
+        .challenge(ProofChallengeRequest {
+            asset_name: "n1-sda".into(),
+            node_name: "n1".into(),
+        })
+        .await
+        .unwrap();
+    let (reason, message) = rejected(&c, &a).await;
+    assert_eq!(reason, Reason::ProofChallengeInvalid, "{message}");
 }
 
 #[tokio::test]
 async fn over_claimed_space_is_rejected() {
     let c = Cluster::start().await;
     c.assets
-        .create(&disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40))
+        .create(&c.disk(&c.identity, "n1-sda", "/dev/sda").await)
         .await
         .unwrap();
     // The same device again under another name: the node's claims on /dev/sda would
     // be twice what it proved.
-    let (reason, message) =
-        rejected(&c, &disk(&c.identity, "n1-sda-again", "/dev/sda", 1 << 40)).await;
+    let again = c.disk(&c.identity, "n1-sda-again", "/dev/sda").await;
+    let (reason, message) = rejected(&c, &again).await;
     assert_eq!(reason, Reason::ProofOverclaimed, "{message}");
     c.assert_suspect(Reason::ProofOverclaimed).await;
 }
@@ -327,7 +412,7 @@ async fn over_claimed_space_is_rejected() {
 #[tokio::test]
 async fn missing_work_is_rejected() {
     let c = Cluster::start().await;
-    let mut a = disk(&c.identity, "n1-sda", "/dev/sda", 1 << 40);
+    let mut a = c.disk(&c.identity, "n1-sda", "/dev/sda").await;
     a.spec.as_mut().unwrap().proof.as_mut().unwrap().work = None;
     let (reason, message) = rejected(&c, &a).await;
     assert_eq!(reason, Reason::ProofWorkMissing, "{message}");
@@ -340,19 +425,82 @@ async fn an_asset_without_proof_is_rejected_without_blaming_the_node() {
     let (reason, message) = rejected(&c, &asset("n1-sda", disk_spec("1Ti"))).await;
     assert_eq!(reason, Reason::ProofMissing, "{message}");
     assert_eq!(c.suspect().await, None);
-    // A proof for a node that does not exist is refused too.
+    // An Asset for a node that does not exist is refused too.
     let mut spec = disk_spec("1Ti");
     spec.node_name = "ghost".into();
-    spec.proof = Some(prove_asset(
-        &c.identity,
-        "ghost-sda",
-        &spec,
-        "/dev/sda",
-        1,
-        &ProofParams::default(),
-    ));
     let (reason, _) = rejected(&c, &asset("ghost-sda", spec)).await;
     assert_eq!(reason, Reason::NodeNotFound);
+}
+
+#[tokio::test]
+async fn assets_of_a_keyless_node_are_refused() {
+    let c = Cluster::start().await;
+    c.nodes
+        .create(&Node {
+            metadata: Some(ObjectMeta {
+                name: "keyless".into(),
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec::default()),
+            status: None,
+        })
+        .await
+        .unwrap();
+    let mut spec = disk_spec("1Ti");
+    spec.node_name = "keyless".into();
+    let (reason, message) = rejected(&c, &asset("keyless-sda", spec)).await;
+    assert_eq!(reason, Reason::NodeIdentityMissing, "{message}");
+    // Not even with a proof by some key.
+    let mut spec = disk_spec("64Ki");
+    spec.node_name = "keyless".into();
+    let a = c
+        .make(Make {
+            identity: &NodeIdentity::generate(),
+            name: "keyless-sdb",
+            location: "/dev/sdb",
+            spec,
+            commit: 64 * 1024,
+            stake: "",
+            at: SystemTime::now(),
+        })
+        .await;
+    let (reason, message) = rejected(&c, &a).await;
+    assert_eq!(reason, Reason::NodeIdentityMissing, "{message}");
+}
+
+#[tokio::test]
+async fn without_stake_only_untrusted_is_offered_until_an_admin_stakes_the_node() {
+    let c = Cluster::start().await;
+    let mut public = disk_spec("64Ki");
+    public.privacy = PrivacyLevel::PublicNetwork as i32;
+    let make = |spec: AssetSpec, stake: &'static str| Make {
+        identity: &c.identity,
+        name: "n1-sda",
+        location: "/dev/sda",
+        spec,
+        commit: 64 * 1024,
+        stake,
+        at: SystemTime::now(),
+    };
+    let (reason, message) = rejected(&c, &c.make(make(public.clone(), "")).await).await;
+    assert_eq!(reason, Reason::ProofUnstaked, "{message}");
+    // Citing a record the node does not hold is refused.
+    let (reason, message) = rejected(&c, &c.make(make(public.clone(), "made-up")).await).await;
+    assert_eq!(reason, Reason::ProofStakeInvalid, "{message}");
+    // The node cannot stake itself: only an admin's write sets spec.stake. Here the
+    // admin issues one with hmctl; the proof cites it.
+    let (ok, text) = c.hmctl(&["node", "stake", "n1", "--amount", "100"]).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("node/n1 staked"), "{text}");
+    let node = c.node().await;
+    let stake = node.spec.as_ref().unwrap().stake.clone().unwrap();
+    assert_eq!(stake.amount, 100);
+    let record: &'static str = Box::leak(stake.record_id.into_boxed_str());
+    c.assets
+        .create(&c.make(make(public, record)).await)
+        .await
+        .unwrap();
+    assert_eq!(c.suspect().await, None);
 }
 
 /// The key is fixed at join: an admin may change it (a rekey) without making the node
@@ -379,10 +527,10 @@ async fn an_admin_rekey_changes_the_node_key() {
     assert_eq!(c.suspect().await, None);
     assert!(!c.tainted().await);
     // Proofs by the old key no longer verify; the new key's do.
-    let (reason, _) = rejected(&c, &disk(&c.identity, "n1-sda", "/dev/sda", 1)).await;
+    let (reason, _) = rejected(&c, &c.disk(&c.identity, "n1-sda", "/dev/sda").await).await;
     assert_eq!(reason, Reason::ProofWrongNode);
     c.assets
-        .create(&disk(&new_identity, "n1-sdb", "/dev/sdb", 1))
+        .create(&c.disk(&new_identity, "n1-sdb", "/dev/sdb").await)
         .await
         .unwrap();
 }

@@ -216,6 +216,7 @@ impl NodeIdentity {
             node_id: self.node_id.clone(),
             public_key: self.public_key().to_vec(),
             algorithm: ALGORITHM.to_string(),
+            kem_public_key: Vec::new(),
         }
     }
 }

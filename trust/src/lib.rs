@@ -11,8 +11,8 @@
 //! - [`client_config`]: the config file clients read (server, CA, client certificate).
 //! - [`identity`]: [`NodeIdentity`], the node's FALCON-1024 key pair kept in its state
 //!   directory (0600), `NodeId = hex(BLAKE3(public key))`, detached signatures.
-//! - [`proof`]: [`proof::prove_asset`] builds an Asset's `spec.proof`;
-//!   [`proof::ProofVerifier`] checks it (skew window, replay cache, per-node space
+//! - [`proof`]: [`proof::prove_asset`] answers an apiserver challenge with an Asset's `spec.proof`;
+//!   [`proof::ProofVerifier`] checks it (challenge, work, space openings, time, stake, per-node space
 //!   ledger) and says which proof failed, with a stable reason name.
 
 pub mod at_rest;

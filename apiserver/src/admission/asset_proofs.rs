@@ -1,15 +1,19 @@
-//! Asset proofs: every Asset of a node with an identity carries a valid
-//! ConsensusProof (stake, time, space, work), checked by this apiserver's
-//! [`ProofVerifier`] (replay cache and per-node space ledger).
+//! Asset proofs: every Asset carries a valid ConsensusProof (stake, time, space, work)
+//! answering a challenge this cluster issued, checked by [`ProofVerifier`] with the
+//! node's persisted proof ledger ([`crate::proof_ledger`]).
 //!
 //! Policy, in order:
-//! - an Asset whose Node has a public key must carry a proof; any failure but a missing
-//!   proof is a [`Finding`] against the node (it becomes Suspect) when the write came
-//!   from that node or an admin: a missing proof says nothing about the node, and
-//!   nobody else can write the node's Assets (node restriction);
-//! - an Asset with a proof needs its Node to exist and have a public key;
-//! - an Asset without a proof whose Node is missing or has no identity (a simulated or
-//!   hand-made node) is admitted unverified;
+//! - no proof, no Asset: an Asset whose Node is missing or has no identity (public
+//!   key) is refused, and so is one without a proof;
+//! - the proof must answer an outstanding challenge for this node and asset, be dated
+//!   after the node's last accepted proof, cite the node's stake record (or offer the
+//!   Asset at UNTRUSTED only), and cover its capacity with committed space;
+//! - on acceptance the challenge is spent and the node's last proof time moves forward
+//!   in one compare-and-swap on the ledger (the one write a plugin makes: the ledger is
+//!   the verifier's own state, not an API object);
+//! - a failure that shows the node lied ([`ProofError::is_evidence`]) is a [`Finding`]
+//!   against the node (it becomes Suspect) when the write came from that node or an
+//!   admin: nobody else can write the node's Assets (node restriction);
 //! - an Asset update that leaves the spec as it was is not verified again.
 
 use std::time::SystemTime;
@@ -17,13 +21,14 @@ use std::time::SystemTime;
 use hypermesh_api::Resource;
 use hypermesh_api::reason::{Reason, status};
 use hypermesh_api::v1;
-use hypermesh_trust::proof::{ProofError, ProofVerifier, VerifierConfig};
+use hypermesh_trust::proof::{ProofContext, ProofError, ProofVerifier, VerifierConfig};
 use prost::Message;
 use tonic::Status;
 
 use super::node_identity::public_key;
 use super::{AdmissionRequest, Admit, Finding, Findings, ObjectRef, Operation};
 use crate::object::store_status;
+use crate::proof_ledger::ProofSettings;
 use crate::store::Store;
 
 /// The plugin, with the verifier's state for this apiserver.
@@ -34,8 +39,17 @@ pub struct AssetProofs {
 
 impl Default for AssetProofs {
     fn default() -> Self {
+        AssetProofs::new(&ProofSettings::default())
+    }
+}
+
+impl AssetProofs {
+    /// The plugin with the cluster's proof settings.
+    pub fn new(settings: &ProofSettings) -> Self {
         AssetProofs {
-            verifier: ProofVerifier::new(VerifierConfig::default()),
+            verifier: ProofVerifier::new(VerifierConfig {
+                skew: settings.skew,
+            }),
         }
     }
 }
@@ -47,10 +61,14 @@ pub fn reason_for(error: &ProofError) -> Reason {
         ProofError::ProofMalformed(_) => Reason::ProofMalformed,
         ProofError::StakeForged { .. } => Reason::ProofForged,
         ProofError::StakeWrongNode { .. } => Reason::ProofWrongNode,
+        ProofError::StakeInvalid { .. } => Reason::ProofStakeInvalid,
+        ProofError::Unstaked => Reason::ProofUnstaked,
         ProofError::TimeStale { .. } => Reason::ProofStale,
         ProofError::TimeReplayed { .. } => Reason::ProofReplayed,
+        ProofError::ChallengeInvalid(_) => Reason::ProofChallengeInvalid,
         ProofError::SpaceMismatch(_) => Reason::ProofSpaceMismatch,
-        ProofError::SpaceOverclaimed { .. } => Reason::ProofOverclaimed,
+        ProofError::SpaceOverclaimed(_) => Reason::ProofOverclaimed,
+        ProofError::SpaceInvalid(_) => Reason::ProofSpaceInvalid,
         ProofError::WorkMissing => Reason::ProofWorkMissing,
         ProofError::WorkInsufficient(_) => Reason::ProofWorkInsufficient,
     }
@@ -101,15 +119,13 @@ impl AssetProofs {
         findings: &mut Findings,
     ) -> Result<(), Status> {
         let Some(spec) = asset.spec.as_ref() else {
-            return Ok(());
+            return Err(status(
+                Reason::ProofMissing,
+                "spec: an Asset needs a spec with its node and proof",
+            ));
         };
         let name = asset.meta().name.clone();
-        let node = node_of(request.store, &spec.node_name).await?;
-        let key = node.as_ref().map(public_key).unwrap_or_default();
-        if spec.proof.is_none() && key.is_empty() {
-            return Ok(());
-        }
-        if node.is_none() {
+        let Some(node) = node_of(request.store, &spec.node_name).await? else {
             return Err(status(
                 Reason::NodeNotFound,
                 format!(
@@ -117,12 +133,13 @@ impl AssetProofs {
                     spec.node_name
                 ),
             ));
-        }
+        };
+        let key = public_key(&node);
         if key.is_empty() {
             return Err(status(
                 Reason::NodeIdentityMissing,
                 format!(
-                    "spec.proof: node {:?} has no spec.identity.publicKey to check the proof with",
+                    "spec.nodeName: node {:?} has no spec.identity.publicKey; assets of nodes without an identity are refused (no proof, no Asset)",
                     spec.node_name
                 ),
             ));
@@ -131,14 +148,45 @@ impl AssetProofs {
         if !self.verifier.knows_node(&node_id) {
             self.seed(request.store, &node_id, &spec.node_name).await;
         }
-        let Err(error) = self.verifier.verify(&name, spec, key, SystemTime::now()) else {
-            return Ok(());
+        let (ledger, _) = crate::proof_ledger::load(request.store, &spec.node_name).await?;
+        let cited = spec
+            .proof
+            .as_ref()
+            .and_then(|p| p.work.as_ref())
+            .map(|w| w.challenge.as_slice())
+            .unwrap_or_default();
+        let challenge = ledger.challenges.iter().find(|c| c.nonce == cited);
+        let ctx = ProofContext {
+            public_key: key,
+            challenge,
+            last_accepted: ledger
+                .last_proof
+                .as_ref()
+                .map(hypermesh_api::time::to_system_time),
+            stake: node.spec.as_ref().and_then(|s| s.stake.as_ref()),
+            now: SystemTime::now(),
+        };
+        let error = match self.verifier.verify(&name, spec, &ctx) {
+            Ok(verified) => {
+                let spent = crate::proof_ledger::accept(
+                    request.store,
+                    &spec.node_name,
+                    cited,
+                    verified.timestamp,
+                )
+                .await;
+                if spent.is_err() {
+                    self.verifier.forget_node(&node_id);
+                }
+                return spent;
+            }
+            Err(error) => error,
         };
         let reason = reason_for(&error);
         let message = format!("spec.proof: asset {name:?} rejected: {error}");
         let caller = request.access.caller;
         let from_the_node = caller.node_name() == Some(spec.node_name.as_str());
-        if error != ProofError::ProofMissing && (from_the_node || caller.is_admin()) {
+        if error.is_evidence() && (from_the_node || caller.is_admin()) {
             findings.push(Finding {
                 node: spec.node_name.clone(),
                 reason: reason.as_str().to_string(),

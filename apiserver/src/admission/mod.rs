@@ -69,6 +69,8 @@ pub enum Operation {
     ImportImage,
     /// `AgentTunnelService.Listen`/`Attach`: a node's session tunnel.
     Tunnel,
+    /// `AssetService.Challenge`: a proof challenge for an Asset.
+    Challenge,
 }
 
 impl Operation {
@@ -78,9 +80,11 @@ impl Operation {
             Operation::Get | Operation::Logs => "get",
             Operation::List => "list",
             Operation::Watch | Operation::Tunnel => "watch",
-            Operation::Create | Operation::Bind | Operation::Exec | Operation::ImportImage => {
-                "create"
-            }
+            Operation::Create
+            | Operation::Bind
+            | Operation::Exec
+            | Operation::ImportImage
+            | Operation::Challenge => "create",
             Operation::Update | Operation::UpdateStatus => "update",
             Operation::Delete => "delete",
         }
@@ -95,6 +99,7 @@ impl Operation {
             Operation::Exec => Some("exec"),
             Operation::ImportImage => Some("import"),
             Operation::Tunnel => Some("tunnel"),
+            Operation::Challenge => Some("challenge"),
             _ => None,
         }
     }
@@ -238,13 +243,18 @@ impl Default for Chain {
 impl Chain {
     /// The chain every apiserver runs, in order, with `rbac` as the roles and bindings.
     pub fn with_rbac(rbac: Arc<authorization::Rbac>) -> Self {
+        Chain::new(rbac, crate::proof_ledger::ProofSettings::default())
+    }
+
+    /// The chain every apiserver runs, with the cluster's proof settings.
+    pub fn new(rbac: Arc<authorization::Rbac>, proofs: crate::proof_ledger::ProofSettings) -> Self {
         Chain {
             plugins: vec![
                 Arc::new(authorization::Authorization { rbac }),
                 Arc::new(node_identity::NodeIdentityGuard),
                 Arc::new(node_restriction::NodeRestriction),
                 Arc::new(workload_policy::WorkloadPolicy),
-                Arc::new(asset_proofs::AssetProofs::default()),
+                Arc::new(asset_proofs::AssetProofs::new(&proofs)),
                 Arc::new(gpu_sharing::GpuSharing),
             ],
         }

@@ -4,7 +4,10 @@
 //!   when empty, with the algorithm).
 //! - The key is fixed once set: only an admin may change it (`hmctl node rekey`);
 //!   anyone else's attempt is refused and reported as a [`Finding`] against the node
-//!   (reason `NodeKeyChanged`), which makes it Suspect.
+//!   (reason `NodeKeyChanged`), which makes it Suspect. The same holds for the ML-KEM
+//!   key Secrets are sealed to (`spec.identity.kemPublicKey`).
+//! - The stake record (`spec.stake`) is the admin's: anyone else's write keeps it as
+//!   stored (and a new Node created by anyone else starts without one).
 //! - The Suspect condition and the `hypermesh.io/suspect` taint belong to the cluster:
 //!   a non-admin write keeps them exactly as stored; an admin's write that does not
 //!   mention them keeps them too, and only an admin clears them (`hmctl node trust`).
@@ -139,6 +142,14 @@ impl Admit for NodeIdentityGuard {
         };
         let admin = request.access.caller.is_admin();
         fill_identity(node);
+        if !admin && let Some(spec) = node.spec.as_mut() {
+            spec.stake = match request.old {
+                Some(ObjectRef::Node(current)) => {
+                    current.spec.as_ref().and_then(|s| s.stake.clone())
+                }
+                _ => None,
+            };
+        }
         let Some(ObjectRef::Node(current)) = request.old else {
             if !admin {
                 // A new node starts trusted; only the cluster marks it Suspect.
@@ -185,8 +196,17 @@ impl Admit for NodeIdentityGuard {
         let Some(ObjectRef::Node(current)) = request.old else {
             return Ok(());
         };
+        let kem = |n: &v1::Node| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.identity.as_ref())
+                .map(|i| i.kem_public_key.clone())
+                .unwrap_or_default()
+        };
+        let (old_kem, new_kem) = (kem(current), kem(node));
+        let kem_changed = !old_kem.is_empty() && old_kem != new_kem;
         let (old, new) = (public_key(current), public_key(node));
-        if old.is_empty() || old == new {
+        if (old.is_empty() || old == new) && !kem_changed {
             return Ok(());
         }
         let message = format!(

@@ -26,6 +26,8 @@ pub struct Agent {
 pub fn config(server: &str, node: &str, state_dir: &Path, socket: PathBuf) -> Config {
     let mut c = Config::new(server, node, state_dir);
     c.heartbeat_interval = Duration::from_millis(300);
+    // A small storage commitment per disk keeps parallel tests light on disk.
+    c.storage_commit_bytes = 4 << 20;
     c.containerd_socket = socket;
     c.logger = hypermesh_tests::bin_path("hm-logger");
     c

@@ -3,10 +3,16 @@
 //! Asset objects such as GPUs) and Instances built field by field, and waits with
 //! deadlines for an Instance to be bound or to say why it is pending.
 //!
+//! Simulated nodes are real nodes to the apiserver: each gets a FALCON identity and an
+//! admin-issued stake, and what it offers is registered as proven Assets (CPU, MEMORY,
+//! STORAGE, CONTAINER from the status figures the test gives), since the scheduler
+//! takes capacity from admitted Assets only.
+//!
 //! Each test file includes this with `mod scheduler_support;` and uses a subset.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hypermesh_api::v1::{
@@ -15,7 +21,8 @@ use hypermesh_api::v1::{
 };
 use hypermesh_api::{Api, Resource};
 use hypermesh_scheduler::{Config, Profile};
-use hypermesh_tests::{InProcessApiServer, wait_for};
+use hypermesh_tests::{InProcessApiServer, proofs, wait_for};
+use hypermesh_trust::NodeIdentity;
 use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for one scheduling decision to show.
@@ -36,6 +43,8 @@ pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 pub struct SimCluster {
     pub server: InProcessApiServer,
     shutdown: CancellationToken,
+    /// Each simulated node's identity and stake record.
+    identities: Mutex<HashMap<String, (Arc<NodeIdentity>, String)>>,
 }
 
 impl SimCluster {
@@ -66,6 +75,7 @@ impl SimCluster {
         SimCluster {
             server,
             shutdown: CancellationToken::new(),
+            identities: Mutex::default(),
         }
     }
 
@@ -101,21 +111,36 @@ impl SimCluster {
         self.server.api()
     }
 
-    /// Creates `node`.
+    /// Creates `node` with a fresh identity and stake, and registers what its status
+    /// offers as proven Assets.
     pub async fn add_node(&self, node: Node) {
         let name = node.meta().name.clone();
-        self.nodes()
-            .create(&node)
-            .await
-            .unwrap_or_else(|e| panic!("create node {name}: {e:?}"));
+        let (identity, record) =
+            proofs::create_offering_node(&self.nodes(), &self.server.api::<Asset>(), node)
+                .await
+                .unwrap_or_else(|e| panic!("create node {name}: {e:?}"));
+        self.identities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name, (identity, record));
     }
 
-    /// Creates `asset`.
+    /// Creates `asset`, proven by its node's identity.
     pub async fn add_asset(&self, asset: Asset) {
         let name = asset.meta().name.clone();
-        self.server
-            .api::<Asset>()
-            .create(&asset)
+        let node = asset
+            .spec
+            .as_ref()
+            .map(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let (identity, record) = self
+            .identities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&node)
+            .cloned()
+            .unwrap_or_else(|| panic!("asset {name}: node {node} was not added with add_node"));
+        proofs::create_proven(&self.server.api::<Asset>(), &identity, &record, asset)
             .await
             .unwrap_or_else(|e| panic!("create asset {name}: {e:?}"));
     }
