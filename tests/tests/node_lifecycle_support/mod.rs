@@ -80,12 +80,16 @@ impl Cluster {
         self.server.api()
     }
 
-    /// Registers node `name` (4 CPUs, 8Gi, `Ready=True`) without a Lease.
+    /// Registers node `name` (4 CPUs, 8Gi as proven Assets, `Ready=True`) without a
+    /// Lease.
     pub async fn add_node(&self, name: &str) {
-        self.nodes()
-            .create(&node(name))
-            .await
-            .unwrap_or_else(|e| panic!("create node {name}: {e:?}"));
+        hypermesh_tests::proofs::create_offering_node(
+            &self.nodes(),
+            &self.server.api(),
+            node(name),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create node {name}: {e:?}"));
     }
 
     /// Registers node `name` and starts renewing its Lease.
