@@ -2,20 +2,17 @@
 //! scheduler, simulated nodes (Node objects with allocatable and conditions, plus
 //! Asset objects such as GPUs) and Instances built field by field, and waits with
 //! deadlines for an Instance to be bound or to say why it is pending.
-//!
-//! Each test file includes this with `mod scheduler_support;` and uses a subset.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::{InProcessApiServer, wait_for};
 use hypermesh_api::v1::{
     self, Asset, AssetType, Condition, Event, Instance, ListRequest, Namespace, Node, ObjectMeta,
     PrivacyLevel, TaintEffect,
 };
 use hypermesh_api::{Api, Resource};
 use hypermesh_scheduler::{Config, Profile};
-use hypermesh_tests::{InProcessApiServer, wait_for};
 use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for one scheduling decision to show.
