@@ -23,6 +23,8 @@
 //! - [`metrics`]: Prometheus metrics on `/metrics` (and `/healthz`).
 //! - [`in_process`]: the controllers run beside the server (garbage collection and
 //!   namespace deletion always, the leader-elected ones unless `--controllers none`).
+//! - [`watch_cache`]: one store watch per kind, fanned out from memory to every
+//!   watcher as bytes encoded once.
 //! - [`server`]: [`Config`] and [`serve`], wiring it together with health and reflection.
 
 pub mod admission;
@@ -44,5 +46,6 @@ pub mod sessions;
 pub mod store;
 pub mod suspect;
 pub mod tls;
+pub mod watch_cache;
 
 pub use server::{ApiServer, Config, ServerError, TlsSettings, serve};

@@ -95,6 +95,20 @@ struct Args {
     /// collection and namespace deletion run in every apiserver either way.
     #[arg(long, env = "HM_CONTROLLERS", value_enum, default_value_t = Controllers::All)]
     controllers: Controllers,
+
+    /// Serve watches from one store watch per kind, fanned out from memory with each
+    /// event encoded once (false: every watch reads the store and encodes for itself).
+    #[arg(long, env = "HM_WATCH_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    watch_cache: bool,
+
+    /// MiB of recent changes each kind's watch cache keeps (watches resume inside it).
+    #[arg(long, env = "HM_WATCH_CACHE_WINDOW_MIB", default_value_t = 16)]
+    watch_cache_window_mib: usize,
+
+    /// MiB of changes a watcher may fall behind before it is closed (RESOURCE_EXHAUSTED,
+    /// reason WatchTooSlow; it resumes or lists again).
+    #[arg(long, env = "HM_WATCH_LAG_MIB", default_value_t = 8)]
+    watch_lag_mib: usize,
 }
 
 // mimalloc: the servers allocate many small short-lived buffers (protobuf messages,
@@ -127,6 +141,14 @@ async fn main() -> anyhow::Result<()> {
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     config.metrics_addr = args.metrics_addr;
+    config.watch_cache = hypermesh_apiserver::watch_cache::WatchCacheOptions {
+        enabled: args.watch_cache,
+        window_bytes: args
+            .watch_cache_window_mib
+            .max(1)
+            .saturating_mul(1024 * 1024),
+        lag_bytes: args.watch_lag_mib.max(1).saturating_mul(1024 * 1024),
+    };
     config.audit = args
         .audit_log
         .clone()

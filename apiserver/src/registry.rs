@@ -54,6 +54,8 @@ pub struct RegistryOptions {
     pub pki: Option<Arc<crate::ca::Pki>>,
     /// Where every request is recorded (`--audit-log`).
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// The watch caches (`None`: `--watch-cache=false`, every watch reads the store).
+    pub watch_caches: Option<Arc<crate::watch_cache::WatchCaches>>,
 }
 
 impl Default for RegistryOptions {
@@ -68,6 +70,7 @@ impl Default for RegistryOptions {
             authentication: crate::caller::Authentication::InsecureDev,
             pki: None,
             audit: None,
+            watch_caches: None,
         }
     }
 }
@@ -131,13 +134,17 @@ fn decode_continue(token: &str, prefix: &str) -> Result<(u64, String), Status> {
     Ok((revision, key))
 }
 
-struct Selectors {
+/// A watch's or list's label and field selectors.
+pub(crate) struct Selectors {
     labels: LabelSelector,
     fields: FieldSelector,
 }
 
 impl Selectors {
-    fn parse<K: Resource>(label_selector: &str, field_selector: &str) -> Result<Self, Status> {
+    pub(crate) fn parse<K: Resource>(
+        label_selector: &str,
+        field_selector: &str,
+    ) -> Result<Self, Status> {
         let labels = LabelSelector::parse(label_selector)
             .map_err(|e| status(Reason::SelectorInvalid, format!("label_selector: {e}")))?;
         let fields = FieldSelector::parse(field_selector, &K::supported_fields())
@@ -145,8 +152,13 @@ impl Selectors {
         Ok(Selectors { labels, fields })
     }
 
-    fn matches<K: Resource>(&self, obj: &K) -> bool {
+    pub(crate) fn matches<K: Resource>(&self, obj: &K) -> bool {
         self.labels.matches(&obj.meta().labels) && self.fields.matches(|f| obj.field(f))
+    }
+
+    /// True when the selectors select everything.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
     }
 }
 
@@ -648,7 +660,97 @@ impl<K: Kind> Registry<K> {
         }
     }
 
-    /// Streams changes after `request.resource_version` (0: current objects as ADDED first).
+    /// This kind's watch cache, started on first use; `None` when caching is off.
+    pub fn watch_cache(&self) -> Option<Arc<crate::watch_cache::Cache<K>>> {
+        self.options.watch_caches.as_ref().map(|c| c.get::<K>())
+    }
+
+    /// Streams changes after `request.resource_version` (0: current objects as ADDED
+    /// first) from the watch cache, as encoded `<Kind>WatchEvent`s shared by every
+    /// watcher.
+    pub async fn watch_cached(
+        &self,
+        caller: &Caller,
+        request: WatchRequest,
+    ) -> Result<crate::watch_cache::watcher::EncodedStream, Status> {
+        use crate::watch_cache::watcher::{CacheWatcher, Start};
+        let cache = self
+            .watch_cache()
+            .ok_or_else(|| status(Reason::InternalError, "the watch cache is off"))?;
+        self.authorize(caller, Operation::Watch, &request.namespace, "")
+            .await?;
+        let selectors = Selectors::parse::<K>(&request.label_selector, &request.field_selector)?;
+        let prefix = kind_prefix(Self::info(), &request.namespace);
+        if !cache.ready(Duration::from_secs(10)).await {
+            return Err(status(
+                Reason::Unavailable,
+                format!(
+                    "the watch cache of {} is still filling; try again",
+                    K::PLURAL
+                ),
+            ));
+        }
+        let start = match request.resource_version {
+            0 => {
+                let state = cache.read();
+                let objects = state
+                    .objects
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                Start::Snapshot {
+                    objects,
+                    revision: state.revision,
+                }
+            }
+            after => {
+                // A version from a listing may be committed a moment before the store
+                // announces it; only a version still ahead after that is refused.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                while after > self.store.current_revision() {
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(store_status(
+                            StoreError::FutureRevision {
+                                requested: after,
+                                current: self.store.current_revision(),
+                            },
+                            K::PLURAL,
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let oldest = cache.read().oldest;
+                if after < oldest {
+                    return Err(status(
+                        Reason::Expired,
+                        format!(
+                            "resource_version {after} is older than the watch cache's window of {} (it starts after {oldest}); list again and watch from the list's resource_version",
+                            K::PLURAL
+                        ),
+                    ));
+                }
+                Start::After(after)
+            }
+        };
+        let bookmarks = request
+            .allow_bookmarks
+            .then_some(self.options.bookmark_interval);
+        Ok(CacheWatcher::new(
+            cache,
+            prefix,
+            selectors,
+            start,
+            bookmarks,
+            self.options.shutdown.clone(),
+            self.options.metrics.watch_opened(K::KIND),
+        )
+        .into_stream())
+    }
+
+    /// Streams changes after `request.resource_version` (0: current objects as ADDED
+    /// first) straight from the store, decoding and encoding each event for this
+    /// watcher alone: the path of `--watch-cache=false`.
     pub async fn watch(
         &self,
         caller: &Caller,

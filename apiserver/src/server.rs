@@ -58,6 +58,8 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// The audit log (`--audit-log`); `None` records nothing.
     pub audit: Option<crate::audit::AuditSettings>,
+    /// The watch cache (`--watch-cache`).
+    pub watch_cache: crate::watch_cache::WatchCacheOptions,
 }
 
 /// How the server runs TLS.
@@ -90,6 +92,7 @@ impl Config {
             metrics_addr: None,
             tls: None,
             audit: None,
+            watch_cache: Default::default(),
         }
     }
 
@@ -226,7 +229,15 @@ impl ApiServer {
             }
         };
         let rbac = Arc::new(Rbac::default());
+        let watch_caches = config.watch_cache.enabled.then(|| {
+            Arc::new(crate::watch_cache::WatchCaches::new(
+                store.clone(),
+                config.watch_cache.clone(),
+                shutdown.child_token(),
+            ))
+        });
         let options = Arc::new(RegistryOptions {
+            watch_caches,
             max_object_bytes: config.max_object_bytes,
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.child_token(),
@@ -373,6 +384,17 @@ impl ApiServer {
             };
         }
         let namespaces: Registry<v1::Namespace> = reg!();
+        // A kind's service with its Watch answered from the watch cache.
+        macro_rules! cached {
+            ($($server:ident)::+, $registry:expr) => {{
+                let registry = $registry;
+                crate::watch_cache::grpc::CachedWatch::new(
+                    with_limits!($($server)::+::new(registry.clone())),
+                    registry,
+                    MAX_MESSAGE_BYTES,
+                )
+            }};
+        }
         if let Some(address) = config.metrics_addr {
             let listener = TcpListener::bind(address)
                 .await
@@ -438,49 +460,56 @@ impl ApiServer {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(with_limits!(
-                v1::namespace_service_server::NamespaceServiceServer::new(namespaces)
+            .add_service(cached!(
+                v1::namespace_service_server::NamespaceServiceServer,
+                namespaces
             ))
-            .add_service(with_limits!(
-                v1::node_service_server::NodeServiceServer::new(reg!())
+            .add_service(cached!(v1::node_service_server::NodeServiceServer, reg!()))
+            .add_service(cached!(
+                v1::asset_service_server::AssetServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::asset_service_server::AssetServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::workload_service_server::WorkloadServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::workload_service_server::WorkloadServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::instance_service_server::InstanceServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::instance_service_server::InstanceServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::route_service_server::RouteServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::route_service_server::RouteServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::secret_service_server::SecretServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::secret_service_server::SecretServiceServer::new(reg!())
-            ))
-            .add_service(with_limits!(
-                v1::lease_service_server::LeaseServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::lease_service_server::LeaseServiceServer,
+                reg!()
             ))
             .add_service(with_limits!(
                 v1::agent_tunnel_service_server::AgentTunnelServiceServer::new(
                     crate::sessions::TunnelService { nodes: reg!() }
                 )
             ))
-            .add_service(with_limits!(
-                v1::event_service_server::EventServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::event_service_server::EventServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::role_service_server::RoleServiceServer::new(reg!())
+            .add_service(cached!(v1::role_service_server::RoleServiceServer, reg!()))
+            .add_service(cached!(
+                v1::role_binding_service_server::RoleBindingServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::role_binding_service_server::RoleBindingServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::join_token_service_server::JoinTokenServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::join_token_service_server::JoinTokenServiceServer::new(reg!())
-            ))
-            .add_service(with_limits!(
-                v1::certificate_service_server::CertificateServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::certificate_service_server::CertificateServiceServer,
+                reg!()
             ))
             .add_service(with_limits!(
                 v1::join_service_server::JoinServiceServer::new(crate::join::JoinService {
