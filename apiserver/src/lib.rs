@@ -8,6 +8,7 @@
 //! - [`caller`]: who is calling (the identity a client certificate proved).
 //! - [`admission`]: the admission chain every request walks once: authorize, mutate,
 //!   validate (authorization, node identity, workload policy, asset proofs, GPUs).
+//! - [`limits`]: per-identity request rate limits.
 //! - [`kinds`]: per-kind defaults, immutable fields and deletion hooks.
 //! - [`findings`]: what admission found, recorded as Events.
 //! - [`suspect`]: marks nodes Suspect from those Events (Byzantine reaction).
@@ -37,6 +38,7 @@ pub mod findings;
 pub mod in_process;
 pub mod join;
 pub mod kinds;
+pub mod limits;
 pub mod metrics;
 pub mod object;
 pub mod registry;

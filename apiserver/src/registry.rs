@@ -33,6 +33,17 @@ use crate::store::{KeyValue, Store, StoreError, WatchItem};
 /// bytes, whatever the limit, so a page always fits in one gRPC message.
 pub const PAGE_BYTES: usize = 12 * 1024 * 1024;
 
+/// Most objects in one List page; `limit: 0` (or more) means this many, with a
+/// continue token for the rest, so no request loads a whole kind.
+pub const MAX_PAGE_ITEMS: usize = 1000;
+
+/// Bytes of stored objects one read from the store may bring in (at the largest
+/// object size), so a List holds at most about this much beyond its page.
+const LIST_FETCH_BYTES: usize = 32 * 1024 * 1024;
+
+/// Default of [`RegistryOptions::max_image_upload_bytes`]: 2 GiB.
+pub const DEFAULT_MAX_IMAGE_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 /// Limits and intervals shared by every registry.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
@@ -56,6 +67,10 @@ pub struct RegistryOptions {
     pub audit: Option<Arc<crate::audit::AuditLog>>,
     /// The watch caches (`None`: `--watch-cache=false`, every watch reads the store).
     pub watch_caches: Option<Arc<crate::watch_cache::WatchCaches>>,
+    /// Per-identity request rate limits.
+    pub rate_limits: Arc<crate::limits::RateLimits>,
+    /// Largest image archive one `NodeService.ImportImage` may upload to a node.
+    pub max_image_upload_bytes: u64,
 }
 
 impl Default for RegistryOptions {
@@ -71,6 +86,8 @@ impl Default for RegistryOptions {
             pki: None,
             audit: None,
             watch_caches: None,
+            rate_limits: Arc::default(),
+            max_image_upload_bytes: DEFAULT_MAX_IMAGE_UPLOAD_BYTES,
         }
     }
 }
@@ -185,6 +202,16 @@ impl<K: Kind> Registry<K> {
     /// The broker of sessions with agents.
     pub fn sessions(&self) -> &Arc<crate::sessions::broker::Sessions> {
         &self.options.sessions
+    }
+
+    /// Takes one request from `caller`'s rate limit.
+    pub fn rate_limit(&self, caller: &Caller) -> Result<(), Status> {
+        self.options.rate_limits.check(caller)
+    }
+
+    /// Largest image archive one upload to a node may carry.
+    pub fn max_image_upload_bytes(&self) -> u64 {
+        self.options.max_image_upload_bytes
     }
 
     /// The audit log, when there is one.
@@ -607,16 +634,18 @@ impl<K: Kind> Registry<K> {
             let (rev, key) = decode_continue(&request.continue_token, &prefix)?;
             (rev, Some(key))
         };
-        let limit = request.limit as usize;
+        let limit = match request.limit as usize {
+            0 => MAX_PAGE_ITEMS,
+            n => n.min(MAX_PAGE_ITEMS),
+        };
+        let fetch_cap = (LIST_FETCH_BYTES / self.options.max_object_bytes.max(1)).max(1);
         let mut items = Vec::new();
         let mut bytes = 0usize;
         let mut last_examined = start_after.clone();
         loop {
-            let fetch = if limit == 0 {
-                0
-            } else {
-                (limit - items.len()).max(if selectors_empty(&selectors) { 0 } else { 256 })
-            };
+            let fetch = (limit - items.len())
+                .max(if selectors_empty(&selectors) { 0 } else { 256 })
+                .min(fetch_cap);
             let page = self
                 .store
                 .list(&prefix, start_after.as_deref(), fetch, revision)
@@ -643,7 +672,7 @@ impl<K: Kind> Registry<K> {
                     items.push(obj);
                 }
                 last_examined = Some(kv.key.clone());
-                if limit != 0 && items.len() == limit {
+                if items.len() == limit {
                     let more = i + 1 < count || page.more;
                     let token = if more {
                         encode_continue(revision, &kv.key)

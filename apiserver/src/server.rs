@@ -39,6 +39,9 @@ use crate::tls::Revocations;
 /// `RegistryOptions::max_object_bytes`, which gives a clearer error.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long a write waits for room in the write queue before `RESOURCE_EXHAUSTED`.
+const WRITE_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
 /// How the apiserver runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -60,6 +63,15 @@ pub struct Config {
     pub audit: Option<crate::audit::AuditSettings>,
     /// The watch cache (`--watch-cache`).
     pub watch_cache: crate::watch_cache::WatchCacheOptions,
+    /// Bytes of writes that may wait for the store before new ones get
+    /// `RESOURCE_EXHAUSTED` (`--write-queue-mib`).
+    pub write_queue_bytes: usize,
+    /// Requests per second per identity (`--rate-limit-qps`; 0 disables).
+    pub rate_limit_qps: f64,
+    /// Burst of the per-identity rate limit (`--rate-limit-burst`).
+    pub rate_limit_burst: u32,
+    /// Largest image archive one upload to a node may carry (`--max-image-upload-mib`).
+    pub max_image_upload_bytes: u64,
 }
 
 /// How the server runs TLS.
@@ -93,6 +105,10 @@ impl Config {
             tls: None,
             audit: None,
             watch_cache: Default::default(),
+            write_queue_bytes: 64 * 1024 * 1024,
+            rate_limit_qps: 200.0,
+            rate_limit_burst: 400,
+            max_image_upload_bytes: registry.max_image_upload_bytes,
         }
     }
 
@@ -215,6 +231,12 @@ impl ApiServer {
             &config.data_dir.join("store.redb"),
             config.store.clone(),
         )?);
+        // Writes waiting for the store are bounded by bytes, whatever the backend.
+        let store: Arc<dyn Store> = Arc::new(crate::store::bounded::BoundedWrites::new(
+            store,
+            config.write_queue_bytes,
+            WRITE_QUEUE_WAIT,
+        ));
         let pki = match &config.tls {
             None => None,
             Some(tls) => {
@@ -238,6 +260,11 @@ impl ApiServer {
         });
         let options = Arc::new(RegistryOptions {
             watch_caches,
+            rate_limits: Arc::new(crate::limits::RateLimits::new(
+                config.rate_limit_qps,
+                config.rate_limit_burst,
+            )),
+            max_image_upload_bytes: config.max_image_upload_bytes,
             max_object_bytes: config.max_object_bytes,
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.child_token(),

@@ -102,6 +102,9 @@ impl<K: Kind> ServerStreamingService<WatchRequest> for WatchHandler<K> {
                 Ok(c) => c,
                 Err(e) => return call.finish(Err(e)),
             };
+            if let Err(e) = registry.rate_limit(&caller) {
+                return call.finish(Err(e));
+            }
             let result = registry.watch_cached(&caller, request.into_inner()).await;
             call.finish(result)
         })

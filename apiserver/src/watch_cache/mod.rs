@@ -55,7 +55,7 @@ impl Default for WatchCacheOptions {
     fn default() -> Self {
         WatchCacheOptions {
             enabled: true,
-            window_bytes: 16 * 1024 * 1024,
+            window_bytes: 8 * 1024 * 1024,
             lag_bytes: 8 * 1024 * 1024,
         }
     }
