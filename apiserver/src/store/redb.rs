@@ -39,12 +39,15 @@ pub struct RedbOptions {
     /// History revisions kept for watches and paginated listings; older ones are
     /// compacted automatically. 0 disables automatic compaction.
     pub retain_revisions: u64,
+    /// Bytes of pages redb caches in memory (its default is 1 GiB).
+    pub cache_bytes: usize,
 }
 
 impl Default for RedbOptions {
     fn default() -> Self {
         RedbOptions {
             retain_revisions: 100_000,
+            cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -123,7 +126,9 @@ impl RedbStore {
 
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path, options: RedbOptions) -> Result<Self, StoreError> {
-        let db = Database::create(path)
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)
             .map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
         let (revision, compacted) = {
             let txn = db.begin_write().map_err(backend)?;
