@@ -5,6 +5,7 @@
 //! Binaries are looked up in the cargo target directory of the running test, so run
 //! `cargo build --workspace --bins` first (`make test` does).
 
+pub mod etcd;
 pub mod netns;
 pub mod pki;
 

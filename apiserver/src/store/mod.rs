@@ -12,6 +12,7 @@ pub mod codec;
 /// (a backend's tests enable it).
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod etcd;
 pub mod follow;
 pub mod redb;
 
