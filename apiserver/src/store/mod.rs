@@ -7,6 +7,7 @@
 //! it is compacted. `conformance` (behind the feature of that name) checks any
 //! implementation against these rules.
 
+pub mod backend;
 pub mod codec;
 /// Test support, not part of the server: built only with the `conformance` feature
 /// (a backend's tests enable it).
