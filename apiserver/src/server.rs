@@ -330,6 +330,7 @@ impl ApiServer {
                 certificate_authority: Some(pki.ca.certificate_pem().to_string()),
                 client_certificate: Some(cert_pem),
                 client_key: Some(key_pem),
+                servers: Vec::new(),
             };
             info!(path = %path.display(), identity, "wrote client configuration");
         }

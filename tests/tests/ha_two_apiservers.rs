@@ -3,31 +3,23 @@
 //! other, and a watch through one sees every write made through the other, once each,
 //! in order.
 
+mod ha_support;
 mod support;
 
+use ha_support::apiserver_on;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{WatchEventType, WatchRequest, Workload};
 use hypermesh_api::{Api, client::connect_to};
-use hypermesh_tests::ApiServerProcess;
 use hypermesh_tests::etcd::EtcdCluster;
 use support::{next_change, rv, workload};
-
-/// Starts an apiserver with TLS on `etcd`, sealing with `key_file`.
-pub async fn apiserver_on(etcd: &EtcdCluster, key_file: &std::path::Path) -> ApiServerProcess {
-    let store = etcd.store_url();
-    let key = key_file.to_str().expect("utf-8 path");
-    ApiServerProcess::start_tls_with_args(&["--store", &store, "--encryption-key-file", key])
-        .await
-        .expect("hm-apiserver on etcd")
-}
 
 #[tokio::test]
 async fn a_watch_on_one_apiserver_sees_writes_through_the_other() {
     let etcd = EtcdCluster::start().await.expect("etcd");
     let keys = tempfile::tempdir().expect("temp dir");
     let key_file = keys.path().join("encryption.key");
-    let a = apiserver_on(&etcd, &key_file).await;
-    let b = apiserver_on(&etcd, &key_file).await;
+    let a = apiserver_on(&etcd, &key_file, &[]).await;
+    let b = apiserver_on(&etcd, &key_file, &[]).await;
     assert_eq!(
         a.ca_pin().expect("a's CA"),
         b.ca_pin().expect("b's CA"),
