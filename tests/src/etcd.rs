@@ -197,6 +197,35 @@ impl EtcdCluster {
         self.wait_ready().await
     }
 
+    /// The index of the member that leads the Raft group now, once one does.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        wait_for(DEFAULT_TIMEOUT, || async {
+            for (index, member) in self.members.iter().enumerate() {
+                if member.child.is_none() {
+                    continue;
+                }
+                let options = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(1))
+                    .with_timeout(Duration::from_secs(2));
+                let Ok(mut client) =
+                    etcd_client::Client::connect([&member.client_url], Some(options)).await
+                else {
+                    continue;
+                };
+                let Ok(status) = client.status().await else {
+                    continue;
+                };
+                let me = status.header().map(|h| h.member_id());
+                if status.leader() != 0 && me == Some(status.leader()) {
+                    return Some(index);
+                }
+            }
+            None
+        })
+        .await
+        .context("no etcd leader")
+    }
+
     /// The store revision member `index` has applied, read from it alone
     /// (serializable), or `None` when it does not answer.
     pub async fn member_revision(&self, index: usize) -> Option<i64> {
