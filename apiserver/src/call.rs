@@ -2,6 +2,8 @@
 //! metrics timer, and what the audit log records of it — and the `call!` macro every
 //! handler runs its body in. [`Names`] says what a request names.
 
+use std::sync::Arc;
+
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, DeleteRequest, GetRequest, ListRequest, WatchRequest};
 use tonic::{Request, Response, Status};
@@ -73,7 +75,7 @@ names_of_objects!(
 pub struct Call<'a> {
     timer: RequestTimer<'a>,
     audit: Option<&'a crate::audit::AuditLog>,
-    caller: Option<Caller>,
+    caller: Option<Arc<Caller>>,
     remote: Option<std::net::SocketAddr>,
     verb: &'static str,
     resource: &'static str,
@@ -86,7 +88,7 @@ impl<'a> Call<'a> {
         registry: &'a Registry<K>,
         verb: &'static str,
         request: &Request<T>,
-    ) -> (Self, Result<Caller, Status>) {
+    ) -> (Self, Result<Arc<Caller>, Status>) {
         let caller = registry.caller_of(request);
         let call = Call {
             timer: registry.metrics().request(K::KIND, verb),
@@ -112,7 +114,7 @@ impl<'a> Call<'a> {
                 Err(s) => format!("{:?}", s.code()),
             };
             audit.record(
-                self.caller.as_ref(),
+                self.caller.as_deref(),
                 self.remote,
                 self.verb,
                 self.resource,

@@ -187,7 +187,7 @@ impl<K: Kind> Registry<K> {
 
     /// Who made `request`: the identity its TLS connection proved, or the development
     /// identity of a plaintext server.
-    pub fn caller_of<T>(&self, request: &tonic::Request<T>) -> Result<Caller, Status> {
+    pub fn caller_of<T>(&self, request: &tonic::Request<T>) -> Result<Arc<Caller>, Status> {
         self.options.authentication.caller_of(request)
     }
 

@@ -2,11 +2,11 @@
 //! minus the reserve, node info) and one Asset per device, each with a proof the
 //! apiserver accepted and a global address in fd48:4d00::/32.
 
-mod agent_support;
+use hypermesh_tests::agent;
 
 use std::net::Ipv6Addr;
 
-use agent_support::{Agent, config, wait_registered};
+use agent::{Agent, config, wait_registered};
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{Asset, AssetType, Node, PrivacyLevel};
 use hypermesh_tests::InProcessApiServer;

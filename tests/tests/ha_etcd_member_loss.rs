@@ -5,20 +5,17 @@
 //! writer's acknowledged resource versions only grow, and the killed member, started
 //! again, catches up with the others.
 
-mod ha_support;
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ha_support::{admin_on_all, apiserver_on};
 use hypermesh_api::v1::{ListRequest, Workload};
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::etcd::EtcdCluster;
+use hypermesh_tests::fixtures::{rv, workload};
+use hypermesh_tests::ha::{admin_on_all, apiserver_on};
 use hypermesh_tests::wait_for;
-use support::{rv, workload};
 use tonic::Code;
 
 const WRITERS: usize = 4;

@@ -4,17 +4,14 @@
 //! on, and no controller acts twice: a Workload never gets more Instances than it asks
 //! for.
 
-mod ha_support;
-mod support;
-
 use std::time::Duration;
 
-use ha_support::{admin_on_all, apiserver_on};
 use hypermesh_api::v1::{Instance, Lease, ListRequest, Workload};
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::etcd::EtcdCluster;
+use hypermesh_tests::fixtures::workload;
+use hypermesh_tests::ha::{admin_on_all, apiserver_on};
 use hypermesh_tests::wait_for;
-use support::workload;
 use tokio::time::Instant;
 
 const LEASE_SECONDS: u64 = 3;

@@ -3,15 +3,12 @@
 //! other, and a watch through one sees every write made through the other, once each,
 //! in order.
 
-mod ha_support;
-mod support;
-
-use ha_support::apiserver_on;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{WatchEventType, WatchRequest, Workload};
 use hypermesh_api::{Api, client::connect_to};
 use hypermesh_tests::etcd::EtcdCluster;
-use support::{next_change, rv, workload};
+use hypermesh_tests::fixtures::{next_change, rv, workload};
+use hypermesh_tests::ha::apiserver_on;
 
 #[tokio::test]
 async fn a_watch_on_one_apiserver_sees_writes_through_the_other() {

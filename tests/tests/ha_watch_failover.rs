@@ -3,20 +3,17 @@
 //! the other and resumes from its last resource version, so it sees every write once,
 //! in order — none lost, none repeated.
 
-mod ha_support;
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ha_support::{admin_on_all, apiserver_on};
 use hypermesh_api::v1::Workload;
 use hypermesh_api::{Api, Resource};
 use hypermesh_runtime::watcher::{self, Event};
 use hypermesh_tests::etcd::EtcdCluster;
+use hypermesh_tests::fixtures::{rv, workload};
+use hypermesh_tests::ha::{admin_on_all, apiserver_on};
 use hypermesh_tests::{DEFAULT_TIMEOUT, wait_for};
-use support::{rv, workload};
 use tokio::sync::mpsc;
 
 #[tokio::test]

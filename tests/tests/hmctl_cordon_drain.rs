@@ -6,11 +6,11 @@
 //! where each Instance runs. End to end, with the Workload controller and a real
 //! `hm-scheduler`, a drained replica is recreated on the other node.
 
-mod hmctl_support;
+use hypermesh_tests::hmctl;
 
 use std::collections::BTreeMap;
 
-use hmctl_support::{COMMAND_TIMEOUT, Hmctl, read_until, web_workload};
+use hmctl::{COMMAND_TIMEOUT, Hmctl, read_until, web_workload};
 use hypermesh_api::v1::{
     self, BindRequest, Condition, Instance, Namespace, Node, ObjectMeta, OwnerReference, Workload,
 };

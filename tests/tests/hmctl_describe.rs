@@ -1,9 +1,9 @@
 //! `hmctl describe` against a real `hm-apiserver` process: metadata, spec, status,
 //! conditions and the Events recorded about the object (and only those).
 
-mod hmctl_support;
+use hypermesh_tests::hmctl;
 
-use hmctl_support::{Hmctl, web_workload};
+use hmctl::{Hmctl, web_workload};
 use hypermesh_api::Api;
 use hypermesh_api::time::now;
 use hypermesh_api::v1::{self, Event, ObjectMeta, ObjectReference, Workload};

@@ -3,14 +3,13 @@
 //! only "h2 protocol error". Now the import fails with an error naming the entry and its
 //! impossible size, and the same agent goes on importing a good archive afterwards.
 
-mod agent_support;
-mod hmctl_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::containerd;
+use hypermesh_tests::hmctl;
+use hypermesh_tests::node_env;
 
-use hmctl_support::Hmctl;
+use containerd::TEST_IMAGE;
+use hmctl::Hmctl;
 use node_env::Env;
-use runtime_support::TEST_IMAGE;
 
 /// A GNU tar header for `name` whose size field (base-256) claims `size` bytes.
 fn header(name: &str, size: u64) -> [u8; 512] {

@@ -3,7 +3,7 @@
 //! takes over once the Lease expires. With two controller replicas on one apiserver,
 //! only the leader acts on Workloads.
 
-mod workload_support;
+use hypermesh_tests::workload;
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use hypermesh_runtime::leader::{LeaderElector, Leadership};
 use hypermesh_tests::{InProcessApiServer, wait_for};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use workload_support::{events_about, instances_of, set_replicas, wait_instances, workload};
+use workload::{events_about, instances_of, set_replicas, wait_instances, workload};
 
 const LEASE_DURATION: Duration = Duration::from_secs(2);
 

@@ -3,19 +3,17 @@
 //! store — written straight into it, so the components must survive them even where
 //! validation now refuses them. Also a real `hm-scheduler` process and `/healthz`.
 
-#![allow(dead_code)]
-
 use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use crate::bin_path;
 use hypermesh_api::Resource;
 use hypermesh_api::resource::find_kind;
 use hypermesh_api::v1::{Lease, LeaseSpec, ObjectMeta};
 use hypermesh_apiserver::object::object_key;
 use hypermesh_apiserver::store::Store;
 use hypermesh_apiserver::store::redb::{RedbOptions, RedbStore};
-use hypermesh_tests::bin_path;
 use pbjson_types::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};

@@ -3,11 +3,10 @@
 //! simulated nodes — Node objects with allocatable resources and `Ready=True`, whose
 //! heartbeat Lease a test task renews until the test stops it.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::{InProcessApiServer, wait_for};
 use hypermesh_api::v1::{
     self, Condition, Event, Instance, Lease, LeaseSpec, ListRequest, Node, ObjectMeta, Workload,
 };
@@ -15,7 +14,6 @@ use hypermesh_api::{Api, Resource};
 use hypermesh_controllers::node_lifecycle::{
     NODE_LEASE_NAMESPACE, NODE_LEASE_PREFIX, NodeLifecycleConfig, UNREACHABLE_TAINT,
 };
-use hypermesh_tests::{InProcessApiServer, wait_for};
 use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for the cluster to converge.

@@ -4,8 +4,6 @@
 //! failure with a clear message, never a silent skip: CI installs them via
 //! scripts/setup.sh.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -170,7 +168,7 @@ pub fn build_test_archive(dir: &Path) -> PathBuf {
 /// Output of a container to `hm-logger` writing `<dir>/0.log`.
 pub fn log_sink(dir: &Path) -> hypermesh_containers::LogSink {
     hypermesh_containers::LogSink {
-        logger: hypermesh_tests::bin_path("hm-logger"),
+        logger: crate::bin_path("hm-logger"),
         file: dir.join("0.log"),
         max_bytes: 1024 * 1024,
         max_files: 2,

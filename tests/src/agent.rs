@@ -1,15 +1,13 @@
 //! Shared by the agent_* tests: starts `hypermesh_agent::run` in-process against an
 //! apiserver, with fast heartbeats and a containerd socket path that can be controlled.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::wait_for;
 use hypermesh_agent::Config;
 use hypermesh_api::v1::{Asset, ListRequest, Node};
 use hypermesh_api::{Api, Resource};
-use hypermesh_tests::wait_for;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +25,7 @@ pub fn config(server: &str, node: &str, state_dir: &Path, socket: PathBuf) -> Co
     let mut c = Config::new(server, node, state_dir);
     c.heartbeat_interval = Duration::from_millis(300);
     c.containerd_socket = socket;
-    c.logger = hypermesh_tests::bin_path("hm-logger");
+    c.logger = crate::bin_path("hm-logger");
     c
 }
 

@@ -2,8 +2,6 @@
 //! its own empty `$HOME` (no config file) and no `HYPERMESH_SERVER`, and long-running
 //! ones (`get -w`, `delete --wait`) as children whose output is read line by line.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -88,7 +86,7 @@ impl Hmctl {
 
     /// The command without `--server`: only `$HOME` and the environment are set.
     pub fn bare_command(&self) -> Command {
-        let mut cmd = Command::new(hypermesh_tests::bin_path("hmctl"));
+        let mut cmd = Command::new(crate::bin_path("hmctl"));
         cmd.env("HOME", self.home.path())
             .env_remove("HYPERMESH_SERVER")
             .env_remove("HYPERMESH_CONFIG")

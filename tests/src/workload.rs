@@ -3,11 +3,10 @@
 //! agent that makes Instances available the way a node would report them: phase
 //! RUNNING with `Ready=True`.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::{InProcessApiServer, wait_for};
 use futures::StreamExt;
 use hypermesh_api::v1::{
     self, Condition, Event, Instance, InstancePhase, InstanceStatus, ListRequest, ObjectMeta,
@@ -15,7 +14,6 @@ use hypermesh_api::v1::{
 };
 use hypermesh_api::{Api, Resource};
 use hypermesh_runtime::{reflector, watcher};
-use hypermesh_tests::{InProcessApiServer, wait_for};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

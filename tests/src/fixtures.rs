@@ -1,8 +1,5 @@
 //! Fixtures shared by the apiserver integration tests: small valid objects of each
 //! kind, error-status assertions and watch-event helpers with deadlines.
-//!
-//! Each test file includes this with `mod support;` and uses a different subset.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -153,7 +150,7 @@ pub async fn get_opt<K: Resource>(api: &Api<K>, namespace: &str, name: &str) -> 
 
 /// Waits until `namespace/name` is gone.
 pub async fn wait_gone<K: Resource>(api: &Api<K>, namespace: &str, name: &str) {
-    hypermesh_tests::wait_for(EVENT_TIMEOUT, || async {
+    crate::wait_for(EVENT_TIMEOUT, || async {
         get_opt(api, namespace, name).await.is_none().then_some(())
     })
     .await

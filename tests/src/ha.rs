@@ -1,13 +1,12 @@
 //! Shared by the high-availability tests: `hm-apiserver` processes with TLS on one
 //! etcd (sharing a key file, hence the cluster CA), and an admin target listing
 //! several of them.
-#![allow(dead_code)]
 
 use std::path::Path;
 
+use crate::ApiServerProcess;
+use crate::etcd::EtcdCluster;
 use hypermesh_api::client::{Target, join_urls};
-use hypermesh_tests::ApiServerProcess;
-use hypermesh_tests::etcd::EtcdCluster;
 
 /// Starts an apiserver with TLS on `etcd`, sealing with `key_file`, plus `extra` args.
 pub async fn apiserver_on(etcd: &EtcdCluster, key_file: &Path, extra: &[&str]) -> ApiServerProcess {

@@ -1,17 +1,14 @@
 //! Shared by the tests where a real agent runs Instances: an in-process apiserver, a
 //! private containerd with the busybox test image in the agent's image directory, and an
-//! in-process agent on node [`NODE`] using both. Test files declare `mod agent_support;
-//! mod runtime_support; mod node_env;`.
-
-#![allow(dead_code)]
+//! in-process agent on node [`NODE`] using both.
 
 use std::time::Duration;
 
-use crate::agent_support::{self, Agent};
-use crate::runtime_support::PrivateContainerd;
+use crate::agent::{self, Agent};
+use crate::containerd::PrivateContainerd;
+use crate::{InProcessApiServer, wait_for};
 use hypermesh_api::Api;
 use hypermesh_api::v1::{self, BindRequest, Instance, Node, ObjectMeta, RestartPolicy};
-use hypermesh_tests::{InProcessApiServer, wait_for};
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 pub const NODE: &str = "runner";
@@ -58,7 +55,7 @@ impl Env {
             .prefix("hm-secrets-")
             .tempdir_in("/dev/shm")
             .expect("secrets dir on tmpfs");
-        let mut config = agent_support::config(
+        let mut config = agent::config(
             server.url(),
             NODE,
             state.path(),
@@ -167,7 +164,7 @@ impl Env {
             .last()
             .copied()
             .unwrap_or_else(|| panic!("{}: no log", dir.display()));
-        crate::runtime_support::finished_log(&hypermesh_agent::logs::run_log(&dir, run))
+        crate::containerd::finished_log(&hypermesh_agent::logs::run_log(&dir, run))
     }
 
     /// `ctr -n hypermesh <args>` output.

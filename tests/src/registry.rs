@@ -5,8 +5,6 @@
 //! `config.json` the agent's `--registry-auth` reads. A missing `docker-registry` is a
 //! test failure with the setup hint, never a skip: CI installs it via scripts/setup.sh.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

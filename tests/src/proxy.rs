@@ -1,15 +1,13 @@
 //! Shared by the proxy_* tests: in-process proxies with rcgen-made node credentials,
 //! a raw QUIC client for speaking the stream protocol by hand, and a SOCKS5 client.
 
-#![allow(dead_code)]
-
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::pki::TestCa;
 use hypermesh_proxy::{Config, Proxy};
-use hypermesh_tests::pki::TestCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;

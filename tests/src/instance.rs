@@ -1,9 +1,5 @@
 //! Shared by the tests that run richer Instances on a [`crate::node_env::Env`]: busybox
-//! containers running a script, reading a container's status and log, deleting. Test
-//! files declare `mod agent_support; mod runtime_support; mod node_env; mod
-//! instance_support;`.
-
-#![allow(dead_code)]
+//! containers running a script, reading a container's status and log, deleting.
 
 use hypermesh_api::v1::{self, Instance};
 
@@ -13,7 +9,7 @@ use crate::node_env::Env;
 pub fn sh(name: &str, script: &str) -> v1::Container {
     v1::Container {
         name: name.into(),
-        image: crate::runtime_support::TEST_IMAGE.into(),
+        image: crate::containerd::TEST_IMAGE.into(),
         command: vec!["sh".into(), "-c".into(), script.into()],
         resources: Some(v1::ResourceRequirements {
             cpu: "500m".into(),
@@ -72,7 +68,7 @@ pub fn log_of(env: &Env, instance: &Instance, container: &str) -> String {
 /// The whole first-run log of container `container` of `instance`, once the container's
 /// output has ended.
 pub fn finished_log_of(env: &Env, instance: &Instance, container: &str) -> String {
-    crate::runtime_support::finished_log(&first_run_log(env, instance, container))
+    crate::containerd::finished_log(&first_run_log(env, instance, container))
 }
 
 fn first_run_log(env: &Env, instance: &Instance, container: &str) -> std::path::PathBuf {
