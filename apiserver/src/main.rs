@@ -11,6 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use hypermesh_apiserver::in_process;
+use hypermesh_apiserver::store::backend::StoreBackend;
+use hypermesh_apiserver::store::etcd::EtcdOptions;
+use hypermesh_apiserver::store::redb::RedbOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -47,6 +50,33 @@ struct Args {
         default_value = "/var/lib/hypermesh/apiserver"
     )]
     data_dir: PathBuf,
+
+    /// The store: `redb` (embedded, a file in --data-dir; one apiserver) or
+    /// `etcd://host:2379[,host2:2379…]` (an etcd cluster several apiservers share; they
+    /// must all get the same --encryption-key-file, which seals the shared cluster CA).
+    #[arg(long, env = "HM_STORE", default_value = "redb")]
+    store: String,
+
+    /// CA bundle of etcd's serving certificates; turns on TLS to etcd.
+    #[arg(long, env = "HM_ETCD_CAFILE")]
+    etcd_cafile: Option<PathBuf>,
+
+    /// Client certificate for etcd (with --etcd-keyfile).
+    #[arg(long, env = "HM_ETCD_CERTFILE")]
+    etcd_certfile: Option<PathBuf>,
+
+    /// Key of the client certificate for etcd.
+    #[arg(long, env = "HM_ETCD_KEYFILE")]
+    etcd_keyfile: Option<PathBuf>,
+
+    /// Prefix of every key HyperMesh writes in etcd.
+    #[arg(long, env = "HM_ETCD_PREFIX", default_value = "/hypermesh")]
+    etcd_prefix: String,
+
+    /// Seconds the in-process controllers' leader Lease lasts without renewal: a
+    /// dead leader's replacement takes over within this long.
+    #[arg(long, env = "HM_CONTROLLERS_LEASE_SECONDS", default_value_t = 15)]
+    controllers_lease_seconds: u64,
 
     /// Revisions of history kept for watches and paginated lists before compaction.
     #[arg(long, env = "HM_HISTORY_REVISIONS", default_value_t = 100_000)]
@@ -133,6 +163,27 @@ struct Args {
     store_cache_mib: usize,
 }
 
+/// The store `--store` and the etcd flags describe.
+fn store_backend(args: &Args) -> anyhow::Result<StoreBackend> {
+    if args.store == "redb" {
+        return Ok(StoreBackend::Redb(RedbOptions {
+            retain_revisions: args.history_revisions,
+            cache_bytes: args.store_cache_mib.max(1).saturating_mul(1024 * 1024),
+        }));
+    }
+    let options = EtcdOptions {
+        ca_file: args.etcd_cafile.clone(),
+        cert_file: args.etcd_certfile.clone(),
+        key_file: args.etcd_keyfile.clone(),
+        key_prefix: args.etcd_prefix.clone(),
+        retain_revisions: args.history_revisions,
+        ..EtcdOptions::default()
+    }
+    .with_url(&args.store)
+    .context("--store: expected redb or etcd://host:port[,host:port…]")?;
+    Ok(StoreBackend::Etcd(options))
+}
+
 // mimalloc: the servers allocate many small short-lived buffers (protobuf messages,
 // HTTP/2 frames) across threads, where it is markedly faster than glibc's malloc.
 #[global_allocator]
@@ -159,11 +210,10 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
 
     let mut config = hypermesh_apiserver::Config::new(&args.data_dir);
-    config.store.retain_revisions = args.history_revisions;
+    config.store = store_backend(&args)?;
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     config.metrics_addr = args.metrics_addr;
-    config.store.cache_bytes = args.store_cache_mib.max(1).saturating_mul(1024 * 1024);
     config.write_queue_bytes = args.write_queue_mib.max(1).saturating_mul(1024 * 1024);
     config.rate_limit_qps = args.rate_limit_qps;
     config.rate_limit_burst = args.rate_limit_burst;
@@ -230,7 +280,13 @@ async fn main() -> anyhow::Result<()> {
         Controllers::None => in_process::Controllers::None,
     };
     let token = CancellationToken::new();
-    let controllers = tokio::spawn(in_process::run(channel, which, token.clone()));
+    let lease = Duration::from_secs(args.controllers_lease_seconds.clamp(1, 3600));
+    let controllers = tokio::spawn(in_process::run_with_lease(
+        channel,
+        which,
+        lease,
+        token.clone(),
+    ));
     tokio::spawn(async move {
         stop.cancelled().await;
         token.cancel();

@@ -4,8 +4,8 @@
 //! health and reflection — over TLS 1.3 with client certificates, or plaintext for
 //! `--insecure-dev` — until `shutdown`, then drains for a grace period.
 //!
-//! On first start with TLS the data directory gets `pki/ca.crt` (the cluster CA),
-//! `pki/ca.key.sealed` (its key, sealed with the encryption key file),
+//! On first start with TLS the store gets the cluster CA with its key sealed with the
+//! encryption key file (`crate::ca`), the data directory `pki/ca.crt` (its certificate),
 //! `admin.config` (an admin identity) and `scheduler.config` (the scheduler's).
 
 use std::net::SocketAddr;
@@ -22,7 +22,6 @@ use tracing::{info, warn};
 
 use hypermesh_trust::at_rest::EncryptionKey;
 use hypermesh_trust::client_config::ClientConfigFile;
-use hypermesh_trust::pki::ClusterCa;
 
 use crate::admission::Chain;
 use crate::admission::authorization::Rbac;
@@ -30,7 +29,7 @@ use crate::ca::Pki;
 use crate::caller::Authentication;
 use crate::metrics;
 use crate::registry::{Registry, RegistryOptions, ensure_builtin_roles, ensure_system_namespaces};
-use crate::store::redb::{RedbOptions, RedbStore};
+use crate::store::backend::StoreBackend;
 use crate::store::{Store, StoreError};
 use crate::suspect::SuspectReaction;
 use crate::tls::Revocations;
@@ -45,10 +44,10 @@ const WRITE_QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// How the apiserver runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the embedded store keeps `store.redb`.
+    /// Where the embedded store keeps `store.redb`, and client configurations.
     pub data_dir: PathBuf,
-    /// Store tuning.
-    pub store: RedbOptions,
+    /// The store: embedded redb (default) or etcd.
+    pub store: StoreBackend,
     /// Largest object accepted, in encoded bytes.
     pub max_object_bytes: usize,
     /// How often watches asking for bookmarks get one.
@@ -97,7 +96,7 @@ impl Config {
         let registry = RegistryOptions::default();
         Config {
             data_dir: data_dir.into(),
-            store: RedbOptions::default(),
+            store: StoreBackend::default(),
             max_object_bytes: registry.max_object_bytes,
             bookmark_interval: registry.bookmark_interval,
             shutdown_grace: Duration::from_secs(5),
@@ -155,6 +154,9 @@ pub enum ServerError {
     /// The cluster CA or its key could not be loaded or created.
     #[error("cluster CA: {0}")]
     Pki(#[from] hypermesh_trust::pki::PkiError),
+    /// The cluster CA in the store could not be loaded or created.
+    #[error("{0}")]
+    Ca(#[from] crate::ca::CaError),
     /// The encryption key file could not be loaded or created.
     #[error("{0}")]
     EncryptionKey(#[from] hypermesh_trust::at_rest::AtRestError),
@@ -227,10 +229,8 @@ impl ApiServer {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(
-            &config.data_dir.join("store.redb"),
-            config.store.clone(),
-        )?);
+        let store = config.store.open(&config.data_dir).await?;
+        info!(store = config.store.name(), "store open");
         // Writes waiting for the store are bounded by bytes, whatever the backend.
         let store: Arc<dyn Store> = Arc::new(crate::store::bounded::BoundedWrites::new(
             store,
@@ -245,7 +245,9 @@ impl ApiServer {
                     .clone()
                     .unwrap_or_else(|| config.data_dir.join("encryption.key"));
                 let key = EncryptionKey::load_or_create(&key_file)?;
-                let ca = ClusterCa::load_or_create(&config.data_dir.join("pki"), &key)?;
+                let ca =
+                    crate::ca::load_or_create_shared(&*store, &config.data_dir.join("pki"), &key)
+                        .await?;
                 info!(pin = %ca.pin(), "cluster CA loaded");
                 Some(Arc::new(Pki::new(ca)))
             }
@@ -366,6 +368,7 @@ impl ApiServer {
                 certificate_authority: Some(pki.ca.certificate_pem().to_string()),
                 client_certificate: Some(cert_pem),
                 client_key: Some(key_pem),
+                servers: Vec::new(),
             };
             info!(path = %path.display(), identity, "wrote client configuration");
         }

@@ -31,9 +31,11 @@ use crate::duration::parse_duration;
         hmctl api-resources                list kinds and their short names"
 )]
 pub struct Cli {
-    /// Apiserver URL, e.g. https://127.0.0.1:7443 [env: HYPERMESH_SERVER]
-    #[arg(long, global = true, value_name = "URL")]
-    pub server: Option<String>,
+    /// Apiserver URL, e.g. https://127.0.0.1:7443 [env: HYPERMESH_SERVER]; repeat it
+    /// (or separate URLs with commas) for several apiservers of one cluster: hmctl
+    /// uses the first that answers
+    #[arg(long, global = true, value_name = "URL", value_delimiter = ',')]
+    pub server: Vec<String>,
 
     /// Config file with the server and your identity [env: HYPERMESH_CONFIG]
     /// (default ~/.hypermesh/config.yaml)

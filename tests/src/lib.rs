@@ -10,7 +10,9 @@
 pub mod agent;
 pub mod attack;
 pub mod containerd;
+pub mod etcd;
 pub mod fixtures;
+pub mod ha;
 pub mod hmctl;
 pub mod hosts;
 pub mod instance;
@@ -337,6 +339,11 @@ impl ApiServerProcess {
         Ok(hypermesh_trust::pki::spki_pin(
             &hypermesh_trust::pki::first_certificate(&pem)?,
         )?)
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
     }
 
     /// Kills the process with SIGKILL and waits for it to be gone.

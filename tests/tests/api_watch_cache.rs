@@ -5,17 +5,17 @@
 //! bound in one namespace watches only that namespace; and `--watch-cache=false`
 //! serves the same events from the store.
 
-mod support;
+use hypermesh_tests::fixtures;
 
 use std::time::Duration;
 
+use fixtures::{assert_status, namespace, next_change, rv, workload};
 use hypermesh_api::Resource;
 use hypermesh_api::reason::{Reason, reason_of};
 use hypermesh_api::v1::{WatchEventType, WatchRequest, Workload};
 use hypermesh_apiserver::watch_cache::WatchCacheOptions;
 use hypermesh_tests::identities::user;
 use hypermesh_tests::{InProcessApiServer, connect_target};
-use support::{assert_status, namespace, next_change, rv, workload};
 use tonic::Code;
 
 fn watch_from(namespace: &str, resource_version: u64) -> WatchRequest {

@@ -3,18 +3,17 @@
 //! (`CrashLoopBackOff`, `ImageNotFound`, `OOMKilled`, `Completed`), `Terminating` while
 //! it is being deleted; the phase stays visible in `-o wide`.
 
-mod agent_support;
-mod hmctl_support;
-mod instance_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::containerd;
+use hypermesh_tests::hmctl;
+use hypermesh_tests::instance;
+use hypermesh_tests::node_env;
 
-use hmctl_support::Hmctl;
+use containerd::TEST_IMAGE;
+use hmctl::Hmctl;
 use hypermesh_api::v1::{self, RestartPolicy};
 use hypermesh_tests::wait_for;
-use instance_support::{delete, running, sh};
+use instance::{delete, running, sh};
 use node_env::{Env, TIMEOUT};
-use runtime_support::TEST_IMAGE;
 
 /// `name`'s row of `hmctl get instances ARGS`, split into cells.
 async fn row(hmctl: &Hmctl, name: &str, args: &[&str]) -> Option<Vec<String>> {

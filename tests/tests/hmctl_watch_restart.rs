@@ -3,9 +3,9 @@
 //! resumes from the last resource version (no change is missed, nothing is printed
 //! twice), and `--output-watch-events` tells deletions from updates.
 
-mod hmctl_support;
+use hypermesh_tests::hmctl;
 
-use hmctl_support::{COMMAND_TIMEOUT, Hmctl, read_until, web_workload};
+use hmctl::{COMMAND_TIMEOUT, Hmctl, read_until, web_workload};
 use hypermesh_api::Api;
 use hypermesh_api::v1::{DeleteRequest, Workload};
 use hypermesh_tests::ApiServerProcess;

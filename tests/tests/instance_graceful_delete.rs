@@ -3,21 +3,20 @@
 //! deletion timestamp and the `hypermesh.io/containers` finalizer, and `hmctl delete --wait` and `hmctl drain` return only once the
 //! agent confirmed the containers are gone.
 
-mod agent_support;
-mod hmctl_support;
-mod instance_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::containerd;
+use hypermesh_tests::hmctl;
+use hypermesh_tests::instance;
+use hypermesh_tests::node_env;
 
 use std::time::{Duration, Instant};
 
-use hmctl_support::Hmctl;
+use containerd::TEST_IMAGE;
+use hmctl::Hmctl;
 use hypermesh_api::v1::{self, RestartPolicy};
 use hypermesh_api::{CONTAINERS_FINALIZER, Resource};
 use hypermesh_tests::wait_for;
-use instance_support::{running, sh};
+use instance::{running, sh};
 use node_env::{Env, NODE, TIMEOUT};
-use runtime_support::TEST_IMAGE;
 
 /// A container that needs two seconds to stop after SIGTERM.
 const SLOW_STOP: &str = "trap 'sleep 2; exit 0' TERM; echo up; while true; do sleep 0.1; done";

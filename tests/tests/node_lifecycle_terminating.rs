@@ -3,12 +3,12 @@
 //! nothing can confirm, so the node-lifecycle controller force-removes it once the
 //! eviction grace has passed.
 
-mod node_lifecycle_support;
+use hypermesh_tests::node_lifecycle;
 
 use hypermesh_api::v1::{self, BindRequest, DeleteRequest, Instance, ObjectMeta};
 use hypermesh_api::{CONTAINERS_FINALIZER, Resource};
 use hypermesh_tests::wait_for;
-use node_lifecycle_support::{Cluster, TIMEOUT, tainted};
+use node_lifecycle::{Cluster, TIMEOUT, tainted};
 
 #[tokio::test]
 async fn a_dead_nodes_terminating_instance_is_force_removed() {

@@ -4,17 +4,17 @@
 //! same pid, no restart — instead of the whole cluster being torn down. SIGTERM then
 //! stops everything: the components, the containers and containerd.
 
-mod runtime_support;
+use hypermesh_tests::containerd;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use containerd::{TEST_IMAGE, build_test_archive, require_tools, workspace_root};
 use hypermesh_api::v1::{self, Instance, InstancePhase, Lease, Namespace, Node, ObjectMeta};
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::{bin_path, connect_target, wait_for};
-use runtime_support::{TEST_IMAGE, build_test_archive, require_tools, workspace_root};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 const TIMEOUT: Duration = Duration::from_secs(90);

@@ -7,12 +7,14 @@
 //! it is compacted. `conformance` (behind the feature of that name) checks any
 //! implementation against these rules.
 
+pub mod backend;
 pub mod bounded;
 pub mod codec;
 /// Test support, not part of the server: built only with the `conformance` feature
 /// (a backend's tests enable it).
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod etcd;
 pub mod follow;
 pub mod redb;
 
