@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use hypermesh_api::v1::{Instance, InstancePhase};
 use hypermesh_api::{Api, CONTAINERS_FINALIZER, Resource};
+use hypermesh_runtime::events::{EventRecorder, EventType};
 use hypermesh_runtime::watcher::{self, Event};
 use tokio::sync::Mutex;
 use tokio_stream::StreamExt;
@@ -85,6 +86,11 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
         exits: TaskExits::start(client.clone(), shutdown.clone()),
         client,
         api: Api::new(channel.clone()),
+        events: EventRecorder::new(
+            Api::new(channel.clone()),
+            "hm-agent",
+            config.node_name.clone(),
+        ),
         nodes: Api::new(channel),
         node_name: config.node_name.clone(),
         node_facts: Mutex::new(None),
@@ -244,6 +250,19 @@ async fn worker(
     let mut stops = tokio::task::JoinSet::new();
     for name in names {
         let id = ids(&instance, &name);
+        if container::pid(&ctx.client, &id).await.is_ok() {
+            ctx.events
+                .record(
+                    &instance,
+                    EventType::Normal,
+                    "Killing",
+                    format!(
+                        "Stopping container {name} (grace period {}s)",
+                        grace.as_secs()
+                    ),
+                )
+                .await;
+        }
         let ctx = ctx.clone();
         stops.spawn(async move { stop(&ctx.client, &id, grace).await });
     }
