@@ -29,7 +29,7 @@ fn lease(name: &str) -> Lease {
 async fn start(retain: u64) -> (Api<Lease>, CancellationToken, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = hypermesh_apiserver::Config::new(dir.path());
-    config.store.retain_revisions = retain;
+    config.store.set_retain_revisions(retain);
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
