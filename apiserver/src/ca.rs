@@ -63,6 +63,11 @@ pub enum CaError {
     /// The record is not what this module writes.
     #[error("the cluster CA record in the store ({CA_STORE_KEY}) is malformed: {0}")]
     Malformed(String),
+    /// The key file does not open the CA key in the store.
+    #[error(
+        "the cluster CA in the store cannot be opened with this key file ({0}): every apiserver on one store needs the same --encryption-key-file"
+    )]
+    WrongKey(#[source] PkiError),
     /// The CA could not be opened or created, or its certificate written out.
     #[error("cluster CA: {0}")]
     Pki(#[from] PkiError),
@@ -97,7 +102,8 @@ pub async fn load_or_create_shared(
                 serde_json::from_slice(&kv.value).map_err(|e| CaError::Malformed(e.to_string()))?;
             let sealed = unhex(&record.sealed_key)
                 .ok_or_else(|| CaError::Malformed("sealedKey is not hex".into()))?;
-            let ca = ClusterCa::from_sealed(&record.certificate, &sealed, key)?;
+            let ca = ClusterCa::from_sealed(&record.certificate, &sealed, key)
+                .map_err(CaError::WrongKey)?;
             write_local_copy(dir, &ca, &sealed)?;
             return Ok(ca);
         }

@@ -50,6 +50,9 @@ pub enum Target {
     Hypermesh,
     /// `etcd`, through `etcd-client`, with the same encoded objects.
     Etcd,
+    /// `hm-apiserver --store etcd://…` on a fresh single-member etcd (the
+    /// high-availability setup), through `hypermesh_api::Api`.
+    HypermeshEtcd,
 }
 
 /// Arguments of `hm-bench api`.

@@ -176,7 +176,26 @@ pub async fn start_apiserver_tls(binary: &Path, timeout: Duration) -> Result<Ser
     start_apiserver_with(binary, Controllers::None, true, &[], timeout).await
 }
 
+/// As [`start_apiserver`] with extra arguments (e.g. `--store etcd://…`).
+pub async fn start_apiserver_args(
+    binary: &Path,
+    extra: &[&str],
+    timeout: Duration,
+) -> Result<ServerProcess> {
+    start_apiserver_full(binary, Controllers::None, false, extra, timeout).await
+}
+
 async fn start_apiserver_with(
+    binary: &Path,
+    controllers: Controllers,
+    tls: bool,
+    extra: &[&str],
+    timeout: Duration,
+) -> Result<ServerProcess> {
+    start_apiserver_full(binary, controllers, tls, &[], timeout).await
+}
+
+async fn start_apiserver_full(
     binary: &Path,
     controllers: Controllers,
     tls: bool,
@@ -202,6 +221,7 @@ async fn start_apiserver_with(
     if !tls {
         command.arg("--insecure-dev");
     }
+    command.args(extra);
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

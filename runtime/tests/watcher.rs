@@ -29,12 +29,7 @@ fn lease(name: &str) -> Lease {
 async fn start(retain: u64) -> (Api<Lease>, CancellationToken, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = hypermesh_apiserver::Config::new(dir.path());
-    config.store = hypermesh_apiserver::store::backend::StoreBackend::Redb(
-        hypermesh_apiserver::store::redb::RedbOptions {
-            retain_revisions: retain,
-            ..Default::default()
-        },
-    );
+    config.store.set_retain_revisions(retain);
     // These tests resume against the store's own history, so a compacted version is
     // out of range at once (the watch cache would still serve it from its window).
     config.watch_cache.enabled = false;

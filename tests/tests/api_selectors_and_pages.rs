@@ -406,16 +406,9 @@ async fn bad_continue_tokens_are_rejected() {
 
 #[tokio::test]
 async fn a_continue_token_past_the_kept_history_has_expired() {
-    let server = InProcessApiServer::start_with(|config| {
-        config.store = hypermesh_apiserver::store::backend::StoreBackend::Redb(
-            hypermesh_apiserver::store::redb::RedbOptions {
-                retain_revisions: 10,
-                ..Default::default()
-            },
-        )
-    })
-    .await
-    .expect("server");
+    let server = InProcessApiServer::start_with(|config| config.store.set_retain_revisions(10))
+        .await
+        .expect("server");
     let api = server.api::<Lease>();
     for i in 0..3 {
         api.create(&lease("default", &format!("lease-{i}")))

@@ -228,16 +228,9 @@ async fn bookmarks_report_progress_past_the_last_write() {
 
 #[tokio::test]
 async fn a_version_older_than_the_kept_history_is_out_of_range() {
-    let server = InProcessApiServer::start_with(|config| {
-        config.store = hypermesh_apiserver::store::backend::StoreBackend::Redb(
-            hypermesh_apiserver::store::redb::RedbOptions {
-                retain_revisions: 10,
-                ..Default::default()
-            },
-        )
-    })
-    .await
-    .expect("server");
+    let server = InProcessApiServer::start_with(|config| config.store.set_retain_revisions(10))
+        .await
+        .expect("server");
     let api = server.api::<Workload>();
     let mut latest = 0;
     for i in 0..40 {

@@ -5,20 +5,20 @@
 //! reason. Repeats are one Event with a growing count, and Events expire once the TTL
 //! has passed since they last happened.
 
-mod agent_support;
-mod hmctl_support;
-mod instance_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::agent;
+use hypermesh_tests::hmctl;
+use hypermesh_tests::instance;
+use hypermesh_tests::node_env;
+use hypermesh_tests::containerd;
 
 use std::time::Duration;
 
-use hmctl_support::Hmctl;
+use hmctl::Hmctl;
 use hypermesh_api::v1::{self, Event, ListRequest, RestartPolicy};
 use hypermesh_tests::wait_for;
-use instance_support::{delete, running, sh};
+use instance::{delete, running, sh};
 use node_env::{Env, TIMEOUT};
-use runtime_support::TEST_IMAGE;
+use containerd::TEST_IMAGE;
 use tokio_util::sync::CancellationToken;
 
 const TTL: Duration = Duration::from_secs(20);

@@ -86,9 +86,11 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_nothing_acts_twice() {
     })
     .await
     .expect("the survivor takes the Lease");
+    // The Lease may have been renewed just before the kill; the survivor notices its
+    // expiry at its next retry (a fraction of the lease), plus slack for a loaded CI.
     let took_over = killed.elapsed();
     assert!(
-        took_over <= Duration::from_secs(LEASE_SECONDS) + Duration::from_secs(2),
+        took_over <= Duration::from_secs(LEASE_SECONDS) + Duration::from_secs(3),
         "takeover after {took_over:?}, lease {LEASE_SECONDS}s"
     );
 

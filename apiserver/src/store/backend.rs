@@ -35,6 +35,14 @@ impl StoreBackend {
         })
     }
 
+    /// Keeps `revisions` of history (`--history-revisions`), whichever the store.
+    pub fn set_retain_revisions(&mut self, revisions: u64) {
+        match self {
+            StoreBackend::Redb(options) => options.retain_revisions = revisions,
+            StoreBackend::Etcd(options) => options.retain_revisions = revisions,
+        }
+    }
+
     /// `redb` or `etcd`, for logs.
     pub fn name(&self) -> &'static str {
         match self {
