@@ -46,7 +46,7 @@ pub struct CacheWatcher<K> {
     bookmarks: Option<tokio::time::Interval>,
     shutdown: CancellationToken,
     done: bool,
-    _guard: WatchGuard,
+    _guard: (WatchGuard, super::OpenWatch),
 }
 
 /// The stream gRPC sends.
@@ -61,7 +61,7 @@ impl<K: Kind> CacheWatcher<K> {
         start: Start<K>,
         bookmark_interval: Option<Duration>,
         shutdown: CancellationToken,
-        guard: WatchGuard,
+        guard: (WatchGuard, super::OpenWatch),
     ) -> Self {
         let (initial, position) = match start {
             Start::Snapshot { objects, revision } => (objects, revision),
