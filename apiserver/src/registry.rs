@@ -783,7 +783,6 @@ impl<K: Kind> Registry<K> {
             selectors,
             start,
             bookmarks,
-            self.options.shutdown.clone(),
             (self.options.metrics.watch_opened(K::KIND), open),
         )
         .into_stream())

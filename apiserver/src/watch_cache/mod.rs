@@ -164,6 +164,8 @@ pub struct State<K> {
     pub revision: u64,
     /// False until the first fill and while refilling after a broken store watch.
     pub ready: bool,
+    /// The server is shutting down: watchers end.
+    pub closed: bool,
 }
 
 impl<K> State<K> {
@@ -193,6 +195,7 @@ impl<K: Kind> Cache<K> {
                 oldest: 0,
                 revision: 0,
                 ready: false,
+                closed: false,
             }),
             head: watch::channel(0).0,
             options,
@@ -236,8 +239,18 @@ impl<K: Kind> Cache<K> {
 
     /// Keeps the cache current until `shutdown`: fill, follow, fill again on breaks.
     async fn run(self: Arc<Self>, store: Arc<dyn Store>, shutdown: CancellationToken) {
+        self.keep_current(store, &shutdown).await;
+        let revision = {
+            let mut state = self.write();
+            state.closed = true;
+            state.revision
+        };
+        self.head.send_replace(revision);
+    }
+
+    async fn keep_current(&self, store: Arc<dyn Store>, shutdown: &CancellationToken) {
         loop {
-            match self.follow(store.as_ref(), &shutdown).await {
+            match self.follow(store.as_ref(), shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
                     warn!(prefix = %self.prefix, error = %e, "watch cache: store watch broke; filling again")
