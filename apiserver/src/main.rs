@@ -140,6 +140,10 @@ struct Args {
     #[arg(long, env = "HM_WATCH_LAG_MIB", default_value_t = 8)]
     watch_lag_mib: usize,
 
+    /// Watches open at once (all kinds, all callers); more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "HM_MAX_WATCHES", default_value_t = 20_000)]
+    max_watches: usize,
+
     /// MiB of writes that may wait for the store; beyond it writes get
     /// RESOURCE_EXHAUSTED (reason Overloaded) after a short wait.
     #[arg(long, env = "HM_WRITE_QUEUE_MIB", default_value_t = 64)]
@@ -225,6 +229,7 @@ async fn main() -> anyhow::Result<()> {
             .max(1)
             .saturating_mul(1024 * 1024),
         lag_bytes: args.watch_lag_mib.max(1).saturating_mul(1024 * 1024),
+        max_watches: args.max_watches,
     };
     config.audit = args
         .audit_log

@@ -703,11 +703,23 @@ impl<K: Kind> Registry<K> {
         request: WatchRequest,
     ) -> Result<crate::watch_cache::watcher::EncodedStream, Status> {
         use crate::watch_cache::watcher::{CacheWatcher, Start};
-        let cache = self
-            .watch_cache()
+        let caches = self
+            .options
+            .watch_caches
+            .as_ref()
             .ok_or_else(|| status(Reason::InternalError, "the watch cache is off"))?;
+        let cache = caches.get::<K>();
         self.authorize(caller, Operation::Watch, &request.namespace, "")
             .await?;
+        let open = caches.open_watch().ok_or_else(|| {
+            status(
+                Reason::Overloaded,
+                format!(
+                    "{} watches are open, the most this server allows (--max-watches); retry later",
+                    caches.options().max_watches
+                ),
+            )
+        })?;
         let selectors = Selectors::parse::<K>(&request.label_selector, &request.field_selector)?;
         let prefix = kind_prefix(Self::info(), &request.namespace);
         if !cache.ready(Duration::from_secs(10)).await {
@@ -771,8 +783,7 @@ impl<K: Kind> Registry<K> {
             selectors,
             start,
             bookmarks,
-            self.options.shutdown.clone(),
-            self.options.metrics.watch_opened(K::KIND),
+            (self.options.metrics.watch_opened(K::KIND), open),
         )
         .into_stream())
     }

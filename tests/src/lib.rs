@@ -311,6 +311,11 @@ impl ApiServerProcess {
         self.data_dir.path()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     /// A connected channel (the admin's with TLS).
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         connect_target(&self.target()?).await

@@ -17,6 +17,7 @@ pub mod watcher;
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub struct WatchCacheOptions {
     /// Bytes of changes a watcher may fall behind (after it started) before it is
     /// closed with `RESOURCE_EXHAUSTED`.
     pub lag_bytes: usize,
+    /// Watches open at once across every kind; more get `RESOURCE_EXHAUSTED`.
+    pub max_watches: usize,
 }
 
 impl Default for WatchCacheOptions {
@@ -57,6 +60,7 @@ impl Default for WatchCacheOptions {
             enabled: true,
             window_bytes: 8 * 1024 * 1024,
             lag_bytes: 8 * 1024 * 1024,
+            max_watches: 20_000,
         }
     }
 }
@@ -160,6 +164,8 @@ pub struct State<K> {
     pub revision: u64,
     /// False until the first fill and while refilling after a broken store watch.
     pub ready: bool,
+    /// The server is shutting down: watchers end.
+    pub closed: bool,
 }
 
 impl<K> State<K> {
@@ -189,6 +195,7 @@ impl<K: Kind> Cache<K> {
                 oldest: 0,
                 revision: 0,
                 ready: false,
+                closed: false,
             }),
             head: watch::channel(0).0,
             options,
@@ -232,8 +239,18 @@ impl<K: Kind> Cache<K> {
 
     /// Keeps the cache current until `shutdown`: fill, follow, fill again on breaks.
     async fn run(self: Arc<Self>, store: Arc<dyn Store>, shutdown: CancellationToken) {
+        self.keep_current(store, &shutdown).await;
+        let revision = {
+            let mut state = self.write();
+            state.closed = true;
+            state.revision
+        };
+        self.head.send_replace(revision);
+    }
+
+    async fn keep_current(&self, store: Arc<dyn Store>, shutdown: &CancellationToken) {
         loop {
-            match self.follow(store.as_ref(), &shutdown).await {
+            match self.follow(store.as_ref(), shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
                     warn!(prefix = %self.prefix, error = %e, "watch cache: store watch broke; filling again")
@@ -382,6 +399,17 @@ pub struct WatchCaches {
     options: WatchCacheOptions,
     shutdown: CancellationToken,
     caches: Mutex<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
+    open: Arc<AtomicUsize>,
+}
+
+/// One open watch, counted against [`WatchCacheOptions::max_watches`] until dropped.
+#[derive(Debug)]
+pub struct OpenWatch(Arc<AtomicUsize>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for WatchCaches {
@@ -404,7 +432,24 @@ impl WatchCaches {
             options,
             shutdown,
             caches: Mutex::new(HashMap::new()),
+            open: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Counts a new watch, or refuses it when `max_watches` are open.
+    pub fn open_watch(&self) -> Option<OpenWatch> {
+        let max = self.options.max_watches;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| OpenWatch(self.open.clone()))
+    }
+
+    /// The tuning every cache shares.
+    pub fn options(&self) -> &WatchCacheOptions {
+        &self.options
     }
 
     /// The cache of kind `K`, started (filling in the background) if it was not.
