@@ -160,7 +160,8 @@ pub async fn start_apiserver(
     start_apiserver_with(binary, controllers, false, &[], timeout).await
 }
 
-/// As [`start_apiserver`] with extra flags (e.g. `--watch-cache=false`).
+/// As [`start_apiserver`] with extra flags (e.g. `--watch-cache=false`,
+/// `--store etcd://…`).
 pub async fn start_apiserver_args(
     binary: &Path,
     controllers: Controllers,
@@ -176,26 +177,7 @@ pub async fn start_apiserver_tls(binary: &Path, timeout: Duration) -> Result<Ser
     start_apiserver_with(binary, Controllers::None, true, &[], timeout).await
 }
 
-/// As [`start_apiserver`] with extra arguments (e.g. `--store etcd://…`).
-pub async fn start_apiserver_args(
-    binary: &Path,
-    extra: &[&str],
-    timeout: Duration,
-) -> Result<ServerProcess> {
-    start_apiserver_full(binary, Controllers::None, false, extra, timeout).await
-}
-
 async fn start_apiserver_with(
-    binary: &Path,
-    controllers: Controllers,
-    tls: bool,
-    extra: &[&str],
-    timeout: Duration,
-) -> Result<ServerProcess> {
-    start_apiserver_full(binary, controllers, tls, &[], timeout).await
-}
-
-async fn start_apiserver_full(
     binary: &Path,
     controllers: Controllers,
     tls: bool,

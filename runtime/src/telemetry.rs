@@ -104,7 +104,10 @@ fn metrics_body(parts: &[Exposition], accept: Option<&str>) -> (&'static str, St
     if format::wants_openmetrics(accept) {
         (format::OPENMETRICS_CONTENT_TYPE, openmetrics)
     } else {
-        (format::CLASSIC_CONTENT_TYPE, format::to_classic(&openmetrics))
+        (
+            format::CLASSIC_CONTENT_TYPE,
+            format::to_classic(&openmetrics),
+        )
     }
 }
 

@@ -346,11 +346,6 @@ impl ApiServerProcess {
         )?)
     }
 
-    /// The process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
-    }
-
     /// Kills the process with SIGKILL and waits for it to be gone.
     pub async fn kill9(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {

@@ -5,20 +5,19 @@
 //! reason. Repeats are one Event with a growing count, and Events expire once the TTL
 //! has passed since they last happened.
 
-use hypermesh_tests::agent;
+use hypermesh_tests::containerd;
 use hypermesh_tests::hmctl;
 use hypermesh_tests::instance;
 use hypermesh_tests::node_env;
-use hypermesh_tests::containerd;
 
 use std::time::Duration;
 
+use containerd::TEST_IMAGE;
 use hmctl::Hmctl;
 use hypermesh_api::v1::{self, Event, ListRequest, RestartPolicy};
 use hypermesh_tests::wait_for;
 use instance::{delete, running, sh};
 use node_env::{Env, TIMEOUT};
-use containerd::TEST_IMAGE;
 use tokio_util::sync::CancellationToken;
 
 const TTL: Duration = Duration::from_secs(20);

@@ -4,14 +4,14 @@
 //! watch window, and Lists without a limit — while the server keeps answering, and the
 //! stalled watchers end with a status instead of holding memory.
 
-mod support;
+use hypermesh_tests::fixtures;
 
 use std::time::Duration;
 
+use fixtures::{next_change, workload};
 use hypermesh_api::v1::{ListRequest, WatchEventType, WatchRequest, Workload};
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::{ApiServerProcess, connect};
-use support::{next_change, workload};
 use tonic::Code;
 
 const MIB: u64 = 1024 * 1024;

@@ -13,7 +13,8 @@ use hypermesh_tests::agent::{self, Agent};
 use hypermesh_tests::{InProcessApiServer, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const OPENMETRICS: &str = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+const OPENMETRICS: &str =
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
 
 /// A loopback address nothing listens on yet.
 fn free_address() -> SocketAddr {
@@ -24,7 +25,9 @@ fn free_address() -> SocketAddr {
 /// `GET /metrics` with `accept` (if any): the content type and the body.
 async fn scrape(address: SocketAddr, accept: Option<&str>) -> anyhow::Result<(String, String)> {
     let mut stream = tokio::net::TcpStream::connect(address).await?;
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     stream
         .write_all(format!("GET /metrics HTTP/1.0\r\nHost: x\r\n{accept}\r\n").as_bytes())
         .await?;
@@ -36,7 +39,11 @@ async fn scrape(address: SocketAddr, accept: Option<&str>) -> anyhow::Result<(St
     anyhow::ensure!(head.starts_with("HTTP/1.0 200"), "status: {head}");
     let content_type = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_string))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     Ok((content_type, body.to_string()))
 }
@@ -68,13 +75,22 @@ fn promtool_check(what: &str, body: &str) {
 /// Checks both formats of the endpoint at `address`.
 async fn check_endpoint(what: &str, address: SocketAddr, must_contain: &str) {
     let (content_type, classic) = scrape(address, None).await.expect("scrape");
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
-    assert!(classic.contains(must_contain), "{what}: no {must_contain} in\n{classic}");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    assert!(
+        classic.contains(must_contain),
+        "{what}: no {must_contain} in\n{classic}"
+    );
     assert!(!classic.contains("# EOF"), "{classic}");
     promtool_check(what, &classic);
 
     let (content_type, openmetrics) = scrape(address, Some(OPENMETRICS)).await.expect("scrape");
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
 }
 

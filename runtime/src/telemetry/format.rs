@@ -68,10 +68,7 @@ pub fn to_classic(openmetrics: &str) -> String {
         }
         // An exemplar follows the value after " # ".
         let sample = line.split(" # ").next().unwrap_or(line);
-        let sample_name = sample
-            .split(['{', ' '])
-            .next()
-            .unwrap_or_default();
+        let sample_name = sample.split(['{', ' ']).next().unwrap_or_default();
         if let Some(f) = &family
             && matches!(f.kind.as_str(), "counter" | "histogram" | "summary")
             && sample_name.strip_suffix("_created") == Some(f.name.as_str())
