@@ -193,9 +193,15 @@ pub fn default_logger() -> PathBuf {
     about = "HyperMesh agent: detects this host's hardware, registers its Node and Assets, heartbeats."
 )]
 pub struct Args {
-    /// Apiserver URL: https://HOST:PORT (http:// only for an --insecure-dev server).
-    #[arg(long, env = "HM_SERVER", default_value = "https://127.0.0.1:7443")]
-    pub server: String,
+    /// Apiserver URL: https://HOST:PORT (http:// only for an --insecure-dev server);
+    /// repeat it (or separate with commas) for several apiservers of one cluster.
+    #[arg(
+        long,
+        env = "HM_SERVER",
+        default_value = "https://127.0.0.1:7443",
+        value_delimiter = ','
+    )]
+    pub server: Vec<String>,
     /// Node name (default: the hostname).
     #[arg(long, env = "HM_NODE_NAME")]
     pub node_name: Option<String>,
@@ -304,7 +310,11 @@ impl Args {
         };
         // Paths are handed to containerd and its shims (log files, mounts), which do not
         // share our working directory: make them absolute once, here.
-        let mut config = Config::new(self.server, node_name, absolute(self.state_dir)?);
+        let mut config = Config::new(
+            hypermesh_api::client::join_urls(&self.server),
+            node_name,
+            absolute(self.state_dir)?,
+        );
         config.containerd_socket = absolute(self.containerd_socket)?;
         config.labels = parse_labels(&self.labels)?;
         config.reserved = parse_reserve(&self.reserve)?;

@@ -2,6 +2,8 @@
 //! metrics timer, and what the audit log records of it — and the `call!` macro every
 //! handler runs its body in. [`Names`] says what a request names.
 
+use std::sync::Arc;
+
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, DeleteRequest, GetRequest, ListRequest, WatchRequest};
 use tonic::{Request, Response, Status};
@@ -74,7 +76,7 @@ names_of_objects!(
 pub struct Call<'a> {
     timer: RequestTimer<'a>,
     audit: Option<&'a crate::audit::AuditLog>,
-    caller: Option<Caller>,
+    caller: Option<Arc<Caller>>,
     remote: Option<std::net::SocketAddr>,
     verb: &'static str,
     resource: &'static str,
@@ -87,7 +89,7 @@ impl<'a> Call<'a> {
         registry: &'a Registry<K>,
         verb: &'static str,
         request: &Request<T>,
-    ) -> (Self, Result<Caller, Status>) {
+    ) -> (Self, Result<Arc<Caller>, Status>) {
         let caller = registry.caller_of(request);
         let call = Call {
             timer: registry.metrics().request(K::KIND, verb),
@@ -113,7 +115,7 @@ impl<'a> Call<'a> {
                 Err(s) => format!("{:?}", s.code()),
             };
             audit.record(
-                self.caller.as_ref(),
+                self.caller.as_deref(),
                 self.remote,
                 self.verb,
                 self.resource,
@@ -136,6 +138,9 @@ macro_rules! call {
             Ok(c) => c,
             Err(e) => return call.finish(Err(e)),
         };
+        if let Err(e) = $registry.rate_limit(&$caller) {
+            return call.finish(Err(e));
+        }
         let $inner = $request.into_inner();
         call.finish($body.await)
     }};

@@ -125,7 +125,10 @@ pub enum Authentication {
 
 impl Authentication {
     /// The caller of `request`.
-    pub fn caller_of<T>(self, request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
+    pub fn caller_of<T>(
+        self,
+        request: &tonic::Request<T>,
+    ) -> Result<std::sync::Arc<Caller>, tonic::Status> {
         if let Some(peer) = request.extensions().get::<PeerIdentity>() {
             if peer.revoked {
                 return Err(hypermesh_api::reason::status(
@@ -137,10 +140,14 @@ impl Authentication {
                     ),
                 ));
             }
-            return Ok(peer.caller.as_ref().clone());
+            return Ok(peer.caller.clone());
         }
         match self {
-            Authentication::InsecureDev => Ok(Caller::insecure_dev()),
+            Authentication::InsecureDev => {
+                static DEV: std::sync::LazyLock<std::sync::Arc<Caller>> =
+                    std::sync::LazyLock::new(|| std::sync::Arc::new(Caller::insecure_dev()));
+                Ok(DEV.clone())
+            }
             Authentication::Tls => Err(hypermesh_api::reason::status(
                 hypermesh_api::reason::Reason::Unauthenticated,
                 "the connection carries no verified identity; connect over TLS with a client certificate",

@@ -23,10 +23,29 @@ pub enum Controllers {
 /// Runs the in-process controllers against the server behind `channel` until
 /// `shutdown` (then the leader-elected ones release their Lease).
 pub async fn run(channel: Channel, controllers: Controllers, shutdown: CancellationToken) {
+    let lease = hypermesh_controllers::Config::default().lease_duration;
+    run_with_lease(channel, controllers, lease, shutdown).await;
+}
+
+/// [`run`], with the leader Lease lasting `lease_duration` (a dead leader is replaced
+/// within it; `--controllers-lease-seconds`).
+pub async fn run_with_lease(
+    channel: Channel,
+    controllers: Controllers,
+    lease_duration: std::time::Duration,
+    shutdown: CancellationToken,
+) {
     let gc = hypermesh_controllers::gc::run(channel.clone(), shutdown.clone());
     match controllers {
         Controllers::All => {
-            tokio::join!(gc, hypermesh_controllers::run(channel, shutdown));
+            let config = hypermesh_controllers::Config {
+                lease_duration,
+                ..hypermesh_controllers::Config::default()
+            };
+            tokio::join!(
+                gc,
+                hypermesh_controllers::run_with(channel, config, shutdown)
+            );
         }
         Controllers::None => gc.await,
     }

@@ -11,6 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use hypermesh_apiserver::in_process;
+use hypermesh_apiserver::store::backend::StoreBackend;
+use hypermesh_apiserver::store::etcd::EtcdOptions;
+use hypermesh_apiserver::store::redb::RedbOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -47,6 +50,33 @@ struct Args {
         default_value = "/var/lib/hypermesh/apiserver"
     )]
     data_dir: PathBuf,
+
+    /// The store: `redb` (embedded, a file in --data-dir; one apiserver) or
+    /// `etcd://host:2379[,host2:2379…]` (an etcd cluster several apiservers share; they
+    /// must all get the same --encryption-key-file, which seals the shared cluster CA).
+    #[arg(long, env = "HM_STORE", default_value = "redb")]
+    store: String,
+
+    /// CA bundle of etcd's serving certificates; turns on TLS to etcd.
+    #[arg(long, env = "HM_ETCD_CAFILE")]
+    etcd_cafile: Option<PathBuf>,
+
+    /// Client certificate for etcd (with --etcd-keyfile).
+    #[arg(long, env = "HM_ETCD_CERTFILE")]
+    etcd_certfile: Option<PathBuf>,
+
+    /// Key of the client certificate for etcd.
+    #[arg(long, env = "HM_ETCD_KEYFILE")]
+    etcd_keyfile: Option<PathBuf>,
+
+    /// Prefix of every key HyperMesh writes in etcd.
+    #[arg(long, env = "HM_ETCD_PREFIX", default_value = "/hypermesh")]
+    etcd_prefix: String,
+
+    /// Seconds the in-process controllers' leader Lease lasts without renewal: a
+    /// dead leader's replacement takes over within this long.
+    #[arg(long, env = "HM_CONTROLLERS_LEASE_SECONDS", default_value_t = 15)]
+    controllers_lease_seconds: u64,
 
     /// Revisions of history kept for watches and paginated lists before compaction.
     #[arg(long, env = "HM_HISTORY_REVISIONS", default_value_t = 100_000)]
@@ -104,6 +134,67 @@ struct Args {
     #[arg(long, env = "HM_PROOF_SPACE_SAMPLES", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     proof_space_samples: u32,
+
+    /// Serve watches from one store watch per kind, fanned out from memory with each
+    /// event encoded once (false: every watch reads the store and encodes for itself).
+    #[arg(long, env = "HM_WATCH_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    watch_cache: bool,
+
+    /// MiB of recent changes each kind's watch cache keeps (watches resume inside it).
+    #[arg(long, env = "HM_WATCH_CACHE_WINDOW_MIB", default_value_t = 8)]
+    watch_cache_window_mib: usize,
+
+    /// MiB of changes a watcher may fall behind before it is closed (RESOURCE_EXHAUSTED,
+    /// reason WatchTooSlow; it resumes or lists again).
+    #[arg(long, env = "HM_WATCH_LAG_MIB", default_value_t = 8)]
+    watch_lag_mib: usize,
+
+    /// Watches open at once (all kinds, all callers); more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "HM_MAX_WATCHES", default_value_t = 20_000)]
+    max_watches: usize,
+
+    /// MiB of writes that may wait for the store; beyond it writes get
+    /// RESOURCE_EXHAUSTED (reason Overloaded) after a short wait.
+    #[arg(long, env = "HM_WRITE_QUEUE_MIB", default_value_t = 64)]
+    write_queue_mib: usize,
+
+    /// Requests per second each identity may send (admins and the scheduler are not
+    /// limited); 0 disables. Over it: RESOURCE_EXHAUSTED, reason RateLimited.
+    #[arg(long, env = "HM_RATE_LIMIT_QPS", default_value_t = 200.0)]
+    rate_limit_qps: f64,
+
+    /// Requests an identity may send at once before --rate-limit-qps applies.
+    #[arg(long, env = "HM_RATE_LIMIT_BURST", default_value_t = 400)]
+    rate_limit_burst: u32,
+
+    /// Largest image archive `hmctl image import` may upload to one node, in MiB.
+    #[arg(long, env = "HM_MAX_IMAGE_UPLOAD_MIB", default_value_t = 2048)]
+    max_image_upload_mib: u64,
+
+    /// MiB of store pages the embedded store caches in memory.
+    #[arg(long, env = "HM_STORE_CACHE_MIB", default_value_t = 64)]
+    store_cache_mib: usize,
+}
+
+/// The store `--store` and the etcd flags describe.
+fn store_backend(args: &Args) -> anyhow::Result<StoreBackend> {
+    if args.store == "redb" {
+        return Ok(StoreBackend::Redb(RedbOptions {
+            retain_revisions: args.history_revisions,
+            cache_bytes: args.store_cache_mib.max(1).saturating_mul(1024 * 1024),
+        }));
+    }
+    let options = EtcdOptions {
+        ca_file: args.etcd_cafile.clone(),
+        cert_file: args.etcd_certfile.clone(),
+        key_file: args.etcd_keyfile.clone(),
+        key_prefix: args.etcd_prefix.clone(),
+        retain_revisions: args.history_revisions,
+        ..EtcdOptions::default()
+    }
+    .with_url(&args.store)
+    .context("--store: expected redb or etcd://host:port[,host:port…]")?;
+    Ok(StoreBackend::Etcd(options))
 }
 
 // mimalloc: the servers allocate many small short-lived buffers (protobuf messages,
@@ -132,12 +223,25 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
 
     let mut config = hypermesh_apiserver::Config::new(&args.data_dir);
-    config.store.retain_revisions = args.history_revisions;
+    config.store = store_backend(&args)?;
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     config.proofs.work_difficulty = args.proof_work_difficulty;
     config.proofs.space_samples = args.proof_space_samples;
     config.metrics_addr = args.metrics_addr;
+    config.write_queue_bytes = args.write_queue_mib.max(1).saturating_mul(1024 * 1024);
+    config.rate_limit_qps = args.rate_limit_qps;
+    config.rate_limit_burst = args.rate_limit_burst;
+    config.max_image_upload_bytes = args.max_image_upload_mib.saturating_mul(1024 * 1024);
+    config.watch_cache = hypermesh_apiserver::watch_cache::WatchCacheOptions {
+        enabled: args.watch_cache,
+        window_bytes: args
+            .watch_cache_window_mib
+            .max(1)
+            .saturating_mul(1024 * 1024),
+        lag_bytes: args.watch_lag_mib.max(1).saturating_mul(1024 * 1024),
+        max_watches: args.max_watches,
+    };
     config.audit = args
         .audit_log
         .clone()
@@ -192,7 +296,13 @@ async fn main() -> anyhow::Result<()> {
         Controllers::None => in_process::Controllers::None,
     };
     let token = CancellationToken::new();
-    let controllers = tokio::spawn(in_process::run(channel, which, token.clone()));
+    let lease = Duration::from_secs(args.controllers_lease_seconds.clamp(1, 3600));
+    let controllers = tokio::spawn(in_process::run_with_lease(
+        channel,
+        which,
+        lease,
+        token.clone(),
+    ));
     tokio::spawn(async move {
         stop.cancelled().await;
         token.cancel();

@@ -4,8 +4,8 @@
 //! health and reflection — over TLS 1.3 with client certificates, or plaintext for
 //! `--insecure-dev` — until `shutdown`, then drains for a grace period.
 //!
-//! On first start with TLS the data directory gets `pki/ca.crt` (the cluster CA),
-//! `pki/ca.key.sealed` (its key, sealed with the encryption key file),
+//! On first start with TLS the store gets the cluster CA with its key sealed with the
+//! encryption key file (`crate::ca`), the data directory `pki/ca.crt` (its certificate),
 //! `admin.config` (an admin identity) and `scheduler.config` (the scheduler's).
 
 use std::net::SocketAddr;
@@ -22,7 +22,6 @@ use tracing::{info, warn};
 
 use hypermesh_trust::at_rest::EncryptionKey;
 use hypermesh_trust::client_config::ClientConfigFile;
-use hypermesh_trust::pki::ClusterCa;
 
 use crate::admission::Chain;
 use crate::admission::authorization::Rbac;
@@ -30,7 +29,7 @@ use crate::ca::Pki;
 use crate::caller::Authentication;
 use crate::metrics;
 use crate::registry::{Registry, RegistryOptions, ensure_builtin_roles, ensure_system_namespaces};
-use crate::store::redb::{RedbOptions, RedbStore};
+use crate::store::backend::StoreBackend;
 use crate::store::{Store, StoreError};
 use crate::suspect::SuspectReaction;
 use crate::tls::Revocations;
@@ -39,13 +38,16 @@ use crate::tls::Revocations;
 /// `RegistryOptions::max_object_bytes`, which gives a clearer error.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long a write waits for room in the write queue before `RESOURCE_EXHAUSTED`.
+const WRITE_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
 /// How the apiserver runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the embedded store keeps `store.redb`.
+    /// Where the embedded store keeps `store.redb`, and client configurations.
     pub data_dir: PathBuf,
-    /// Store tuning.
-    pub store: RedbOptions,
+    /// The store: embedded redb (default) or etcd.
+    pub store: StoreBackend,
     /// Largest object accepted, in encoded bytes.
     pub max_object_bytes: usize,
     /// How often watches asking for bookmarks get one.
@@ -61,6 +63,17 @@ pub struct Config {
     /// Proof challenges: work difficulty, space samples, lifetimes (a cluster setting:
     /// give every apiserver the same).
     pub proofs: crate::proof_ledger::ProofSettings,
+    /// The watch cache (`--watch-cache`).
+    pub watch_cache: crate::watch_cache::WatchCacheOptions,
+    /// Bytes of writes that may wait for the store before new ones get
+    /// `RESOURCE_EXHAUSTED` (`--write-queue-mib`).
+    pub write_queue_bytes: usize,
+    /// Requests per second per identity (`--rate-limit-qps`; 0 disables).
+    pub rate_limit_qps: f64,
+    /// Burst of the per-identity rate limit (`--rate-limit-burst`).
+    pub rate_limit_burst: u32,
+    /// Largest image archive one upload to a node may carry (`--max-image-upload-mib`).
+    pub max_image_upload_bytes: u64,
 }
 
 /// How the server runs TLS.
@@ -86,7 +99,7 @@ impl Config {
         let registry = RegistryOptions::default();
         Config {
             data_dir: data_dir.into(),
-            store: RedbOptions::default(),
+            store: StoreBackend::default(),
             max_object_bytes: registry.max_object_bytes,
             bookmark_interval: registry.bookmark_interval,
             shutdown_grace: Duration::from_secs(5),
@@ -94,6 +107,11 @@ impl Config {
             tls: None,
             audit: None,
             proofs: crate::proof_ledger::ProofSettings::default(),
+            watch_cache: Default::default(),
+            write_queue_bytes: 64 * 1024 * 1024,
+            rate_limit_qps: 200.0,
+            rate_limit_burst: 400,
+            max_image_upload_bytes: registry.max_image_upload_bytes,
         }
     }
 
@@ -140,6 +158,9 @@ pub enum ServerError {
     /// The cluster CA or its key could not be loaded or created.
     #[error("cluster CA: {0}")]
     Pki(#[from] hypermesh_trust::pki::PkiError),
+    /// The cluster CA in the store could not be loaded or created.
+    #[error("{0}")]
+    Ca(#[from] crate::ca::CaError),
     /// The encryption key file could not be loaded or created.
     #[error("{0}")]
     EncryptionKey(#[from] hypermesh_trust::at_rest::AtRestError),
@@ -212,10 +233,14 @@ impl ApiServer {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(
-            &config.data_dir.join("store.redb"),
-            config.store.clone(),
-        )?);
+        let store = config.store.open(&config.data_dir).await?;
+        info!(store = config.store.name(), "store open");
+        // Writes waiting for the store are bounded by bytes, whatever the backend.
+        let store: Arc<dyn Store> = Arc::new(crate::store::bounded::BoundedWrites::new(
+            store,
+            config.write_queue_bytes,
+            WRITE_QUEUE_WAIT,
+        ));
         let pki = match &config.tls {
             None => None,
             Some(tls) => {
@@ -224,13 +249,28 @@ impl ApiServer {
                     .clone()
                     .unwrap_or_else(|| config.data_dir.join("encryption.key"));
                 let key = EncryptionKey::load_or_create(&key_file)?;
-                let ca = ClusterCa::load_or_create(&config.data_dir.join("pki"), &key)?;
+                let ca =
+                    crate::ca::load_or_create_shared(&*store, &config.data_dir.join("pki"), &key)
+                        .await?;
                 info!(pin = %ca.pin(), "cluster CA loaded");
                 Some(Arc::new(Pki::new(ca)))
             }
         };
         let rbac = Arc::new(Rbac::default());
+        let watch_caches = config.watch_cache.enabled.then(|| {
+            Arc::new(crate::watch_cache::WatchCaches::new(
+                store.clone(),
+                config.watch_cache.clone(),
+                shutdown.child_token(),
+            ))
+        });
         let options = Arc::new(RegistryOptions {
+            watch_caches,
+            rate_limits: Arc::new(crate::limits::RateLimits::new(
+                config.rate_limit_qps,
+                config.rate_limit_burst,
+            )),
+            max_image_upload_bytes: config.max_image_upload_bytes,
             max_object_bytes: config.max_object_bytes,
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.child_token(),
@@ -333,6 +373,7 @@ impl ApiServer {
                 certificate_authority: Some(pki.ca.certificate_pem().to_string()),
                 client_certificate: Some(cert_pem),
                 client_key: Some(key_pem),
+                servers: Vec::new(),
             };
             info!(path = %path.display(), identity, "wrote client configuration");
         }
@@ -378,6 +419,17 @@ impl ApiServer {
             };
         }
         let namespaces: Registry<v1::Namespace> = reg!();
+        // A kind's service with its Watch answered from the watch cache.
+        macro_rules! cached {
+            ($($server:ident)::+, $registry:expr) => {{
+                let registry = $registry;
+                crate::watch_cache::grpc::CachedWatch::new(
+                    with_limits!($($server)::+::new(registry.clone())),
+                    registry,
+                    MAX_MESSAGE_BYTES,
+                )
+            }};
+        }
         if let Some(address) = config.metrics_addr {
             let listener = TcpListener::bind(address)
                 .await
@@ -443,49 +495,56 @@ impl ApiServer {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(with_limits!(
-                v1::namespace_service_server::NamespaceServiceServer::new(namespaces)
+            .add_service(cached!(
+                v1::namespace_service_server::NamespaceServiceServer,
+                namespaces
             ))
-            .add_service(with_limits!(
-                v1::node_service_server::NodeServiceServer::new(reg!())
+            .add_service(cached!(v1::node_service_server::NodeServiceServer, reg!()))
+            .add_service(cached!(
+                v1::asset_service_server::AssetServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::asset_service_server::AssetServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::workload_service_server::WorkloadServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::workload_service_server::WorkloadServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::instance_service_server::InstanceServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::instance_service_server::InstanceServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::route_service_server::RouteServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::route_service_server::RouteServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::secret_service_server::SecretServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::secret_service_server::SecretServiceServer::new(reg!())
-            ))
-            .add_service(with_limits!(
-                v1::lease_service_server::LeaseServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::lease_service_server::LeaseServiceServer,
+                reg!()
             ))
             .add_service(with_limits!(
                 v1::agent_tunnel_service_server::AgentTunnelServiceServer::new(
                     crate::sessions::TunnelService { nodes: reg!() }
                 )
             ))
-            .add_service(with_limits!(
-                v1::event_service_server::EventServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::event_service_server::EventServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::role_service_server::RoleServiceServer::new(reg!())
+            .add_service(cached!(v1::role_service_server::RoleServiceServer, reg!()))
+            .add_service(cached!(
+                v1::role_binding_service_server::RoleBindingServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::role_binding_service_server::RoleBindingServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::join_token_service_server::JoinTokenServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::join_token_service_server::JoinTokenServiceServer::new(reg!())
-            ))
-            .add_service(with_limits!(
-                v1::certificate_service_server::CertificateServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::certificate_service_server::CertificateServiceServer,
+                reg!()
             ))
             .add_service(with_limits!(
                 v1::join_service_server::JoinServiceServer::new(crate::join::JoinService {

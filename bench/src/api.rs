@@ -48,6 +48,30 @@ pub async fn run(args: ApiArgs) -> Result<()> {
         hypermesh = Some(result);
     }
 
+    let mut hypermesh_etcd = None;
+    if args.targets.contains(&Target::HypermeshEtcd) {
+        eprintln!(
+            "hm-bench: starting {} and hm-apiserver --store etcd",
+            args.etcd.display()
+        );
+        let etcd = servers::start_etcd(&args.etcd, timeout).await?;
+        let store = format!("etcd://{}", etcd.url().trim_start_matches("http://"));
+        let server = servers::start_apiserver_args(
+            &args.apiserver,
+            servers::Controllers::None,
+            &["--store", &store],
+            timeout,
+        )
+        .await?;
+        let mut result = bench_hypermesh(server.url(), &args, &objects, timeout)
+            .await
+            .context("HyperMesh on etcd run")?;
+        result.label = format!("HyperMesh {} on etcd", env!("CARGO_PKG_VERSION"));
+        server.stop().await?;
+        etcd.stop().await?;
+        hypermesh_etcd = Some(result);
+    }
+
     let mut etcd = None;
     if args.targets.contains(&Target::Etcd) {
         let version = servers::etcd_version(&args.etcd).await;
@@ -70,6 +94,7 @@ pub async fn run(args: ApiArgs) -> Result<()> {
         page_size: args.page_size,
         object_bytes,
         hypermesh,
+        hypermesh_etcd,
         etcd,
     };
     println!("{}", report.section());
@@ -80,7 +105,7 @@ pub async fn run(args: ApiArgs) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".into(),
             Err(e) => return Err(anyhow!(e).context(format!("reading {}", path.display()))),
         };
-        std::fs::write(path, report::upsert_section(&existing, &report.section()))
+        std::fs::write(path, report.upsert_into(&existing))
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("hm-bench: recorded in {}", path.display());
     }

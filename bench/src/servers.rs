@@ -157,19 +157,31 @@ pub async fn start_apiserver(
     controllers: Controllers,
     timeout: Duration,
 ) -> Result<ServerProcess> {
-    start_apiserver_with(binary, controllers, false, timeout).await
+    start_apiserver_with(binary, controllers, false, &[], timeout).await
+}
+
+/// As [`start_apiserver`] with extra flags (e.g. `--watch-cache=false`,
+/// `--store etcd://…`).
+pub async fn start_apiserver_args(
+    binary: &Path,
+    controllers: Controllers,
+    extra: &[&str],
+    timeout: Duration,
+) -> Result<ServerProcess> {
+    start_apiserver_with(binary, controllers, false, extra, timeout).await
 }
 
 /// As [`start_apiserver`] with TLS (no `--insecure-dev`, no controllers); the admin's
 /// client config is `data_dir()/admin.config`.
 pub async fn start_apiserver_tls(binary: &Path, timeout: Duration) -> Result<ServerProcess> {
-    start_apiserver_with(binary, Controllers::None, true, timeout).await
+    start_apiserver_with(binary, Controllers::None, true, &[], timeout).await
 }
 
 async fn start_apiserver_with(
     binary: &Path,
     controllers: Controllers,
     tls: bool,
+    extra: &[&str],
     timeout: Duration,
 ) -> Result<ServerProcess> {
     require_binary(
@@ -186,10 +198,12 @@ async fn start_apiserver_with(
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--controllers")
-        .arg(controllers.flag());
+        .arg(controllers.flag())
+        .args(extra);
     if !tls {
         command.arg("--insecure-dev");
     }
+    command.args(extra);
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

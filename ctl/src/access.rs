@@ -275,6 +275,7 @@ pub async fn create_user(ctx: &Context, args: &UserCreateArgs) -> Result<ClientC
         certificate_authority: Some(issued.ca_pem),
         client_certificate: Some(issued.certificate_pem),
         client_key: Some(key.serialize_pem()),
+        servers: Vec::new(),
     })
 }
 

@@ -31,9 +31,11 @@ use crate::duration::parse_duration;
         hmctl api-resources                list kinds and their short names"
 )]
 pub struct Cli {
-    /// Apiserver URL, e.g. https://127.0.0.1:7443 [env: HYPERMESH_SERVER]
-    #[arg(long, global = true, value_name = "URL")]
-    pub server: Option<String>,
+    /// Apiserver URL, e.g. https://127.0.0.1:7443 [env: HYPERMESH_SERVER]; repeat it
+    /// (or separate URLs with commas) for several apiservers of one cluster: hmctl
+    /// uses the first that answers
+    #[arg(long, global = true, value_name = "URL", value_delimiter = ',')]
+    pub server: Vec<String>,
 
     /// Config file with the server and your identity [env: HYPERMESH_CONFIG]
     /// (default ~/.hypermesh/config.yaml)
@@ -173,9 +175,14 @@ pub struct GetArgs {
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
 
-    /// After listing, keep printing objects as they change
+    /// After listing, keep printing objects as they change (reconnecting and resuming
+    /// when the server restarts)
     #[arg(short = 'w', long)]
     pub watch: bool,
+
+    /// With -w: say what each change was (ADDED, MODIFIED, DELETED)
+    #[arg(long)]
+    pub output_watch_events: bool,
 
     /// Fetch lists in pages of this many objects (0: one request)
     #[arg(long, default_value_t = 500, value_name = "N")]

@@ -137,7 +137,14 @@ pub fn resolve(server_flag: Option<&str>, config_flag: Option<&Path>) -> Result<
 }
 
 /// Checks that `url` is something hmctl can connect to.
-pub fn check_server_url(url: &str) -> Result<()> {
+pub fn check_server_url(urls: &str) -> Result<()> {
+    for url in urls.split(',').map(str::trim) {
+        check_one_url(url)?;
+    }
+    Ok(())
+}
+
+fn check_one_url(url: &str) -> Result<()> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"));

@@ -128,7 +128,7 @@ impl Context {
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
     let ctx = || -> Result<Context> {
-        let resolved = config::resolve(cli.server.as_deref(), cli.config.as_deref())?;
+        let resolved = config::resolve(cli_server(&cli.server).as_deref(), cli.config.as_deref())?;
         Ok(Context {
             server: resolved.server,
             namespace: cli.namespace.clone(),
@@ -150,7 +150,10 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Version(args) if args.client => version::run(None).await,
         Command::Version(_) => version::run(Some(&ctx()?)).await,
         Command::Config(ConfigCommand::View) => {
-            output::print(&config::view(cli.server.as_deref(), cli.config.as_deref())?)?;
+            output::print(&config::view(
+                cli_server(&cli.server).as_deref(),
+                cli.config.as_deref(),
+            )?)?;
             Ok(Exit::Success)
         }
         Command::Cordon(args) => cordon::run(&ctx()?, args, true).await,
@@ -198,4 +201,9 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--server` given once or more: one target URL (comma-separated), `None` when absent.
+fn cli_server(urls: &[String]) -> Option<String> {
+    (!urls.is_empty()).then(|| hypermesh_api::client::join_urls(urls))
 }

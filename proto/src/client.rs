@@ -6,6 +6,12 @@
 //! `--insecure-dev` server), TLS with the given rustls configuration for `https://`
 //! (TLS is done here, over our own connector, so the configuration — CA, client
 //! certificate, TLS 1.3, X25519MLKEM768 — is exactly the one the caller built).
+//!
+//! A [`Target`] may name several apiservers of one cluster (`url` lists them separated
+//! by commas): each new connection dials the one that last worked, then the others in
+//! turn, so when an apiserver dies the channel's next connection goes to another. A
+//! request in flight on the dead connection fails (`UNAVAILABLE`) and the caller
+//! retries; a watch resumes from its last resource version (the runtime's watcher).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -97,7 +103,8 @@ impl ClientTls {
 /// Where the apiserver is and how to talk to it.
 #[derive(Clone)]
 pub struct Target {
-    /// `https://HOST:PORT` (or `http://` for a `--insecure-dev` server).
+    /// `https://HOST:PORT` (or `http://` for a `--insecure-dev` server); several
+    /// apiservers of one cluster separated by commas (`https://a:7443,https://b:7443`).
     pub url: String,
     /// The TLS configuration for `https://` URLs.
     pub tls: Option<ClientTls>,
@@ -128,6 +135,28 @@ impl Target {
             tls: Some(ClientTls::new(config)),
         }
     }
+
+    /// The apiserver URLs `url` lists, in order.
+    pub fn urls(&self) -> Vec<&str> {
+        join_urls_split(&self.url)
+    }
+}
+
+fn join_urls_split(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// One `url` for several apiservers (`--server` given more than once, a config's
+/// `servers:` list): the URLs joined with commas.
+pub fn join_urls<S: AsRef<str>>(urls: &[S]) -> String {
+    urls.iter()
+        .map(|u| u.as_ref().trim())
+        .filter(|u| !u.is_empty())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn endpoint(target: &Target) -> Result<Endpoint, ConnectError> {
@@ -135,13 +164,23 @@ fn endpoint(target: &Target) -> Result<Endpoint, ConnectError> {
         url: target.url.clone(),
         source,
     };
-    // TLS is ours (the connector below); tonic sees plain HTTP/2.
-    let plain = match target.url.strip_prefix("https://") {
-        Some(rest) => format!("http://{rest}"),
-        None => target.url.clone(),
+    let urls = target.urls();
+    // TLS is ours (the connector below); tonic sees plain HTTP/2. The connector
+    // decides which apiserver to dial; every URL must parse.
+    let mut first = None;
+    for url in &urls {
+        let plain = match url.strip_prefix("https://") {
+            Some(rest) => format!("http://{rest}"),
+            None => (*url).to_string(),
+        };
+        let endpoint = Endpoint::from_shared(plain).map_err(invalid)?;
+        first.get_or_insert(endpoint);
+    }
+    let endpoint = match first {
+        Some(e) => e,
+        None => Endpoint::from_shared(String::new()).map_err(invalid)?,
     };
-    Ok(Endpoint::from_shared(plain)
-        .map_err(invalid)?
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
@@ -149,7 +188,14 @@ fn endpoint(target: &Target) -> Result<Endpoint, ConnectError> {
 }
 
 fn tls_required(target: &Target) -> Result<Option<ClientTls>, ConnectError> {
-    match (&target.tls, target.url.starts_with("https://")) {
+    let urls = target.urls();
+    let https = urls.iter().filter(|u| u.starts_with("https://")).count();
+    if https != 0 && https != urls.len() {
+        return Err(ConnectError::PlaintextWithTls {
+            url: target.url.clone(),
+        });
+    }
+    match (&target.tls, https > 0) {
         (Some(tls), true) => Ok(Some(tls.clone())),
         (None, false) => Ok(None),
         (None, true) => Err(ConnectError::TlsMissing {
@@ -161,65 +207,166 @@ fn tls_required(target: &Target) -> Result<Option<ClientTls>, ConnectError> {
     }
 }
 
-/// A TLS connection to the apiserver, as hyper wants it.
-type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+/// A connection to the apiserver (TLS, or plain TCP for `--insecure-dev`), as hyper
+/// wants it.
+type ServerIo = hyper_util::rt::TokioIo<ServerStream>;
 
 /// The future of one connection attempt.
 type Connecting =
-    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<TlsIo>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<ServerIo>> + Send>>;
 
-/// TCP, then TLS with the current `config`, naming the server by the URI's host.
-fn tls_connector(
-    config: ClientTls,
+/// TCP, or TLS over TCP.
+#[derive(Debug)]
+pub enum ServerStream {
+    /// A plaintext (`--insecure-dev`) connection.
+    Plain(tokio::net::TcpStream),
+    /// A TLS connection.
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for ServerStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            ServerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ServerStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            ServerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            ServerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ServerStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            ServerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects to one apiserver at `url` (TCP, then TLS with `tls` when given, naming
+/// the server by the URL's host).
+async fn dial(url: &str, tls: Option<&ClientTls>) -> std::io::Result<ServerStream> {
+    let invalid = |what: &str| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{url}: {what}"))
+    };
+    let uri: tonic::codegen::http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+    let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?;
+    let port = uri.port_u16().unwrap_or(7443);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((bare, port)),
+    )
+    .await
+    .map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{url}: connect timed out"),
+        )
+    })??;
+    tcp.set_nodelay(true)?;
+    let Some(tls) = tls else {
+        return Ok(ServerStream::Plain(tcp));
+    };
+    let name = rustls::pki_types::ServerName::try_from(bare.to_string())
+        .map_err(|_| invalid("the URL's host is not a valid server name"))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.current());
+    Ok(ServerStream::Tls(Box::new(
+        connector.connect(name, tcp).await?,
+    )))
+}
+
+fn owned_urls(target: &Target) -> Vec<String> {
+    target.urls().into_iter().map(String::from).collect()
+}
+
+/// How long one apiserver gets to accept a TCP connection before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Dials the target's apiservers: the one that last worked first, then the others in
+/// turn, until one connects (the URI tonic passes is ignored: it is the first URL).
+fn failover_connector(
+    urls: Vec<String>,
+    tls: Option<ClientTls>,
 ) -> impl tower::Service<
     tonic::codegen::http::Uri,
-    Response = TlsIo,
+    Response = ServerIo,
     Error = std::io::Error,
     Future = Connecting,
 > + Clone {
-    tower::service_fn(move |uri: tonic::codegen::http::Uri| {
-        let connector = tokio_rustls::TlsConnector::from(config.current());
+    let urls = Arc::new(urls);
+    let current = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tower::service_fn(move |_uri: tonic::codegen::http::Uri| {
+        let urls = urls.clone();
+        let current = current.clone();
+        let tls = tls.clone();
         let fut: Connecting = Box::pin(async move {
-            let invalid = |what: &str| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string())
-            };
-            let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?;
-            let port = uri.port_u16().unwrap_or(7443);
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            let name = rustls::pki_types::ServerName::try_from(bare.to_string())
-                .map_err(|_| invalid("the URL's host is not a valid server name"))?;
-            let tcp = tokio::net::TcpStream::connect((bare, port)).await?;
-            tcp.set_nodelay(true)?;
-            let tls = connector.connect(name, tcp).await?;
-            Ok(hyper_util::rt::TokioIo::new(tls))
+            let start = current.load(std::sync::atomic::Ordering::Relaxed);
+            let mut last_error = None;
+            for step in 0..urls.len() {
+                let index = (start + step) % urls.len();
+                match dial(&urls[index], tls.as_ref()).await {
+                    Ok(stream) => {
+                        current.store(index, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(hyper_util::rt::TokioIo::new(stream));
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            Err(last_error.unwrap_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no apiserver URL")
+            }))
         });
         fut
     })
 }
 
-/// Connects to the apiserver at `target`.
+/// Connects to the apiserver at `target` (the first of its apiservers that answers).
 pub async fn connect_to(target: &Target) -> Result<Channel, ConnectError> {
     let endpoint = endpoint(target)?;
-    let unreachable = |source| ConnectError::Unreachable {
-        url: target.url.clone(),
-        source,
-    };
-    match tls_required(target)? {
-        None => endpoint.connect().await.map_err(unreachable),
-        Some(tls) => endpoint
-            .connect_with_connector(tls_connector(tls))
-            .await
-            .map_err(unreachable),
-    }
+    let tls = tls_required(target)?;
+    endpoint
+        .connect_with_connector(failover_connector(owned_urls(target), tls))
+        .await
+        .map_err(|source| ConnectError::Unreachable {
+            url: target.url.clone(),
+            source,
+        })
 }
 
-/// A channel to `target` that connects on first use (and reconnects after failures).
+/// A channel to `target` that connects on first use (and reconnects after failures,
+/// to another of its apiservers when the last one is gone).
 pub fn connect_lazy(target: &Target) -> Result<Channel, ConnectError> {
     let endpoint = endpoint(target)?;
-    Ok(match tls_required(target)? {
-        None => endpoint.connect_lazy(),
-        Some(tls) => endpoint.connect_with_connector_lazy(tls_connector(tls)),
-    })
+    let tls = tls_required(target)?;
+    Ok(endpoint.connect_with_connector_lazy(failover_connector(owned_urls(target), tls)))
 }
 
 /// Connects to a plaintext (`--insecure-dev`) apiserver at `url` (`http://127.0.0.1:7443`).

@@ -15,9 +15,14 @@ use hypermesh_proxy::{Config, Proxy, RelayChoice};
     about = "HyperMesh proxy: reach Instances and Routes by global address over QUIC, via SOCKS5."
 )]
 struct Args {
-    /// Apiserver URL.
-    #[arg(long, env = "HM_SERVER", default_value = "http://127.0.0.1:7443")]
-    server: String,
+    /// Apiserver URL; repeat it (or separate with commas) for several apiservers.
+    #[arg(
+        long,
+        env = "HM_SERVER",
+        default_value = "http://127.0.0.1:7443",
+        value_delimiter = ','
+    )]
+    server: Vec<String>,
     /// The agent's state dir (reads pki/ca.crt, pki/node.crt, pki/node.key).
     #[arg(long, env = "HM_STATE_DIR", default_value = "/var/lib/hypermesh/agent")]
     state_dir: PathBuf,
@@ -79,7 +84,10 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("--relay {addr:?}: expected HOST:PORT or auto"))?,
         ),
     };
-    let mut config = Config::new(args.server, args.state_dir);
+    let mut config = Config::new(
+        hypermesh_api::client::join_urls(&args.server),
+        args.state_dir,
+    );
     config.listen_quic = args.listen_quic;
     config.advertise = args.advertise;
     config.relay = relay;

@@ -15,9 +15,9 @@ struct Args {
     config: Option<std::path::PathBuf>,
 
     /// The apiserver (overrides the config's `server:`; without --config, a plaintext
-    /// --insecure-dev server).
-    #[arg(long, env = "HM_SERVER")]
-    server: Option<String>,
+    /// --insecure-dev server); repeat it (or separate with commas) for several.
+    #[arg(long, env = "HM_SERVER", value_delimiter = ',')]
+    server: Vec<String>,
 
     /// Scoring: spread load (least allocated) or pack nodes full (most allocated).
     #[arg(long, env = "HM_PROFILE", value_enum, default_value_t = ProfileArg::Spread)]
@@ -55,12 +55,13 @@ async fn main() -> anyhow::Result<()> {
     // its service manager restarts it.
     hypermesh_runtime::process::exit_on_panic();
     let args = Args::parse();
+    let server = (!args.server.is_empty()).then(|| hypermesh_api::client::join_urls(&args.server));
     let target = match &args.config {
         Some(path) => hypermesh_trust::client_config::ClientConfigFile::load(path)
-            .and_then(|c| c.target(path, args.server.as_deref()))
+            .and_then(|c| c.target(path, server.as_deref()))
             .with_context(|| format!("reading {}", path.display()))?,
         None => hypermesh_api::client::Target::insecure(
-            args.server
+            server
                 .clone()
                 .unwrap_or_else(|| "http://127.0.0.1:7443".to_string()),
         ),

@@ -1,13 +1,30 @@
-//! The test harness: starts real apiservers (in-process or as `hm-apiserver`
-//! processes), finds the workspace binaries, and waits on conditions with deadlines
-//! so every test reads as a short story.
+//! The test harness every integration test in `tests/tests/` uses: starts real
+//! apiservers (in-process or as `hm-apiserver` processes), schedulers, agents, private
+//! containerd, registries, proxies and network-namespace hosts, finds the workspace
+//! binaries, and waits on conditions with deadlines so every test reads as a short
+//! story. One module per part of a cluster; a test imports the ones it needs.
 //!
 //! Binaries are looked up in the cargo target directory of the running test, so run
 //! `cargo build --workspace --bins` first (`make test` does).
 
+pub mod agent;
+pub mod attack;
+pub mod containerd;
+pub mod etcd;
+pub mod fixtures;
+pub mod ha;
+pub mod hmctl;
+pub mod hosts;
+pub mod instance;
 pub mod netns;
+pub mod node_env;
+pub mod node_lifecycle;
 pub mod pki;
 pub mod proofs;
+pub mod proxy;
+pub mod registry;
+pub mod scheduler;
+pub mod workload;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -293,6 +310,11 @@ impl ApiServerProcess {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
     }
 
     /// A connected channel (the admin's with TLS).

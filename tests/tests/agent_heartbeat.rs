@@ -2,9 +2,9 @@
 //! Ready=True, RuntimeReady reflecting whether containerd's socket answers, and with no
 //! NVIDIA driver a GpuDriverReady=False condition and no GPU Asset.
 
-mod agent_support;
+use hypermesh_tests::agent;
 
-use agent_support::{Agent, TIMEOUT, assets_of, condition, config, wait_registered};
+use agent::{Agent, TIMEOUT, assets_of, condition, config, wait_registered};
 use hypermesh_api::v1::{Asset, AssetType, Lease, Node};
 use hypermesh_tests::{InProcessApiServer, wait_for};
 

@@ -3,20 +3,20 @@
 //! same tasks, no duplicates, no restarts — and `hmctl logs` shows the output written
 //! while the agent was gone.
 
-mod agent_support;
-mod hmctl_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::agent;
+use hypermesh_tests::containerd;
+use hypermesh_tests::hmctl;
+use hypermesh_tests::node_env;
 
 use std::process::Stdio;
 
-use agent_support::condition;
-use hmctl_support::Hmctl;
+use agent::condition;
+use containerd::{PrivateContainerd, TEST_IMAGE};
+use hmctl::Hmctl;
 use hypermesh_api::Api;
 use hypermesh_api::v1::{self, InstancePhase, Node, RestartPolicy};
 use hypermesh_tests::{InProcessApiServer, bin_path, wait_for};
 use node_env::{NODE, TIMEOUT};
-use runtime_support::{PrivateContainerd, TEST_IMAGE};
 
 /// Starts `hm-agent` as a process against the apiserver and containerd.
 fn spawn_agent(

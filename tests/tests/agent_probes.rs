@@ -4,15 +4,13 @@
 //! restart policy restarts with "Liveness probe failed" in its last state; a passing one
 //! leaves it alone. Exec probes (`test -f …` run in the container) do the same.
 
-mod agent_support;
-mod instance_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::instance;
+use hypermesh_tests::node_env;
 
 use std::time::{Duration, Instant};
 
 use hypermesh_api::v1::{self, InstancePhase, RestartPolicy};
-use instance_support::{container_status, ready_condition, running, sh};
+use instance::{container_status, ready_condition, running, sh};
 use node_env::Env;
 
 fn tcp_probe(port: u32, period_seconds: u32, failure_threshold: u32) -> v1::Probe {

@@ -2,11 +2,11 @@
 //! registers its Node with the given labels and reserve, serves its metrics, and exits 0
 //! on SIGTERM.
 
-mod agent_support;
+use hypermesh_tests::agent;
 
 use std::process::Stdio;
 
-use agent_support::{TIMEOUT, condition};
+use agent::{TIMEOUT, condition};
 use hypermesh_api::Api;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::Node;

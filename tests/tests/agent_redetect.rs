@@ -2,11 +2,11 @@
 //! removed its Asset is deleted. The disk is a sysfs-shaped fixture directory (the
 //! agent's `/sys/block` path pointed at it), since a test cannot hot-plug hardware.
 
-mod agent_support;
+use hypermesh_tests::agent;
 
 use std::time::Duration;
 
-use agent_support::{Agent, TIMEOUT, assets_of, config};
+use agent::{Agent, TIMEOUT, assets_of, config};
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{Asset, AssetType};
 use hypermesh_tests::{InProcessApiServer, wait_for};
@@ -76,7 +76,7 @@ async fn added_and_removed_disks_update_assets() {
         .get("", "worker-d")
         .await
         .expect("node");
-    let suspect = agent_support::condition(&node, "Suspect").map(|c| c.status.clone());
+    let suspect = agent::condition(&node, "Suspect").map(|c| c.status.clone());
     assert_ne!(
         suspect.as_deref(),
         Some("True"),

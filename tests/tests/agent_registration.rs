@@ -4,11 +4,11 @@
 //! node beforehand, so its Assets carry the configured privacy level and cite the
 //! stake record (without stake they would be UNTRUSTED).
 
-mod agent_support;
+use hypermesh_tests::agent;
 
 use std::net::Ipv6Addr;
 
-use agent_support::{Agent, config, wait_registered};
+use agent::{Agent, config, wait_registered};
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{Asset, AssetType, Node, PrivacyLevel};
 use hypermesh_tests::InProcessApiServer;

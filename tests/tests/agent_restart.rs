@@ -1,11 +1,11 @@
 //! A restarted agent (same state dir) keeps its NodeId, updates its Assets in place
 //! rather than duplicating them, and deletes the Asset of a device that is gone.
 
-mod agent_support;
+use hypermesh_tests::agent;
 
 use std::collections::BTreeMap;
 
-use agent_support::{Agent, TIMEOUT, assets_of, config, wait_registered};
+use agent::{Agent, TIMEOUT, assets_of, config, wait_registered};
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{Asset, AssetSpec, AssetType, Node, ObjectMeta};
 use hypermesh_tests::{InProcessApiServer, wait_for};
@@ -97,12 +97,12 @@ async fn restart_keeps_identity_and_assets() {
     let stable = |assets: &[Asset]| {
         assets
             .iter()
-            .filter(|a| !agent_support::is_network(a))
+            .filter(|a| !agent::is_network(a))
             .map(|a| a.meta().name.clone())
             .collect::<Vec<_>>()
     };
     assert_eq!(stable(&after), stable(&first), "same devices, same Assets");
-    let suspect = agent_support::condition(&restarted, "Suspect").map(|c| c.status.clone());
+    let suspect = agent::condition(&restarted, "Suspect").map(|c| c.status.clone());
     assert_ne!(suspect.as_deref(), Some("True"), "restart is not Byzantine");
     agent.stop().await;
 }

@@ -3,17 +3,17 @@
 //! one exiting 3 makes it FAILED with exit code 3, deleting a running Instance removes
 //! its container and snapshot, and a missing image is reported as `ImageNotFound`.
 
-mod agent_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::agent;
+use hypermesh_tests::containerd;
+use hypermesh_tests::node_env;
 
-use agent_support::Agent;
+use agent::Agent;
+use containerd::TEST_IMAGE;
 use hypermesh_agent::reconcile::container_id;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, DeleteRequest, Instance, InstancePhase, Node, RestartPolicy};
 use hypermesh_tests::wait_for;
 use node_env::{Env, NODE, TIMEOUT};
-use runtime_support::TEST_IMAGE;
 
 fn terminated(status: &v1::InstanceStatus) -> Option<&v1::ContainerStateTerminated> {
     status

@@ -9,12 +9,12 @@
 //! probes, which cannot run while containerd is away, count neither way: it stays
 //! ready, and its liveness probe never failed.
 
-mod agent_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::containerd;
+use hypermesh_tests::node_env;
 
 use std::time::{Duration, Instant};
 
+use containerd::TEST_IMAGE;
 use hypermesh_agent::reconcile::container_id;
 use hypermesh_api::v1::{
     self, Condition, Instance, InstancePhase, Node, ObjectMeta, RestartPolicy,
@@ -22,7 +22,6 @@ use hypermesh_api::v1::{
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::wait_for;
 use node_env::{Env, NODE, TIMEOUT};
-use runtime_support::TEST_IMAGE;
 use tokio_util::sync::CancellationToken;
 
 /// How long the Node may take to show containerd's state: a few heartbeats (300 ms

@@ -3,17 +3,16 @@
 //! `CreateContainerConfigError` naming `containers[i].user` (the Instance's other
 //! containers run), and `--pids-limit` is the container cgroup's `pids.max`.
 
-mod agent_support;
-mod instance_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::containerd;
+use hypermesh_tests::instance;
+use hypermesh_tests::node_env;
 
+use containerd::{TEST_IMAGE, pids_limit_of};
 use hypermesh_agent::reconcile::container_id;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, InstancePhase, RestartPolicy};
-use instance_support::{finished_log_of, running, sh, waiting};
+use instance::{finished_log_of, running, sh, waiting};
 use node_env::Env;
-use runtime_support::{TEST_IMAGE, pids_limit_of};
 
 fn spec(containers: Vec<v1::Container>, policy: RestartPolicy) -> v1::InstanceSpec {
     v1::InstanceSpec {

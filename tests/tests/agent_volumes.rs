@@ -5,19 +5,19 @@
 //! appears) while other Instances run; volume directories go with their Instance, also
 //! when it was deleted while the agent was down.
 
-mod agent_support;
-mod instance_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::agent;
+use hypermesh_tests::containerd;
+use hypermesh_tests::instance;
+use hypermesh_tests::node_env;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use agent_support::Agent;
+use agent::Agent;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, InstancePhase, RestartPolicy, Secret};
 use hypermesh_tests::wait_for;
-use instance_support::{delete, finished_log_of, log_of, running, sh, waiting};
+use instance::{delete, finished_log_of, log_of, running, sh, waiting};
 use node_env::{Env, TIMEOUT};
 
 fn empty_dir(name: &str) -> v1::Volume {
@@ -300,7 +300,7 @@ async fn a_missing_host_path_is_a_config_error_and_other_instances_run() {
         .await;
     env.run(
         "healthy",
-        runtime_support::TEST_IMAGE,
+        containerd::TEST_IMAGE,
         &["sleep", "300"],
         RestartPolicy::Always,
     )

@@ -8,20 +8,20 @@
 //! a later event (a dangling "sentinel" object disappearing), since it handles events
 //! in order.
 
-mod support;
+use hypermesh_tests::fixtures;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use fixtures::{
+    EVENT_TIMEOUT, controlled_by, delete_request, get_opt, instance, wait_gone, workload,
+};
 use hypermesh_api::v1::{
     DeleteRequest, Instance, InstancePhase, InstanceStatus, OwnerReference, PropagationPolicy,
     Workload,
 };
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::{InProcessApiServer, wait_for};
-use support::{
-    EVENT_TIMEOUT, controlled_by, delete_request, get_opt, instance, wait_gone, workload,
-};
 
 const HOLD: &str = "example.com/hold";
 

@@ -2,12 +2,12 @@
 //! UpdateStatus, or a Delete precondition) fails with ABORTED / Conflict and changes
 //! nothing, and of ten concurrent updates from the same version exactly one wins.
 
-mod support;
+use hypermesh_tests::fixtures;
 
+use fixtures::{assert_status, rv, workload};
 use hypermesh_api::reason::Reason;
 use hypermesh_api::v1::{self, DeleteRequest, Workload};
 use hypermesh_tests::InProcessApiServer;
-use support::{assert_status, rv, workload};
 use tonic::Code;
 
 #[tokio::test]

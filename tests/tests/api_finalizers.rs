@@ -2,12 +2,12 @@
 //! watchers see MODIFIED), no finalizer can be added meanwhile, and removing the last
 //! one removes the object (NOT_FOUND, watchers see DELETED).
 
-mod support;
+use hypermesh_tests::fixtures;
 
+use fixtures::{assert_status, delete_request, next_change, rv, workload};
 use hypermesh_api::reason::Reason;
 use hypermesh_api::v1::{WatchEventType, WatchRequest, Workload};
 use hypermesh_tests::InProcessApiServer;
-use support::{assert_status, delete_request, next_change, rv, workload};
 use tonic::Code;
 
 const HOLD: &str = "example.com/hold";

@@ -3,16 +3,16 @@
 //! (waiting for their finalizers), then removes the namespace itself — leaving other
 //! namespaces untouched.
 
-mod support;
+use hypermesh_tests::fixtures;
 
+use fixtures::{
+    EVENT_TIMEOUT, assert_status, delete_request, get_opt, instance, lease, list_request, names,
+    namespace, wait_gone, workload,
+};
 use hypermesh_api::Resource;
 use hypermesh_api::reason::Reason;
 use hypermesh_api::v1::{Instance, Lease, Namespace, NamespacePhase, Secret, Workload};
 use hypermesh_tests::{InProcessApiServer, wait_for};
-use support::{
-    EVENT_TIMEOUT, assert_status, delete_request, get_opt, instance, lease, list_request, names,
-    namespace, wait_gone, workload,
-};
 use tonic::Code;
 
 const HOLD: &str = "example.com/hold";
@@ -74,7 +74,7 @@ async fn deleting_a_namespace_deletes_everything_in_it_then_itself() {
         .expect("lease");
     secrets
         .create(&Secret {
-            metadata: Some(support::meta("team-a", "token")),
+            metadata: Some(fixtures::meta("team-a", "token")),
             ..Default::default()
         })
         .await

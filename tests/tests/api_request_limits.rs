@@ -2,7 +2,7 @@
 //! an error — the server neither crashes nor stops answering — and Lists whose
 //! response would exceed the limit neither masquerade as "expired" nor break paging.
 
-mod support;
+use hypermesh_tests::fixtures;
 
 use hypermesh_api::Api;
 use hypermesh_api::v1::{self, ListRequest, Workload};
@@ -70,7 +70,7 @@ async fn raw_call(channel: Channel, method: &str, body: Vec<u8>) -> Result<Vec<u
 
 /// A Workload whose one environment variable holds `bytes` bytes.
 fn heavy_workload(name: &str, bytes: usize) -> Workload {
-    let mut w = support::workload("default", name, 1);
+    let mut w = fixtures::workload("default", name, 1);
     w.spec
         .as_mut()
         .expect("spec")
@@ -89,7 +89,7 @@ fn heavy_workload(name: &str, bytes: usize) -> Workload {
 async fn still_answers(server: &ApiServerProcess, name: &str) {
     let api = Api::<Workload>::new(server.channel().await.expect("connect"));
     let created = api
-        .create(&support::workload("default", name, 1))
+        .create(&fixtures::workload("default", name, 1))
         .await
         .expect("the server still takes writes");
     assert_eq!(api.get("default", name).await.expect("and reads"), created);
@@ -119,7 +119,7 @@ async fn a_request_over_16_mib_is_refused_and_the_server_survives() {
             .expect_err("a 20 MiB request");
     }
     let api = Api::<Workload>::new(channel);
-    assert!(support::get_opt(&api, "default", "huge").await.is_none());
+    assert!(fixtures::get_opt(&api, "default", "huge").await.is_none());
     still_answers(&server, "small").await;
 }
 
@@ -140,14 +140,14 @@ async fn an_unpaged_list_too_large_for_one_message_is_not_reported_as_expired() 
 
     // The server cuts pages before they outgrow a gRPC message and hands out a
     // continue token even without a limit; following it yields everything.
-    match api.list(support::list_request("default")).await {
+    match api.list(fixtures::list_request("default")).await {
         Ok((items, _, token)) => {
             assert!(
                 items.len() < 12 && !token.is_empty(),
                 "a ~17 MiB listing comes in pages"
             );
             let (all, _) = api
-                .list_all(support::list_request("default"))
+                .list_all(fixtures::list_request("default"))
                 .await
                 .expect("list all pages");
             assert_eq!(all.len(), 12);

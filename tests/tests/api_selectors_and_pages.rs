@@ -3,15 +3,15 @@
 //! INVALID_ARGUMENT; pages are a consistent snapshot that later writes do not leak
 //! into; listing with namespace "" spans every namespace.
 
-mod support;
+use hypermesh_tests::fixtures;
 
 use std::collections::BTreeSet;
 
+use fixtures::{assert_status, instance, labels, lease, names, namespace, rv};
 use hypermesh_api::reason::Reason;
 use hypermesh_api::v1::{self, Instance, InstancePhase, Lease, ListRequest, WatchRequest};
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::InProcessApiServer;
-use support::{assert_status, instance, labels, lease, names, namespace, rv};
 use tonic::Code;
 
 /// One Instance the selector tests list.
@@ -167,7 +167,10 @@ async fn field_selectors_return_exactly_the_matching_objects() {
         ["b"]
     );
     // Across namespaces: items come back namespace by namespace.
-    let (all, _, _) = api.list(support::list_request("")).await.expect("list all");
+    let (all, _, _) = api
+        .list(fixtures::list_request(""))
+        .await
+        .expect("list all");
     let where_: Vec<(String, String)> = all
         .iter()
         .map(|i| (i.meta().namespace.clone(), i.meta().name.clone()))
@@ -281,7 +284,7 @@ async fn pages_are_a_consistent_snapshot() {
         .insert("changed".into(), "yes".into());
     let relabelled = api.update(&relabelled).await.expect("update lease-15");
     assert!(rv(&relabelled) > rv1);
-    api.delete(support::delete_request("pages", "lease-22"))
+    api.delete(fixtures::delete_request("pages", "lease-22"))
         .await
         .expect("delete lease-22");
     api.create(&lease("pages", "lease-99"))
@@ -403,7 +406,7 @@ async fn bad_continue_tokens_are_rejected() {
 
 #[tokio::test]
 async fn a_continue_token_past_the_kept_history_has_expired() {
-    let server = InProcessApiServer::start_with(|config| config.store.retain_revisions = 10)
+    let server = InProcessApiServer::start_with(|config| config.store.set_retain_revisions(10))
         .await
         .expect("server");
     let api = server.api::<Lease>();

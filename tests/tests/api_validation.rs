@@ -3,13 +3,13 @@
 //! name, negative replicas, a bad port, an unknown enum number, oversized objects and
 //! a missing namespace.
 
-mod support;
+use hypermesh_tests::fixtures;
 
+use fixtures::{assert_status, list_request, names, workload};
 use hypermesh_api::Api;
 use hypermesh_api::reason::Reason;
 use hypermesh_api::v1::{self, Workload};
 use hypermesh_tests::InProcessApiServer;
-use support::{assert_status, list_request, names, workload};
 use tonic::Code;
 
 /// One way to make a Workload invalid, and how the server must answer.

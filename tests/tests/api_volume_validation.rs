@@ -4,12 +4,12 @@
 //! whose keys cannot be file names. Each answer is INVALID_ARGUMENT with the field path,
 //! and nothing is stored.
 
-mod support;
+use hypermesh_tests::fixtures;
 
+use fixtures::{assert_status, instance, list_request, meta, workload};
 use hypermesh_api::reason::Reason;
 use hypermesh_api::v1::{self, Instance, Secret, Workload};
 use hypermesh_tests::InProcessApiServer;
-use support::{assert_status, instance, list_request, meta, workload};
 use tonic::Code;
 
 fn scratch() -> v1::Volume {

@@ -4,13 +4,13 @@
 //! selection; bookmarks report progress; a version older than the kept history fails
 //! with OUT_OF_RANGE so clients re-list, and one the server has not reached is refused.
 
-mod support;
+use hypermesh_tests::fixtures;
 
+use fixtures::{assert_status, delete_request, labels, next_change, next_event, rv, workload};
 use hypermesh_api::Resource;
 use hypermesh_api::reason::Reason;
 use hypermesh_api::v1::{WatchEventType, WatchRequest, Workload};
 use hypermesh_tests::InProcessApiServer;
-use support::{assert_status, delete_request, labels, next_change, next_event, rv, workload};
 use tonic::Code;
 
 fn watch_from(resource_version: u64) -> WatchRequest {
@@ -180,7 +180,7 @@ async fn bookmarks_report_progress_past_the_last_write() {
     // Writes to other kinds move the store revision too; bookmarks cover them.
     let lease = server
         .api::<hypermesh_api::v1::Lease>()
-        .create(&support::lease("default", "other-kind"))
+        .create(&fixtures::lease("default", "other-kind"))
         .await
         .expect("create lease");
     assert!(rv(&lease) > last_write);
@@ -228,7 +228,7 @@ async fn bookmarks_report_progress_past_the_last_write() {
 
 #[tokio::test]
 async fn a_version_older_than_the_kept_history_is_out_of_range() {
-    let server = InProcessApiServer::start_with(|config| config.store.retain_revisions = 10)
+    let server = InProcessApiServer::start_with(|config| config.store.set_retain_revisions(10))
         .await
         .expect("server");
     let api = server.api::<Workload>();
@@ -242,7 +242,7 @@ async fn a_version_older_than_the_kept_history_is_out_of_range() {
     let err = match api.watch(watch_from(1)).await {
         Err(e) => e,
         // Also acceptable: the stream opens and fails at once.
-        Ok(mut stream) => tokio::time::timeout(support::EVENT_TIMEOUT, stream.message())
+        Ok(mut stream) => tokio::time::timeout(fixtures::EVENT_TIMEOUT, stream.message())
             .await
             .expect("an answer in time")
             .expect_err("watching compacted history"),
@@ -264,7 +264,7 @@ async fn concurrent_writes_arrive_once_each_in_revision_order() {
     let server = InProcessApiServer::start().await.expect("server");
     let api = server.api::<hypermesh_api::v1::Lease>();
     let start = api
-        .create(&support::lease("default", "start"))
+        .create(&fixtures::lease("default", "start"))
         .await
         .expect("create");
     let mut watch = api.watch(watch_from(rv(&start))).await.expect("watch");
@@ -276,7 +276,7 @@ async fn concurrent_writes_arrive_once_each_in_revision_order() {
                 let mut acked = Vec::new();
                 for n in 0..50 {
                     let created = api
-                        .create(&support::lease("default", &format!("w{w}-{n}")))
+                        .create(&fixtures::lease("default", &format!("w{w}-{n}")))
                         .await
                         .expect("create");
                     acked.push((rv(&created), created.meta().name.clone()));
@@ -320,7 +320,7 @@ async fn a_version_from_the_future_is_refused_not_silently_skipped() {
                     .await
                     .expect("create");
             }
-            tokio::time::timeout(support::EVENT_TIMEOUT, stream.message())
+            tokio::time::timeout(fixtures::EVENT_TIMEOUT, stream.message())
                 .await
                 .expect("an answer in time")
         }

@@ -6,15 +6,15 @@
 //! and the candidates never honour more than that, even from a Lease that bypassed
 //! validation, so the cluster keeps working.
 
-mod attack_support;
-mod scheduler_support;
-mod workload_support;
+use hypermesh_tests::attack;
+use hypermesh_tests::scheduler;
+use hypermesh_tests::workload;
 
-use attack_support::{SURVIVE_TIMEOUT, assert_refused, exited, hostile_lease, spawn_scheduler};
+use attack::{SURVIVE_TIMEOUT, assert_refused, exited, hostile_lease, spawn_scheduler};
 use hypermesh_api::Api;
 use hypermesh_api::v1::{Instance, Lease, Node, Workload};
 use hypermesh_tests::{ApiServerProcess, wait_for};
-use scheduler_support::{instance, node};
+use scheduler::{instance, node};
 
 fn now() -> i64 {
     hypermesh_api::time::now().seconds
@@ -82,12 +82,12 @@ async fn a_lease_for_68_years_is_refused_and_the_controllers_keep_working() {
 
     let workloads: Api<Workload> = Api::new(channel.clone());
     workloads
-        .create(&workload_support::workload("web", 2, "web:1"))
+        .create(&workload::workload("web", 2, "web:1"))
         .await
         .expect("create workload");
     let instances: Api<Instance> = Api::new(channel);
     wait_for(SURVIVE_TIMEOUT, || async {
-        let owned = workload_support::instances_of(&instances, "web").await;
+        let owned = workload::instances_of(&instances, "web").await;
         (owned.len() == 2).then_some(())
     })
     .await

@@ -7,18 +7,18 @@
 //! store (left by an older version) is judged by when the candidates saw it change:
 //! it never does, so it expires after its duration and the cluster carries on.
 
-mod attack_support;
-mod scheduler_support;
-mod workload_support;
+use hypermesh_tests::attack;
+use hypermesh_tests::scheduler;
+use hypermesh_tests::workload;
 
-use attack_support::{
+use attack::{
     END_OF_TIME, SURVIVE_TIMEOUT, assert_refused, exited, free_address, hostile_lease, http_get,
     spawn_scheduler, store_directly,
 };
 use hypermesh_api::Api;
 use hypermesh_api::v1::{Instance, Lease, Node, Workload};
 use hypermesh_tests::{ApiServerProcess, wait_for};
-use scheduler_support::{instance, node};
+use scheduler::{instance, node};
 
 #[tokio::test]
 async fn the_scheduler_outlives_a_lease_renewed_at_the_end_of_time() {
@@ -111,12 +111,12 @@ async fn the_in_process_controllers_outlive_a_lease_renewed_at_the_end_of_time()
 
     let workloads: Api<Workload> = Api::new(channel.clone());
     workloads
-        .create(&workload_support::workload("web", 2, "web:1"))
+        .create(&workload::workload("web", 2, "web:1"))
         .await
         .expect("create workload");
     let instances: Api<Instance> = Api::new(channel.clone());
     wait_for(SURVIVE_TIMEOUT, || async {
-        let owned = workload_support::instances_of(&instances, "web").await;
+        let owned = workload::instances_of(&instances, "web").await;
         (owned.len() == 2).then_some(())
     })
     .await

@@ -7,18 +7,18 @@
 //! stored by an older version counts as a year: it is reported with an Event, the
 //! other Instances are evicted as usual, and the controller stays healthy.
 
-mod attack_support;
-mod node_lifecycle_support;
-mod scheduler_support;
+use hypermesh_tests::attack;
+use hypermesh_tests::node_lifecycle;
+use hypermesh_tests::scheduler;
 
 use std::time::Duration;
 
-use attack_support::{SURVIVE_TIMEOUT, assert_refused, store_directly};
+use attack::{SURVIVE_TIMEOUT, assert_refused, store_directly};
 use hypermesh_api::v1::{Event, Instance, ListRequest, Node, TaintEffect, Toleration};
 use hypermesh_api::{Api, Resource};
 use hypermesh_controllers::node_lifecycle::{NodeLifecycleConfig, UNREACHABLE_TAINT};
 use hypermesh_tests::{InProcessApiServer, wait_for};
-use scheduler_support::{instance, node};
+use scheduler::{instance, node};
 use tokio_util::sync::CancellationToken;
 
 fn bound_to(name: &str, node: &str, tolerations: Vec<Toleration>) -> Instance {
@@ -80,7 +80,7 @@ async fn eviction_outlives_toleration_seconds_at_the_end_of_time() {
     .expect("the untolerating Instance is evicted");
     let nodes: Api<Node> = server.api();
     let n1 = nodes.get("", "n1").await.expect("node");
-    assert!(node_lifecycle_support::tainted(&n1), "{n1:?}");
+    assert!(node_lifecycle::tainted(&n1), "{n1:?}");
     instances
         .get("default", "a-hostile")
         .await

@@ -4,18 +4,18 @@
 //! process allocating beyond its memory limit is OOM-killed and reported as such; exec
 //! runs extra processes in a running container (captured, timed out, on a tty).
 
-mod runtime_support;
+use hypermesh_tests::containerd;
 
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use hypermesh_containers::{
-    self as containers, ContainerConfig, ContainerdClient, container, image,
-};
-use runtime_support::{
+use containerd::{
     PrivateContainerd, TEST_IMAGE, cpu_quota_of, finished_log, log_sink, memory_limit_of,
     pids_limit_of, unique_id,
+};
+use hypermesh_containers::{
+    self as containers, ContainerConfig, ContainerdClient, container, image,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);

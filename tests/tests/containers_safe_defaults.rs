@@ -5,13 +5,11 @@
 //! reads its Secret's files; and only a container whose securityContext asks for it runs
 //! with the host's users.
 
-mod agent_support;
-mod instance_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::instance;
+use hypermesh_tests::node_env;
 
 use hypermesh_api::v1::{self, InstancePhase, RestartPolicy, Secret};
-use instance_support::{finished_log_of, sh};
+use instance::{finished_log_of, sh};
 use node_env::Env;
 
 /// containerd's default capability set as a CapEff mask.

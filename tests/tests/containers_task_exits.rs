@@ -5,16 +5,16 @@
 //! waited on (same process), and one that exited while containerd was down is reported,
 //! with its exit code, once containerd is back.
 
-mod runtime_support;
+use hypermesh_tests::containerd;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use containerd::{PrivateContainerd, TEST_IMAGE, log_sink, unique_id};
 use hypermesh_containers::{
     ContainerConfig, ContainerdClient, ExitStatus, TaskEnd, TaskExits, container, image,
 };
 use hypermesh_tests::wait_for;
-use runtime_support::{PrivateContainerd, TEST_IMAGE, log_sink, unique_id};
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(60);

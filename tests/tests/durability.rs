@@ -2,17 +2,17 @@
 //! SIGKILL in the middle of a write storm, background namespace deletion resumes after
 //! one, and SIGTERM drains and exits 0 promptly even with a Watch stream open.
 
-mod support;
+use hypermesh_tests::fixtures;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use fixtures::{lease, namespace, next_event};
 use hypermesh_api::Api;
 use hypermesh_api::v1::{Lease, Namespace, WatchEventType, WatchRequest};
 use hypermesh_tests::{ApiServerProcess, DEFAULT_TIMEOUT, wait_for};
-use support::{lease, namespace, next_event};
 use tokio::sync::Mutex;
 
 const WRITERS: usize = 8;
@@ -114,15 +114,15 @@ async fn every_acknowledged_write_survives_kill_9() {
     let namespaces = Api::<Namespace>::new(channel);
     let acked = acked.lock().await;
     let (stored_leases, _) = leases
-        .list_all(support::list_request("default"))
+        .list_all(fixtures::list_request("default"))
         .await
         .expect("list leases");
-    let stored_leases: BTreeSet<String> = support::names(&stored_leases).into_iter().collect();
+    let stored_leases: BTreeSet<String> = fixtures::names(&stored_leases).into_iter().collect();
     let (stored_ns, _) = namespaces
-        .list_all(support::list_request(""))
+        .list_all(fixtures::list_request(""))
         .await
         .expect("list namespaces");
-    let stored_ns: BTreeSet<String> = support::names(&stored_ns).into_iter().collect();
+    let stored_ns: BTreeSet<String> = fixtures::names(&stored_ns).into_iter().collect();
 
     let lost_leases: Vec<&String> = acked
         .leases
@@ -201,7 +201,7 @@ async fn sigterm_exits_zero_promptly_with_a_watch_open() {
         "an open watch kept the server alive for {took:?}"
     );
     // The client sees its stream end (cleanly or with an error), not hang.
-    let end = tokio::time::timeout(support::EVENT_TIMEOUT, watch.message())
+    let end = tokio::time::timeout(fixtures::EVENT_TIMEOUT, watch.message())
         .await
         .expect("the watch stream ends when the server exits");
     assert!(
@@ -240,10 +240,10 @@ async fn namespace_deletion_resumes_after_kill_9() {
         .await
         .expect("plain lease");
     namespaces
-        .delete(support::delete_request("", "doomed"))
+        .delete(fixtures::delete_request("", "doomed"))
         .await
         .expect("delete ns");
-    support::wait_gone(&leases, "doomed", "plain").await;
+    fixtures::wait_gone(&leases, "doomed", "plain").await;
 
     server.kill9().await.expect("kill -9");
     server.restart().await.expect("restart");
@@ -264,7 +264,7 @@ async fn namespace_deletion_resumes_after_kill_9() {
         .create(&lease("doomed", "late"))
         .await
         .expect_err("terminating");
-    support::assert_status(
+    fixtures::assert_status(
         &err,
         tonic::Code::FailedPrecondition,
         hypermesh_api::reason::Reason::NamespaceTerminating,
@@ -280,5 +280,5 @@ async fn namespace_deletion_resumes_after_kill_9() {
     );
     release.metadata.as_mut().expect("meta").finalizers.clear();
     leases.update(&release).await.expect("remove finalizer");
-    support::wait_gone(&namespaces, "", "doomed").await;
+    fixtures::wait_gone(&namespaces, "", "doomed").await;
 }

@@ -3,18 +3,17 @@
 //! stdin and the output pipes independently, so a process that is slow to read (or
 //! that writes while reading) can never stall the session.
 
-mod agent_support;
-mod hmctl_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::containerd;
+use hypermesh_tests::hmctl;
+use hypermesh_tests::node_env;
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use hmctl_support::Hmctl;
+use containerd::TEST_IMAGE;
+use hmctl::Hmctl;
 use hypermesh_api::v1::{self, InstancePhase, RestartPolicy};
 use node_env::Env;
-use runtime_support::TEST_IMAGE;
 use tokio::io::AsyncWriteExt;
 
 const STDIN_BYTES: usize = 64 << 20;

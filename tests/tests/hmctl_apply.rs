@@ -2,9 +2,9 @@
 //! same manifest again changes nothing (no write), an edited manifest updates the
 //! object in place; stdin works and Namespaces go first whatever the file order.
 
-mod hmctl_support;
+use hypermesh_tests::hmctl;
 
-use hmctl_support::{Hmctl, namespace, web_workload};
+use hmctl::{Hmctl, namespace, web_workload};
 use hypermesh_api::Api;
 use hypermesh_api::v1::{Namespace, Workload};
 use hypermesh_tests::ApiServerProcess;

@@ -3,9 +3,9 @@
 //! Each gives one clear stderr line naming the file, document and field, exits 1, and
 //! leaves the stored data as it was.
 
-mod hmctl_support;
+use hypermesh_tests::hmctl;
 
-use hmctl_support::{Hmctl, Output, namespace, web_workload};
+use hmctl::{Hmctl, Output, namespace, web_workload};
 use hypermesh_api::Api;
 use hypermesh_api::v1::{ListRequest, Namespace, Workload};
 use hypermesh_tests::ApiServerProcess;

@@ -2,9 +2,9 @@
 //! `$HOME/.hypermesh/config.yaml` — plus `config set-server`, `version` and
 //! `api-resources`, against a real `hm-apiserver` process.
 
-mod hmctl_support;
+use hypermesh_tests::hmctl;
 
-use hmctl_support::Hmctl;
+use hmctl::Hmctl;
 use hypermesh_tests::ApiServerProcess;
 
 /// An address where nothing listens (port 9 on loopback is closed here).

@@ -6,11 +6,11 @@
 //! where each Instance runs. End to end, with the Workload controller and a real
 //! `hm-scheduler`, a drained replica is recreated on the other node.
 
-mod hmctl_support;
+use hypermesh_tests::hmctl;
 
 use std::collections::BTreeMap;
 
-use hmctl_support::{COMMAND_TIMEOUT, Hmctl, read_until, web_workload};
+use hmctl::{COMMAND_TIMEOUT, Hmctl, read_until, web_workload};
 use hypermesh_api::v1::{
     self, BindRequest, Condition, Instance, Namespace, Node, ObjectMeta, OwnerReference, Workload,
 };
@@ -250,12 +250,13 @@ async fn hmctl_drain_evicts_every_instance_on_the_node() {
         [
             "NAMESPACE",
             "NAME",
-            "PHASE",
+            "READY",
+            "STATUS",
             "RESTARTS",
             "NODE",
             "AGE",
-            "ADDRESS",
-            "READY"
+            "PHASE",
+            "ADDRESS"
         ],
         "{out:#?}"
     );
@@ -263,7 +264,7 @@ async fn hmctl_drain_evicts_every_instance_on_the_node() {
         .iter()
         .map(|l| {
             let cells: Vec<&str> = l.split_whitespace().collect();
-            (format!("{}/{}", cells[0], cells[1]), cells[4].to_string())
+            (format!("{}/{}", cells[0], cells[1]), cells[5].to_string())
         })
         .collect();
     assert_eq!(
@@ -467,7 +468,7 @@ async fn hmctl_drain_moves_a_workload_to_the_other_node() {
     assert!(
         out.lines()[1..]
             .iter()
-            .all(|l| l.split_whitespace().nth(3) == Some("n2")),
+            .all(|l| l.split_whitespace().nth(4) == Some("n2")),
         "{out:#?}"
     );
 }

@@ -1,9 +1,9 @@
 //! `hmctl delete` against a real `hm-apiserver` process: by name, by manifest, and with
 //! `--wait`, which returns only once finalizers are done (or fails at `--timeout`).
 
-mod hmctl_support;
+use hypermesh_tests::hmctl;
 
-use hmctl_support::{COMMAND_TIMEOUT, Hmctl, namespace, read_until, web_workload};
+use hmctl::{COMMAND_TIMEOUT, Hmctl, namespace, read_until, web_workload};
 use hypermesh_api::v1::{Namespace, Workload};
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::ApiServerProcess;

@@ -1,11 +1,11 @@
 //! The manifests in `examples/` apply cleanly with `hmctl apply -f examples/` against a
 //! real `hm-apiserver`, and applying them again changes nothing.
 
-mod hmctl_support;
+use hypermesh_tests::hmctl;
 
 use std::path::PathBuf;
 
-use hmctl_support::Hmctl;
+use hmctl::Hmctl;
 use hypermesh_api::manifest::parse_yaml;
 use hypermesh_tests::ApiServerProcess;
 

@@ -2,9 +2,9 @@
 //! table (and `-o wide`), YAML and JSON that parse back to the stored objects, names;
 //! selectors, `-A`, paging, an empty listing, a missing name and an unknown kind.
 
-mod hmctl_support;
+use hypermesh_tests::hmctl;
 
-use hmctl_support::{Hmctl, namespace, web_workload};
+use hmctl::{Hmctl, namespace, web_workload};
 use hypermesh_api::manifest::parse_yaml;
 use hypermesh_api::v1::Workload;
 use hypermesh_api::{Api, DynObject};

@@ -2,9 +2,9 @@
 //! current listing, then a row for each change made afterwards (including deletes),
 //! and `-o name` streams too.
 
-mod hmctl_support;
+use hypermesh_tests::hmctl;
 
-use hmctl_support::{COMMAND_TIMEOUT, Hmctl, read_until, web_workload};
+use hmctl::{COMMAND_TIMEOUT, Hmctl, read_until, web_workload};
 use hypermesh_api::Api;
 use hypermesh_api::v1::{DeleteRequest, Workload};
 use hypermesh_tests::ApiServerProcess;

@@ -3,7 +3,7 @@
 //! takes over once the Lease expires. With two controller replicas on one apiserver,
 //! only the leader acts on Workloads.
 
-mod workload_support;
+use hypermesh_tests::workload;
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use hypermesh_runtime::leader::{LeaderElector, Leadership};
 use hypermesh_tests::{InProcessApiServer, wait_for};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use workload_support::{events_about, instances_of, set_replicas, wait_instances, workload};
+use workload::{events_about, instances_of, set_replicas, wait_instances, workload};
 
 const LEASE_DURATION: Duration = Duration::from_secs(2);
 
@@ -145,6 +145,7 @@ async fn only_the_leading_controller_acts() {
             identity: identity.into(),
             lease_duration: LEASE_DURATION,
             workers: 2,
+            ..Default::default()
         };
         let task = tokio::spawn(hypermesh_controllers::run_with(
             server.channel(),

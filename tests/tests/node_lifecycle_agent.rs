@@ -6,8 +6,8 @@
 //! (private) containerd: the scheduler places nothing on a node whose `RuntimeReady`
 //! is False.
 
-mod node_lifecycle_support;
-mod runtime_support;
+use hypermesh_tests::containerd;
+use hypermesh_tests::node_lifecycle;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use hypermesh_api::Api;
 use hypermesh_api::v1::{Lease, Node};
 use hypermesh_controllers::node_lifecycle::REASON_LEASE_EXPIRED;
 use hypermesh_tests::{ApiServerProcess, bin_path, wait_for};
-use node_lifecycle_support::{Heartbeats, node, ready, tainted, workload};
+use node_lifecycle::{Heartbeats, node, ready, tainted, workload};
 use tokio_util::sync::CancellationToken;
 
 /// Registration includes hardware detection and proofs: give it time.
@@ -46,7 +46,7 @@ async fn killed_agent_node_goes_not_ready_and_its_instance_moves() {
     ));
 
     let state = tempfile::tempdir().expect("state dir");
-    let containerd = runtime_support::PrivateContainerd::start();
+    let containerd = containerd::PrivateContainerd::start();
     let mut agent = tokio::process::Command::new(bin_path("hm-agent"))
         .arg("--server")
         .arg(server.url())

@@ -4,13 +4,13 @@
 //! them and the scheduler binds the replacements to the other node. When the Lease
 //! is renewed again, the taint goes away.
 
-mod node_lifecycle_support;
+use hypermesh_tests::node_lifecycle;
 
 use std::time::{Duration, Instant};
 
 use hypermesh_api::Resource;
 use hypermesh_controllers::node_lifecycle::{REASON_LEASE_EXPIRED, UNREACHABLE_TAINT};
-use node_lifecycle_support::{Cluster, Heartbeats, LEASE_SECONDS, ready, tainted, workload};
+use node_lifecycle::{Cluster, Heartbeats, LEASE_SECONDS, ready, tainted, workload};
 
 #[tokio::test]
 async fn lapsed_node_is_tainted_and_its_instances_move() {

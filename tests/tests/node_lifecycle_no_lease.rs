@@ -2,12 +2,12 @@
 //! whose Lease expired once the startup grace has passed: `Ready=Unknown` with reason
 //! `LeaseMissing` and the unreachable taint. A node that heartbeats is left alone.
 
-mod node_lifecycle_support;
+use hypermesh_tests::node_lifecycle;
 
 use std::time::Instant;
 
 use hypermesh_controllers::node_lifecycle::REASON_LEASE_MISSING;
-use node_lifecycle_support::{Cluster, STARTUP_GRACE, ready, tainted};
+use node_lifecycle::{Cluster, STARTUP_GRACE, ready, tainted};
 
 #[tokio::test]
 async fn node_without_a_lease_is_marked_after_the_startup_grace() {

@@ -4,12 +4,12 @@
 //! while one without a toleration is still waiting for the grace, and one that
 //! tolerates it for an hour stays.
 
-mod node_lifecycle_support;
+use hypermesh_tests::node_lifecycle;
 
 use std::time::Duration;
 
 use hypermesh_api::Resource;
-use node_lifecycle_support::{Cluster, ready, tainted, tolerate_unreachable, workload};
+use node_lifecycle::{Cluster, ready, tainted, tolerate_unreachable, workload};
 
 #[tokio::test]
 async fn tolerating_instances_stay_for_their_toleration_seconds() {

@@ -3,7 +3,7 @@
 //! serving; a peer whose certificate another CA issued never gets a connection; a
 //! malformed SOCKS message drops that client while others are served.
 
-mod proxy_support;
+use hypermesh_tests::proxy;
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use hypermesh_proxy::header::{Protocol, Reply, StreamHeader};
 use hypermesh_proxy::tls;
 use hypermesh_tests::InProcessApiServer;
 use hypermesh_tests::pki::TestCa;
-use proxy_support::{InProcessProxy, SocksTarget, quic_client, socks_connect, unknown_global};
+use proxy::{InProcessProxy, SocksTarget, quic_client, socks_connect, unknown_global};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,24 +4,23 @@
 //! namespace. Reached by global address and by name; unknown addresses, IPv4 and a
 //! closed port get clean SOCKS reply codes.
 
-mod agent_support;
-mod node_env;
-mod proxy_support;
-mod runtime_support;
+use hypermesh_tests::containerd;
+use hypermesh_tests::node_env;
+use hypermesh_tests::proxy;
 
 use std::net::{IpAddr, Ipv6Addr};
 
 use hypermesh_api::v1::{InstancePhase, RestartPolicy};
 use hypermesh_tests::pki::TestCa;
 use hypermesh_tests::wait_for;
-use proxy_support::{InProcessProxy, SocksTarget, TIMEOUT, echo, socks_connect, unknown_global};
+use proxy::{InProcessProxy, SocksTarget, TIMEOUT, echo, socks_connect, unknown_global};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks_reaches_an_instance_on_another_node_by_address_and_name() {
     let env = node_env::Env::start().await;
     env.run(
         "echo",
-        runtime_support::TEST_IMAGE,
+        containerd::TEST_IMAGE,
         &["nc", "-ll", "-p", "7000", "-e", "/bin/cat"],
         RestartPolicy::Always,
     )

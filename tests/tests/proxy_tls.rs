@@ -2,8 +2,6 @@
 //! post-quantum key exchange X25519MLKEM768, read the peer's node name from its
 //! certificate, and refuse a peer whose certificate another CA issued.
 
-mod proxy_support;
-
 use std::sync::Arc;
 
 use hypermesh_proxy::tls::{self, NodeCredentials};

@@ -6,19 +6,18 @@
 //! saying why, backed off as `ImagePullBackOff`, while other Instances run undisturbed,
 //! and a tampered layer is never committed, so nothing half-imported is used.
 
-mod agent_support;
-mod node_env;
-mod registry_support;
-mod runtime_support;
+use hypermesh_tests::containerd;
+use hypermesh_tests::node_env;
+use hypermesh_tests::registry;
 
 use std::path::PathBuf;
 
+use containerd::TEST_IMAGE;
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{self, InstancePhase, RestartPolicy, WatchRequest};
 use hypermesh_containers::pull::PullConfig;
 use node_env::{Env, TIMEOUT};
-use registry_support::{PASSWORD, PrivateRegistry, Pushed, USER};
-use runtime_support::TEST_IMAGE;
+use registry::{PASSWORD, PrivateRegistry, Pushed, USER};
 
 const REPOSITORY: &str = "hypermesh/busybox";
 
@@ -26,7 +25,7 @@ const REPOSITORY: &str = "hypermesh/busybox";
 /// temp dir its archive was built in.
 fn registry_with_test_image() -> (PrivateRegistry, Pushed, tempfile::TempDir) {
     let scratch = tempfile::tempdir().expect("temp dir");
-    let archive = runtime_support::build_test_archive(scratch.path());
+    let archive = containerd::build_test_archive(scratch.path());
     let registry = PrivateRegistry::start();
     let pushed = registry.push(&archive, REPOSITORY, "v1");
     (registry, pushed, scratch)

@@ -2,11 +2,11 @@
 //! the Instances of a node that leaves and registers again, still use that node's
 //! capacity, so nothing is placed beyond it.
 
-mod scheduler_support;
+use hypermesh_tests::scheduler;
 
 use hypermesh_api::v1::{DeleteRequest, Node};
 use hypermesh_scheduler::Config;
-use scheduler_support::{SimCluster, instance, node};
+use scheduler::{SimCluster, instance, node};
 
 #[tokio::test]
 async fn instances_bound_before_the_scheduler_started_are_counted() {
@@ -56,7 +56,7 @@ async fn a_reregistered_node_keeps_counting_its_instances() {
         .await
         .expect("delete node");
     let node_api = cluster.nodes();
-    hypermesh_tests::wait_for(scheduler_support::DECISION_TIMEOUT, || async {
+    hypermesh_tests::wait_for(scheduler::DECISION_TIMEOUT, || async {
         node_api.get("", "n1").await.is_err().then_some(())
     })
     .await

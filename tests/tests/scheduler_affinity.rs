@@ -3,11 +3,11 @@
 //! stack them; affinity on a zone label puts an Instance in the zone of the Instances
 //! it selects.
 
-mod scheduler_support;
+use hypermesh_tests::scheduler;
 
 use std::collections::BTreeSet;
 
-use scheduler_support::{HOSTNAME_LABEL, SimCluster, instance, node};
+use scheduler::{HOSTNAME_LABEL, SimCluster, instance, node};
 
 #[tokio::test]
 async fn anti_affinity_on_hostname_puts_one_replica_per_node() {

@@ -2,12 +2,12 @@
 //! bound all-or-nothing. While only some of them fit, none is bound and each says
 //! why; once the cluster has room for the whole gang, all are bound together.
 
-mod scheduler_support;
+use hypermesh_tests::scheduler;
 
 use std::collections::BTreeSet;
 
 use hypermesh_api::v1::{self, ObjectMeta, Workload};
-use scheduler_support::{SimCluster, instance, labels, node};
+use scheduler::{SimCluster, instance, labels, node};
 
 /// Workload `trainer` asking for its 3 Instances to be bound together.
 fn gang_workload() -> Workload {
@@ -213,7 +213,7 @@ async fn lowering_min_available_lets_a_waiting_gang_start() {
         .update(&lowered)
         .await
         .expect("lower minAvailable");
-    let bound = hypermesh_tests::wait_for(scheduler_support::DECISION_TIMEOUT, || async {
+    let bound = hypermesh_tests::wait_for(scheduler::DECISION_TIMEOUT, || async {
         let p = cluster.placement("default").await;
         (p.values().sum::<usize>() == 2).then_some(p)
     })

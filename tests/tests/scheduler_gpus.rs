@@ -4,11 +4,11 @@
 //! fractional requests pack onto it; Instances without GPU requests keep off nodes
 //! whose GPUs are free.
 
-mod scheduler_support;
+use hypermesh_tests::scheduler;
 
 use hypermesh_api::v1::Instance;
 use hypermesh_tests::wait_for;
-use scheduler_support::{DECISION_TIMEOUT, SimCluster, gpu_asset, instance, node};
+use scheduler::{DECISION_TIMEOUT, SimCluster, gpu_asset, instance, node};
 use tonic::Code;
 
 const A100: &str = "NVIDIA A100-SXM4-40GB";

@@ -4,10 +4,10 @@
 //! Pending and says why, as `0/N nodes are available: <count> <reason>, ...`, in its
 //! `Scheduled=False` condition and a `FailedScheduling` Event.
 
-mod scheduler_support;
+use hypermesh_tests::scheduler;
 
 use hypermesh_api::v1::TaintEffect;
-use scheduler_support::{SimCluster, instance, node};
+use scheduler::{SimCluster, instance, node};
 
 #[tokio::test]
 async fn node_selector_picks_labelled_nodes() {

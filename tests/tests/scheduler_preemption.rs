@@ -4,9 +4,9 @@
 //! the victims get a `Preempted` Event. Instances of equal or higher priority are
 //! never evicted.
 
-mod scheduler_support;
+use hypermesh_tests::scheduler;
 
-use scheduler_support::{SimCluster, instance, node};
+use scheduler::{SimCluster, instance, node};
 
 #[tokio::test]
 async fn a_high_priority_instance_evicts_the_cheapest_victims() {

@@ -5,10 +5,10 @@
 //! `hypermesh.io/p2p=true`, PUBLIC_NETWORK (and nodes without such Assets) everyone;
 //! and an Instance asking for privacy X runs only on Assets at most as exposed as X.
 
-mod scheduler_support;
+use hypermesh_tests::scheduler;
 
 use hypermesh_api::v1::{AssetType, Namespace, PrivacyLevel};
-use scheduler_support::{SimCluster, asset, gpu_asset, instance, node};
+use scheduler::{SimCluster, asset, gpu_asset, instance, node};
 
 const OWNER: &str = "hypermesh.io/owner-namespace";
 const NETWORK: &str = "hypermesh.io/network";

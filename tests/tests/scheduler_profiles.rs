@@ -2,12 +2,12 @@
 //! `Spread` (least allocated) profile and packed onto as few nodes as possible by the
 //! `Binpack` (most allocated) profile.
 
-mod scheduler_support;
+use hypermesh_tests::scheduler;
 
 use std::collections::BTreeMap;
 
 use hypermesh_scheduler::Profile;
-use scheduler_support::{SimCluster, instance, node};
+use scheduler::{SimCluster, instance, node};
 
 /// Two 4-cpu nodes, then `count` 1-cpu Instances created one after another; returns
 /// how many landed on each node.

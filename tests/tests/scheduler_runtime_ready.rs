@@ -3,9 +3,9 @@
 //! `node(s) runtime not ready` (also in the `FailedScheduling` Event) until a runtime is
 //! back, and then are placed. Nodes that do not report the condition are not held back.
 
-mod scheduler_support;
+use hypermesh_tests::scheduler;
 
-use scheduler_support::{SimCluster, instance, node};
+use scheduler::{SimCluster, instance, node};
 
 #[tokio::test]
 async fn nodes_whose_runtime_is_not_ready_get_no_instances() {

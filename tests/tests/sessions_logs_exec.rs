@@ -2,20 +2,19 @@
 //! Instances on a private containerd and serves these sessions over the connection it
 //! dials to the apiserver; hmctl talks only to the apiserver.
 
-mod agent_support;
-mod hmctl_support;
-mod node_env;
-mod runtime_support;
+use hypermesh_tests::containerd;
+use hypermesh_tests::hmctl;
+use hypermesh_tests::node_env;
 
 use std::time::Duration;
 
-use hmctl_support::{Hmctl, read_until};
+use containerd::TEST_IMAGE;
+use hmctl::{Hmctl, read_until};
 use hypermesh_api::v1::{
     self, ExecInput, ExecStart, InstancePhase, RestartPolicy, exec_input, exec_output,
     instance_service_client::InstanceServiceClient,
 };
 use node_env::{Env, TIMEOUT};
-use runtime_support::TEST_IMAGE;
 
 fn running(s: &v1::InstanceStatus) -> bool {
     s.phase == InstancePhase::Running as i32

@@ -16,7 +16,7 @@ use hypermesh_api::{Api, Resource};
 use hypermesh_tests::proofs::prove;
 use hypermesh_tests::{DEFAULT_TIMEOUT, InProcessApiServer, connect_target, identities, wait_for};
 
-mod support;
+use hypermesh_tests::fixtures;
 
 fn policy_denied(err: &tonic::Status, says: &str) {
     assert_eq!(reason_of(err), Some(Reason::PolicyDenied), "{err:?}");
@@ -41,7 +41,7 @@ async fn an_instance_cannot_pick_its_node_mount_the_host_or_be_privileged() {
     let server = InProcessApiServer::start_tls().await.unwrap();
     server
         .api::<v1::Namespace>()
-        .create(&support::namespace("team-a"))
+        .create(&fixtures::namespace("team-a"))
         .await
         .unwrap();
     let editor = identities::user(&server, "mallory", "editor", &["team-a"])
@@ -49,14 +49,14 @@ async fn an_instance_cannot_pick_its_node_mount_the_host_or_be_privileged() {
         .unwrap();
     let instances = Api::<Instance>::new(connect_target(&editor).await.unwrap());
 
-    let mut pinned = support::instance("team-a", "pinned");
+    let mut pinned = fixtures::instance("team-a", "pinned");
     pinned.spec.as_mut().unwrap().node_name = "victim".into();
     policy_denied(
         &instances.create(&pinned).await.unwrap_err(),
         "spec.nodeName",
     );
 
-    let mut rooted = support::instance("team-a", "rooted");
+    let mut rooted = fixtures::instance("team-a", "rooted");
     let spec = rooted.spec.as_mut().unwrap();
     spec.volumes = vec![root_of_the_host()];
     spec.containers[0].volume_mounts = vec![v1::VolumeMount {
@@ -69,7 +69,7 @@ async fn an_instance_cannot_pick_its_node_mount_the_host_or_be_privileged() {
         "spec.volumes[0].hostPath",
     );
 
-    let mut privileged = support::instance("team-a", "privileged");
+    let mut privileged = fixtures::instance("team-a", "privileged");
     privileged.spec.as_mut().unwrap().containers[0].security_context = Some(v1::SecurityContext {
         privileged: true,
         host_network: true,
@@ -83,7 +83,7 @@ async fn an_instance_cannot_pick_its_node_mount_the_host_or_be_privileged() {
     );
 
     let workloads = Api::<Workload>::new(connect_target(&editor).await.unwrap());
-    let mut template_rooted = support::workload("team-a", "web", 1);
+    let mut template_rooted = fixtures::workload("team-a", "web", 1);
     let template = template_rooted
         .spec
         .as_mut()
@@ -113,7 +113,7 @@ async fn an_instance_cannot_pick_its_node_mount_the_host_or_be_privileged() {
 
     // The cluster keeps working.
     workloads
-        .create(&support::workload("team-a", "fine", 1))
+        .create(&fixtures::workload("team-a", "fine", 1))
         .await
         .unwrap();
 }
@@ -145,7 +145,7 @@ async fn disk(
         ..Default::default()
     };
     let mut asset = Asset {
-        metadata: Some(support::meta("", name)),
+        metadata: Some(fixtures::meta("", name)),
         spec: Some(spec),
         status: None,
     };

@@ -16,7 +16,7 @@ use hypermesh_tests::identities::{JoinedNode, join_node};
 use hypermesh_tests::{InProcessApiServer, connect_target};
 use tonic::Code;
 
-mod support;
+use hypermesh_tests::fixtures;
 
 fn forbidden(err: &tonic::Status, says: &str) {
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -37,7 +37,7 @@ async fn register(node: &JoinedNode) -> Node {
 }
 
 fn bound_instance(name: &str, node: &str, secret: &str) -> Instance {
-    let mut inst = support::instance("default", name);
+    let mut inst = fixtures::instance("default", name);
     let spec = inst.spec.as_mut().unwrap();
     spec.node_name = node.into();
     spec.volumes = vec![v1::Volume {
@@ -56,7 +56,7 @@ fn bound_instance(name: &str, node: &str, secret: &str) -> Instance {
 
 fn secret(name: &str) -> Secret {
     Secret {
-        metadata: Some(support::meta("default", name)),
+        metadata: Some(fixtures::meta("default", name)),
         spec: Some(v1::SecretSpec {
             data: [("k".to_string(), b"v".to_vec())].into(),
             ..Default::default()
@@ -86,7 +86,7 @@ async fn a_node_writes_only_its_own_objects() {
     );
     forbidden(
         &nodes_as_a
-            .delete(support::delete_request("", "node-a"))
+            .delete(fixtures::delete_request("", "node-a"))
             .await
             .unwrap_err(),
         "cannot delete nodes",
@@ -99,20 +99,20 @@ async fn a_node_writes_only_its_own_objects() {
     let leases_as_a = a.api::<Lease>().await.unwrap();
     forbidden(
         &leases_as_a
-            .create(&support::lease("hypermesh-system", "node-node-b"))
+            .create(&fixtures::lease("hypermesh-system", "node-node-b"))
             .await
             .unwrap_err(),
         "node \"node-a\" cannot create leases in namespace \"hypermesh-system\"",
     );
     leases_as_a
-        .create(&support::lease("hypermesh-system", "node-node-a"))
+        .create(&fixtures::lease("hypermesh-system", "node-node-a"))
         .await
         .unwrap();
 
     // Not an Asset in B's name (and B is not blamed for it).
     let assets_as_a = a.api::<Asset>().await.unwrap();
     let fake = Asset {
-        metadata: Some(support::meta("", "node-b-disk")),
+        metadata: Some(fixtures::meta("", "node-b-disk")),
         spec: Some(AssetSpec {
             r#type: AssetType::Storage as i32,
             node_name: "node-b".into(),
@@ -151,10 +151,29 @@ async fn a_node_writes_only_its_own_objects() {
     );
     let instances_as_b = b.api::<Instance>().await.unwrap();
     instances_as_b.update_status(&faked).await.unwrap();
+    // Beyond status, a node may only drop the containers finalizer of its own
+    // Instances (confirming their containers are gone), nothing else.
+    let mut relabelled = instances_as_b.get("default", "on-b").await.unwrap();
+    relabelled
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .insert("app".into(), "stolen".into());
+    forbidden(
+        &instances_as_b.update(&relabelled).await.unwrap_err(),
+        "may only remove the \"hypermesh.io/containers\" finalizer",
+    );
+    forbidden(
+        &instances_as_a
+            .update(&instances_as_b.get("default", "on-b").await.unwrap())
+            .await
+            .unwrap_err(),
+        "it is not bound to this node",
+    );
     // Nodes never create Instances or bind them.
     forbidden(
         &instances_as_a
-            .create(&support::instance("default", "mine"))
+            .create(&fixtures::instance("default", "mine"))
             .await
             .unwrap_err(),
         "cannot create instances",
@@ -217,7 +236,7 @@ async fn a_node_opens_only_its_own_tunnel() {
     let inst = server
         .api::<Instance>()
         .create(&{
-            let mut i = support::instance("default", "on-a");
+            let mut i = fixtures::instance("default", "on-a");
             i.spec.as_mut().unwrap().node_name = "node-a".into();
             i
         })
@@ -234,7 +253,7 @@ async fn a_node_opens_only_its_own_tunnel() {
             })
             .await
     });
-    let open = tokio::time::timeout(support::EVENT_TIMEOUT, opens.message())
+    let open = tokio::time::timeout(fixtures::EVENT_TIMEOUT, opens.message())
         .await
         .unwrap()
         .unwrap()

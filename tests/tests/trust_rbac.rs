@@ -11,8 +11,8 @@ use hypermesh_api::{Api, Resource};
 use hypermesh_tests::{InProcessApiServer, connect_target, identities};
 use tonic::Code;
 
-mod support;
-use support::{namespace, workload};
+use fixtures::{namespace, workload};
+use hypermesh_tests::fixtures;
 
 async fn api<K: Resource>(target: &hypermesh_api::client::Target) -> Api<K> {
     Api::new(connect_target(target).await.unwrap())
@@ -20,7 +20,7 @@ async fn api<K: Resource>(target: &hypermesh_api::client::Target) -> Api<K> {
 
 fn secret(ns: &str, name: &str) -> Secret {
     Secret {
-        metadata: Some(support::meta(ns, name)),
+        metadata: Some(fixtures::meta(ns, name)),
         spec: Some(v1::SecretSpec {
             data: [("password".to_string(), b"hunter2".to_vec())].into(),
             ..Default::default()
@@ -68,7 +68,7 @@ async fn viewer_reads_but_cannot_write_or_see_secrets() {
         "user \"vera\" cannot create workloads in namespace \"default\"",
     );
     let err = workloads
-        .delete(support::delete_request("default", "web"))
+        .delete(fixtures::delete_request("default", "web"))
         .await
         .unwrap_err();
     assert_denied(&err, "cannot delete workloads");

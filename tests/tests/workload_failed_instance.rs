@@ -1,11 +1,11 @@
 //! A FAILED Instance is deleted and replaced by a new one, with a Warning Event on
 //! the Workload; the other Instances are left alone.
 
-mod workload_support;
+use hypermesh_tests::workload;
 
 use hypermesh_api::Resource;
 use hypermesh_api::v1::InstancePhase;
-use workload_support::{
+use workload::{
     Agent, Cluster, events_about, has_all, set_status, status, wait_event_reasons, wait_instances,
     wait_workload, workload,
 };

@@ -2,14 +2,14 @@
 //! `hm-apiserver` runs the workload controller in-process by default, and the test
 //! plays the agent, reporting Instances as running.
 
-mod hmctl_support;
-mod workload_support;
+use hypermesh_tests::hmctl;
+use hypermesh_tests::workload;
 
-use hmctl_support::{COMMAND_TIMEOUT, Hmctl, read_until};
+use hmctl::{COMMAND_TIMEOUT, Hmctl, read_until};
 use hypermesh_api::Api;
 use hypermesh_api::v1::{Instance, Workload};
 use hypermesh_tests::ApiServerProcess;
-use workload_support::{Agent, image_of, rolled_out, wait_instances, wait_workload};
+use workload::{Agent, image_of, rolled_out, wait_instances, wait_workload};
 
 fn manifest(image: &str) -> String {
     format!(

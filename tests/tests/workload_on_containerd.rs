@@ -7,18 +7,18 @@
 //! with its `scheduler.config` identity, the agent joined with a one-use token,
 //! hmctl with `admin.config`).
 
-mod agent_support;
-mod hmctl_support;
-mod runtime_support;
+use hypermesh_tests::agent;
+use hypermesh_tests::containerd;
+use hypermesh_tests::hmctl;
 
 use std::time::Duration;
 
-use agent_support::Agent;
-use hmctl_support::Hmctl;
+use agent::Agent;
+use containerd::{PrivateContainerd, workspace_root};
+use hmctl::Hmctl;
 use hypermesh_api::v1::{Instance, InstancePhase, ListRequest, Workload};
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::{ApiServerProcess, wait_for};
-use runtime_support::{PrivateContainerd, workspace_root};
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -88,7 +88,7 @@ async fn story(
     let containerd = PrivateContainerd::start();
     let images = containerd.image_dir();
     let state = tempfile::tempdir().expect("state dir");
-    let mut config = agent_support::config(
+    let mut config = agent::config(
         server.url(),
         "host-1",
         state.path(),

@@ -2,10 +2,10 @@
 //! old and new templates never run side by side, and the total never exceeds
 //! `replicas`.
 
-mod workload_support;
+use hypermesh_tests::workload;
 
 use hypermesh_api::v1::{UpdateStrategy, UpdateStrategyType};
-use workload_support::{
+use workload::{
     Agent, Cluster, Observer, has_all, hash, rolled_out, set_image, wait_event_reasons,
     wait_instances, wait_workload, workload,
 };
@@ -32,7 +32,7 @@ async fn recreate_replaces_everything_at_once() {
         rolled_out(w) && w.status.as_ref().is_some_and(|s| s.history.len() == 2)
     })
     .await;
-    let new = wait_instances(&instances, "db", 3, workload_support::is_available).await;
+    let new = wait_instances(&instances, "db", 3, workload::is_available).await;
     assert!(new.iter().all(|i| hash(i) != old_hash), "{new:#?}");
 
     let snapshots = observer.snapshots();

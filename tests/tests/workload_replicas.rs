@@ -3,11 +3,11 @@
 //! is deleted, and scales up and down, deleting unstarted Instances before running
 //! ones.
 
-mod workload_support;
+use hypermesh_tests::workload;
 
 use hypermesh_api::Resource;
 use hypermesh_api::v1::{DeleteRequest, InstancePhase};
-use workload_support::{
+use workload::{
     Cluster, HASH_LABEL, has_all, hash, instances_of, make_available, set_replicas, set_status,
     status, wait_event_reasons, wait_instances, wait_workload, workload,
 };

@@ -3,9 +3,9 @@
 //! `replicas - maxUnavailable` stay available, for integer, percentage and default
 //! settings; at the end every Instance runs the new template.
 
-mod workload_support;
+use hypermesh_tests::workload;
 
-use workload_support::{
+use workload::{
     Agent, Cluster, Observer, condition, hash, rolled_out, rolling, set_image, wait_instances,
     wait_workload, workload,
 };
@@ -18,7 +18,7 @@ async fn rollout_stays_within_bounds(
     unavailable: &str,
     max_surge: usize,
     max_unavailable: usize,
-) -> Vec<workload_support::Snapshot> {
+) -> Vec<workload::Snapshot> {
     let cluster = Cluster::start().await;
     let (workloads, instances) = (cluster.workloads(), cluster.instances());
     let agent = Agent::start(instances.clone());
@@ -43,7 +43,7 @@ async fn rollout_stays_within_bounds(
     })
     .await;
     let new = wait_instances(&instances, "web", replicas as usize, |i| {
-        workload_support::is_available(i)
+        workload::is_available(i)
     })
     .await;
     let new_hash = hash(&new[0]).to_string();

@@ -3,11 +3,11 @@
 //! Events, and the revision history (numbered, bounded by revisionHistoryLimit, and
 //! renumbered when an old template comes back, which is how undo works).
 
-mod workload_support;
+use hypermesh_tests::workload;
 
 use hypermesh_api::Resource;
 use hypermesh_api::v1::InstancePhase;
-use workload_support::{
+use workload::{
     Cluster, condition, events_about, hash, image_of, make_available, rolled_out, set_image,
     set_status, status, wait_event_reasons, wait_instances, wait_workload, workload,
 };
@@ -84,7 +84,7 @@ async fn status_counts_conditions_events_and_history() {
 
     // Two template changes: revisions 2 and 3; with revisionHistoryLimit 1 only the
     // current and one older revision are kept.
-    let agent = workload_support::Agent::start(instances.clone());
+    let agent = workload::Agent::start(instances.clone());
     for image in ["web:2", "web:3"] {
         set_image(&workloads, "web", image).await;
         wait_workload(&workloads, "web", &format!("rolled out {image}"), |w| {

@@ -61,6 +61,10 @@ pub struct ClientConfigFile {
     /// Apiserver URL: `https://HOST:PORT` (or `http://` for `--insecure-dev`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// More apiservers of the same cluster, tried in turn when one does not answer
+    /// (`servers: [https://a:7443, https://b:7443]`; with or without `server`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
     /// The cluster CA certificate: a path or the PEM itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_authority: Option<String>,
@@ -194,9 +198,10 @@ impl ClientConfigFile {
         path: &Path,
         server_override: Option<&str>,
     ) -> Result<Target, ConfigError> {
+        let listed: Vec<&String> = self.server.iter().chain(&self.servers).collect();
         let url = server_override
             .map(str::to_string)
-            .or_else(|| self.server.clone())
+            .or_else(|| (!listed.is_empty()).then(|| hypermesh_api::client::join_urls(&listed)))
             .ok_or_else(|| ConfigError::Invalid {
                 path: path.to_path_buf(),
                 message: "no server: add `server: https://HOST:PORT`".into(),
@@ -223,6 +228,7 @@ mod tests {
             certificate_authority: Some("ca.crt".into()),
             client_certificate: None,
             client_key: None,
+            servers: Vec::new(),
         };
         config.save(&path).unwrap();
         assert_eq!(ClientConfigFile::load(&path).unwrap(), config);

@@ -256,6 +256,23 @@ impl ClusterCa {
         Ok(ca)
     }
 
+    /// The CA's private key sealed with `key` (what `ca.key.sealed` holds, and what
+    /// the apiserver keeps in its store).
+    pub fn sealed_key(&self, key: &EncryptionKey) -> Result<Vec<u8>, PkiError> {
+        Ok(key.seal(CA_KEY_FILE, self.issuer.key().serialize_pem().as_bytes())?)
+    }
+
+    /// A CA from its certificate and a key [`sealed_key`](Self::sealed_key) made.
+    pub fn from_sealed(
+        cert_pem: &str,
+        sealed: &[u8],
+        key: &EncryptionKey,
+    ) -> Result<Self, PkiError> {
+        let key_pem = String::from_utf8(key.open(CA_KEY_FILE, sealed)?)
+            .map_err(|_| PkiError::Parse("the CA key is not PEM".into()))?;
+        Self::from_pem(cert_pem, &key_pem)
+    }
+
     /// A CA from its certificate and private key in PEM.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = key_from_pem(key_pem)?;
