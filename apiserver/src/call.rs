@@ -137,6 +137,9 @@ macro_rules! call {
             Ok(c) => c,
             Err(e) => return call.finish(Err(e)),
         };
+        if let Err(e) = $registry.rate_limit(&$caller) {
+            return call.finish(Err(e));
+        }
         let $inner = $request.into_inner();
         call.finish($body.await)
     }};

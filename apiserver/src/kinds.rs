@@ -10,8 +10,7 @@ use tonic::Status;
 
 use crate::object::StoredObject;
 
-/// The finalizer a Namespace carries while its contents are deleted.
-pub const NAMESPACE_FINALIZER: &str = "hypermesh.io/namespace";
+pub use hypermesh_api::{CONTAINERS_FINALIZER, NAMESPACE_FINALIZER};
 
 /// Kind-specific object semantics; the defaults do nothing.
 pub trait KindRules: Validate {
@@ -111,6 +110,36 @@ impl KindRules for v1::Instance {
         immutable("spec.nodeName", &node(old), &node(self))?;
         immutable("spec.assignedAssets", &assets(old), &assets(self))
     }
+
+    /// An Instance whose node's agent has taken it (bound, reported container
+    /// statuses, not finished) is held by [`CONTAINERS_FINALIZER`] until the agent
+    /// confirms its containers are gone: it shows `Terminating` meanwhile.
+    fn on_delete(object: &mut StoredObject) {
+        let Ok(instance) = v1::Instance::decode(object.encode_to_vec().as_slice()) else {
+            return;
+        };
+        if !agent_holds(&instance) {
+            return;
+        }
+        let meta = object.metadata.get_or_insert_with(Default::default);
+        if !meta.finalizers.iter().any(|f| f == CONTAINERS_FINALIZER) {
+            meta.finalizers.push(CONTAINERS_FINALIZER.to_string());
+        }
+    }
+}
+
+/// Whether an agent runs (or may still run) containers for `instance`.
+fn agent_holds(instance: &v1::Instance) -> bool {
+    let bound = instance
+        .spec
+        .as_ref()
+        .is_some_and(|s| !s.node_name.is_empty());
+    let Some(status) = instance.status.as_ref() else {
+        return false;
+    };
+    let finished = status.phase == v1::InstancePhase::Succeeded as i32
+        || status.phase == v1::InstancePhase::Failed as i32;
+    bound && !finished && !status.container_statuses.is_empty()
 }
 
 impl KindRules for v1::Role {}

@@ -8,6 +8,7 @@
 //! - [`caller`]: who is calling (the identity a client certificate proved).
 //! - [`admission`]: the admission chain every request walks once: authorize, mutate,
 //!   validate (authorization, node identity, workload policy, asset proofs, GPUs).
+//! - [`limits`]: per-identity request rate limits.
 //! - [`kinds`]: per-kind defaults, immutable fields and deletion hooks.
 //! - [`findings`]: what admission found, recorded as Events.
 //! - [`suspect`]: marks nodes Suspect from those Events (Byzantine reaction).
@@ -23,6 +24,8 @@
 //! - [`metrics`]: Prometheus metrics on `/metrics` (and `/healthz`).
 //! - [`in_process`]: the controllers run beside the server (garbage collection and
 //!   namespace deletion always, the leader-elected ones unless `--controllers none`).
+//! - [`watch_cache`]: one store watch per kind, fanned out from memory to every
+//!   watcher as bytes encoded once.
 //! - [`server`]: [`Config`] and [`serve`], wiring it together with health and reflection.
 
 pub mod admission;
@@ -35,6 +38,7 @@ pub mod findings;
 pub mod in_process;
 pub mod join;
 pub mod kinds;
+pub mod limits;
 pub mod metrics;
 pub mod object;
 pub mod registry;
@@ -44,5 +48,6 @@ pub mod sessions;
 pub mod store;
 pub mod suspect;
 pub mod tls;
+pub mod watch_cache;
 
 pub use server::{ApiServer, Config, ServerError, TlsSettings, serve};

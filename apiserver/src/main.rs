@@ -125,6 +125,46 @@ struct Args {
     /// collection and namespace deletion run in every apiserver either way.
     #[arg(long, env = "HM_CONTROLLERS", value_enum, default_value_t = Controllers::All)]
     controllers: Controllers,
+
+    /// Serve watches from one store watch per kind, fanned out from memory with each
+    /// event encoded once (false: every watch reads the store and encodes for itself).
+    #[arg(long, env = "HM_WATCH_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    watch_cache: bool,
+
+    /// MiB of recent changes each kind's watch cache keeps (watches resume inside it).
+    #[arg(long, env = "HM_WATCH_CACHE_WINDOW_MIB", default_value_t = 8)]
+    watch_cache_window_mib: usize,
+
+    /// MiB of changes a watcher may fall behind before it is closed (RESOURCE_EXHAUSTED,
+    /// reason WatchTooSlow; it resumes or lists again).
+    #[arg(long, env = "HM_WATCH_LAG_MIB", default_value_t = 8)]
+    watch_lag_mib: usize,
+
+    /// Watches open at once (all kinds, all callers); more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "HM_MAX_WATCHES", default_value_t = 20_000)]
+    max_watches: usize,
+
+    /// MiB of writes that may wait for the store; beyond it writes get
+    /// RESOURCE_EXHAUSTED (reason Overloaded) after a short wait.
+    #[arg(long, env = "HM_WRITE_QUEUE_MIB", default_value_t = 64)]
+    write_queue_mib: usize,
+
+    /// Requests per second each identity may send (admins and the scheduler are not
+    /// limited); 0 disables. Over it: RESOURCE_EXHAUSTED, reason RateLimited.
+    #[arg(long, env = "HM_RATE_LIMIT_QPS", default_value_t = 200.0)]
+    rate_limit_qps: f64,
+
+    /// Requests an identity may send at once before --rate-limit-qps applies.
+    #[arg(long, env = "HM_RATE_LIMIT_BURST", default_value_t = 400)]
+    rate_limit_burst: u32,
+
+    /// Largest image archive `hmctl image import` may upload to one node, in MiB.
+    #[arg(long, env = "HM_MAX_IMAGE_UPLOAD_MIB", default_value_t = 2048)]
+    max_image_upload_mib: u64,
+
+    /// MiB of store pages the embedded store caches in memory.
+    #[arg(long, env = "HM_STORE_CACHE_MIB", default_value_t = 64)]
+    store_cache_mib: usize,
 }
 
 /// The store `--store` and the etcd flags describe.
@@ -132,6 +172,7 @@ fn store_backend(args: &Args) -> anyhow::Result<StoreBackend> {
     if args.store == "redb" {
         return Ok(StoreBackend::Redb(RedbOptions {
             retain_revisions: args.history_revisions,
+            cache_bytes: args.store_cache_mib.max(1).saturating_mul(1024 * 1024),
         }));
     }
     let options = EtcdOptions {
@@ -177,6 +218,19 @@ async fn main() -> anyhow::Result<()> {
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     config.metrics_addr = args.metrics_addr;
+    config.write_queue_bytes = args.write_queue_mib.max(1).saturating_mul(1024 * 1024);
+    config.rate_limit_qps = args.rate_limit_qps;
+    config.rate_limit_burst = args.rate_limit_burst;
+    config.max_image_upload_bytes = args.max_image_upload_mib.saturating_mul(1024 * 1024);
+    config.watch_cache = hypermesh_apiserver::watch_cache::WatchCacheOptions {
+        enabled: args.watch_cache,
+        window_bytes: args
+            .watch_cache_window_mib
+            .max(1)
+            .saturating_mul(1024 * 1024),
+        lag_bytes: args.watch_lag_mib.max(1).saturating_mul(1024 * 1024),
+        max_watches: args.max_watches,
+    };
     config.audit = args
         .audit_log
         .clone()

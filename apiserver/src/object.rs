@@ -130,6 +130,7 @@ pub fn store_status(e: StoreError, what: &str) -> Status {
             Reason::InternalError,
             format!("storage failure on {what}: {msg}"),
         ),
+        StoreError::Overloaded(msg) => status(Reason::Overloaded, format!("{what}: {msg}")),
     }
 }
 

@@ -33,6 +33,17 @@ use crate::store::{KeyValue, Store, StoreError, WatchItem};
 /// bytes, whatever the limit, so a page always fits in one gRPC message.
 pub const PAGE_BYTES: usize = 12 * 1024 * 1024;
 
+/// Most objects in one List page; `limit: 0` (or more) means this many, with a
+/// continue token for the rest, so no request loads a whole kind.
+pub const MAX_PAGE_ITEMS: usize = 1000;
+
+/// Bytes of stored objects one read from the store may bring in (at the largest
+/// object size), so a List holds at most about this much beyond its page.
+const LIST_FETCH_BYTES: usize = 32 * 1024 * 1024;
+
+/// Default of [`RegistryOptions::max_image_upload_bytes`]: 2 GiB.
+pub const DEFAULT_MAX_IMAGE_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 /// Limits and intervals shared by every registry.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
@@ -54,6 +65,12 @@ pub struct RegistryOptions {
     pub pki: Option<Arc<crate::ca::Pki>>,
     /// Where every request is recorded (`--audit-log`).
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// The watch caches (`None`: `--watch-cache=false`, every watch reads the store).
+    pub watch_caches: Option<Arc<crate::watch_cache::WatchCaches>>,
+    /// Per-identity request rate limits.
+    pub rate_limits: Arc<crate::limits::RateLimits>,
+    /// Largest image archive one `NodeService.ImportImage` may upload to a node.
+    pub max_image_upload_bytes: u64,
 }
 
 impl Default for RegistryOptions {
@@ -68,6 +85,9 @@ impl Default for RegistryOptions {
             authentication: crate::caller::Authentication::InsecureDev,
             pki: None,
             audit: None,
+            watch_caches: None,
+            rate_limits: Arc::default(),
+            max_image_upload_bytes: DEFAULT_MAX_IMAGE_UPLOAD_BYTES,
         }
     }
 }
@@ -131,13 +151,17 @@ fn decode_continue(token: &str, prefix: &str) -> Result<(u64, String), Status> {
     Ok((revision, key))
 }
 
-struct Selectors {
+/// A watch's or list's label and field selectors.
+pub(crate) struct Selectors {
     labels: LabelSelector,
     fields: FieldSelector,
 }
 
 impl Selectors {
-    fn parse<K: Resource>(label_selector: &str, field_selector: &str) -> Result<Self, Status> {
+    pub(crate) fn parse<K: Resource>(
+        label_selector: &str,
+        field_selector: &str,
+    ) -> Result<Self, Status> {
         let labels = LabelSelector::parse(label_selector)
             .map_err(|e| status(Reason::SelectorInvalid, format!("label_selector: {e}")))?;
         let fields = FieldSelector::parse(field_selector, &K::supported_fields())
@@ -145,8 +169,13 @@ impl Selectors {
         Ok(Selectors { labels, fields })
     }
 
-    fn matches<K: Resource>(&self, obj: &K) -> bool {
+    pub(crate) fn matches<K: Resource>(&self, obj: &K) -> bool {
         self.labels.matches(&obj.meta().labels) && self.fields.matches(|f| obj.field(f))
+    }
+
+    /// True when the selectors select everything.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
     }
 }
 
@@ -173,6 +202,16 @@ impl<K: Kind> Registry<K> {
     /// The broker of sessions with agents.
     pub fn sessions(&self) -> &Arc<crate::sessions::broker::Sessions> {
         &self.options.sessions
+    }
+
+    /// Takes one request from `caller`'s rate limit.
+    pub fn rate_limit(&self, caller: &Caller) -> Result<(), Status> {
+        self.options.rate_limits.check(caller)
+    }
+
+    /// Largest image archive one upload to a node may carry.
+    pub fn max_image_upload_bytes(&self) -> u64 {
+        self.options.max_image_upload_bytes
     }
 
     /// The audit log, when there is one.
@@ -595,16 +634,18 @@ impl<K: Kind> Registry<K> {
             let (rev, key) = decode_continue(&request.continue_token, &prefix)?;
             (rev, Some(key))
         };
-        let limit = request.limit as usize;
+        let limit = match request.limit as usize {
+            0 => MAX_PAGE_ITEMS,
+            n => n.min(MAX_PAGE_ITEMS),
+        };
+        let fetch_cap = (LIST_FETCH_BYTES / self.options.max_object_bytes.max(1)).max(1);
         let mut items = Vec::new();
         let mut bytes = 0usize;
         let mut last_examined = start_after.clone();
         loop {
-            let fetch = if limit == 0 {
-                0
-            } else {
-                (limit - items.len()).max(if selectors_empty(&selectors) { 0 } else { 256 })
-            };
+            let fetch = (limit - items.len())
+                .max(if selectors_empty(&selectors) { 0 } else { 256 })
+                .min(fetch_cap);
             let page = self
                 .store
                 .list(&prefix, start_after.as_deref(), fetch, revision)
@@ -631,7 +672,7 @@ impl<K: Kind> Registry<K> {
                     items.push(obj);
                 }
                 last_examined = Some(kv.key.clone());
-                if limit != 0 && items.len() == limit {
+                if items.len() == limit {
                     let more = i + 1 < count || page.more;
                     let token = if more {
                         encode_continue(revision, &kv.key)
@@ -648,7 +689,108 @@ impl<K: Kind> Registry<K> {
         }
     }
 
-    /// Streams changes after `request.resource_version` (0: current objects as ADDED first).
+    /// This kind's watch cache, started on first use; `None` when caching is off.
+    pub fn watch_cache(&self) -> Option<Arc<crate::watch_cache::Cache<K>>> {
+        self.options.watch_caches.as_ref().map(|c| c.get::<K>())
+    }
+
+    /// Streams changes after `request.resource_version` (0: current objects as ADDED
+    /// first) from the watch cache, as encoded `<Kind>WatchEvent`s shared by every
+    /// watcher.
+    pub async fn watch_cached(
+        &self,
+        caller: &Caller,
+        request: WatchRequest,
+    ) -> Result<crate::watch_cache::watcher::EncodedStream, Status> {
+        use crate::watch_cache::watcher::{CacheWatcher, Start};
+        let caches = self
+            .options
+            .watch_caches
+            .as_ref()
+            .ok_or_else(|| status(Reason::InternalError, "the watch cache is off"))?;
+        let cache = caches.get::<K>();
+        self.authorize(caller, Operation::Watch, &request.namespace, "")
+            .await?;
+        let open = caches.open_watch().ok_or_else(|| {
+            status(
+                Reason::Overloaded,
+                format!(
+                    "{} watches are open, the most this server allows (--max-watches); retry later",
+                    caches.options().max_watches
+                ),
+            )
+        })?;
+        let selectors = Selectors::parse::<K>(&request.label_selector, &request.field_selector)?;
+        let prefix = kind_prefix(Self::info(), &request.namespace);
+        if !cache.ready(Duration::from_secs(10)).await {
+            return Err(status(
+                Reason::Unavailable,
+                format!(
+                    "the watch cache of {} is still filling; try again",
+                    K::PLURAL
+                ),
+            ));
+        }
+        let start = match request.resource_version {
+            0 => {
+                let state = cache.read();
+                let objects = state
+                    .objects
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                Start::Snapshot {
+                    objects,
+                    revision: state.revision,
+                }
+            }
+            after => {
+                // A version from a listing may be committed a moment before the store
+                // announces it; only a version still ahead after that is refused.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                while after > self.store.current_revision() {
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(store_status(
+                            StoreError::FutureRevision {
+                                requested: after,
+                                current: self.store.current_revision(),
+                            },
+                            K::PLURAL,
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let oldest = cache.read().oldest;
+                if after < oldest {
+                    return Err(status(
+                        Reason::Expired,
+                        format!(
+                            "resource_version {after} is older than the watch cache's window of {} (it starts after {oldest}); list again and watch from the list's resource_version",
+                            K::PLURAL
+                        ),
+                    ));
+                }
+                Start::After(after)
+            }
+        };
+        let bookmarks = request
+            .allow_bookmarks
+            .then_some(self.options.bookmark_interval);
+        Ok(CacheWatcher::new(
+            cache,
+            prefix,
+            selectors,
+            start,
+            bookmarks,
+            (self.options.metrics.watch_opened(K::KIND), open),
+        )
+        .into_stream())
+    }
+
+    /// Streams changes after `request.resource_version` (0: current objects as ADDED
+    /// first) straight from the store, decoding and encoding each event for this
+    /// watcher alone: the path of `--watch-cache=false`.
     pub async fn watch(
         &self,
         caller: &Caller,

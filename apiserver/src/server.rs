@@ -38,6 +38,9 @@ use crate::tls::Revocations;
 /// `RegistryOptions::max_object_bytes`, which gives a clearer error.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long a write waits for room in the write queue before `RESOURCE_EXHAUSTED`.
+const WRITE_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
 /// How the apiserver runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -57,6 +60,17 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// The audit log (`--audit-log`); `None` records nothing.
     pub audit: Option<crate::audit::AuditSettings>,
+    /// The watch cache (`--watch-cache`).
+    pub watch_cache: crate::watch_cache::WatchCacheOptions,
+    /// Bytes of writes that may wait for the store before new ones get
+    /// `RESOURCE_EXHAUSTED` (`--write-queue-mib`).
+    pub write_queue_bytes: usize,
+    /// Requests per second per identity (`--rate-limit-qps`; 0 disables).
+    pub rate_limit_qps: f64,
+    /// Burst of the per-identity rate limit (`--rate-limit-burst`).
+    pub rate_limit_burst: u32,
+    /// Largest image archive one upload to a node may carry (`--max-image-upload-mib`).
+    pub max_image_upload_bytes: u64,
 }
 
 /// How the server runs TLS.
@@ -89,6 +103,11 @@ impl Config {
             metrics_addr: None,
             tls: None,
             audit: None,
+            watch_cache: Default::default(),
+            write_queue_bytes: 64 * 1024 * 1024,
+            rate_limit_qps: 200.0,
+            rate_limit_burst: 400,
+            max_image_upload_bytes: registry.max_image_upload_bytes,
         }
     }
 
@@ -212,6 +231,12 @@ impl ApiServer {
         })?;
         let store = config.store.open(&config.data_dir).await?;
         info!(store = config.store.name(), "store open");
+        // Writes waiting for the store are bounded by bytes, whatever the backend.
+        let store: Arc<dyn Store> = Arc::new(crate::store::bounded::BoundedWrites::new(
+            store,
+            config.write_queue_bytes,
+            WRITE_QUEUE_WAIT,
+        ));
         let pki = match &config.tls {
             None => None,
             Some(tls) => {
@@ -228,7 +253,20 @@ impl ApiServer {
             }
         };
         let rbac = Arc::new(Rbac::default());
+        let watch_caches = config.watch_cache.enabled.then(|| {
+            Arc::new(crate::watch_cache::WatchCaches::new(
+                store.clone(),
+                config.watch_cache.clone(),
+                shutdown.child_token(),
+            ))
+        });
         let options = Arc::new(RegistryOptions {
+            watch_caches,
+            rate_limits: Arc::new(crate::limits::RateLimits::new(
+                config.rate_limit_qps,
+                config.rate_limit_burst,
+            )),
+            max_image_upload_bytes: config.max_image_upload_bytes,
             max_object_bytes: config.max_object_bytes,
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.child_token(),
@@ -376,6 +414,17 @@ impl ApiServer {
             };
         }
         let namespaces: Registry<v1::Namespace> = reg!();
+        // A kind's service with its Watch answered from the watch cache.
+        macro_rules! cached {
+            ($($server:ident)::+, $registry:expr) => {{
+                let registry = $registry;
+                crate::watch_cache::grpc::CachedWatch::new(
+                    with_limits!($($server)::+::new(registry.clone())),
+                    registry,
+                    MAX_MESSAGE_BYTES,
+                )
+            }};
+        }
         if let Some(address) = config.metrics_addr {
             let listener = TcpListener::bind(address)
                 .await
@@ -441,49 +490,56 @@ impl ApiServer {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(with_limits!(
-                v1::namespace_service_server::NamespaceServiceServer::new(namespaces)
+            .add_service(cached!(
+                v1::namespace_service_server::NamespaceServiceServer,
+                namespaces
             ))
-            .add_service(with_limits!(
-                v1::node_service_server::NodeServiceServer::new(reg!())
+            .add_service(cached!(v1::node_service_server::NodeServiceServer, reg!()))
+            .add_service(cached!(
+                v1::asset_service_server::AssetServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::asset_service_server::AssetServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::workload_service_server::WorkloadServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::workload_service_server::WorkloadServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::instance_service_server::InstanceServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::instance_service_server::InstanceServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::route_service_server::RouteServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::route_service_server::RouteServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::secret_service_server::SecretServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::secret_service_server::SecretServiceServer::new(reg!())
-            ))
-            .add_service(with_limits!(
-                v1::lease_service_server::LeaseServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::lease_service_server::LeaseServiceServer,
+                reg!()
             ))
             .add_service(with_limits!(
                 v1::agent_tunnel_service_server::AgentTunnelServiceServer::new(
                     crate::sessions::TunnelService { nodes: reg!() }
                 )
             ))
-            .add_service(with_limits!(
-                v1::event_service_server::EventServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::event_service_server::EventServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::role_service_server::RoleServiceServer::new(reg!())
+            .add_service(cached!(v1::role_service_server::RoleServiceServer, reg!()))
+            .add_service(cached!(
+                v1::role_binding_service_server::RoleBindingServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::role_binding_service_server::RoleBindingServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::join_token_service_server::JoinTokenServiceServer,
+                reg!()
             ))
-            .add_service(with_limits!(
-                v1::join_token_service_server::JoinTokenServiceServer::new(reg!())
-            ))
-            .add_service(with_limits!(
-                v1::certificate_service_server::CertificateServiceServer::new(reg!())
+            .add_service(cached!(
+                v1::certificate_service_server::CertificateServiceServer,
+                reg!()
             ))
             .add_service(with_limits!(
                 v1::join_service_server::JoinServiceServer::new(crate::join::JoinService {

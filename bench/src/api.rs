@@ -56,8 +56,13 @@ pub async fn run(args: ApiArgs) -> Result<()> {
         );
         let etcd = servers::start_etcd(&args.etcd, timeout).await?;
         let store = format!("etcd://{}", etcd.url().trim_start_matches("http://"));
-        let server =
-            servers::start_apiserver_args(&args.apiserver, &["--store", &store], timeout).await?;
+        let server = servers::start_apiserver_args(
+            &args.apiserver,
+            servers::Controllers::None,
+            &["--store", &store],
+            timeout,
+        )
+        .await?;
         let mut result = bench_hypermesh(server.url(), &args, &objects, timeout)
             .await
             .context("HyperMesh on etcd run")?;

@@ -37,6 +37,10 @@ pub enum Command {
     /// apiserver (as admin and as an RBAC-checked editor), TLS handshakes/s with
     /// X25519MLKEM768 and X25519, certificate issuance latency.
     Tls(crate::tls::TlsArgs),
+    /// Watch fan-out: 1,000 and 10,000 concurrent watchers on one hm-apiserver,
+    /// write→delivery p50/p99, creates under that load, CPU per delivery and RSS, with
+    /// the watch cache on and off.
+    WatchFanout(crate::fanout::FanoutArgs),
 }
 
 /// A system the `api` benchmark measures.

@@ -21,12 +21,15 @@
 //! - [`tls`]: the `tls` benchmark: mTLS and authorization cost, handshakes, issuance.
 //! - [`proxy`]: the `proxy` benchmark: TCP through two hm-proxies beside direct TCP,
 //!   socat and haproxy on the same path, and the proxies' memory.
+//! - [`fanout`]: the `watch-fanout` benchmark: 1,000 and 10,000 watchers on one
+//!   apiserver, write→delivery latency, CPU and RSS, watch cache on and off.
 //! - [`report`]: the markdown table and the `BENCHMARKS.md` section.
 
 pub mod api;
 pub mod cli;
 pub mod containerd;
 pub mod containers;
+pub mod fanout;
 pub mod procfs;
 pub mod proxy;
 pub mod report;
@@ -48,5 +51,6 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Containers(args) => containers::run(args).await,
         cli::Command::Proxy(args) => proxy::run(args).await,
         cli::Command::Tls(args) => tls::run(args).await,
+        cli::Command::WatchFanout(args) => fanout::run(args).await,
     }
 }

@@ -157,34 +157,27 @@ pub async fn start_apiserver(
     controllers: Controllers,
     timeout: Duration,
 ) -> Result<ServerProcess> {
-    start_apiserver_with(binary, controllers, false, timeout).await
+    start_apiserver_with(binary, controllers, false, &[], timeout).await
+}
+
+/// As [`start_apiserver`] with extra flags (e.g. `--watch-cache=false`,
+/// `--store etcd://…`).
+pub async fn start_apiserver_args(
+    binary: &Path,
+    controllers: Controllers,
+    extra: &[&str],
+    timeout: Duration,
+) -> Result<ServerProcess> {
+    start_apiserver_with(binary, controllers, false, extra, timeout).await
 }
 
 /// As [`start_apiserver`] with TLS (no `--insecure-dev`, no controllers); the admin's
 /// client config is `data_dir()/admin.config`.
 pub async fn start_apiserver_tls(binary: &Path, timeout: Duration) -> Result<ServerProcess> {
-    start_apiserver_with(binary, Controllers::None, true, timeout).await
-}
-
-/// As [`start_apiserver`] with extra arguments (e.g. `--store etcd://…`).
-pub async fn start_apiserver_args(
-    binary: &Path,
-    extra: &[&str],
-    timeout: Duration,
-) -> Result<ServerProcess> {
-    start_apiserver_full(binary, Controllers::None, false, extra, timeout).await
+    start_apiserver_with(binary, Controllers::None, true, &[], timeout).await
 }
 
 async fn start_apiserver_with(
-    binary: &Path,
-    controllers: Controllers,
-    tls: bool,
-    timeout: Duration,
-) -> Result<ServerProcess> {
-    start_apiserver_full(binary, controllers, tls, &[], timeout).await
-}
-
-async fn start_apiserver_full(
     binary: &Path,
     controllers: Controllers,
     tls: bool,
@@ -205,7 +198,8 @@ async fn start_apiserver_full(
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--controllers")
-        .arg(controllers.flag());
+        .arg(controllers.flag())
+        .args(extra);
     if !tls {
         command.arg("--insecure-dev");
     }

@@ -16,12 +16,15 @@
 //!   deletes the Instances on them that do not tolerate that.
 //! - [`gc`]: garbage collection (owner references) and namespace deletion.
 //! - [`routes`]: Route status: the stable global address and the selected endpoints.
-//! - [`events`]: recording Events about objects (from the runtime crate).
+//! - [`events`]: recording Events about objects, aggregated (from the runtime crate);
+//!   [`event_expiry`] deletes them an hour (`Config::event_ttl`) after they last
+//!   happened.
 //! - [`run`] / [`run_with`]: the leader-elected controllers.
 
 // Unit tests may unwrap: a panic there is a failed test, not a crash on network input.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod event_expiry;
 pub mod gc;
 pub mod node_lifecycle;
 pub mod routes;
@@ -58,6 +61,8 @@ pub struct Config {
     pub lease_duration: Duration,
     /// Workloads reconciled at once.
     pub workers: usize,
+    /// How long an Event is kept after it last happened.
+    pub event_ttl: Duration,
 }
 
 impl Default for Config {
@@ -66,6 +71,7 @@ impl Default for Config {
             identity: default_identity(),
             lease_duration: Duration::from_secs(15),
             workers: 4,
+            event_ttl: hypermesh_runtime::events::DEFAULT_EVENT_TTL,
         }
     }
 }
@@ -129,6 +135,7 @@ pub async fn run_reporting(
     let (workloads, workload_ctx) = workload::controller(&channel, &config.identity);
     let (nodes, node_ctx) = node_lifecycle::controller(&channel, &config.identity, node_lifecycle);
     let (routes, route_ctx) = routes::controller(&channel);
+    let (expiry, expiry_ctx) = event_expiry::controller(&channel, config.event_ttl);
     tokio::join!(
         workloads
             .workers(config.workers)
@@ -143,9 +150,14 @@ pub async fn run_reporting(
             .run(node_lifecycle::reconcile, node_ctx, shutdown.clone()),
         routes
             .leader(leadership.subscribe())
+            .health(health.clone())
+            .metrics(metrics.clone())
+            .run(routes::reconcile, route_ctx, shutdown.clone()),
+        expiry
+            .leader(leadership.subscribe())
             .health(health)
             .metrics(metrics)
-            .run(routes::reconcile, route_ctx, shutdown),
+            .run(event_expiry::reconcile, expiry_ctx, shutdown),
     );
     // The controllers have stopped: only now give the Lease up.
     campaign.cancel();

@@ -281,17 +281,32 @@ impl Ctx {
             counts,
             revision,
             create_failure: create_failure.as_ref().map(ToString::to_string),
+            new_revision,
+            progress_deadline: u64::try_from(spec.progress_deadline_seconds)
+                .ok()
+                .filter(|s| *s > 0)
+                .map_or(
+                    status::DEFAULT_PROGRESS_DEADLINE,
+                    std::time::Duration::from_secs,
+                ),
         };
         let next = status::next_status(&previous, history, &seen, hypermesh_api::time::now());
-        let was_complete = previous
-            .conditions
-            .iter()
-            .any(|c| c.r#type == status::PROGRESSING && c.reason == status::ROLLOUT_COMPLETE);
-        let now_complete = seen.complete() && created == 0 && deleted.is_empty();
+        let reason_of = |s: &WorkloadStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.r#type == status::PROGRESSING)
+                .map(|c| (c.reason.clone(), c.message.clone()))
+                .unwrap_or_default()
+        };
+        let (was, _) = reason_of(&previous);
+        let (now_reason, now_message) = reason_of(&next);
+        let now_complete =
+            now_reason == status::ROLLOUT_COMPLETE && created == 0 && deleted.is_empty();
+        let wake = status::progress_deadline_at(&next, seen.progress_deadline);
         if next != previous {
             self.write_status(key, workload, next).await?;
         }
-        if now_complete && (!was_complete || new_revision) {
+        if now_complete && (was != status::ROLLOUT_COMPLETE || new_revision) {
             self.recorder
                 .record(
                     workload.as_ref(),
@@ -303,6 +318,26 @@ impl Ctx {
                     ),
                 )
                 .await;
+        }
+        if now_reason == status::PROGRESS_DEADLINE_EXCEEDED
+            && was != status::PROGRESS_DEADLINE_EXCEEDED
+        {
+            self.recorder
+                .record(
+                    workload.as_ref(),
+                    EventType::Warning,
+                    status::PROGRESS_DEADLINE_EXCEEDED,
+                    now_message,
+                )
+                .await;
+        }
+        if let (None, Some(at)) = (&create_failure, wake) {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            return Ok(Action::requeue(
+                left + std::time::Duration::from_millis(100),
+            ));
         }
         match create_failure {
             Some(err) => Err(err),

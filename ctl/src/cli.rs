@@ -175,9 +175,14 @@ pub struct GetArgs {
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
 
-    /// After listing, keep printing objects as they change
+    /// After listing, keep printing objects as they change (reconnecting and resuming
+    /// when the server restarts)
     #[arg(short = 'w', long)]
     pub watch: bool,
+
+    /// With -w: say what each change was (ADDED, MODIFIED, DELETED)
+    #[arg(long)]
+    pub output_watch_events: bool,
 
     /// Fetch lists in pages of this many objects (0: one request)
     #[arg(long, default_value_t = 500, value_name = "N")]

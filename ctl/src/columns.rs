@@ -2,6 +2,7 @@
 //! the conditions `describe` lists. Missing values print as `<none>`, never as made-up
 //! defaults.
 
+pub mod instance_status;
 mod security;
 
 use std::collections::BTreeMap;
@@ -359,9 +360,9 @@ impl Columns for Workload {
 
 impl Columns for Instance {
     fn headers(wide: bool) -> Vec<&'static str> {
-        let mut h = vec!["NAME", "PHASE", "RESTARTS", "NODE", "AGE"];
+        let mut h = vec!["NAME", "READY", "STATUS", "RESTARTS", "NODE", "AGE"];
         if wide {
-            h.extend(["ADDRESS", "READY"]);
+            h.extend(["PHASE", "ADDRESS"]);
         }
         h
     }
@@ -369,16 +370,6 @@ impl Columns for Instance {
     fn cells(&self, wide: bool) -> Vec<String> {
         let spec = self.spec.clone().unwrap_or_default();
         let status = self.status.clone().unwrap_or_default();
-        let phase = match v1::InstancePhase::try_from(status.phase) {
-            Ok(v1::InstancePhase::Unspecified) => NONE.to_string(),
-            Ok(p) => title_case(p.as_str_name()),
-            Err(_) => status.phase.to_string(),
-        };
-        let phase = if self.meta().deletion_timestamp.is_some() {
-            "Terminating".to_string()
-        } else {
-            phase
-        };
         let restarts: u64 = status
             .container_statuses
             .iter()
@@ -386,17 +377,14 @@ impl Columns for Instance {
             .sum();
         let mut c = vec![
             self.meta().name.clone(),
-            phase,
+            instance_status::ready(self),
+            instance_status::status(self),
             restarts.to_string(),
             or_none(spec.node_name),
             created(self),
         ];
         if wide {
-            let ready = status.container_statuses.iter().filter(|c| c.ready).count();
-            c.extend([
-                or_none(status.address),
-                format!("{ready}/{}", spec.containers.len()),
-            ]);
+            c.extend([instance_status::phase(self), or_none(status.address)]);
         }
         c
     }
@@ -489,135 +477,4 @@ impl Columns for Event {
 }
 
 #[cfg(test)]
-mod tests {
-
-    #[test]
-    fn byte_quantities_read_well_in_tables() {
-        assert_eq!(readable_bytes("24683652Ki"), "23.5Gi");
-        assert_eq!(readable_bytes("256Gi"), "256Gi");
-        assert_eq!(readable_bytes("512"), "512");
-        assert_eq!(readable_bytes("<none>"), "<none>");
-    }
-
-    use super::*;
-    use hypermesh_api::time::now;
-
-    fn meta(name: &str) -> Option<v1::ObjectMeta> {
-        Some(v1::ObjectMeta {
-            name: name.into(),
-            creation_timestamp: Some(now()),
-            ..Default::default()
-        })
-    }
-
-    #[test]
-    fn title_cases_enum_names() {
-        assert_eq!(title_case("RUNNING"), "Running");
-        assert_eq!(title_case("PRIVATE_NETWORK"), "PrivateNetwork");
-    }
-
-    #[test]
-    fn workload_row_shows_ready_of_desired() {
-        let w = Workload {
-            metadata: meta("web"),
-            spec: Some(v1::WorkloadSpec {
-                replicas: 3,
-                ..Default::default()
-            }),
-            status: Some(v1::WorkloadStatus {
-                ready_replicas: 2,
-                updated_replicas: 3,
-                available_replicas: 2,
-                ..Default::default()
-            }),
-        };
-        assert_eq!(w.cells(false), ["web", "2/3", "3", "2", "0s"]);
-        assert_eq!(Workload::headers(true).len(), w.cells(true).len());
-    }
-
-    #[test]
-    fn node_row_reads_ready_condition_role_and_capacity() {
-        let mut node = Node {
-            metadata: meta("host-1"),
-            spec: Some(v1::NodeSpec {
-                unschedulable: true,
-                ..Default::default()
-            }),
-            status: Some(v1::NodeStatus {
-                capacity: [("cpu".to_string(), "8".to_string())].into(),
-                conditions: vec![Condition {
-                    r#type: "Ready".into(),
-                    status: "True".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-        };
-        node.meta_mut()
-            .labels
-            .insert(ROLE_LABEL.into(), "gpu".into());
-        let cells = node.cells(false);
-        assert_eq!(
-            cells,
-            [
-                "host-1",
-                "Ready,SchedulingDisabled",
-                "gpu",
-                "0s",
-                NONE,
-                "8",
-                NONE,
-                NONE
-            ]
-        );
-        assert_eq!(Node::headers(true).len(), node.cells(true).len());
-    }
-
-    #[test]
-    fn every_kind_has_as_many_cells_as_headers() {
-        fn check<K: Columns>() {
-            let obj = K::default();
-            for wide in [false, true] {
-                assert_eq!(K::headers(wide).len(), obj.cells(wide).len(), "{}", K::KIND);
-            }
-        }
-        check::<Namespace>();
-        check::<Node>();
-        check::<Asset>();
-        check::<Secret>();
-        check::<Route>();
-        check::<Workload>();
-        check::<Instance>();
-        check::<Lease>();
-        check::<Event>();
-    }
-
-    #[test]
-    fn events_name_their_object() {
-        let e = Event {
-            metadata: meta("web.1"),
-            spec: Some(v1::EventSpec {
-                involved_object: Some(v1::ObjectReference {
-                    kind: "Workload".into(),
-                    name: "web".into(),
-                    ..Default::default()
-                }),
-                reason: "ScalingUp".into(),
-                r#type: "Normal".into(),
-                message: "created web-abc".into(),
-                ..Default::default()
-            }),
-            status: None,
-        };
-        assert_eq!(
-            e.cells(false),
-            [
-                "0s",
-                "Normal",
-                "ScalingUp",
-                "workload/web",
-                "created web-abc"
-            ]
-        );
-    }
-}
+mod tests;

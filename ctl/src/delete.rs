@@ -173,26 +173,38 @@ impl KindVisitor for DeleteVisitor<'_> {
     }
 }
 
-/// Polls until Get says NotFound, or fails at `deadline`.
+/// How often a wait says what it is still waiting for (on stderr).
+pub(crate) const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Polls until Get says NotFound, or fails at `deadline`; every [`PROGRESS_EVERY`]
+/// says on stderr what holds the object (its finalizers, e.g. an Instance's containers).
 async fn wait_gone<K: Resource>(api: &Api<K>, target: &Target, deadline: Instant) -> Result<()> {
     let mut polls = crate::POLL.retry();
+    let mut next_report = Instant::now() + PROGRESS_EVERY;
     loop {
         match api.get(&target.namespace, &target.name).await {
             Err(s) if s.code() == Code::NotFound => return Ok(()),
             Err(s) => return Err(ServerError::for_object(&s, K::PLURAL, &target.name).into()),
             Ok(obj) => {
                 let now = Instant::now();
+                let finalizers = &obj.meta().finalizers;
+                let why = if finalizers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (finalizers remaining: {})", finalizers.join(", "))
+                };
                 if now >= deadline {
-                    let finalizers = &obj.meta().finalizers;
-                    let why = if finalizers.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (finalizers remaining: {})", finalizers.join(", "))
-                    };
                     bail!(
                         "timed out waiting for {} to be deleted{why}",
                         display_name(K::KIND, &target.name)
                     );
+                }
+                if now >= next_report {
+                    eprintln!(
+                        "waiting for {} to be deleted{why}",
+                        display_name(K::KIND, &target.name)
+                    );
+                    next_report = now + PROGRESS_EVERY;
                 }
                 tokio::time::sleep(polls.next_delay().min(deadline - now)).await;
             }

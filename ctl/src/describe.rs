@@ -121,7 +121,11 @@ async fn events_about<K: Resource>(api: &Api<Event>, obj: &K) -> Result<Vec<Even
 pub fn describe<K: Kind>(obj: &K, events: &Result<Vec<Event>, String>) -> String {
     let mut out = String::new();
     describe_meta(&mut out, obj.meta(), K::NAMESPACED);
-    let json = obj.clone().into_dyn().to_json();
+    let dyn_obj = obj.clone().into_dyn();
+    let mut json = dyn_obj.to_json();
+    if let hypermesh_api::DynObject::Node(node) = &dyn_obj {
+        shorten_node_key(&mut json, node);
+    }
     section(&mut out, "Spec", json.get("spec"));
     let mut status = json.get("status").cloned();
     if let Some(Value::Object(fields)) = status.as_mut() {
@@ -199,6 +203,32 @@ fn describe_meta(out: &mut String, meta: &ObjectMeta, namespaced: bool) {
     }
     if let Some(t) = meta.deletion_timestamp.as_ref() {
         field(out, "Deleting since", &timestamp_text(Some(t)));
+    }
+}
+
+/// Replaces a Node's FALCON public key (1,793 bytes, some 2,400 characters of base64)
+/// with its fingerprint, `sha256:<first 16 hex digits>…`; `-o yaml` keeps the key.
+fn shorten_node_key(json: &mut Value, node: &hypermesh_api::v1::Node) {
+    use sha2::{Digest, Sha256};
+    let Some(key) = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.identity.as_ref())
+        .map(|i| &i.public_key)
+        .filter(|k| !k.is_empty())
+    else {
+        return;
+    };
+    let hex: String = Sha256::digest(key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if let Some(slot) = json.pointer_mut("/spec/identity/publicKey") {
+        *slot = Value::String(format!(
+            "sha256:{}… ({} bytes; hmctl get node -o yaml shows the key)",
+            &hex[..16],
+            key.len()
+        ));
     }
 }
 

@@ -1,6 +1,8 @@
 //! `hmctl drain`: cordons a node, then evicts every Instance bound to it (all
-//! namespaces, field selector `spec.nodeName=NODE`) and waits until they are gone, so
-//! the node can be taken down. Workload-managed Instances are recreated by their
+//! namespaces, field selector `spec.nodeName=NODE`) and waits until they are gone (an
+//! evicted Instance stays `Terminating` until the node's agent has stopped its
+//! containers), saying every few seconds what it still waits for, so the node can be
+//! taken down. Workload-managed Instances are recreated by their
 //! Workload and placed elsewhere; Instances nothing manages would be lost, so drain
 //! refuses to evict them unless `--force` is given (as kubectl does).
 
@@ -99,6 +101,7 @@ pub async fn run(ctx: &Context, args: &DrainArgs) -> Result<Exit> {
 
     let deadline = Instant::now() + args.timeout;
     let mut polls = crate::POLL.retry();
+    let mut next_report = Instant::now() + crate::delete::PROGRESS_EVERY;
     loop {
         let still: BTreeSet<Evictee> = bound_to(&instances, &args.node)
             .await?
@@ -114,6 +117,18 @@ pub async fn run(ctx: &Context, args: &DrainArgs) -> Result<Exit> {
             break;
         }
         let now = Instant::now();
+        if now >= next_report && now < deadline {
+            let names: Vec<String> = waiting
+                .iter()
+                .map(|(ns, n, _)| format!("{ns}/{n}"))
+                .collect();
+            eprintln!(
+                "waiting for {} instance(s) to stop their containers: {}",
+                names.len(),
+                names.join(", ")
+            );
+            next_report = now + crate::delete::PROGRESS_EVERY;
+        }
         if now >= deadline {
             let names: Vec<String> = waiting
                 .iter()

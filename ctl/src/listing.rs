@@ -17,16 +17,20 @@ pub async fn list<K: Kind>(
     namespace: &str,
     name: Option<&String>,
 ) -> Result<(Vec<K>, u64)> {
-    let request = ListRequest {
+    api.list_all(list_request(args, namespace, name))
+        .await
+        .map_err(|status| ServerError::from_status(&status).into())
+}
+
+/// The first page's request of the listing the flags select.
+pub fn list_request(args: &GetArgs, namespace: &str, name: Option<&String>) -> ListRequest {
+    ListRequest {
         namespace: namespace.to_string(),
         label_selector: args.selector.clone().unwrap_or_default(),
         field_selector: field_selector(args, name),
         limit: args.chunk_size,
         continue_token: String::new(),
-    };
-    api.list_all(request)
-        .await
-        .map_err(|status| ServerError::from_status(&status).into())
+    }
 }
 
 /// The `--field-selector`, narrowed to `metadata.name=NAME` when `name` is given.

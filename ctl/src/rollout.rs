@@ -53,6 +53,8 @@ pub enum Progress {
     Done,
     /// Still going, with what it waits for.
     Waiting(String),
+    /// Stalled past `progressDeadlineSeconds`: why.
+    Failed(String),
 }
 
 /// The rollout progress of `workload`, from its generation and status.
@@ -68,6 +70,18 @@ pub fn progress(workload: &Workload) -> Progress {
     } = status;
     if observed_generation < workload.meta().generation {
         return Progress::Waiting("Waiting for workload spec update to be observed...".into());
+    }
+    // As kubectl: a rollout past its progress deadline fails with the reason.
+    if let Some(stalled) = status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Progressing" && c.reason == "ProgressDeadlineExceeded")
+    {
+        return Progress::Failed(format!(
+            "workload {:?} exceeded its progress deadline: {}",
+            workload.meta().name,
+            stalled.message
+        ));
     }
     if updated < replicas {
         return Progress::Waiting(format!(
@@ -120,6 +134,7 @@ async fn wait_rolled_out(api: &Api<Workload>, namespace: &str, name: &str) -> Re
     let mut report = |workload: &Workload| -> Result<bool> {
         match progress(workload) {
             Progress::Done => Ok(true),
+            Progress::Failed(why) => bail!("{why}"),
             Progress::Waiting(line) => {
                 if line != last {
                     print(&format!("{line}\n"))?;
@@ -306,6 +321,7 @@ mod tests {
         match progress(w) {
             Progress::Waiting(line) => line,
             Progress::Done => "done".into(),
+            Progress::Failed(why) => format!("failed: {why}"),
         }
     }
 

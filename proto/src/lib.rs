@@ -74,5 +74,11 @@ pub const API_VERSION: &str = "hypermesh.io/v1";
 /// collector removes it once the namespace is empty).
 pub const NAMESPACE_FINALIZER: &str = "hypermesh.io/namespace";
 
+/// The finalizer an Instance bound to a node carries while it is deleted: its node's
+/// agent removes it once the Instance's containers are gone (the node-lifecycle
+/// controller removes it when the node is unreachable past the eviction grace), so
+/// `Terminating` lasts exactly as long as the containers run.
+pub const CONTAINERS_FINALIZER: &str = "hypermesh.io/containers";
+
 /// Namespaces that exist from the first start and cannot be deleted.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "hypermesh-system"];

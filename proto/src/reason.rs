@@ -77,6 +77,12 @@ reasons! {
     Expired => OutOfRange,
     /// The object or request is larger than the server accepts.
     TooLarge => ResourceExhausted,
+    /// A watch fell too far behind its changes and was closed; resume from the last resource_version received, or list again.
+    WatchTooSlow => ResourceExhausted,
+    /// The caller sent more requests than its rate allows; retry after the time the message names.
+    RateLimited => ResourceExhausted,
+    /// The server has too much work queued (e.g. store writes); retry after a short pause.
+    Overloaded => ResourceExhausted,
     /// The server failed internally (storage error); the request may be retried.
     InternalError => Internal,
     /// The server is shutting down or the store is unavailable.

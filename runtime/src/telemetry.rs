@@ -1,5 +1,6 @@
 //! The one side HTTP server of every component (`--metrics-addr`): `GET /metrics`
-//! (Prometheus/OpenMetrics text) and `GET /healthz` (`200 ok` or `503` naming the
+//! (OpenMetrics text when the scraper asks for it, the classic Prometheus text format
+//! otherwise; see [`format`]) and `GET /healthz` (`200 ok` or `503` naming the
 //! components that are down), plus [`Telemetry`], a metrics registry and a
 //! [`Health`] for parts of a process that report without being handed one.
 
@@ -17,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::health::Health;
+
+pub mod format;
 
 /// Writes a component's metrics (without the final `# EOF`, added by the server).
 pub type Exposition = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -95,8 +98,22 @@ fn render_metrics(parts: &[Exposition]) -> String {
     out
 }
 
+/// The metrics in the format `accept` asks for, with its content type.
+fn metrics_body(parts: &[Exposition], accept: Option<&str>) -> (&'static str, String) {
+    let openmetrics = render_metrics(parts);
+    if format::wants_openmetrics(accept) {
+        (format::OPENMETRICS_CONTENT_TYPE, openmetrics)
+    } else {
+        (
+            format::CLASSIC_CONTENT_TYPE,
+            format::to_classic(&openmetrics),
+        )
+    }
+}
+
 fn respond(
     path: &str,
+    accept: Option<&str>,
     parts: &[Exposition],
     pages: &[Page],
     health: &Health,
@@ -108,11 +125,10 @@ fn respond(
             "text/plain; charset=utf-8",
             page.map(|(_, render)| render()).unwrap_or_default(),
         ),
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render_metrics(parts),
-        ),
+        "/metrics" => {
+            let (content_type, body) = metrics_body(parts, accept);
+            (StatusCode::OK, content_type, body)
+        }
         "/healthz" if health.is_healthy() => {
             (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
         }
@@ -176,7 +192,11 @@ pub async fn serve_with_pages(
         );
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let response = respond(request.uri().path(), &parts, &pages, &health);
+                let accept = request
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let response = respond(request.uri().path(), accept, &parts, &pages, &health);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -210,13 +230,13 @@ mod tests {
         assert!(body.ends_with("# EOF\n"));
 
         let health = Health::new();
-        let ok = respond("/healthz", &[], &[], &health);
+        let ok = respond("/healthz", None, &[], &[], &health);
         assert_eq!(ok.status(), StatusCode::OK);
         health.set("controller/x", ComponentState::Down("panicked".into()));
-        let down = respond("/healthz", &[], &[], &health);
+        let down = respond("/healthz", None, &[], &[], &health);
         assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
-            respond("/nope", &[], &[], &health).status(),
+            respond("/nope", None, &[], &[], &health).status(),
             StatusCode::NOT_FOUND
         );
     }

@@ -311,6 +311,11 @@ impl ApiServerProcess {
         self.data_dir.path()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     /// A connected channel (the admin's with TLS).
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         connect_target(&self.target()?).await
@@ -339,11 +344,6 @@ impl ApiServerProcess {
         Ok(hypermesh_trust::pki::spki_pin(
             &hypermesh_trust::pki::first_certificate(&pem)?,
         )?)
-    }
-
-    /// The process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
     }
 
     /// Kills the process with SIGKILL and waits for it to be gone.

@@ -45,7 +45,17 @@ impl Env {
 
     /// As [`Env::start`], with `tune` adjusting the agent's config before it starts.
     pub async fn start_with(tune: impl FnOnce(&mut hypermesh_agent::Config)) -> Env {
-        let server = InProcessApiServer::start().await.expect("apiserver");
+        Env::start_with_server(|_| {}, tune).await
+    }
+
+    /// As [`Env::start_with`], with `server` adjusting the apiserver's config too.
+    pub async fn start_with_server(
+        server: impl FnOnce(&mut hypermesh_apiserver::Config),
+        tune: impl FnOnce(&mut hypermesh_agent::Config),
+    ) -> Env {
+        let server = InProcessApiServer::start_with(server)
+            .await
+            .expect("apiserver");
         allow_host_access(&server, "default").await;
         let containerd = PrivateContainerd::start();
         let images = containerd.image_dir();

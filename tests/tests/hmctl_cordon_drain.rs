@@ -246,12 +246,13 @@ async fn hmctl_drain_evicts_every_instance_on_the_node() {
         [
             "NAMESPACE",
             "NAME",
-            "PHASE",
+            "READY",
+            "STATUS",
             "RESTARTS",
             "NODE",
             "AGE",
-            "ADDRESS",
-            "READY"
+            "PHASE",
+            "ADDRESS"
         ],
         "{out:#?}"
     );
@@ -259,7 +260,7 @@ async fn hmctl_drain_evicts_every_instance_on_the_node() {
         .iter()
         .map(|l| {
             let cells: Vec<&str> = l.split_whitespace().collect();
-            (format!("{}/{}", cells[0], cells[1]), cells[4].to_string())
+            (format!("{}/{}", cells[0], cells[1]), cells[5].to_string())
         })
         .collect();
     assert_eq!(
@@ -463,7 +464,7 @@ async fn hmctl_drain_moves_a_workload_to_the_other_node() {
     assert!(
         out.lines()[1..]
             .iter()
-            .all(|l| l.split_whitespace().nth(3) == Some("n2")),
+            .all(|l| l.split_whitespace().nth(4) == Some("n2")),
         "{out:#?}"
     );
 }

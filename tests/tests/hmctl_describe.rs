@@ -138,3 +138,52 @@ async fn hmctl_describe_shows_metadata_spec_status_conditions_and_events() {
         "Error from server (NotFound): workloads \"missing\" not found\n"
     );
 }
+
+#[tokio::test]
+async fn hmctl_describe_node_shows_a_key_fingerprint_and_yaml_the_key() {
+    let server = ApiServerProcess::start().await.expect("apiserver");
+    let hmctl = Hmctl::new(server.url());
+    let identity = hypermesh_trust::identity::NodeIdentity::generate();
+    let key = identity.public_key().to_vec();
+    let node = v1::Node {
+        metadata: Some(ObjectMeta {
+            name: "host-1".into(),
+            ..Default::default()
+        }),
+        spec: Some(v1::NodeSpec {
+            identity: Some(v1::NodeIdentity {
+                node_id: hypermesh_trust::node_id_of(&key),
+                public_key: key.clone(),
+                algorithm: "falcon-1024".into(),
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    Api::<v1::Node>::new(server.channel().await.expect("channel"))
+        .create(&node)
+        .await
+        .expect("create node");
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(&key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let out = hmctl.run(&["describe", "node", "host-1"]).await.ok();
+    assert!(
+        out.stdout
+            .contains(&format!("publicKey: sha256:{}…", &digest[..16])),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.len() < 2000,
+        "the key is not printed: {}",
+        out.stdout
+    );
+    let yaml = hmctl
+        .run(&["get", "node", "host-1", "-o", "yaml"])
+        .await
+        .ok();
+    assert!(yaml.stdout.len() > 2000, "-o yaml keeps the whole key");
+}

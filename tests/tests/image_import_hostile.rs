@@ -2,6 +2,8 @@
 //! used to abort the agent (`Vec::with_capacity` of the claimed size) and the user saw
 //! only "h2 protocol error". Now the import fails with an error naming the entry and its
 //! impossible size, and the same agent goes on importing a good archive afterwards.
+//! An archive larger than the apiserver's upload limit for a node is refused with an
+//! error naming the limit, and the agent keeps running.
 
 use hypermesh_tests::containerd;
 use hypermesh_tests::hmctl;
@@ -68,5 +70,31 @@ async fn a_tar_header_claiming_2_62_bytes_is_a_clear_import_error() {
         imported.stdout,
         format!("image {TEST_IMAGE} imported on node {}\n", node_env::NODE)
     );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn an_archive_over_the_upload_limit_is_refused_with_the_limit_named() {
+    let env = Env::start_with_server(
+        |server| server.max_image_upload_bytes = 64 * 1024,
+        |config| config.image_dir = None,
+    )
+    .await;
+    let hmctl = Hmctl::new(env.server.url());
+    let archive = env.containerd.build_test_image();
+    let size = std::fs::metadata(&archive).expect("archive").len();
+    assert!(size > 64 * 1024, "the test image is only {size} bytes");
+    let archive_arg = archive.to_string_lossy().into_owned();
+    let refused = hmctl
+        .run(&["image", "import", &archive_arg, "--node", node_env::NODE])
+        .await
+        .failed();
+    assert!(
+        refused.stderr.contains("exceeds 65536 bytes")
+            && refused.stderr.contains("--max-image-upload-mib"),
+        "{refused:#?}"
+    );
+    // The agent is still there: its Node answers and it keeps heartbeating.
+    hmctl.run(&["get", "nodes"]).await.ok();
     env.stop().await;
 }

@@ -145,6 +145,7 @@ async fn only_the_leading_controller_acts() {
             identity: identity.into(),
             lease_duration: LEASE_DURATION,
             workers: 2,
+            ..Default::default()
         };
         let task = tokio::spawn(hypermesh_controllers::run_with(
             server.channel(),

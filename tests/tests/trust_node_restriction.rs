@@ -151,6 +151,25 @@ async fn a_node_writes_only_its_own_objects() {
     );
     let instances_as_b = b.api::<Instance>().await.unwrap();
     instances_as_b.update_status(&faked).await.unwrap();
+    // Beyond status, a node may only drop the containers finalizer of its own
+    // Instances (confirming their containers are gone), nothing else.
+    let mut relabelled = instances_as_b.get("default", "on-b").await.unwrap();
+    relabelled
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .insert("app".into(), "stolen".into());
+    forbidden(
+        &instances_as_b.update(&relabelled).await.unwrap_err(),
+        "may only remove the \"hypermesh.io/containers\" finalizer",
+    );
+    forbidden(
+        &instances_as_a
+            .update(&instances_as_b.get("default", "on-b").await.unwrap())
+            .await
+            .unwrap_err(),
+        "it is not bound to this node",
+    );
     // Nodes never create Instances or bind them.
     forbidden(
         &instances_as_a

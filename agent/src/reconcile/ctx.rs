@@ -9,6 +9,8 @@ use hypermesh_api::v1::{Instance, Node};
 use hypermesh_api::{Api, Resource};
 use tokio::sync::Mutex;
 
+use hypermesh_runtime::events::EventRecorder;
+
 use crate::container_setup::ContainerSetup;
 use crate::images::Images;
 use hypermesh_containers::{ContainerdClient, TaskExits};
@@ -43,6 +45,8 @@ pub(super) struct Ctx {
     pub(super) node_facts: Mutex<Option<NodeFacts>>,
     /// Volumes, user, pids limit and probes of each container start.
     pub(super) setup: ContainerSetup,
+    /// Events about the Instances (Pulling, Started, BackOff, …), aggregated.
+    pub(super) events: EventRecorder,
 }
 
 /// What an Instance's status takes from its Node.

@@ -10,6 +10,7 @@ use hypermesh_api::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, Instance, InstancePhase, RestartPolicy,
 };
+use hypermesh_runtime::events::EventType;
 use pbjson_types::Timestamp;
 use tokio::sync::Mutex;
 
@@ -21,6 +22,8 @@ use hypermesh_containers::{self as containers, ContainerConfig, LogSink, TaskEnd
 
 use super::ctx::*;
 use super::status::*;
+
+const IMAGE_NOT_FOUND: &str = "ImageNotFound";
 
 pub(super) fn restarts(policy: RestartPolicy, code: i32) -> bool {
     match policy {
@@ -98,7 +101,7 @@ pub(super) async fn drive(ctx: &Arc<Ctx>, instance: &Instance) {
                     continue;
                 }
                 ImageState::NotFound => (
-                    "ImageNotFound",
+                    IMAGE_NOT_FOUND,
                     format!(
                         "image {} is not in containerd and no archive in the image directory provides it",
                         c.image
@@ -111,8 +114,18 @@ pub(super) async fn drive(ctx: &Arc<Ctx>, instance: &Instance) {
                 ImageState::Pull => {
                     let pulling = format!("pulling image {}", c.image);
                     set_waiting(ctx, instance, &shared, index, "PullingImage", pulling).await;
+                    let event = format!("Pulling image {:?}", c.image);
+                    ctx.events
+                        .record(instance, EventType::Normal, "Pulling", event)
+                        .await;
                     match ctx.images.pull(&c.image).await {
-                        Pulled::Done => continue,
+                        Pulled::Done => {
+                            let event = format!("Successfully pulled image {:?}", c.image);
+                            ctx.events
+                                .record(instance, EventType::Normal, "Pulled", event)
+                                .await;
+                            continue;
+                        }
                         Pulled::Down => {
                             ready = false;
                             continue;
@@ -125,6 +138,12 @@ pub(super) async fn drive(ctx: &Arc<Ctx>, instance: &Instance) {
                 }
             };
             ready = false;
+            if reason != "ImagePullBackOff" {
+                let event = format!("Failed to get image {:?}: {reason}: {message}", c.image);
+                ctx.events
+                    .record(instance, EventType::Warning, "Failed", event)
+                    .await;
+            }
             set_waiting(ctx, instance, &shared, index, reason, message).await;
         }
         if ready {
@@ -273,6 +292,7 @@ pub(super) async fn run_container(
             }),
             ..Default::default()
         };
+        record_exit(ctx, instance, &c.name, &exit).await;
         let status = &mut s.statuses[index];
         status.ready = false;
         // As Kubernetes: a container its liveness probe killed restarts unless Never.
@@ -301,6 +321,10 @@ pub(super) async fn run_container(
         });
         publish(ctx, instance, &s).await;
         drop(s);
+        let event = format!("Back-off restarting failed container {}", c.name);
+        ctx.events
+            .record(instance, EventType::Warning, "BackOff", event)
+            .await;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
     }
@@ -378,8 +402,15 @@ pub(super) async fn run_once(
             }
             s.phase = Some(InstancePhase::Running);
             publish(ctx, instance, &s).await;
-            started_at
+            (started_at, s.statuses[index].name.clone())
         };
+        let (started_at, name) = started_at;
+        if !adopted {
+            let event = format!("Started container {name}");
+            ctx.events
+                .record(instance, EventType::Normal, "Started", event)
+                .await;
+        }
         let probing = Probing::start(ctx, instance, index, shared, probes, &config.id);
         // While containerd is away this keeps waiting; a task that kept running is
         // still waited on when it is back (adopted as it is, not restarted).
@@ -413,6 +444,30 @@ pub(super) async fn run_once(
             message: liveness.unwrap_or_default(),
             started_at: Some(started_at),
         };
+    }
+}
+
+/// Records why a container ended, when that is news: killed for memory, or by its
+/// liveness probe.
+async fn record_exit(ctx: &Ctx, instance: &Instance, name: &str, exit: &Exit) {
+    if exit.reason == "OOMKilled" {
+        let event = format!(
+            "Container {name} was killed: out of memory (exit code {})",
+            exit.code
+        );
+        ctx.events
+            .record(instance, EventType::Warning, "OOMKilled", event)
+            .await;
+    }
+    if exit.liveness_failed {
+        let event = format!("Liveness probe failed: {}", exit.message);
+        ctx.events
+            .record(instance, EventType::Warning, "Unhealthy", event)
+            .await;
+        let event = format!("Container {name} failed its liveness probe and was killed");
+        ctx.events
+            .record(instance, EventType::Normal, "Killing", event)
+            .await;
     }
 }
 

@@ -9,7 +9,8 @@
 //! back-off and reports everything through `UpdateStatus`. Container IDs are derived
 //! from namespace/name/uid/container, so a restarted agent adopts the running ones.
 //! A deleted Instance (or one with a deletion timestamp) is stopped (SIGTERM, the grace
-//! period, SIGKILL) and its containers and snapshots removed. While containerd is
+//! period, SIGKILL) and its containers and snapshots removed; then the agent removes
+//! its `hypermesh.io/containers` finalizer, so it shows `Terminating` until then. While containerd is
 //! unreachable nothing is changed: operations are retried, and containers that kept
 //! running (their shims outlive containerd) are waited on again as they are.
 //!
@@ -36,7 +37,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypermesh_api::v1::{Instance, InstancePhase};
-use hypermesh_api::{Api, Resource};
+use hypermesh_api::{Api, CONTAINERS_FINALIZER, Resource};
+use hypermesh_runtime::events::{EventRecorder, EventType};
 use hypermesh_runtime::watcher::{self, Event};
 use tokio::sync::Mutex;
 use tokio_stream::StreamExt;
@@ -84,6 +86,11 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
         exits: TaskExits::start(client.clone(), shutdown.clone()),
         client,
         api: Api::new(channel.clone()),
+        events: EventRecorder::new(
+            Api::new(channel.clone()),
+            "hm-agent",
+            config.node_name.clone(),
+        ),
         nodes: Api::new(channel),
         node_name: config.node_name.clone(),
         node_facts: Mutex::new(None),
@@ -243,6 +250,19 @@ async fn worker(
     let mut stops = tokio::task::JoinSet::new();
     for name in names {
         let id = ids(&instance, &name);
+        if container::pid(&ctx.client, &id).await.is_ok() {
+            ctx.events
+                .record(
+                    &instance,
+                    EventType::Normal,
+                    "Killing",
+                    format!(
+                        "Stopping container {name} (grace period {}s)",
+                        grace.as_secs()
+                    ),
+                )
+                .await;
+        }
         let ctx = ctx.clone();
         stops.spawn(async move { stop(&ctx.client, &id, grace).await });
     }
@@ -258,6 +278,41 @@ async fn worker(
         tracing::warn!(instance = %key, error = %e, "removing the instance's volumes");
     }
     tracing::info!(instance = %key, "instance removed: containers stopped and deleted");
+    release(&ctx, &instance, &shutdown).await;
+}
+
+/// Confirms to the apiserver that `instance`'s containers are gone by removing its
+/// [`CONTAINERS_FINALIZER`] (the Instance then leaves the API). Retries conflicts and
+/// outages until the agent stops; a later list finds the Instance again.
+async fn release(ctx: &Ctx, instance: &Instance, shutdown: &CancellationToken) {
+    let meta = instance.meta();
+    for attempt in 0..60u32 {
+        if attempt > 0 {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RETRY) => {}
+            }
+        }
+        let mut latest = match ctx.api.get(&meta.namespace, &meta.name).await {
+            Ok(latest) => latest,
+            Err(s) if s.code() == tonic::Code::NotFound => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading a deleted instance; retrying");
+                continue;
+            }
+        };
+        let m = latest.meta_mut();
+        if m.uid != meta.uid || !m.finalizers.iter().any(|f| f == CONTAINERS_FINALIZER) {
+            return;
+        }
+        m.finalizers.retain(|f| f != CONTAINERS_FINALIZER);
+        match ctx.api.update(&latest).await {
+            Ok(_) => return,
+            Err(s) if s.code() == tonic::Code::NotFound => return,
+            Err(e) => tracing::debug!(error = %e, "confirming an instance's removal; retrying"),
+        }
+    }
+    tracing::warn!(instance = %meta.name, namespace = %meta.namespace, "could not confirm the instance's removal to the apiserver");
 }
 
 /// The id mapping containers run with, or `None` (logged) where the kernel has no user

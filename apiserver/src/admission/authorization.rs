@@ -55,7 +55,8 @@ fn node_may(access: &Access<'_>, node: &str) -> bool {
                 access.namespace == SYSTEM_NAMESPACE && access.name == format!("node-{node}")
             }
             "assets" | "events" => true, // their own only: NodeRestriction
-            "instances" => access.operation == Operation::UpdateStatus, // bound to it only
+            // Bound to it only; Update only to drop the containers finalizer (NodeRestriction).
+            "instances" => access.operation != Operation::Create,
             _ => false,
         },
         Operation::Delete => match plural {

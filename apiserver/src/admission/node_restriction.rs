@@ -5,12 +5,13 @@
 //!   own cordon (`spec.unschedulable` is the admin's);
 //! - its Lease (`hypermesh-system/node-<name>`; checked by authorization);
 //! - Assets whose `spec.nodeName` is itself, before and after the write;
-//! - the status of Instances bound to it;
+//! - the status of Instances bound to it, and their [`CONTAINERS_FINALIZER`] (removed
+//!   once their containers are gone; nothing else of the object);
 //! - Events about itself or about Instances bound to it;
 //! - a Secret only when an Instance bound to it uses it (volume or env).
 
 use hypermesh_api::reason::{Reason, status};
-use hypermesh_api::v1;
+use hypermesh_api::{CONTAINERS_FINALIZER, Resource, v1};
 use prost::Message;
 use tonic::Status;
 
@@ -158,11 +159,9 @@ impl Admit for NodeRestriction {
                     ))
                 }
             }
-            (_, Some(ObjectRef::Instance(old))) => {
+            (new, Some(ObjectRef::Instance(old))) => {
                 let bound = old.spec.as_ref().map_or("", |s| s.node_name.as_str());
-                if bound == node {
-                    Ok(())
-                } else {
+                if bound != node {
                     Err(refuse(
                         node,
                         format!(
@@ -170,6 +169,18 @@ impl Admit for NodeRestriction {
                             request.access.name, request.access.namespace
                         ),
                     ))
+                } else if request.access.operation == Operation::Update
+                    && !drops_containers_finalizer(old, new)
+                {
+                    Err(refuse(
+                        node,
+                        format!(
+                            "update instance {:?} in namespace {:?}: a node may only remove the {CONTAINERS_FINALIZER:?} finalizer",
+                            request.access.name, request.access.namespace
+                        ),
+                    ))
+                } else {
+                    Ok(())
                 }
             }
             (Some(ObjectRef::Event(event)), _) => {
@@ -201,4 +212,21 @@ impl Admit for NodeRestriction {
             _ => Ok(()),
         }
     }
+}
+
+/// Whether `new` is `old` with only [`CONTAINERS_FINALIZER`] removed (the agent's
+/// confirmation that the Instance's containers are gone).
+fn drops_containers_finalizer(old: &v1::Instance, new: Option<ObjectRef<'_>>) -> bool {
+    let Some(ObjectRef::Instance(new)) = new else {
+        return false;
+    };
+    let (o, n) = (old.meta(), new.meta());
+    let mut expected = o.finalizers.clone();
+    expected.retain(|f| f != CONTAINERS_FINALIZER);
+    o.finalizers.len() != expected.len()
+        && n.finalizers == expected
+        && n.labels == o.labels
+        && n.annotations == o.annotations
+        && n.owner_references == o.owner_references
+        && new.spec == old.spec
 }

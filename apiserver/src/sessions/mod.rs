@@ -6,6 +6,7 @@
 //! The attached streams are then piped to and from the user's call, so HTTP/2 flow
 //! control applies per session end to end and a slow reader only slows itself.
 
+use hypermesh_api::reason::{Reason, status};
 use hypermesh_api::v1::{
     self, AgentHello, ExecInput, ExecOutput, ImageImportRequest, ImageImportResponse,
     ImageImportStart, LogChunk, LogsRequest, SessionFrame, SessionOpen, exec_input,
@@ -287,19 +288,33 @@ pub async fn import_image(
         .await?;
     nodes.read("", node_name).await?;
     let node = node_name.clone();
+    let limit = nodes.max_image_upload_bytes();
     let Attached {
         mut from_agent,
         to_agent,
     } = sessions
         .open(&node, "", session_open::Request::ImageImport(start))
         .await?;
+    let too_large = status(
+        Reason::TooLarge,
+        format!(
+            "import to node {node:?}: the image archive exceeds {limit} bytes, the largest upload a node accepts (hm-apiserver --max-image-upload-mib)"
+        ),
+    );
     let upload = async move {
+        let mut uploaded: u64 = 0;
         while let Some(message) = input.next().await {
             let Some(image_import_request::Part::Chunk(chunk)) = message?.part else {
                 return Err(Status::invalid_argument(
                     "import: only chunks may follow `start`",
                 ));
             };
+            uploaded = uploaded.saturating_add(chunk.len() as u64);
+            if uploaded > limit {
+                // The agent sees its stream fail, not end: it imports nothing.
+                let _ = to_agent.send(Err(too_large.clone())).await;
+                return Err(too_large);
+            }
             let frame = SessionFrame::of(session_frame::Payload::ImageChunk(chunk));
             if to_agent.send(Ok(frame)).await.is_err() {
                 break;
@@ -321,10 +336,13 @@ pub async fn import_image(
             "node {node:?}: the agent ended the import without an answer"
         )))
     };
-    let (uploaded, outcome) = tokio::join!(upload, outcome);
-    match (uploaded, outcome) {
-        (_, Ok(done)) => Ok(done),
-        (Err(upload_error), Err(_)) => Err(upload_error),
-        (Ok(()), Err(e)) => Err(e),
+    tokio::pin!(upload, outcome);
+    tokio::select! {
+        uploaded = &mut upload => match uploaded {
+            // An upload that failed (too large, broken) ends the import at once.
+            Err(e) => Err(e),
+            Ok(()) => outcome.await,
+        },
+        done = &mut outcome => done,
     }
 }

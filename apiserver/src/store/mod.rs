@@ -8,6 +8,7 @@
 //! implementation against these rules.
 
 pub mod backend;
+pub mod bounded;
 pub mod codec;
 /// Test support, not part of the server: built only with the `conformance` feature
 /// (a backend's tests enable it).
@@ -117,6 +118,9 @@ pub enum StoreError {
     /// The backend failed (I/O, corruption, closed).
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// Too many writes are waiting for the backend (see [`bounded`]); retry later.
+    #[error("store overloaded: {0}")]
+    Overloaded(String),
 }
 
 /// A stream of watch items; ends when the store shuts down or the receiver is dropped.

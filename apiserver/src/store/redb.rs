@@ -17,8 +17,14 @@ use futures::future::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::codec::{decode_event, decode_record, encode_event, encode_record};
-use super::{KeyValue, ListPage, Store, StoreError, StoreEvent, WatchItem, WatchStream};
+use super::codec::{decode_event, decode_record};
+use super::{KeyValue, ListPage, Store, StoreError, StoreEvent, WatchStream};
+
+mod watcher;
+mod writer;
+
+use watcher::Watcher;
+use writer::{WriteOp, WriteOutcome, WriteRequest, run_writer};
 
 const KV: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("kv");
 const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("history");
@@ -39,44 +45,17 @@ pub struct RedbOptions {
     /// History revisions kept for watches and paginated listings; older ones are
     /// compacted automatically. 0 disables automatic compaction.
     pub retain_revisions: u64,
+    /// Bytes of pages redb caches in memory (its default is 1 GiB).
+    pub cache_bytes: usize,
 }
 
 impl Default for RedbOptions {
     fn default() -> Self {
         RedbOptions {
             retain_revisions: 100_000,
+            cache_bytes: 64 * 1024 * 1024,
         }
     }
-}
-
-enum WriteOp {
-    Create {
-        key: String,
-        value: Vec<u8>,
-    },
-    Update {
-        key: String,
-        value: Vec<u8>,
-        expected: u64,
-    },
-    Delete {
-        key: String,
-        expected: Option<u64>,
-    },
-    Compact {
-        revision: u64,
-    },
-}
-
-enum WriteOutcome {
-    Revision(u64),
-    Deleted(u64, KeyValue),
-    Compacted,
-}
-
-struct WriteRequest {
-    op: WriteOp,
-    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
 }
 
 struct Shared {
@@ -123,7 +102,9 @@ impl RedbStore {
 
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path, options: RedbOptions) -> Result<Self, StoreError> {
-        let db = Database::create(path)
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)
             .map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
         let (revision, compacted) = {
             let txn = db.begin_write().map_err(backend)?;
@@ -328,186 +309,6 @@ impl RedbStore {
     }
 }
 
-fn run_writer(
-    shared: Arc<Shared>,
-    requests: std::sync::mpsc::Receiver<WriteRequest>,
-    mut revision: u64,
-    options: RedbOptions,
-) {
-    while let Ok(first) = requests.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let compacted = shared.compacted_revision.load(Ordering::Acquire);
-        let auto_compact = (options.retain_revisions > 0
-            && revision > compacted + options.retain_revisions + options.retain_revisions / 10)
-            .then(|| revision - options.retain_revisions);
-        let start_revision = revision;
-        let result = commit_batch(&shared.db, &batch, &mut revision, auto_compact);
-        match result {
-            Ok((outcomes, events, new_compacted)) => {
-                if let Some(c) = new_compacted {
-                    shared.compacted_revision.store(c, Ordering::Release);
-                }
-                for event in events {
-                    // No receivers is fine: nobody is watching.
-                    let _ = shared.events.send(Arc::new(event));
-                }
-                shared.notified_revision.store(revision, Ordering::Release);
-                for (request, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = request.reply.send(outcome);
-                }
-            }
-            Err(e) => {
-                revision = start_revision;
-                for request in batch {
-                    let _ = request.reply.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-}
-
-type BatchResult = (
-    Vec<Result<WriteOutcome, StoreError>>,
-    Vec<StoreEvent>,
-    Option<u64>,
-);
-
-fn commit_batch(
-    db: &Database,
-    batch: &[WriteRequest],
-    revision: &mut u64,
-    auto_compact: Option<u64>,
-) -> Result<BatchResult, StoreError> {
-    let txn = db.begin_write().map_err(backend)?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut events = Vec::new();
-    let mut compacted = None;
-    {
-        let mut kv = txn.open_table(KV).map_err(backend)?;
-        let mut history = txn.open_table(HISTORY).map_err(backend)?;
-        let mut meta = txn.open_table(META).map_err(backend)?;
-        for request in batch {
-            let outcome = match &request.op {
-                WriteOp::Compact { revision: target } => {
-                    let target = (*target).min(*revision);
-                    compact_history(&mut history, &mut meta, target)?;
-                    compacted = Some(target);
-                    Ok(WriteOutcome::Compacted)
-                }
-                op => {
-                    let (key, expected_state) = match op {
-                        WriteOp::Create { key, .. } => (key, None),
-                        WriteOp::Update { key, expected, .. } => (key, Some(Some(*expected))),
-                        WriteOp::Delete { key, expected } => (key, Some(*expected)),
-                        WriteOp::Compact { .. } => unreachable!("handled above"),
-                    };
-                    let previous = kv
-                        .get(key.as_str())
-                        .map_err(backend)?
-                        .map(|v| decode_record(key, v.value()))
-                        .transpose()?;
-                    let check = match (&previous, expected_state) {
-                        (Some(_), None) => Err(StoreError::AlreadyExists(key.clone())),
-                        (None, Some(_)) => Err(StoreError::NotFound(key.clone())),
-                        (Some(p), Some(Some(expected))) if p.mod_revision != expected => {
-                            Err(StoreError::Conflict {
-                                key: key.clone(),
-                                expected,
-                                current: p.mod_revision,
-                            })
-                        }
-                        _ => Ok(()),
-                    };
-                    match check {
-                        Err(e) => Err(e),
-                        Ok(()) => {
-                            let next = *revision + 1;
-                            let current = match op {
-                                WriteOp::Create { value, .. } => Some(KeyValue {
-                                    key: key.clone(),
-                                    value: value.clone(),
-                                    create_revision: next,
-                                    mod_revision: next,
-                                }),
-                                WriteOp::Update { value, .. } => Some(KeyValue {
-                                    key: key.clone(),
-                                    value: value.clone(),
-                                    create_revision: previous
-                                        .as_ref()
-                                        .map_or(next, |p| p.create_revision),
-                                    mod_revision: next,
-                                }),
-                                _ => None,
-                            };
-                            match &current {
-                                Some(c) => {
-                                    kv.insert(
-                                        key.as_str(),
-                                        encode_record(c.create_revision, c.mod_revision, &c.value)
-                                            .as_slice(),
-                                    )
-                                    .map_err(backend)?;
-                                }
-                                None => {
-                                    kv.remove(key.as_str()).map_err(backend)?;
-                                }
-                            }
-                            let event = StoreEvent {
-                                revision: next,
-                                key: key.clone(),
-                                current,
-                                previous: previous.clone(),
-                            };
-                            history
-                                .insert(next, encode_event(&event).as_slice())
-                                .map_err(backend)?;
-                            events.push(event);
-                            *revision = next;
-                            Ok(match previous {
-                                Some(p) if matches!(op, WriteOp::Delete { .. }) => {
-                                    WriteOutcome::Deleted(next, p)
-                                }
-                                _ => WriteOutcome::Revision(next),
-                            })
-                        }
-                    }
-                }
-            };
-            outcomes.push(outcome);
-        }
-        if let Some(target) = auto_compact.filter(|_| compacted.is_none()) {
-            compact_history(&mut history, &mut meta, target)?;
-            compacted = Some(target);
-        }
-        meta.insert(META_REVISION, *revision).map_err(backend)?;
-    }
-    txn.commit().map_err(backend)?;
-    Ok((outcomes, events, compacted))
-}
-
-fn compact_history(
-    history: &mut redb::Table<'_, u64, &[u8]>,
-    meta: &mut redb::Table<'_, &str, u64>,
-    target: u64,
-) -> Result<(), StoreError> {
-    history
-        .retain_in(..=target, |_, _| false)
-        .map_err(backend)?;
-    let old = meta
-        .get(META_COMPACTED)
-        .map_err(backend)?
-        .map_or(0, |g| g.value());
-    meta.insert(META_COMPACTED, old.max(target))
-        .map_err(backend)?;
-    Ok(())
-}
-
 impl Store for RedbStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
         async move {
@@ -644,94 +445,5 @@ impl Store for RedbStore {
             Ok(())
         }
         .boxed()
-    }
-}
-
-/// Feeds one watch stream: history first, then live events, re-reading history
-/// whenever it falls behind the live broadcast.
-struct Watcher {
-    store: RedbStore,
-    prefix: String,
-    last: u64,
-    tx: mpsc::Sender<Result<WatchItem, StoreError>>,
-}
-
-impl Watcher {
-    async fn run(
-        mut self,
-        mut live: broadcast::Receiver<Arc<StoreEvent>>,
-        progress_every: Option<Duration>,
-    ) {
-        if self.catch_up().await.is_err() {
-            return;
-        }
-        let mut ticker = tokio::time::interval(progress_every.unwrap_or(Duration::from_secs(3600)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            let step = tokio::select! {
-                received = live.recv() => match received {
-                    Ok(event) => self.deliver(&event).await,
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
-                    Err(broadcast::error::RecvError::Closed) => Err(()),
-                },
-                _ = ticker.tick(), if progress_every.is_some() => self.progress(&mut live).await,
-                () = self.tx.closed() => Err(()),
-            };
-            if step.is_err() {
-                return;
-            }
-        }
-    }
-
-    async fn deliver(&mut self, event: &Arc<StoreEvent>) -> Result<(), ()> {
-        if event.revision <= self.last {
-            return Ok(());
-        }
-        self.last = event.revision;
-        if event.key.starts_with(&self.prefix) {
-            self.tx
-                .send(Ok(WatchItem::Event(event.clone())))
-                .await
-                .map_err(|_| ())?;
-        }
-        Ok(())
-    }
-
-    async fn catch_up(&mut self) -> Result<(), ()> {
-        loop {
-            match self.store.history_after(self.last, 1024) {
-                Ok(events) if events.is_empty() => return Ok(()),
-                Ok(events) => {
-                    for event in events {
-                        self.deliver(&Arc::new(event)).await?;
-                    }
-                }
-                Err(e) => {
-                    let _ = self.tx.send(Err(e)).await;
-                    return Err(());
-                }
-            }
-        }
-    }
-
-    async fn progress(
-        &mut self,
-        live: &mut broadcast::Receiver<Arc<StoreEvent>>,
-    ) -> Result<(), ()> {
-        let notified = self.store.shared.notified_revision.load(Ordering::Acquire);
-        loop {
-            match live.try_recv() {
-                Ok(event) => self.deliver(&event).await?,
-                Err(broadcast::error::TryRecvError::Lagged(_)) => self.catch_up().await?,
-                Err(broadcast::error::TryRecvError::Empty) => break,
-                Err(broadcast::error::TryRecvError::Closed) => return Err(()),
-            }
-        }
-        self.last = self.last.max(notified);
-        self.tx
-            .send(Ok(WatchItem::Progress(self.last)))
-            .await
-            .map_err(|_| ())
     }
 }

@@ -1,13 +1,13 @@
 //! What the node-lifecycle controller writes through the API: the unreachable taint
-//! (added, removed), `Ready=Unknown`, and evictions (deleting Instances), each with
-//! an Event.
+//! (added, removed), `Ready=Unknown`, and evictions (deleting Instances, and removing
+//! the containers finalizer their unreachable agent cannot), each with an Event.
 
 use std::time::{Instant, SystemTime};
 
-use hypermesh_api::Resource;
 use hypermesh_api::conditions::{condition, find, set_condition};
 use hypermesh_api::time::MAX_TOLERATION;
 use hypermesh_api::v1::{DeleteRequest, Instance, ListRequest, Node, Taint, TaintEffect};
+use hypermesh_api::{CONTAINERS_FINALIZER, Resource};
 use hypermesh_runtime::events::EventType;
 use tonic::Code;
 use tracing::{info, warn};
@@ -127,6 +127,11 @@ impl Ctx {
                 continue;
             }
             let meta = instance.meta();
+            if is_deleting(&instance) {
+                // Deleted earlier; its agent cannot confirm the containers are gone.
+                self.force_remove(&instance, &name).await?;
+                continue;
+            }
             let result = self
                 .instances
                 .delete(DeleteRequest {
@@ -136,8 +141,9 @@ impl Ctx {
                 })
                 .await;
             match result {
-                Ok(_) => {
+                Ok(deleted) => {
                     info!(node = %name, namespace = %meta.namespace, instance = %meta.name, "evicted");
+                    self.force_remove(&deleted, &name).await?;
                     self.recorder
                         .record(
                             &instance,
@@ -227,7 +233,47 @@ impl Ctx {
             })?;
         Ok(items
             .into_iter()
-            .filter(|i| !is_deleting(i) && !is_terminal(i))
+            .filter(|i| is_deleting(i) || !is_terminal(i))
             .collect())
+    }
+
+    /// Removes the [`CONTAINERS_FINALIZER`] of an Instance being deleted on the
+    /// unreachable `node`: no agent will confirm its containers are gone, so it leaves
+    /// the API now (and is replaced elsewhere).
+    async fn force_remove(
+        &self,
+        instance: &Instance,
+        node: &str,
+    ) -> Result<(), NodeLifecycleError> {
+        let mut latest = instance.clone();
+        for _ in 0..8 {
+            let m = latest.meta_mut();
+            if !m.finalizers.iter().any(|f| f == CONTAINERS_FINALIZER) {
+                return Ok(());
+            }
+            m.finalizers.retain(|f| f != CONTAINERS_FINALIZER);
+            let (namespace, name) = (m.namespace.clone(), m.name.clone());
+            let error = |source| NodeLifecycleError::Evict {
+                namespace: namespace.clone(),
+                instance: name.clone(),
+                source,
+            };
+            match self.instances.update(&latest).await {
+                Ok(_) => {
+                    info!(%node, %namespace, instance = %name, "force-removed: its node is unreachable");
+                    return Ok(());
+                }
+                Err(status) if status.code() == Code::NotFound => return Ok(()),
+                Err(status) if status.code() == Code::Aborted => {
+                    latest = match self.instances.get(&namespace, &name).await {
+                        Ok(latest) => latest,
+                        Err(status) if status.code() == Code::NotFound => return Ok(()),
+                        Err(source) => return Err(error(source)),
+                    };
+                }
+                Err(source) => return Err(error(source)),
+            }
+        }
+        Ok(())
     }
 }

@@ -21,6 +21,11 @@ pub const REPLICA_FAILURE: &str = "ReplicaFailure";
 pub const ROLLOUT_COMPLETE: &str = "NewRevisionAvailable";
 /// Reason of `Progressing` while Instances are being replaced or started.
 pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";
+/// Reason of `Progressing=False`: the rollout made no progress within
+/// `spec.progressDeadlineSeconds`.
+pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+/// `spec.progressDeadlineSeconds` when unset.
+pub const DEFAULT_PROGRESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Instance counts over the Workload's live (not terminal, not deleting) Instances.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -97,6 +102,10 @@ pub struct Observation<'a> {
     pub revision: i64,
     /// Why creating Instances failed in this reconcile, if it did.
     pub create_failure: Option<String>,
+    /// The template changed in this reconcile (a new rollout starts).
+    pub new_revision: bool,
+    /// How long the rollout may go without progress.
+    pub progress_deadline: std::time::Duration,
 }
 
 impl Observation<'_> {
@@ -135,28 +144,13 @@ pub fn next_status(
         ),
         now,
     );
-    let progressing = if seen.complete() {
-        condition(
-            PROGRESSING,
-            true,
-            ROLLOUT_COMPLETE,
-            format!(
-                "Workload {:?} revision {} is rolled out",
-                seen.name, seen.revision
-            ),
-        )
-    } else {
-        condition(
-            PROGRESSING,
-            true,
-            ROLLOUT_IN_PROGRESS,
-            format!(
-                "Workload {:?} is rolling out revision {}: {} of {} instances updated, {} available",
-                seen.name, seen.revision, c.updated, seen.replicas, c.available
-            ),
-        )
-    };
+    let (progressing, since) = progressing(previous, seen, now);
     set_condition(&mut conditions, progressing, now);
+    if let Some(since) = since
+        && let Some(c) = conditions.iter_mut().find(|c| c.r#type == PROGRESSING)
+    {
+        c.last_transition_time = Some(since);
+    }
     match &seen.create_failure {
         Some(message) => {
             set_condition(
@@ -176,6 +170,79 @@ pub fn next_status(
         conditions,
         history,
     }
+}
+
+/// The `Progressing` condition, and for a rollout under way the time of its last
+/// progress. Complete once every replica runs the revision and is available, and it
+/// stays so while the revision and replica count hold (Instances crashing later show
+/// in `Available`, not as a new rollout). A rollout whose counts have not moved for
+/// the deadline is `False` / `ProgressDeadlineExceeded`.
+fn progressing(
+    previous: &WorkloadStatus,
+    seen: &Observation<'_>,
+    now: Timestamp,
+) -> (Condition, Option<Timestamp>) {
+    let c = seen.counts;
+    let before = previous.conditions.iter().find(|c| c.r#type == PROGRESSING);
+    let was = |reason: &str| before.is_some_and(|b| b.reason == reason);
+    let settled = was(ROLLOUT_COMPLETE)
+        && !seen.new_revision
+        && c.updated == seen.replicas
+        && c.total == seen.replicas;
+    if seen.complete() || settled {
+        let message = format!(
+            "Workload {:?} revision {} is rolled out",
+            seen.name, seen.revision
+        );
+        return (
+            condition(PROGRESSING, true, ROLLOUT_COMPLETE, message),
+            None,
+        );
+    }
+    let moved = seen.new_revision
+        || to_i32(c.updated) != previous.updated_replicas
+        || to_i32(c.available) != previous.available_replicas
+        || !(was(ROLLOUT_IN_PROGRESS) || was(PROGRESS_DEADLINE_EXCEEDED));
+    let since = match before.and_then(|b| b.last_transition_time) {
+        Some(t) if !moved => t,
+        _ => now,
+    };
+    let stalled = hypermesh_api::time::to_system_time(&now)
+        .duration_since(hypermesh_api::time::to_system_time(&since))
+        .is_ok_and(|d| d >= seen.progress_deadline);
+    if stalled {
+        let message = format!(
+            "Workload {:?} revision {} made no progress for {}s: {} of {} instances updated, {} available",
+            seen.name,
+            seen.revision,
+            seen.progress_deadline.as_secs(),
+            c.updated,
+            seen.replicas,
+            c.available
+        );
+        let condition = condition(PROGRESSING, false, PROGRESS_DEADLINE_EXCEEDED, message);
+        return (condition, None);
+    }
+    let message = format!(
+        "Workload {:?} is rolling out revision {}: {} of {} instances updated, {} available",
+        seen.name, seen.revision, c.updated, seen.replicas, c.available
+    );
+    (
+        condition(PROGRESSING, true, ROLLOUT_IN_PROGRESS, message),
+        Some(since),
+    )
+}
+
+/// When a rollout under way runs out of time, from its `Progressing` condition.
+pub fn progress_deadline_at(
+    status: &WorkloadStatus,
+    deadline: std::time::Duration,
+) -> Option<std::time::SystemTime> {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == PROGRESSING && c.reason == ROLLOUT_IN_PROGRESS)?;
+    hypermesh_api::time::to_system_time(c.last_transition_time.as_ref()?).checked_add(deadline)
 }
 
 #[cfg(test)]
@@ -261,6 +328,8 @@ mod tests {
             },
             revision: 2,
             create_failure: Some("quota".into()),
+            new_revision: false,
+            progress_deadline: DEFAULT_PROGRESS_DEADLINE,
         };
         let s = next_status(&WorkloadStatus::default(), Vec::new(), &seen, ts(1));
         assert_eq!(
@@ -292,5 +361,60 @@ mod tests {
         let get = |t: &str| s.conditions.iter().find(|c| c.r#type == t);
         assert_eq!(get(PROGRESSING).unwrap().reason, ROLLOUT_COMPLETE);
         assert!(get(REPLICA_FAILURE).is_none());
+
+        // A crash later shows in Available; the rollout stays complete.
+        let crashed = Observation {
+            counts: Counts {
+                total: 3,
+                ready: 2,
+                updated: 3,
+                available: 1,
+            },
+            ..done.clone()
+        };
+        let s = next_status(&s, Vec::new(), &crashed, ts(3));
+        let get = |t: &str| s.conditions.iter().find(|c| c.r#type == t).unwrap();
+        assert_eq!(get(PROGRESSING).reason, ROLLOUT_COMPLETE);
+        assert_eq!(get(AVAILABLE).status, "False");
+    }
+
+    #[test]
+    fn a_stalled_rollout_exceeds_its_deadline() {
+        let stuck = Observation {
+            name: "web",
+            generation: 1,
+            replicas: 1,
+            max_unavailable: 0,
+            counts: Counts {
+                total: 1,
+                ready: 0,
+                updated: 1,
+                available: 0,
+            },
+            revision: 1,
+            create_failure: None,
+            new_revision: true,
+            progress_deadline: std::time::Duration::from_secs(10),
+        };
+        let s = next_status(&WorkloadStatus::default(), Vec::new(), &stuck, ts(100));
+        let same = Observation {
+            new_revision: false,
+            ..stuck.clone()
+        };
+        let s = next_status(&s, Vec::new(), &same, ts(105));
+        let get = |s: &WorkloadStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.r#type == PROGRESSING)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(get(&s).reason, ROLLOUT_IN_PROGRESS);
+        assert_eq!(get(&s).last_transition_time, Some(ts(100)));
+        let s = next_status(&s, Vec::new(), &same, ts(111));
+        assert_eq!(
+            (get(&s).status.as_str(), get(&s).reason.as_str()),
+            ("False", PROGRESS_DEADLINE_EXCEEDED)
+        );
     }
 }

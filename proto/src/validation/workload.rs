@@ -12,6 +12,9 @@ use super::placement::validate_placement;
 use super::time::{Context, check_timestamp};
 use super::{FieldErrors, MAX_REPLICAS, Validate};
 
+/// Longest `spec.progressDeadlineSeconds`: one day.
+pub const MAX_PROGRESS_DEADLINE_SECONDS: i32 = 86_400;
+
 impl Validate for v1::Workload {
     fn validate_kind(&self, ctx: &Context, errs: &mut FieldErrors) {
         match &self.spec {
@@ -31,6 +34,15 @@ fn check_spec(errs: &mut FieldErrors, spec: &v1::WorkloadSpec) {
             format!(
                 "{} is out of range: must be 0 to {MAX_REPLICAS}",
                 spec.replicas
+            ),
+        );
+    }
+    if !(0..=MAX_PROGRESS_DEADLINE_SECONDS).contains(&spec.progress_deadline_seconds) {
+        errs.invalid(
+            "spec.progressDeadlineSeconds",
+            format!(
+                "{} is out of range: must be 0 (the default, 600) to {MAX_PROGRESS_DEADLINE_SECONDS}",
+                spec.progress_deadline_seconds
             ),
         );
     }

@@ -1,0 +1,206 @@
+//! One watcher of a [`Cache`]: a position in the shared window, no buffer of its own.
+//! It yields the shared encoded bytes of each change its namespace and selectors
+//! let through (translating moves into and out of a selection into ADDED/DELETED),
+//! BOOKMARKs when caught up, and closes with a status when the window moved past it.
+//! It waits on the cache's one head channel only (shutdown closes the cache), so
+//! 10,000 idle watchers register one waker each and nothing else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use hypermesh_api::reason::{Reason, status};
+use hypermesh_api::v1::WatchEventType;
+use tokio::sync::watch;
+use tonic::Status;
+
+use super::{Cache, Entry, Object, encode_event};
+use crate::admission::Kind;
+use crate::metrics::WatchGuard;
+use crate::registry::Selectors;
+
+/// Where a watcher starts.
+pub enum Start<K> {
+    /// With ADDED events for these objects (a snapshot at `revision`), then changes.
+    Snapshot {
+        /// The objects.
+        objects: Vec<Arc<Object<K>>>,
+        /// The snapshot's revision.
+        revision: u64,
+    },
+    /// Changes strictly after this revision.
+    After(u64),
+}
+
+/// One watcher's state.
+pub struct CacheWatcher<K> {
+    cache: Arc<Cache<K>>,
+    prefix: String,
+    selectors: Selectors,
+    /// Last revision consumed.
+    position: u64,
+    /// Window bytes counted when the watcher started or last consumed an entry.
+    consumed: u64,
+    initial: std::vec::IntoIter<Arc<Object<K>>>,
+    head: watch::Receiver<u64>,
+    bookmarks: Option<tokio::time::Interval>,
+    done: bool,
+    _guard: (WatchGuard, super::OpenWatch),
+}
+
+/// The stream gRPC sends.
+pub type EncodedStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+impl<K: Kind> CacheWatcher<K> {
+    /// A watcher of `cache` under `prefix`, from `start`.
+    pub(crate) fn new(
+        cache: Arc<Cache<K>>,
+        prefix: String,
+        selectors: Selectors,
+        start: Start<K>,
+        bookmark_interval: Option<Duration>,
+        guard: (WatchGuard, super::OpenWatch),
+    ) -> Self {
+        let (initial, position) = match start {
+            Start::Snapshot { objects, revision } => (objects, revision),
+            Start::After(revision) => (Vec::new(), revision),
+        };
+        // Only what is appended after the start counts against the lag limit.
+        let consumed = cache.read().total;
+        let bookmarks = bookmark_interval.map(|every| {
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        });
+        let head = cache.subscribe();
+        CacheWatcher {
+            cache,
+            prefix,
+            selectors,
+            position,
+            consumed,
+            initial: initial.into_iter(),
+            head,
+            bookmarks,
+            done: false,
+            _guard: guard,
+        }
+    }
+
+    /// The watcher as a stream of encoded events.
+    pub fn into_stream(self) -> EncodedStream {
+        Box::pin(futures::stream::unfold(self, |mut w| async move {
+            let item = w.next().await?;
+            Some((item, w))
+        }))
+    }
+
+    async fn next(&mut self) -> Option<Result<Bytes, Status>> {
+        if self.done {
+            return None;
+        }
+        for object in self.initial.by_ref() {
+            if self.selectors.matches(&object.obj) {
+                return Some(Ok(object.encoded(WatchEventType::Added)));
+            }
+        }
+        loop {
+            // Mark the head seen before looking, so an append after the look wakes us.
+            self.head.borrow_and_update();
+            let next = {
+                let state = self.cache.read();
+                if self.position < state.oldest {
+                    self.done = true;
+                    return Some(Err(status(
+                        Reason::Expired,
+                        format!(
+                            "the watch at resource_version {} fell out of the watch cache's window (it starts after {}); list again and watch from the list's resource_version",
+                            self.position, state.oldest
+                        ),
+                    )));
+                }
+                let behind = state.total.saturating_sub(self.consumed);
+                if behind > self.cache.options().lag_bytes as u64 {
+                    self.done = true;
+                    return Some(Err(status(
+                        Reason::WatchTooSlow,
+                        format!(
+                            "the watch fell {behind} bytes of changes behind (limit {}) and was closed; resume from the last resource_version received ({}), or list again",
+                            self.cache.options().lag_bytes,
+                            self.position
+                        ),
+                    )));
+                }
+                if state.closed {
+                    self.done = true;
+                    return None;
+                }
+                let next = state.events.get(state.after(self.position)).cloned();
+                if next.is_none() {
+                    // Nothing left for us: we are caught up with the window.
+                    self.consumed = state.total;
+                }
+                next
+            };
+            match next {
+                Some(entry) => {
+                    self.position = entry.revision;
+                    self.consumed = self.consumed.max(entry.offset);
+                    if let Some(bytes) = self.translate(&entry) {
+                        return Some(Ok(bytes));
+                    }
+                }
+                None => {
+                    let bookmark = async {
+                        match &mut self.bookmarks {
+                            Some(t) => {
+                                t.tick().await;
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        changed = self.head.changed() => {
+                            if changed.is_err() {
+                                self.done = true;
+                                return None;
+                            }
+                        }
+                        () = bookmark => {
+                            let revision = self.cache.read().revision.max(self.position);
+                            let mut marker = K::default();
+                            marker.meta_mut().resource_version = revision;
+                            return Some(Ok(encode_event::<K>(WatchEventType::Bookmark, marker)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// What this watcher sees of `entry`: objects moving into the selection are
+    /// ADDED, out of it DELETED.
+    fn translate(&self, entry: &Entry<K>) -> Option<Bytes> {
+        if !entry.key.starts_with(&self.prefix) {
+            return None;
+        }
+        if self.selectors.is_empty() {
+            return entry.plain();
+        }
+        let was = entry
+            .previous
+            .as_ref()
+            .is_some_and(|p| self.selectors.matches(&p.obj));
+        match &entry.current {
+            Some(c) => match (was, self.selectors.matches(&c.obj)) {
+                (true, true) => Some(c.encoded(WatchEventType::Modified)),
+                (false, true) => Some(c.encoded(WatchEventType::Added)),
+                (true, false) => Some(c.encoded(WatchEventType::Deleted)),
+                (false, false) => None,
+            },
+            None if was => entry.deleted(),
+            None => None,
+        }
+    }
+}
