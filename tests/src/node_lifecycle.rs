@@ -81,13 +81,9 @@ impl Cluster {
     /// Registers node `name` (4 CPUs, 8Gi as proven Assets, `Ready=True`) without a
     /// Lease.
     pub async fn add_node(&self, name: &str) {
-        crate::proofs::create_offering_node(
-            &self.nodes(),
-            &self.server.api(),
-            node(name),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("create node {name}: {e:?}"));
+        crate::proofs::create_offering_node(&self.nodes(), &self.server.api(), node(name))
+            .await
+            .unwrap_or_else(|e| panic!("create node {name}: {e:?}"));
     }
 
     /// Registers node `name` and starts renewing its Lease.
