@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod object;
 pub mod proof_ledger;
 pub mod registry;
+pub mod selectors;
 pub mod server;
 pub mod service;
 pub mod sessions;

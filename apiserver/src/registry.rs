@@ -13,13 +13,9 @@ use std::time::Duration;
 
 use hypermesh_api::reason::{Reason, status};
 use hypermesh_api::resource::{Resource, find_kind};
-use hypermesh_api::selector::{FieldSelector, LabelSelector};
-use hypermesh_api::v1::{
-    self, DeleteRequest, ListRequest, ObjectMeta, PropagationPolicy, WatchEventType, WatchRequest,
-};
+use hypermesh_api::v1::{DeleteRequest, ListRequest, ObjectMeta, PropagationPolicy};
 use hypermesh_api::validation::validate;
 use prost::Message;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -27,7 +23,15 @@ use crate::admission::{Access, AdmissionRequest, Chain, Findings, Kind, Operatio
 use crate::caller::Caller;
 use crate::metrics::Metrics;
 use crate::object::{self, Deletion, StoredObject, kind_prefix, object_key, store_status, uid};
-use crate::store::{KeyValue, Store, StoreError, WatchItem};
+use crate::selectors::Selectors;
+use crate::store::{KeyValue, Store, StoreError};
+
+mod builtin;
+mod continue_token;
+mod watch;
+
+pub use builtin::{ensure_builtin_roles, ensure_system_namespaces};
+use continue_token::{decode_continue, encode_continue};
 
 /// A List page is cut (with a continue token) before its objects exceed this many
 /// bytes, whatever the limit, so a page always fits in one gRPC message.
@@ -113,72 +117,6 @@ impl<K> Clone for Registry<K> {
             options: self.options.clone(),
             kind: PhantomData,
         }
-    }
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-/// Continue tokens: `v1.<revision>.<hex of the last key examined>`.
-fn encode_continue(revision: u64, key: &str) -> String {
-    format!("v1.{revision}.{}", hex_encode(key.as_bytes()))
-}
-
-fn decode_continue(token: &str, prefix: &str) -> Result<(u64, String), Status> {
-    let invalid = || {
-        status(
-            Reason::ContinueTokenInvalid,
-            format!(
-                "continue_token {token:?} is not one this server issued for this listing; list again without it"
-            ),
-        )
-    };
-    let rest = token.strip_prefix("v1.").ok_or_else(invalid)?;
-    let (rev, key) = rest.split_once('.').ok_or_else(invalid)?;
-    let revision = rev.parse().map_err(|_| invalid())?;
-    let key = String::from_utf8(hex_decode(key).ok_or_else(invalid)?).map_err(|_| invalid())?;
-    if !key.starts_with(prefix) {
-        return Err(invalid());
-    }
-    Ok((revision, key))
-}
-
-/// A watch's or list's label and field selectors.
-pub(crate) struct Selectors {
-    labels: LabelSelector,
-    fields: FieldSelector,
-}
-
-impl Selectors {
-    pub(crate) fn parse<K: Resource>(
-        label_selector: &str,
-        field_selector: &str,
-    ) -> Result<Self, Status> {
-        let labels = LabelSelector::parse(label_selector)
-            .map_err(|e| status(Reason::SelectorInvalid, format!("label_selector: {e}")))?;
-        let fields = FieldSelector::parse(field_selector, &K::supported_fields())
-            .map_err(|e| status(Reason::SelectorInvalid, format!("field_selector: {e}")))?;
-        Ok(Selectors { labels, fields })
-    }
-
-    pub(crate) fn matches<K: Resource>(&self, obj: &K) -> bool {
-        self.labels.matches(&obj.meta().labels) && self.fields.matches(|f| obj.field(f))
-    }
-
-    /// True when the selectors select everything.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.fields.is_empty()
     }
 }
 
@@ -652,7 +590,7 @@ impl<K: Kind> Registry<K> {
         let mut last_examined = start_after.clone();
         loop {
             let fetch = (limit - items.len())
-                .max(if selectors_empty(&selectors) { 0 } else { 256 })
+                .max(if selectors.is_empty() { 0 } else { 256 })
                 .min(fetch_cap);
             let page = self
                 .store
@@ -696,255 +634,6 @@ impl<K: Kind> Registry<K> {
             start_after = page.items.last().map(|kv| kv.key.clone());
         }
     }
-
-    /// This kind's watch cache, started on first use; `None` when caching is off.
-    pub fn watch_cache(&self) -> Option<Arc<crate::watch_cache::Cache<K>>> {
-        self.options.watch_caches.as_ref().map(|c| c.get::<K>())
-    }
-
-    /// Streams changes after `request.resource_version` (0: current objects as ADDED
-    /// first) from the watch cache, as encoded `<Kind>WatchEvent`s shared by every
-    /// watcher.
-    pub async fn watch_cached(
-        &self,
-        caller: &Caller,
-        request: WatchRequest,
-    ) -> Result<crate::watch_cache::watcher::EncodedStream, Status> {
-        use crate::watch_cache::watcher::{CacheWatcher, Start};
-        let caches = self
-            .options
-            .watch_caches
-            .as_ref()
-            .ok_or_else(|| status(Reason::InternalError, "the watch cache is off"))?;
-        let cache = caches.get::<K>();
-        self.authorize(caller, Operation::Watch, &request.namespace, "")
-            .await?;
-        let open = caches.open_watch().ok_or_else(|| {
-            status(
-                Reason::Overloaded,
-                format!(
-                    "{} watches are open, the most this server allows (--max-watches); retry later",
-                    caches.options().max_watches
-                ),
-            )
-        })?;
-        let selectors = Selectors::parse::<K>(&request.label_selector, &request.field_selector)?;
-        let prefix = kind_prefix(Self::info(), &request.namespace);
-        if !cache.ready(Duration::from_secs(10)).await {
-            return Err(status(
-                Reason::Unavailable,
-                format!(
-                    "the watch cache of {} is still filling; try again",
-                    K::PLURAL
-                ),
-            ));
-        }
-        let start = match request.resource_version {
-            0 => {
-                let state = cache.read();
-                let objects = state
-                    .objects
-                    .range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&prefix))
-                    .map(|(_, o)| o.clone())
-                    .collect();
-                Start::Snapshot {
-                    objects,
-                    revision: state.revision,
-                }
-            }
-            after => {
-                // A version from a listing may be committed a moment before the store
-                // announces it; only a version still ahead after that is refused.
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-                while after > self.store.current_revision() {
-                    if tokio::time::Instant::now() > deadline {
-                        return Err(store_status(
-                            StoreError::FutureRevision {
-                                requested: after,
-                                current: self.store.current_revision(),
-                            },
-                            K::PLURAL,
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                let oldest = cache.read().oldest;
-                if after < oldest {
-                    return Err(status(
-                        Reason::Expired,
-                        format!(
-                            "resource_version {after} is older than the watch cache's window of {} (it starts after {oldest}); list again and watch from the list's resource_version",
-                            K::PLURAL
-                        ),
-                    ));
-                }
-                Start::After(after)
-            }
-        };
-        let bookmarks = request
-            .allow_bookmarks
-            .then_some(self.options.bookmark_interval);
-        Ok(CacheWatcher::new(
-            cache,
-            prefix,
-            selectors,
-            start,
-            bookmarks,
-            (self.options.metrics.watch_opened(K::KIND), open),
-        )
-        .into_stream())
-    }
-
-    /// Streams changes after `request.resource_version` (0: current objects as ADDED
-    /// first) straight from the store, decoding and encoding each event for this
-    /// watcher alone: the path of `--watch-cache=false`.
-    pub async fn watch(
-        &self,
-        caller: &Caller,
-        request: WatchRequest,
-    ) -> Result<EventStream<K>, Status> {
-        self.authorize(caller, Operation::Watch, &request.namespace, "")
-            .await?;
-        let selectors = Selectors::parse::<K>(&request.label_selector, &request.field_selector)?;
-        let prefix = kind_prefix(Self::info(), &request.namespace);
-        let (tx, rx) = mpsc::channel(256);
-        let mut after = request.resource_version;
-        let mut initial = Vec::new();
-        if after == 0 {
-            let page = self
-                .store
-                .list(&prefix, None, 0, 0)
-                .await
-                .map_err(|e| store_status(e, K::PLURAL))?;
-            for kv in &page.items {
-                let obj = Self::decode(kv)?;
-                if selectors.matches(&obj) {
-                    initial.push(K::make_event(WatchEventType::Added, obj));
-                }
-            }
-            after = page.revision;
-        }
-        let progress = request
-            .allow_bookmarks
-            .then_some(self.options.bookmark_interval);
-        let mut stream = self
-            .store
-            .watch(&prefix, after, progress)
-            .await
-            .map_err(|e| store_status(e, K::PLURAL))?;
-        let shutdown = self.options.shutdown.clone();
-        let open_watch = self.options.metrics.watch_opened(K::KIND);
-        tokio::spawn(async move {
-            let _open_watch = open_watch;
-            for event in initial {
-                if tx.send(Ok(event)).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                let item = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    item = stream.recv() => item,
-                };
-                let Some(item) = item else { return };
-                let out = match item {
-                    Ok(WatchItem::Event(event)) => match translate::<K>(&selectors, &event) {
-                        Ok(Some(e)) => Ok(e),
-                        Ok(None) => continue,
-                        Err(s) => Err(s),
-                    },
-                    Ok(WatchItem::Progress(revision)) => {
-                        let mut marker = K::default();
-                        marker.meta_mut().resource_version = revision;
-                        Ok(K::make_event(WatchEventType::Bookmark, marker))
-                    }
-                    Err(e) => Err(store_status(e, K::PLURAL)),
-                };
-                let stop = out.is_err();
-                if tx.send(out).await.is_err() || stop {
-                    return;
-                }
-            }
-        });
-        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
-    }
-}
-
-fn selectors_empty(s: &Selectors) -> bool {
-    s.labels.is_empty() && s.fields.is_empty()
-}
-
-/// Turns a store change into the event a selective watcher sees: objects moving into
-/// the selection are ADDED, out of it DELETED.
-fn translate<K: Kind>(
-    selectors: &Selectors,
-    event: &crate::store::StoreEvent,
-) -> Result<Option<K::WatchEvent>, Status> {
-    let filtered = !selectors_empty(selectors);
-    let current = event
-        .current
-        .as_ref()
-        .map(Registry::<K>::decode)
-        .transpose()?;
-    // The previous state only matters for deletions and for selectors (an object can
-    // move into or out of the selection); otherwise its presence is enough.
-    let previous = match (&event.previous, &current) {
-        (Some(kv), None) => Some(Registry::<K>::decode(kv)?),
-        (Some(kv), Some(_)) if filtered => Some(Registry::<K>::decode(kv)?),
-        _ => None,
-    };
-    let existed = event.previous.is_some();
-    let was = existed && previous.as_ref().is_none_or(|p| selectors.matches(p));
-    let out = match (previous, current) {
-        (_, Some(c)) => {
-            let is = selectors.matches(&c);
-            match (was, is) {
-                (true, true) => Some((WatchEventType::Modified, c)),
-                (false, true) => Some((WatchEventType::Added, c)),
-                (true, false) => Some((WatchEventType::Deleted, c)),
-                (false, false) => None,
-            }
-        }
-        (Some(mut p), None) if was => {
-            p.meta_mut().resource_version = event.revision;
-            Some((WatchEventType::Deleted, p))
-        }
-        _ => None,
-    };
-    Ok(out.map(|(kind, obj)| K::make_event(kind, obj)))
-}
-
-/// Creates the system namespaces on first start.
-pub async fn ensure_system_namespaces(registry: &Registry<v1::Namespace>) -> Result<(), Status> {
-    for name in hypermesh_api::SYSTEM_NAMESPACES {
-        let ns = v1::Namespace {
-            metadata: Some(ObjectMeta {
-                name: (*name).to_string(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        match registry.create(&Caller::apiserver(), ns).await {
-            Ok(_) => {}
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-            Err(s) => return Err(s),
-        }
-    }
-    Ok(())
-}
-
-/// Creates the built-in roles (viewer, editor, admin) when missing; an admin may
-/// change them afterwards.
-pub async fn ensure_builtin_roles(registry: &Registry<v1::Role>) -> Result<(), Status> {
-    for role in crate::admission::authorization::builtin_roles() {
-        match registry.create(&Caller::apiserver(), role).await {
-            Ok(_) => {}
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-            Err(s) => return Err(s),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -143,6 +143,19 @@ pub async fn create_offering_node(
             }),
             status: None,
         };
+        // A node registered again (same name, new identity) replaces what the old
+        // registration left, as a re-joined agent's registration does.
+        match assets
+            .delete(hypermesh_api::v1::DeleteRequest {
+                name: asset.meta().name.clone(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::NotFound => {}
+            Err(e) => return Err(e),
+        }
         create_proven(assets, &identity, &record, asset).await?;
     }
     Ok((identity, record))

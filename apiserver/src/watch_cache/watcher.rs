@@ -18,7 +18,7 @@ use tonic::Status;
 use super::{Cache, Entry, Object, encode_event};
 use crate::admission::Kind;
 use crate::metrics::WatchGuard;
-use crate::registry::Selectors;
+use crate::selectors::Selectors;
 
 /// Where a watcher starts.
 pub enum Start<K> {
