@@ -173,14 +173,11 @@ impl KindVisitor for DeleteVisitor<'_> {
     }
 }
 
-/// How often a wait says what it is still waiting for (on stderr).
-pub(crate) const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Polls until Get says NotFound, or fails at `deadline`; every [`PROGRESS_EVERY`]
+/// Polls until Get says NotFound, or fails at `deadline`; every [`crate::PROGRESS_EVERY`]
 /// says on stderr what holds the object (its finalizers, e.g. an Instance's containers).
 async fn wait_gone<K: Resource>(api: &Api<K>, target: &Target, deadline: Instant) -> Result<()> {
     let mut polls = crate::POLL.retry();
-    let mut next_report = Instant::now() + PROGRESS_EVERY;
+    let mut next_report = Instant::now() + crate::PROGRESS_EVERY;
     loop {
         match api.get(&target.namespace, &target.name).await {
             Err(s) if s.code() == Code::NotFound => return Ok(()),
@@ -204,7 +201,7 @@ async fn wait_gone<K: Resource>(api: &Api<K>, target: &Target, deadline: Instant
                         "waiting for {} to be deleted{why}",
                         display_name(K::KIND, &target.name)
                     );
-                    next_report = now + PROGRESS_EVERY;
+                    next_report = now + crate::PROGRESS_EVERY;
                 }
                 tokio::time::sleep(polls.next_delay().min(deadline - now)).await;
             }

@@ -101,7 +101,7 @@ pub async fn run(ctx: &Context, args: &DrainArgs) -> Result<Exit> {
 
     let deadline = Instant::now() + args.timeout;
     let mut polls = crate::POLL.retry();
-    let mut next_report = Instant::now() + crate::delete::PROGRESS_EVERY;
+    let mut next_report = Instant::now() + crate::PROGRESS_EVERY;
     loop {
         let still: BTreeSet<Evictee> = bound_to(&instances, &args.node)
             .await?
@@ -127,7 +127,7 @@ pub async fn run(ctx: &Context, args: &DrainArgs) -> Result<Exit> {
                 names.len(),
                 names.join(", ")
             );
-            next_report = now + crate::delete::PROGRESS_EVERY;
+            next_report = now + crate::PROGRESS_EVERY;
         }
         if now >= deadline {
             let names: Vec<String> = waiting

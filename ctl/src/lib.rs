@@ -68,6 +68,9 @@ use crate::cli::{Cli, Command, ConfigCommand};
 /// The namespace of namespaced objects when neither `-n` nor the manifest names one.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// How often a long wait says what it is still waiting for (on stderr).
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Pauses between checks while waiting for something to happen (an object to be
 /// deleted, a node to drain).
 pub const POLL: Backoff = Backoff::new(
