@@ -130,10 +130,56 @@ impl Error {
     /// True when containerd could not be reached (not running, restarting): the call
     /// may be retried as it was, nothing is known to have changed.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Error::Connect { .. })
-            || matches!(
-                self.code(),
-                Some(tonic::Code::Unavailable | tonic::Code::Cancelled)
-            )
+        match self {
+            Error::Connect { .. } => true,
+            Error::Call { source, .. } => match source.code() {
+                tonic::Code::Unavailable | tonic::Code::Cancelled => true,
+                // A connection that breaks mid-call (containerd restarting) surfaces as
+                // UNKNOWN carrying the transport's error, not as a status containerd sent.
+                tonic::Code::Unknown => is_transport_failure(source),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// True when `status` was made by tonic from a broken connection (its source is a
+/// transport error, or tonic's message for one) rather than returned by containerd.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    let from_transport = std::error::Error::source(status)
+        .is_some_and(|e| e.is::<tonic::transport::Error>() || e.is::<hyper::Error>());
+    let message = status.message();
+    from_transport
+        || message.starts_with("transport error")
+        || message.starts_with("h2 protocol error")
+        || message.starts_with("error trying to connect")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    fn call(status: tonic::Status) -> Error {
+        Error::Call {
+            call: "tasks.start (exec)",
+            source: status,
+        }
+    }
+
+    #[test]
+    fn a_connection_broken_mid_call_is_unreachable_and_containerd_errors_are_not() {
+        assert!(call(tonic::Status::unavailable("connection refused")).is_unreachable());
+        // What a probe saw while containerd restarted: tonic's status for a broken
+        // connection (it used to count as a failed liveness probe and kill the container).
+        assert!(call(tonic::Status::unknown("transport error")).is_unreachable());
+        assert!(
+            call(tonic::Status::unknown(
+                "h2 protocol error: error reading a body"
+            ))
+            .is_unreachable()
+        );
+        assert!(!call(tonic::Status::unknown("exec failed: no such file")).is_unreachable());
+        assert!(!call(tonic::Status::not_found("task x not found")).is_unreachable());
     }
 }
