@@ -55,10 +55,13 @@ bench: setup
 	$(TARGET_DIR)/release/hm-bench api --objects $(BENCH_OBJECTS) --concurrency $(BENCH_CONCURRENCY) \
 		--etcd /usr/bin/etcd --apiserver $(TARGET_DIR)/release/hm-apiserver $(BENCH_FLAGS)
 
+# Each crate on its own (one `cargo test -p a -p b` would unify features and rebuild).
 fuzz:
-	$(CARGO) test --no-run -p hypermesh-api -p hypermesh-trust -p hypermesh-containers
+	$(CARGO) test --no-run -p hypermesh-api --test fuzz
 	$(FUZZ_RUN) -p hypermesh-api --test fuzz
+	$(CARGO) test --no-run -p hypermesh-trust --test fuzz
 	$(FUZZ_RUN) -p hypermesh-trust --test fuzz
+	$(CARGO) test --no-run -p hypermesh-containers --lib
 	$(FUZZ_RUN) -p hypermesh-containers --lib image::fuzz_tests
 
 lint: setup
