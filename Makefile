@@ -3,6 +3,7 @@
 #   make up     install what is missing, build, run containerd, hm-apiserver on 127.0.0.1:7443, hm-scheduler and hm-agent (foreground)
 #   make test   build every binary, run every test with cargo-nextest
 #   make bench  release build, then hm-bench against a real hm-apiserver and a real etcd
+#   make fuzz   property tests of the parsers, proof verification and the image importer, FUZZ_CASES (20000) cases each, FUZZ_SECONDS (600) per crate
 #   make lint   rustfmt check and clippy with warnings as errors
 #   make dev-reset  delete the `make up` data dir (stop the apiserver first)
 #
@@ -27,7 +28,13 @@ BENCH_OBJECTS     ?= 10000
 BENCH_CONCURRENCY ?= 16
 BENCH_FLAGS       ?=
 
-.PHONY: help setup up test bench lint fmt dev-reset
+# make fuzz: proptest cases per property (the default in `make test` is proptest's 256),
+# and the time limit per crate once its tests are built.
+FUZZ_CASES   ?= 20000
+FUZZ_SECONDS ?= 600
+FUZZ_RUN     = PROPTEST_CASES=$(FUZZ_CASES) timeout $(FUZZ_SECONDS) $(CARGO) test
+
+.PHONY: help setup up test bench fuzz lint fmt dev-reset
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -47,6 +54,15 @@ bench: setup
 	$(CARGO) build --release -p hypermesh-apiserver -p hypermesh-bench
 	$(TARGET_DIR)/release/hm-bench api --objects $(BENCH_OBJECTS) --concurrency $(BENCH_CONCURRENCY) \
 		--etcd /usr/bin/etcd --apiserver $(TARGET_DIR)/release/hm-apiserver $(BENCH_FLAGS)
+
+# Each crate on its own (one `cargo test -p a -p b` would unify features and rebuild).
+fuzz:
+	$(CARGO) test --no-run -p hypermesh-api --test fuzz
+	$(FUZZ_RUN) -p hypermesh-api --test fuzz
+	$(CARGO) test --no-run -p hypermesh-trust --test fuzz
+	$(FUZZ_RUN) -p hypermesh-trust --test fuzz
+	$(CARGO) test --no-run -p hypermesh-containers --lib
+	$(FUZZ_RUN) -p hypermesh-containers --lib image::fuzz_tests
 
 lint: setup
 	$(CARGO) fmt --all --check

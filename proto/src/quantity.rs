@@ -36,7 +36,7 @@ pub enum QuantityError {
 }
 
 const SUFFIXES: &[(&str, u128, u128)] = &[
-    // (suffix, multiplier numerator, divisor)
+    // (suffix, multiplier numerator, divisor: 1 or 1000)
     ("m", 1, 1000),
     ("", 1, 1),
     ("k", 1_000, 1),
@@ -134,7 +134,12 @@ impl FromStr for Quantity {
             return Err(QuantityError::Malformed(input.to_string()));
         }
         let too_large = || QuantityError::TooLarge(input.to_string());
-        // value = (whole + frac/10^len) * mul / div, in millis: * 1000.
+        // Trailing zeros of the fraction add nothing.
+        let frac = frac.trim_end_matches('0');
+        // value = (whole + frac/10^len) * mul / div, in millis: * 1000. The fraction
+        // (mul * 1000 / div) / 10^len is reduced first, so nothing overflows before the
+        // result itself would (`340282366920938463463374607431768211455m` is u128::MAX
+        // millis and must parse).
         let digits = format!("{whole}{frac}");
         let digits = digits.trim_start_matches('0');
         let mantissa: u128 = if digits.is_empty() {
@@ -145,11 +150,12 @@ impl FromStr for Quantity {
         let scale = 10u128
             .checked_pow(u32::try_from(frac.len()).map_err(|_| too_large())?)
             .ok_or_else(too_large)?;
+        let factor = mul * 1000 / div;
+        let common = gcd(factor, scale);
         let numerator = mantissa
-            .checked_mul(mul)
-            .and_then(|v| v.checked_mul(1000))
+            .checked_mul(factor / common)
             .ok_or_else(too_large)?;
-        let denominator = scale * div;
+        let denominator = scale / common;
         if numerator % denominator != 0 {
             return Err(QuantityError::TooPrecise(input.to_string()));
         }
@@ -157,6 +163,14 @@ impl FromStr for Quantity {
             millis: numerator / denominator,
         })
     }
+}
+
+/// Greatest common divisor (Euclid).
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 impl fmt::Display for Quantity {
@@ -253,6 +267,34 @@ mod tests {
             "99999999999999999999999999999999999999Ei".parse::<Quantity>(),
             Err(QuantityError::TooLarge(_))
         ));
+    }
+
+    /// Found by `make fuzz`: millis above u128::MAX / 1000 printed as `…m` did not parse
+    /// back, and a fraction of 36+ digits with `m` overflowed `10^len * 1000` (a panic
+    /// in debug builds).
+    #[test]
+    fn extremes_round_trip_and_long_fractions_do_not_overflow() {
+        for millis in [u128::MAX, 340_282_366_920_938_463_463_374_607_431_768_212] {
+            let printed = Quantity::from_millis(millis).to_string();
+            assert_eq!(q(&printed).millis(), millis, "{printed}");
+        }
+        assert_eq!(
+            q("340300000000000000000000000000000.1").to_string(),
+            "340300000000000000000000000000000100m"
+        );
+        assert!(matches!(
+            "0.000000000000000000000000000000000001m".parse::<Quantity>(),
+            Err(QuantityError::TooPrecise(_))
+        ));
+        assert_eq!(
+            q("1.0000000000000000000000000000000000000000000m").millis(),
+            1
+        );
+        assert_eq!(
+            q("1.000000000000000000001E").millis(),
+            1_000_000_000_000_000_000_001
+        );
+        assert_eq!(q("0.0009765625Ki").millis(), 1000);
     }
 
     #[test]

@@ -13,6 +13,9 @@ mod archive;
 mod import;
 mod unpack;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
