@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use hypermesh_api::reason::{Reason, status};
 use hypermesh_api::resource::{Resource, find_kind};
-use hypermesh_api::v1::{DeleteRequest, ListRequest, ObjectMeta, PropagationPolicy};
+use hypermesh_api::v1::{DeleteRequest, ObjectMeta, PropagationPolicy};
 use hypermesh_api::validation::validate;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -22,16 +22,16 @@ use tonic::Status;
 use crate::admission::{Access, AdmissionRequest, Chain, Findings, Kind, Operation};
 use crate::caller::Caller;
 use crate::metrics::Metrics;
-use crate::object::{self, Deletion, StoredObject, kind_prefix, object_key, store_status, uid};
+use crate::object::{self, Deletion, StoredObject, object_key, store_status, uid};
 use crate::selectors::Selectors;
 use crate::store::{KeyValue, Store, StoreError};
 
 mod builtin;
 mod continue_token;
+mod list;
 mod watch;
 
 pub use builtin::{ensure_builtin_roles, ensure_system_namespaces};
-use continue_token::{decode_continue, encode_continue};
 
 /// A List page is cut (with a continue token) before its objects exceed this many
 /// bytes, whatever the limit, so a page always fits in one gRPC message.
@@ -567,90 +567,11 @@ impl<K: Kind> Registry<K> {
         typed.meta_mut().resource_version = revision;
         Ok(typed)
     }
-
-    /// Lists objects matching the request's selectors, one page at a time.
-    pub async fn list(&self, caller: &Caller, request: ListRequest) -> Result<K::List, Status> {
-        self.authorize(caller, Operation::List, &request.namespace, "")
-            .await?;
-        let selectors = Selectors::parse::<K>(&request.label_selector, &request.field_selector)?;
-        let prefix = kind_prefix(Self::info(), &request.namespace);
-        let (mut revision, mut start_after) = if request.continue_token.is_empty() {
-            (0, None)
-        } else {
-            let (rev, key) = decode_continue(&request.continue_token, &prefix)?;
-            (rev, Some(key))
-        };
-        let limit = match request.limit as usize {
-            0 => MAX_PAGE_ITEMS,
-            n => n.min(MAX_PAGE_ITEMS),
-        };
-        let fetch_cap = (LIST_FETCH_BYTES / self.options.max_object_bytes.max(1)).max(1);
-        let mut items = Vec::new();
-        let mut bytes = 0usize;
-        let mut last_examined = start_after.clone();
-        loop {
-            let fetch = (limit - items.len())
-                .max(if selectors.is_empty() { 0 } else { 256 })
-                .min(fetch_cap);
-            let page = self
-                .store
-                .list(&prefix, start_after.as_deref(), fetch, revision)
-                .await
-                .map_err(|e| match e {
-                    StoreError::Compacted { .. } => status(Reason::Expired, "the continue token has expired (its snapshot was compacted); list again from the start"),
-                    other => store_status(other, K::PLURAL),
-                })?;
-            revision = page.revision;
-            let count = page.items.len();
-            for (i, kv) in page.items.iter().enumerate() {
-                let obj = Self::decode(kv)?;
-                if selectors.matches(&obj) {
-                    // Cut the page before it outgrows one gRPC message.
-                    if !items.is_empty() && bytes + kv.value.len() > PAGE_BYTES {
-                        let resume = last_examined.unwrap_or_default();
-                        return Ok(K::make_list(
-                            items,
-                            revision,
-                            encode_continue(revision, &resume),
-                        ));
-                    }
-                    bytes += kv.value.len();
-                    items.push(obj);
-                }
-                last_examined = Some(kv.key.clone());
-                if items.len() == limit {
-                    let more = i + 1 < count || page.more;
-                    let token = if more {
-                        encode_continue(revision, &kv.key)
-                    } else {
-                        String::new()
-                    };
-                    return Ok(K::make_list(items, revision, token));
-                }
-            }
-            if !page.more || count == 0 {
-                return Ok(K::make_list(items, revision, String::new()));
-            }
-            start_after = page.items.last().map(|kv| kv.key.clone());
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn continue_tokens_round_trip_and_reject_garbage() {
-        let t = encode_continue(42, "/workloads/default/web");
-        assert_eq!(
-            decode_continue(&t, "/workloads/").unwrap(),
-            (42, "/workloads/default/web".to_string())
-        );
-        assert!(decode_continue(&t, "/nodes/").is_err());
-        assert!(decode_continue("garbage", "/").is_err());
-        assert!(decode_continue("v1.x.00", "/").is_err());
-    }
 
     #[test]
     fn uids_look_like_uuids() {

@@ -41,3 +41,20 @@ pub(super) fn decode_continue(token: &str, prefix: &str) -> Result<(u64, String)
     }
     Ok((revision, key))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{decode_continue, encode_continue};
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let t = encode_continue(42, "/workloads/default/web");
+        assert_eq!(
+            decode_continue(&t, "/workloads/").unwrap(),
+            (42, "/workloads/default/web".to_string())
+        );
+        assert!(decode_continue(&t, "/nodes/").is_err());
+        assert!(decode_continue("garbage", "/").is_err());
+        assert!(decode_continue("v1.x.00", "/").is_err());
+    }
+}
