@@ -304,7 +304,8 @@ impl JoinService {
                 Ok(())
             }
             Err(s) if s.code() == Code::NotFound => {
-                let placeholder = v1::Node {
+                // The Node object binds the key now; the agent's registration fills in the rest.
+                let key_binding = v1::Node {
                     metadata: Some(v1::ObjectMeta {
                         name: node.to_string(),
                         ..Default::default()
@@ -320,7 +321,7 @@ impl JoinService {
                     }),
                     status: None,
                 };
-                match self.nodes.create(&apiserver, placeholder).await {
+                match self.nodes.create(&apiserver, key_binding).await {
                     Ok(_) => Ok(()),
                     // Created meanwhile: check the key it was created with.
                     Err(s) if s.code() == Code::AlreadyExists => {

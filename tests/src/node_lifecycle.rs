@@ -296,37 +296,22 @@ pub fn node(name: &str) -> Node {
     }
 }
 
-/// Workload `default/name` of `replicas` small Instances.
+/// Workload `default/name` of `replicas` small Instances (100m cpu, 64Mi) with
+/// `tolerations`: [`crate::workload::workload`] with requests the simulated nodes fit.
 pub fn workload(name: &str, replicas: i32, tolerations: Vec<v1::Toleration>) -> Workload {
-    let selector: BTreeMap<String, String> = [("app".to_string(), name.to_string())].into();
-    Workload {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(v1::WorkloadSpec {
-            replicas,
-            selector: selector.clone(),
-            template: Some(v1::InstanceTemplate {
-                labels: selector,
-                containers: vec![v1::Container {
-                    name: "main".into(),
-                    image: "registry.local/web:1".into(),
-                    resources: Some(v1::ResourceRequirements {
-                        cpu: "100m".into(),
-                        memory: "64Mi".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }],
-                tolerations,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        status: None,
-    }
+    let mut w = crate::workload::workload(name, replicas, "registry.local/web:1");
+    let template = w
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.as_mut())
+        .expect("the workload fixture has a template");
+    template.tolerations = tolerations;
+    template.containers[0].resources = Some(v1::ResourceRequirements {
+        cpu: "100m".into(),
+        memory: "64Mi".into(),
+        ..Default::default()
+    });
+    w
 }
 
 /// Tolerates the unreachable taint for `seconds` (0: forever).
