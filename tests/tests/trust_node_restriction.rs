@@ -271,3 +271,51 @@ async fn a_node_opens_only_its_own_tunnel() {
     forbidden(&err, "belongs to another node");
     request.abort();
 }
+
+#[tokio::test]
+async fn proof_challenges_are_issued_only_to_the_node_itself() {
+    use hypermesh_api::v1::ProofChallengeRequest;
+    use hypermesh_api::v1::asset_service_client::AssetServiceClient;
+
+    let server = InProcessApiServer::start_tls().await.unwrap();
+    let a = join_node(&server, "node-a").await.unwrap();
+    join_node(&server, "node-b").await.unwrap();
+    let mut as_a = AssetServiceClient::new(connect_target(&a.target).await.unwrap());
+
+    let own = as_a
+        .challenge(ProofChallengeRequest {
+            asset_name: "node-a-cpu0".into(),
+            node_name: String::new(),
+        })
+        .await;
+    assert!(
+        own.is_ok(),
+        "a node gets challenges for its own Assets: {own:?}"
+    );
+
+    // Not for another node's Assets: their proofs are that node's to answer.
+    let err = as_a
+        .challenge(ProofChallengeRequest {
+            asset_name: "node-b-cpu0".into(),
+            node_name: "node-b".into(),
+        })
+        .await
+        .unwrap_err();
+    forbidden(
+        &err,
+        "node \"node-a\" cannot ask for challenges of node \"node-b\"",
+    );
+
+    // Nor for anyone without a certificate.
+    let anonymous = connect_target(&hypermesh_tests::identities::anonymous(&server).unwrap())
+        .await
+        .unwrap();
+    let err = AssetServiceClient::new(anonymous)
+        .challenge(ProofChallengeRequest {
+            asset_name: "node-a-cpu0".into(),
+            node_name: "node-a".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+}
