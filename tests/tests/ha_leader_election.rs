@@ -12,6 +12,7 @@ use hypermesh_tests::etcd::EtcdCluster;
 use hypermesh_tests::fixtures::workload;
 use hypermesh_tests::ha::{admin_on_all, apiserver_on};
 use hypermesh_tests::wait_for;
+use hypermesh_tests::workload::set_replicas;
 use tokio::time::Instant;
 
 const LEASE_SECONDS: u64 = 3;
@@ -95,9 +96,8 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_nothing_acts_twice() {
     );
 
     // The new leader acts: scale up, and it converges to exactly that many.
-    let mut web = workloads.get("default", "web").await.expect("get");
-    web.spec.as_mut().expect("spec").replicas = 5;
-    workloads.update(&web).await.expect("scale to 5");
+    // (The new leader's controller may write the Workload's status meanwhile.)
+    set_replicas(&workloads, "web", 5).await;
     wait_for(Duration::from_secs(20), || async {
         (instances(&instance_api).await.len() == 5).then_some(())
     })
