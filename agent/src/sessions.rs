@@ -259,6 +259,26 @@ async fn exec(
     };
     let mut session = match ExecSession::start(&client, &id, &spec).await {
         Ok(session) => session,
+        Err(e) if exec_failure_code(&e.to_string()).is_some() => {
+            // The command could not be started in the container: say why on its stderr
+            // and exit as a shell would (127 not found, 126 not executable).
+            let message = e.to_string();
+            let code = exec_failure_code(&message).unwrap_or(126);
+            let why = message
+                .rsplit_once("exec: ")
+                .map_or(message.as_str(), |(_, w)| w);
+            let why = why.strip_suffix(": unknown").unwrap_or(why);
+            for output in [
+                exec_output::Output::Stderr(format!("exec: {why}\n").into_bytes()),
+                exec_output::Output::ExitCode(code),
+            ] {
+                let frame = ExecOutput {
+                    output: Some(output),
+                };
+                let _ = send(out, session_frame::Payload::ExecOutput(frame)).await;
+            }
+            return Ok(());
+        }
         Err(e) if e.code() == Some(tonic::Code::NotFound) => {
             return Err(Status::failed_precondition(format!(
                 "container {:?} of instance {}/{} is not running",
@@ -301,6 +321,24 @@ async fn exec(
     )
     .await;
     Ok(())
+}
+
+/// The exit status a shell gives a command that could not start, from the runtime's
+/// error: 127 when it does not exist, 126 when it is not executable; `None` for other
+/// failures.
+fn exec_failure_code(message: &str) -> Option<i32> {
+    if !message.contains("exec failed") && !message.contains("exec: ") {
+        return None;
+    }
+    if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+    {
+        Some(127)
+    } else if message.contains("permission denied") || message.contains("is a directory") {
+        Some(126)
+    } else {
+        None
+    }
 }
 
 /// A suffix that makes each upload's file name unique on this host.

@@ -107,8 +107,9 @@ impl KindRules for v1::Instance {
                 .map(|s| s.assigned_assets.join(","))
                 .unwrap_or_default()
         };
-        immutable("spec.nodeName", &node(old), &node(self))?;
-        immutable("spec.assignedAssets", &assets(old), &assets(self))
+        immutable("spec.nodeName", &node(old), &node(self))
+            .and_then(|()| immutable("spec.assignedAssets", &assets(old), &assets(self)))
+            .map_err(|err| owned_by_controller(old, err))
     }
 
     /// An Instance whose node's agent has taken it (bound, reported container
@@ -126,6 +127,28 @@ impl KindRules for v1::Instance {
             meta.finalizers.push(CONTAINERS_FINALIZER.to_string());
         }
     }
+}
+
+/// `err` about an Instance a controller manages (a Workload's) says so first: the
+/// change belongs in the owner, whose template the controller stamps out.
+fn owned_by_controller(old: &v1::Instance, err: Status) -> Status {
+    let Some(meta) = old.metadata.as_ref() else {
+        return err;
+    };
+    let Some(owner) = meta.owner_references.iter().find(|o| o.controller) else {
+        return err;
+    };
+    status(
+        Reason::FieldImmutable,
+        format!(
+            "instance {} is owned by {} {}; change the {} instead ({})",
+            meta.name,
+            owner.kind,
+            owner.name,
+            owner.kind,
+            err.message()
+        ),
+    )
 }
 
 /// Whether an agent runs (or may still run) containers for `instance`.

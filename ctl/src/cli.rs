@@ -62,10 +62,13 @@ pub enum Command {
         cat web.yaml | hmctl apply -f -"
     )]
     Apply(ApplyArgs),
-    /// List objects of one kind, or show some by name
+    /// List objects of one or more kinds, or show some by name
     #[command(after_help = "KIND is a kind name, its plural or a short name \
-        (workload, workloads, wl); see `hmctl api-resources`.\n\nExamples:\n  \
+        (workload, workloads, wl); see `hmctl api-resources`. Several kinds are \
+        separated by commas (one table each); `all` is workloads, instances and \
+        routes.\n\nExamples:\n  \
         hmctl get wl\n  hmctl get wl web -o yaml\n  hmctl get inst -A -o wide\n  \
+        hmctl get wl,inst\n  hmctl get all -L app --show-labels\n  \
         hmctl get inst --field-selector status.phase=RUNNING\n  hmctl get wl -w")]
     Get(GetArgs),
     /// Show one or more objects in detail, with their conditions and events
@@ -151,7 +154,9 @@ pub enum OutputFormat {
 /// `hmctl get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Kind: name, plural or short name (see `hmctl api-resources`); KIND/NAME also works
+    /// Kind: name, plural or short name (see `hmctl api-resources`); KIND/NAME also
+    /// works; several kinds separated by commas (wl,inst); `all` for workloads,
+    /// instances and routes
     #[arg(value_name = "KIND")]
     pub kind: String,
 
@@ -183,6 +188,23 @@ pub struct GetArgs {
     /// With -w: say what each change was (ADDED, MODIFIED, DELETED)
     #[arg(long)]
     pub output_watch_events: bool,
+
+    /// Print tables without their header line
+    #[arg(long)]
+    pub no_headers: bool,
+
+    /// Add a LABELS column with every label of the object
+    #[arg(long)]
+    pub show_labels: bool,
+
+    /// Add a column with the value of each of these labels, e.g. -L app,tier
+    #[arg(
+        short = 'L',
+        long = "label-columns",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub label_columns: Vec<String>,
 
     /// Fetch lists in pages of this many objects (0: one request)
     #[arg(long, default_value_t = 500, value_name = "N")]

@@ -86,7 +86,7 @@ fn capacity(map: &BTreeMap<String, String>, key: &str) -> String {
 
 /// A byte quantity in the largest binary unit it reaches, for tables:
 /// `24683652Ki` → `23.5Gi`. Anything else is shown as given.
-fn readable_bytes(quantity: &str) -> String {
+pub fn readable_bytes(quantity: &str) -> String {
     let Ok(q) = quantity.parse::<hypermesh_api::quantity::Quantity>() else {
         return quantity.to_string();
     };

@@ -1,5 +1,10 @@
-//! `hmctl describe`: one object in readable form — metadata, spec and status as YAML,
-//! conditions as a table, and the Events recorded about it.
+//! `hmctl describe`: one object in readable form, as kubectl's — metadata, a summary
+//! of the kind (an Instance's node and state, a Workload's replicas), spec and status
+//! as labelled sections ([`fields`]), conditions as a table, what runs on a node
+//! ([`node`]), and the Events recorded about it.
+
+mod fields;
+mod node;
 
 use std::fmt::Write as _;
 
@@ -12,7 +17,7 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 use crate::cli::DescribeArgs;
-use crate::columns::{NONE, event_last_seen, or_none};
+use crate::columns::{NONE, event_last_seen, instance_status, or_none};
 use crate::error::ServerError;
 use crate::kinds::{Kind, KindVisitor, dispatch, request_namespace, resolve_with_names};
 use crate::listing::no_resources_message;
@@ -80,7 +85,15 @@ impl KindVisitor for DescribeVisitor<'_> {
         }
         for (i, obj) in objects.iter().enumerate() {
             let related = events_about(&events, obj).await;
-            let mut text = describe(obj, &related);
+            let extra = match obj.clone().into_dyn() {
+                hypermesh_api::DynObject::Node(n) => {
+                    let instances = Api::<hypermesh_api::v1::Instance>::new(self.channel.clone());
+                    let on_node = node::instances_on(&instances, &n.meta().name).await;
+                    node::sections(&n, &on_node)
+                }
+                _ => String::new(),
+            };
+            let mut text = describe(obj, &extra, &related);
             if i + 1 < objects.len() {
                 text.push('\n');
             }
@@ -117,25 +130,60 @@ async fn events_about<K: Resource>(api: &Api<Event>, obj: &K) -> Result<Vec<Even
     Ok(events)
 }
 
-/// The full description of `obj`.
-pub fn describe<K: Kind>(obj: &K, events: &Result<Vec<Event>, String>) -> String {
+/// The full description of `obj`; `extra` (what runs on a node) goes before the
+/// events.
+pub fn describe<K: Kind>(obj: &K, extra: &str, events: &Result<Vec<Event>, String>) -> String {
     let mut out = String::new();
     describe_meta(&mut out, obj.meta(), K::NAMESPACED);
     let dyn_obj = obj.clone().into_dyn();
+    summary(&mut out, &dyn_obj);
     let mut json = dyn_obj.to_json();
     if let hypermesh_api::DynObject::Node(node) = &dyn_obj {
         shorten_node_key(&mut json, node);
     }
-    section(&mut out, "Spec", json.get("spec"));
+    fields::section(&mut out, "Spec", json.get("spec"));
     let mut status = json.get("status").cloned();
     if let Some(Value::Object(fields)) = status.as_mut() {
         // Conditions get their own table below.
         fields.remove("conditions");
     }
-    section(&mut out, "Status", status.as_ref());
+    fields::section(&mut out, "Status", status.as_ref());
     describe_conditions(&mut out, obj.conditions());
+    out.push_str(extra);
     describe_events(&mut out, events);
     out
+}
+
+/// The lines kubectl puts first for its workhorse kinds: where an Instance runs and
+/// its state as `get` shows it; a Workload's replica counts.
+fn summary(out: &mut String, obj: &hypermesh_api::DynObject) {
+    match obj {
+        hypermesh_api::DynObject::Instance(i) => {
+            let spec = i.spec.clone().unwrap_or_default();
+            field(out, "Node", &or_none(spec.node_name));
+            field(out, "State", &instance_status::status(i));
+            field(out, "Phase", &instance_status::phase(i));
+            field(out, "Ready", &instance_status::ready(i));
+            let address = i.status.as_ref().map(|s| s.address.clone());
+            field(out, "Address", &or_none(address.unwrap_or_default()));
+        }
+        hypermesh_api::DynObject::Workload(w) => {
+            let desired = w.spec.as_ref().map_or(0, |s| s.replicas);
+            let s = w.status.clone().unwrap_or_default();
+            field(
+                out,
+                "Replicas",
+                &format!(
+                    "{desired} desired | {} updated | {} total | {} available | {} unavailable",
+                    s.updated_replicas,
+                    s.replicas,
+                    s.available_replicas,
+                    s.replicas.saturating_sub(s.available_replicas)
+                ),
+            );
+        }
+        _ => {}
+    }
 }
 
 fn field(out: &mut String, label: &str, value: &str) {
@@ -232,27 +280,6 @@ fn shorten_node_key(json: &mut Value, node: &hypermesh_api::v1::Node) {
     }
 }
 
-/// `Title:` then the value as YAML indented by two, or `<none>` when empty.
-fn section(out: &mut String, title: &str, value: Option<&Value>) {
-    let empty = match value {
-        None | Some(Value::Null) => true,
-        Some(Value::Object(m)) => m.is_empty(),
-        Some(_) => false,
-    };
-    let yaml = value
-        .filter(|_| !empty)
-        .and_then(|v| serde_saphyr::to_string(v).ok());
-    match yaml {
-        Some(yaml) => {
-            let _ = writeln!(out, "{title}:");
-            for line in yaml.lines() {
-                let _ = writeln!(out, "  {line}");
-            }
-        }
-        None => field(out, title, NONE),
-    }
-}
-
 fn describe_conditions(out: &mut String, conditions: &[hypermesh_api::v1::Condition]) {
     if conditions.is_empty() {
         field(out, "Conditions", NONE);
@@ -338,7 +365,7 @@ mod tests {
 
     #[test]
     fn describes_metadata_spec_status_conditions_and_events() {
-        let text = describe(&workload(), &Ok(Vec::new()));
+        let text = describe(&workload(), "", &Ok(Vec::new()));
         assert!(
             text.starts_with("Name:             web\nNamespace:        default\n"),
             "{text}"
@@ -349,8 +376,14 @@ mod tests {
         );
         assert!(text.contains("Annotations:      <none>\n"), "{text}");
         assert!(text.contains("ResourceVersion:  12\n"), "{text}");
-        assert!(text.contains("Spec:\n  replicas: 3\n"), "{text}");
-        assert!(text.contains("Status:\n  readyReplicas: 1\n"), "{text}");
+        assert!(
+            text.contains(
+                "Replicas:         3 desired | 0 updated | 0 total | 0 available | 0 unavailable\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("Spec:\n  Replicas:  3\n"), "{text}");
+        assert!(text.contains("Status:\n  Ready Replicas:  1\n"), "{text}");
         assert!(!text.contains("conditions:"), "{text}");
         assert!(
             text.contains("Conditions:\n  TYPE        STATUS   REASON"),
@@ -376,13 +409,13 @@ mod tests {
             }),
             status: None,
         };
-        let text = describe(&workload(), &Ok(vec![event]));
+        let text = describe(&workload(), "", &Ok(vec![event]));
         assert!(
             text.contains("Events:\n  TYPE     REASON      AGE   FROM"),
             "{text}"
         );
         assert!(text.contains("ScalingUp"), "{text}");
-        let failed = describe(&workload(), &Err("boom".into()));
+        let failed = describe(&workload(), "", &Err("boom".into()));
         assert!(
             failed.contains("Events:           <cannot list: boom>"),
             "{failed}"

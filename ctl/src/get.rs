@@ -1,24 +1,32 @@
-//! `hmctl get`: lists objects (paged) or fetches them by name, and prints them as a
-//! table or in a machine format; `-w` hands over to [`crate::watch`]. What both
-//! list and print per object is in [`crate::listing`].
+//! `hmctl get`: lists objects (paged) or fetches them by name, of one kind or several
+//! (`wl,inst`, `all`), and prints them as tables (one per kind, like kubectl) or in a
+//! machine format; `-w` hands over to [`crate::watch`]. What both list and print per
+//! object is in [`crate::listing`].
 
 use anyhow::{Result, bail};
-use hypermesh_api::Api;
+use hypermesh_api::resource::KindInfo;
+use hypermesh_api::{Api, DynObject};
 use tonic::transport::Channel;
 
 use crate::cli::{GetArgs, OutputFormat};
 use crate::error::ServerError;
-use crate::kinds::{Kind, KindVisitor, dispatch, request_namespace, resolve_with_names};
-use crate::listing::{headers, list, no_resources_message, row};
+use crate::kinds::{Kind, KindVisitor, dispatch, request_namespace, resolve_many};
+use crate::listing::{headers, list, row};
 use crate::output::{json_text, name_text, print, yaml_text};
 use crate::table::Table;
 use crate::{Context, Exit};
 
 /// Runs `hmctl get`.
 pub async fn run(ctx: &Context, args: &GetArgs) -> Result<Exit> {
-    let (info, names) = resolve_with_names(&args.kind, &args.names)?;
+    let (kinds, names) = kinds_and_names(args)?;
     if args.all_namespaces && !names.is_empty() {
         bail!("a resource cannot be retrieved by name across all namespaces");
+    }
+    if args.watch && kinds.len() > 1 {
+        bail!(
+            "watch is only supported on one kind, but {} were given",
+            kinds.len()
+        );
     }
     if args.watch && names.len() > 1 {
         bail!(
@@ -27,85 +35,161 @@ pub async fn run(ctx: &Context, args: &GetArgs) -> Result<Exit> {
         );
     }
     let channel = ctx.connect().await?;
-    let namespace = request_namespace(info, ctx.namespace.as_deref(), args.all_namespaces);
-    let visitor = GetVisitor {
-        channel,
-        args,
-        names,
-        namespace,
+    let several = kinds.len() > 1;
+    let mut found = Vec::new();
+    for info in &kinds {
+        let visitor = GetVisitor {
+            channel: channel.clone(),
+            args,
+            names: &names,
+            namespace: request_namespace(info, ctx.namespace.as_deref(), args.all_namespaces),
+            kind_prefix: several,
+        };
+        match dispatch(info.kind, visitor).await?? {
+            Got::Watched(exit) => return Ok(exit),
+            Got::Objects(one) => found.push(one),
+        }
+    }
+    report(ctx, args, &kinds, &names, found)
+}
+
+/// The kinds and names a `get` command line asks for: `KIND/NAME [NAME...]` (one
+/// kind) or `KIND[,KIND...] [NAME...]`. Unknown kinds are refused before any request.
+fn kinds_and_names(args: &GetArgs) -> Result<(Vec<&'static KindInfo>, Vec<String>)> {
+    if args.kind.contains('/') {
+        let (info, names) = crate::kinds::resolve_with_names(&args.kind, &args.names)?;
+        return Ok((vec![info], names));
+    }
+    Ok((resolve_many(&args.kind)?, args.names.clone()))
+}
+
+/// What `get` found of one kind.
+struct Found {
+    /// The table of the objects (headers included).
+    table: Table,
+    /// The objects, for the machine formats.
+    objects: Vec<DynObject>,
+    /// Names that could not be fetched.
+    errors: Vec<ServerError>,
+}
+
+/// What the visitor of one kind did.
+enum Got {
+    /// `-w` ran to its end.
+    Watched(Exit),
+    /// A listing or the named objects.
+    Objects(Found),
+}
+
+/// Prints what was found of every kind, then the errors; the exit status says
+/// whether every named object was found.
+fn report(
+    ctx: &Context,
+    args: &GetArgs,
+    kinds: &[&KindInfo],
+    names: &[String],
+    found: Vec<Found>,
+) -> Result<Exit> {
+    let errors: Vec<&ServerError> = found.iter().flat_map(|f| &f.errors).collect();
+    let nothing = found.iter().all(|f| f.objects.is_empty());
+    if nothing && names.is_empty() && args.output != Some(OutputFormat::Json) {
+        eprintln!("{}", no_resources_message(ctx, args, kinds));
+        return Ok(Exit::Success);
+    }
+    let all = || {
+        found
+            .iter()
+            .flat_map(|f| f.objects.iter().cloned())
+            .collect::<Vec<_>>()
     };
-    dispatch(info.kind, visitor).await?
+    let text = match args.output {
+        None | Some(OutputFormat::Wide) => found
+            .iter()
+            .filter(|f| !f.table.is_empty())
+            .map(|f| f.table.render_with(!args.no_headers))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Some(OutputFormat::Yaml) => yaml_text(&all()),
+        Some(OutputFormat::Json) if nothing && !names.is_empty() => String::new(),
+        Some(OutputFormat::Json) => json_text(&all(), kinds.len() == 1 && names.len() == 1)?,
+        Some(OutputFormat::Name) => name_text(&all()),
+    };
+    print(&text)?;
+    for err in &errors {
+        eprintln!("{err}");
+    }
+    Ok(if errors.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+/// `No resources found in default namespace.` when any kind asked for is
+/// namespaced (and not `-A`), else `No resources found`.
+fn no_resources_message(ctx: &Context, args: &GetArgs, kinds: &[&KindInfo]) -> String {
+    if kinds.iter().any(|k| k.namespaced) && !args.all_namespaces {
+        let namespace = ctx.namespace.as_deref().unwrap_or(crate::DEFAULT_NAMESPACE);
+        format!("No resources found in {namespace} namespace.")
+    } else {
+        "No resources found".to_string()
+    }
 }
 
 struct GetVisitor<'a> {
     channel: Channel,
     args: &'a GetArgs,
-    names: Vec<String>,
+    names: &'a [String],
     namespace: String,
+    /// Names print as `workload/web` (several kinds in one command, as kubectl).
+    kind_prefix: bool,
 }
 
 impl KindVisitor for GetVisitor<'_> {
-    type Output = Result<Exit>;
+    type Output = Result<Got>;
 
-    async fn visit<K: Kind>(self) -> Result<Exit> {
+    async fn visit<K: Kind>(self) -> Result<Got> {
         let api = Api::<K>::new(self.channel.clone());
         if self.args.watch {
-            return crate::watch::run(&api, self.args, &self.namespace, self.names.first()).await;
+            let exit =
+                crate::watch::run(&api, self.args, &self.namespace, self.names.first()).await?;
+            return Ok(Got::Watched(exit));
         }
-        if self.names.is_empty() {
-            let (objects, _) = list(&api, self.args, &self.namespace, None).await?;
-            if objects.is_empty() && !matches!(self.args.output, Some(OutputFormat::Json)) {
-                eprintln!("{}", no_resources_message::<K>(&self.namespace));
-                return Ok(Exit::Success);
-            }
-            print(&render(&objects, self.args, false)?)?;
-            return Ok(Exit::Success);
-        }
-        let mut found = Vec::new();
+        let mut objects = Vec::new();
         let mut errors = Vec::new();
-        for name in &self.names {
-            match api.get(&self.namespace, name).await {
-                Ok(obj) => found.push(obj),
-                Err(status) => errors.push(ServerError::for_object(&status, K::PLURAL, name)),
+        if self.names.is_empty() {
+            objects = list(&api, self.args, &self.namespace, None).await?.0;
+        } else {
+            for name in self.names {
+                match api.get(&self.namespace, name).await {
+                    Ok(obj) => objects.push(obj),
+                    Err(status) => errors.push(ServerError::for_object(&status, K::PLURAL, name)),
+                }
             }
         }
-        if !found.is_empty() {
-            print(&render(&found, self.args, self.names.len() == 1)?)?;
-        }
-        for err in &errors {
-            eprintln!("{err}");
-        }
-        Ok(if errors.is_empty() {
-            Exit::Success
-        } else {
-            Exit::Failure
-        })
+        Ok(Got::Objects(Found {
+            table: table(&objects, self.args, self.kind_prefix),
+            objects: objects.into_iter().map(Kind::into_dyn).collect(),
+            errors,
+        }))
     }
 }
 
-/// The table of `objects` (with its header).
-pub fn table<K: Kind>(objects: &[K], args: &GetArgs) -> Table {
-    let mut table = Table::new(headers::<K>(args));
+/// The table of `objects` (with its header); with `kind_prefix` the NAME column reads
+/// `workload/web`.
+pub fn table<K: Kind>(objects: &[K], args: &GetArgs, kind_prefix: bool) -> Table {
+    let headers = headers::<K>(args);
+    let name_column = headers.iter().position(|h| h == "NAME");
+    let mut table = Table::new(headers);
     for obj in objects {
-        table.push(row(obj, args));
+        let mut cells = row(obj, args);
+        if let Some(cell) = name_column
+            .filter(|_| kind_prefix)
+            .and_then(|i| cells.get_mut(i))
+        {
+            *cell = format!("{}/{cell}", K::KIND.to_ascii_lowercase());
+        }
+        table.push(cells);
     }
     table
-}
-
-/// `objects` in the output format of `args`; `single` is true when one object was
-/// asked for by name (JSON then prints the object rather than a List).
-pub fn render<K: Kind>(objects: &[K], args: &GetArgs, single: bool) -> Result<String> {
-    let dyns = || {
-        objects
-            .iter()
-            .cloned()
-            .map(Kind::into_dyn)
-            .collect::<Vec<_>>()
-    };
-    Ok(match args.output {
-        None | Some(OutputFormat::Wide) => table(objects, args).render(),
-        Some(OutputFormat::Yaml) => yaml_text(&dyns()),
-        Some(OutputFormat::Json) => json_text(&dyns(), single)?,
-        Some(OutputFormat::Name) => name_text(&dyns()),
-    })
 }

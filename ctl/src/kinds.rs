@@ -57,12 +57,41 @@ pub async fn dispatch<V: KindVisitor>(kind: &str, visitor: V) -> Result<V::Outpu
     bail!("hmctl does not know the kind {kind:?}")
 }
 
-/// Resolves a kind as typed by the user (`wl`, `workloads`, `Workload`).
+/// What `hmctl get all` lists: the namespaced kinds that make up an application.
+pub const ALL: &[&str] = &["Instance", "Route", "Workload"];
+
+/// Resolves a kind as typed by the user (`wl`, `workloads`, `Workload`). Kinds are
+/// known to hmctl itself, so an unknown one is a client-side error.
 pub fn resolve(name: &str) -> Result<&'static KindInfo> {
     match find_kind(name) {
         Some(info) => Ok(info),
-        None => bail!("the server doesn't have a resource type {name:?}"),
+        None => bail!(
+            "unknown resource type {name:?}: `hmctl api-resources` lists the kinds and \
+             their short names"
+        ),
     }
+}
+
+/// Resolves `wl,inst` or `all` (see [`ALL`]) into kinds, each once, in the order
+/// given; every name is checked before anything is sent.
+pub fn resolve_many(list: &str) -> Result<Vec<&'static KindInfo>> {
+    let mut kinds: Vec<&'static KindInfo> = Vec::new();
+    for name in list.split(',') {
+        if name.is_empty() {
+            bail!("{list:?}: empty resource type; separate kinds with single commas");
+        }
+        let infos = if name.eq_ignore_ascii_case("all") {
+            ALL.iter().map(|k| resolve(k)).collect::<Result<Vec<_>>>()?
+        } else {
+            vec![resolve(name)?]
+        };
+        for info in infos {
+            if !kinds.iter().any(|k| k.kind == info.kind) {
+                kinds.push(info);
+            }
+        }
+    }
+    Ok(kinds)
 }
 
 /// Resolves `KIND` or `KIND/NAME` plus further names into the kind and every name.
@@ -124,7 +153,27 @@ mod tests {
         assert_eq!(info.kind, "Workload");
         assert_eq!(names, ["web", "api"]);
         let err = resolve("pods").unwrap_err().to_string();
-        assert_eq!(err, "the server doesn't have a resource type \"pods\"");
+        assert!(err.starts_with("unknown resource type \"pods\": "), "{err}");
+        assert!(!err.contains("server"), "{err}");
+    }
+
+    #[test]
+    fn resolves_several_kinds_and_all() {
+        let kinds: Vec<_> = resolve_many("wl,inst,workloads")
+            .unwrap()
+            .iter()
+            .map(|k| k.kind)
+            .collect();
+        assert_eq!(kinds, ["Workload", "Instance"]);
+        let all: Vec<_> = resolve_many("all")
+            .unwrap()
+            .iter()
+            .map(|k| k.kind)
+            .collect();
+        assert_eq!(all, ALL);
+        let err = resolve_many("wl,pods").unwrap_err().to_string();
+        assert!(err.starts_with("unknown resource type \"pods\""), "{err}");
+        assert!(resolve_many("wl,").is_err());
     }
 
     #[test]

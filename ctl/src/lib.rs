@@ -139,6 +139,11 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             ca_pem: resolved.ca_pem,
         })
     };
+    if let (Some(verb), Some(namespace)) = (node_verb(&cli.command), &cli.namespace) {
+        anyhow::bail!(
+            "{verb}: nodes are cluster-scoped; -n/--namespace does not apply (drop -n {namespace})"
+        );
+    }
     match &cli.command {
         Command::Apply(args) => apply::run(&ctx()?, &args.files).await,
         Command::Get(args) => get::run(&ctx()?, args).await,
@@ -203,6 +208,16 @@ pub fn main() -> ExitCode {
             error::report(&err);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The name of a command about nodes, which are cluster-scoped (so `-n` is an error).
+fn node_verb(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Cordon(_) => Some("cordon"),
+        Command::Uncordon(_) => Some("uncordon"),
+        Command::Drain(_) => Some("drain"),
+        _ => None,
     }
 }
 

@@ -6,6 +6,7 @@ use hypermesh_api::Api;
 use hypermesh_api::v1::ListRequest;
 
 use crate::cli::{GetArgs, OutputFormat};
+use crate::columns::map_text;
 use crate::error::ServerError;
 use crate::kinds::Kind;
 
@@ -59,22 +60,39 @@ pub fn shows_namespace<K: Kind>(args: &GetArgs) -> bool {
     K::NAMESPACED && args.all_namespaces
 }
 
-/// The table headers `get` prints for `K`.
+/// The table headers `get` prints for `K`: NAMESPACE with `-A`, the kind's columns,
+/// one per `-L` key (its last `/` segment, upper-cased, as kubectl) and LABELS with
+/// `--show-labels`.
 pub fn headers<K: Kind>(args: &GetArgs) -> Vec<String> {
     let wide = args.output == Some(OutputFormat::Wide);
     let mut headers: Vec<String> = K::headers(wide).into_iter().map(String::from).collect();
     if shows_namespace::<K>(args) {
         headers.insert(0, "NAMESPACE".into());
     }
+    for key in &args.label_columns {
+        let last = key.rsplit('/').next().unwrap_or(key);
+        headers.push(last.to_uppercase());
+    }
+    if args.show_labels {
+        headers.push("LABELS".into());
+    }
     headers
 }
 
-/// One table row of `obj`.
+/// One table row of `obj`, matching [`headers`]: a label `-L` asks for that the
+/// object does not have is blank, as in kubectl.
 pub fn row<K: Kind>(obj: &K, args: &GetArgs) -> Vec<String> {
     let wide = args.output == Some(OutputFormat::Wide);
     let mut cells = obj.cells(wide);
     if shows_namespace::<K>(args) {
         cells.insert(0, obj.meta().namespace.clone());
+    }
+    let labels = &obj.meta().labels;
+    for key in &args.label_columns {
+        cells.push(labels.get(key).cloned().unwrap_or_default());
+    }
+    if args.show_labels {
+        cells.push(map_text(labels));
     }
     cells
 }

@@ -52,6 +52,25 @@ impl Table {
         out
     }
 
+    /// The rows without the header (`--no-headers`), padded to the widest cell of
+    /// the rows alone.
+    pub fn render_rows(&self) -> String {
+        let mut widths = Vec::new();
+        for row in &self.rows {
+            grow(&mut widths, row);
+        }
+        self.rows.iter().map(|row| line(&widths, row)).collect()
+    }
+
+    /// [`Table::render`], or [`Table::render_rows`] when `headers` is false.
+    pub fn render_with(&self, headers: bool) -> String {
+        if headers {
+            self.render()
+        } else {
+            self.render_rows()
+        }
+    }
+
     /// Turns the table into one that prints later rows aligned with these.
     pub fn into_stream(self) -> StreamingTable {
         StreamingTable {
@@ -150,6 +169,14 @@ mod tests {
         );
         let wide = stream.line(&row(&["a-much-longer-name", "Pending", "0s"]));
         assert_eq!(wide, "a-much-longer-name   Pending   0s\n");
+    }
+
+    #[test]
+    fn renders_rows_without_the_header() {
+        let mut t = Table::new(["NAME", "READY"]);
+        t.push(row(&["web", "3/3"]));
+        assert_eq!(t.render_rows(), "web   3/3\n");
+        assert_eq!(t.render_with(true), t.render());
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl<'a, K: Kind> WatchPrinter<'a, K> {
                 table.push(self.row(Change::Added, obj));
             }
             if !objects.is_empty() {
-                print(&table.render())?;
+                print(&table.render_with(!self.args.no_headers))?;
                 self.header_printed = true;
             }
             self.stream = table.into_stream();
@@ -313,7 +313,7 @@ impl<'a, K: Kind> WatchPrinter<'a, K> {
         let text = match self.args.output {
             None | Some(OutputFormat::Wide) => {
                 let mut text = String::new();
-                if !self.header_printed {
+                if !self.header_printed && !self.args.no_headers {
                     text.push_str(&self.stream.line(&self.headers()));
                     self.header_printed = true;
                 }

@@ -218,6 +218,19 @@ async fn hmctl_cordon_and_uncordon() {
         out.stderr,
         "Error from server (NotFound): nodes \"nope\" not found\n"
     );
+
+    // Nodes are cluster-scoped: a namespace is refused, and nothing changes.
+    for verb in ["cordon", "uncordon", "drain"] {
+        let out = hmctl.run(&[verb, "n1", "-n", "team-a"]).await.failed();
+        assert_eq!(
+            out.stderr,
+            format!(
+                "error: {verb}: nodes are cluster-scoped; -n/--namespace does not apply \
+                 (drop -n team-a)\n"
+            ),
+        );
+    }
+    assert!(!unschedulable(&channel, "n1").await);
 }
 
 #[tokio::test]

@@ -1,5 +1,7 @@
-//! `hmctl describe` against a real `hm-apiserver` process: metadata, spec, status,
-//! conditions and the Events recorded about the object (and only those).
+//! `hmctl describe` against a real `hm-apiserver` process, as kubectl's: metadata, a
+//! summary line, spec and status as labelled sections (not YAML: numbers bare, phases
+//! as `get` shows them), conditions, what runs on a node with its allocated resources,
+//! and the Events recorded about the object (and only those).
 
 use hypermesh_tests::hmctl;
 
@@ -63,7 +65,21 @@ async fn hmctl_describe_shows_metadata_spec_status_conditions_and_events() {
         out.stdout
     );
     assert!(
-        out.stdout.contains("\nSpec:\n  replicas: 3\n"),
+        out.stdout.contains(
+            "\nReplicas:         3 desired | 0 updated | 0 total | 0 available | 0 unavailable\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("\nSpec:\n  Replicas:  3\n  Selector:  app=web\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("        Resources:\n          CPU:     100m\n"),
         "{}",
         out.stdout
     );
@@ -117,7 +133,7 @@ async fn hmctl_describe_shows_metadata_spec_status_conditions_and_events() {
     let out = hmctl.run(&["describe", "wl", "web"]).await.ok();
     let text = &out.stdout;
     assert!(
-        text.contains("\nStatus:\n  replicas: 3\n  readyReplicas: 1\n"),
+        text.contains("\nStatus:\n  Replicas:        3\n  Ready Replicas:  1\n"),
         "{text}"
     );
     assert!(text.contains("\nConditions:\n  TYPE        STATUS   REASON                       MESSAGE        LAST TRANSITION\n"), "{text}");
@@ -173,7 +189,7 @@ async fn hmctl_describe_node_shows_a_key_fingerprint_and_yaml_the_key() {
     let out = hmctl.run(&["describe", "node", "host-1"]).await.ok();
     assert!(
         out.stdout
-            .contains(&format!("publicKey: sha256:{}…", &digest[..16])),
+            .contains(&format!("Public Key:  sha256:{}…", &digest[..16])),
         "{}",
         out.stdout
     );
@@ -187,4 +203,93 @@ async fn hmctl_describe_node_shows_a_key_fingerprint_and_yaml_the_key() {
         .await
         .ok();
     assert!(yaml.stdout.len() > 2000, "-o yaml keeps the whole key");
+}
+
+#[tokio::test]
+async fn hmctl_describe_instance_and_node_read_like_kubectl() {
+    let server = ApiServerProcess::start().await.expect("apiserver");
+    let hmctl = Hmctl::new(server.url());
+    let channel = server.channel().await.expect("channel");
+    let nodes = Api::<v1::Node>::new(channel.clone());
+    let node = nodes
+        .create(&v1::Node {
+            metadata: Some(ObjectMeta {
+                name: "host-1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("node");
+    let mut node = node;
+    node.status = Some(v1::NodeStatus {
+        capacity: [("cpu".into(), "4".into()), ("memory".into(), "1Gi".into())].into(),
+        allocatable: [("cpu".into(), "4".into()), ("memory".into(), "1Gi".into())].into(),
+        ..Default::default()
+    });
+    nodes.update_status(&node).await.expect("node status");
+
+    let instances = Api::<v1::Instance>::new(channel);
+    for (name, cpu) in [("web-a", "500m"), ("web-b", "1")] {
+        instances
+            .create(&v1::Instance {
+                metadata: Some(ObjectMeta {
+                    name: name.into(),
+                    namespace: "default".into(),
+                    ..Default::default()
+                }),
+                spec: Some(v1::InstanceSpec {
+                    containers: vec![v1::Container {
+                        name: "main".into(),
+                        image: "hypermesh.local/busybox:latest".into(),
+                        resources: Some(v1::ResourceRequirements {
+                            cpu: cpu.into(),
+                            memory: "256Mi".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                status: None,
+            })
+            .await
+            .expect("instance");
+        instances
+            .bind(v1::BindRequest {
+                namespace: "default".into(),
+                name: name.into(),
+                node_name: "host-1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("bind");
+    }
+
+    let out = hmctl.run(&["describe", "inst", "web-a"]).await.ok();
+    let text = &out.stdout;
+    assert!(text.contains("\nNode:             host-1\n"), "{text}");
+    assert!(text.contains("\nPhase:            Scheduled\n"), "{text}");
+    assert!(
+        text.contains("\n  Phase:  Scheduled\n"),
+        "phase as get shows it: {text}"
+    );
+    assert!(!text.contains("SCHEDULED"), "{text}");
+    assert!(text.contains("\n  Node Name:   host-1\n"), "{text}");
+
+    let out = hmctl.run(&["describe", "node", "host-1"]).await.ok();
+    let text = &out.stdout;
+    assert!(
+        text.contains("\nNon-terminated Instances:  (2 in total)\n  NAMESPACE   NAME    CPU          MEMORY        GPU   AGE\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  default     web-a   500m (12%)   256Mi (25%)   0 "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nAllocated resources:\n  RESOURCE   REQUESTS      ALLOCATABLE\n  cpu        1500m (37%)   4\n  memory     512Mi (50%)   1Gi\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("Events:           <none>\n"), "{text}");
 }

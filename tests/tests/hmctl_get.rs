@@ -192,6 +192,7 @@ async fn hmctl_get_reports_empty_listings_missing_names_and_unknown_kinds() {
     let out = hmctl.run(&["get", "pods"]).await.failed();
     assert_eq!(
         out.stderr,
-        "error: the server doesn't have a resource type \"pods\"\n"
+        "error: unknown resource type \"pods\": `hmctl api-resources` lists the kinds \
+         and their short names\n"
     );
 }

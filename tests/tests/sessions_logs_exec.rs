@@ -201,6 +201,22 @@ async fn exec_returns_output_and_exit_code_and_takes_stdin() {
     assert!(text.contains("40 120"), "{text:?}");
     assert_eq!(code, Some(3));
 
+    // A command that does not exist or cannot run exits as in a shell (and kubectl).
+    let missing = hmctl.run(&["exec", "sleeper", "--", "no-such-cmd"]).await;
+    assert_eq!(missing.code, 127, "{missing:#?}");
+    assert!(
+        missing
+            .stderr
+            .contains("\"no-such-cmd\": executable file not found"),
+        "{missing:#?}"
+    );
+    let not_executable = hmctl.run(&["exec", "sleeper", "--", "/tmp/state"]).await;
+    assert_eq!(not_executable.code, 126, "{not_executable:#?}");
+    assert!(
+        not_executable.stderr.contains("permission denied"),
+        "{not_executable:#?}"
+    );
+
     // Bad input: no command, a finished container.
     let none = hmctl.run(&["exec", "sleeper"]).await.failed();
     assert!(none.stderr.contains("<COMMAND>"), "{none:#?}");
