@@ -9,10 +9,12 @@
 //! - [`preemption`]: evicting lower-priority Instances for a higher-priority one.
 //! - [`gang`]: all-or-nothing placement of a Workload's Instances.
 //! - [`report`]: pending reasons as conditions and Events.
+//! - [`metrics`]: Prometheus metrics and the `--metrics-addr` endpoint.
 //! - [`resources`]: resource arithmetic.
 
 pub mod cluster;
 pub mod gang;
+pub mod metrics;
 pub mod plugins;
 pub mod preemption;
 pub mod queue;

@@ -34,6 +34,10 @@ struct Args {
     /// Bind requests in flight at once.
     #[arg(long, env = "HM_BIND_CONCURRENCY", default_value_t = 128)]
     bind_concurrency: usize,
+
+    /// Serve Prometheus metrics on HOST:PORT (`/metrics`, `/healthz`).
+    #[arg(long, env = "HM_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -78,6 +82,17 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let shutdown = hypermesh_runtime::process::shutdown_on_signals();
+    if let Some(addr) = args.metrics_addr {
+        let bound = hypermesh_scheduler::metrics::serve(
+            addr,
+            &config.metrics,
+            hypermesh_runtime::health::Health::process(),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("binding metrics address {addr}"))?;
+        tracing::info!(addr = %bound, "serving metrics");
+    }
     if args.no_leader_elect {
         hypermesh_scheduler::run(channel, config, shutdown).await;
     } else {

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::{BoundInstance, ClusterState, InstanceKey};
 use crate::gang::{self, GangHost};
+use crate::metrics::{AttemptResult, SchedulerMetrics};
 use crate::plugins::{self, GpuPick, Placement, Profile, Request, Unfit};
 use crate::preemption;
 use crate::queue::SchedulingQueue;
@@ -38,6 +39,9 @@ pub struct Config {
     pub min_feasible_nodes: usize,
     /// Percentage of nodes to find feasible before scoring, for big clusters.
     pub feasible_percentage: usize,
+    /// Where attempts, queue depth and Bind latency are counted (shared across
+    /// leadership terms; serve it with [`crate::metrics::serve`]).
+    pub metrics: Arc<SchedulerMetrics>,
 }
 
 impl Default for Config {
@@ -47,6 +51,7 @@ impl Default for Config {
             bind_concurrency: 128,
             min_feasible_nodes: 100,
             feasible_percentage: 5,
+            metrics: Arc::default(),
         }
     }
 }
@@ -168,6 +173,9 @@ impl Scheduler {
             while let Ok(outcome) = self.outcomes_rx.try_recv() {
                 self.settle(outcome);
             }
+            self.config
+                .metrics
+                .set_pending(self.queue.active_len(), self.queue.parked_len());
             if self.queue.active_len() > 0 && self.binds.available_permits() > 0 {
                 if let Some(key) = self.queue.pop() {
                     self.schedule(key);
@@ -372,6 +380,7 @@ impl Scheduler {
         match self.best_node(&req) {
             Ok((node, gpus)) => self.assume_and_bind(&inst, req.resources, node, gpus),
             Err(reasons) => {
+                self.config.metrics.attempt(AttemptResult::Unschedulable);
                 let message = plugins::explain(self.cluster.node_count(), &reasons);
                 let preemptible = reasons.keys().any(|r| r.resolvable_by_preemption());
                 let preemption = (priority_of(&inst) > 0 && preemptible)
@@ -444,6 +453,7 @@ impl Scheduler {
         let api = self.instances.clone();
         let tx = self.outcomes_tx.clone();
         let binds = self.binds.clone();
+        let metrics = self.config.metrics.clone();
         tokio::spawn(async move {
             let _permit = match permit {
                 Some(p) => p,
@@ -459,7 +469,9 @@ impl Scheduler {
                 resource_version: 0,
                 assigned_assets: gpus.into_iter().map(|(a, _)| a).collect(),
             };
+            let started = std::time::Instant::now();
             let result = api.bind(request).await.map(|_| ());
+            metrics.observe_binding(started.elapsed().as_secs_f64());
             let _ = tx.send(BindOutcome { key, node, result });
         });
     }
@@ -468,10 +480,12 @@ impl Scheduler {
         let BindOutcome { key, node, result } = outcome;
         match result {
             Ok(()) => {
+                self.config.metrics.attempt(AttemptResult::Scheduled);
                 self.bound_total += 1;
                 self.pending.remove(&key);
             }
             Err(status) => {
+                self.config.metrics.attempt(AttemptResult::Error);
                 let still_assumed = self
                     .cluster
                     .bound(&key)
@@ -523,6 +537,7 @@ impl GangHost for Scheduler {
     }
 
     fn park(&mut self, inst: &Instance, message: String) {
+        self.config.metrics.attempt(AttemptResult::Unschedulable);
         Scheduler::park(self, inst, message);
     }
 
