@@ -149,7 +149,7 @@ pub enum OutputFormat {
 }
 
 /// `hmctl get`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GetArgs {
     /// Kind: name, plural or short name (see `hmctl api-resources`); KIND/NAME also works
     #[arg(value_name = "KIND")]
@@ -187,6 +187,12 @@ pub struct GetArgs {
     /// Fetch lists in pages of this many objects (0: one request)
     #[arg(long, default_value_t = 500, value_name = "N")]
     pub chunk_size: u32,
+
+    /// With `get events`: only Events about this object, e.g. instance/web-1 or
+    /// node/host-1 (Events about cluster-scoped objects are looked for in every
+    /// namespace unless -n is given)
+    #[arg(long = "for", value_name = "KIND/NAME")]
+    pub for_object: Option<String>,
 }
 
 /// `hmctl describe`.

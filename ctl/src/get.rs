@@ -8,15 +8,33 @@ use tonic::transport::Channel;
 
 use crate::cli::{GetArgs, OutputFormat};
 use crate::error::ServerError;
-use crate::kinds::{Kind, KindVisitor, dispatch, request_namespace, resolve_with_names};
+use crate::kinds::{Kind, KindVisitor, dispatch, request_namespace, resolve, resolve_with_names};
 use crate::listing::{headers, list, no_resources_message, row};
 use crate::output::{json_text, name_text, print, yaml_text};
 use crate::table::Table;
 use crate::{Context, Exit};
+use hypermesh_api::Resource;
+use hypermesh_api::resource::KindInfo;
+use hypermesh_api::v1;
 
 /// Runs `hmctl get`.
 pub async fn run(ctx: &Context, args: &GetArgs) -> Result<Exit> {
     let (info, names) = resolve_with_names(&args.kind, &args.names)?;
+    let mut narrowed;
+    let mut args = args;
+    let mut all_namespaces = args.all_namespaces;
+    if let Some(target) = &args.for_object {
+        let (selector, cluster_scoped) = for_selector(info, target)?;
+        narrowed = args.clone();
+        narrowed.field_selector = Some(match &args.field_selector {
+            Some(extra) if !extra.is_empty() => format!("{selector},{extra}"),
+            _ => selector,
+        });
+        // Events about cluster-scoped objects may be recorded in any namespace.
+        all_namespaces |= cluster_scoped && ctx.namespace.is_none();
+        narrowed.all_namespaces = all_namespaces;
+        args = &narrowed;
+    }
     if args.all_namespaces && !names.is_empty() {
         bail!("a resource cannot be retrieved by name across all namespaces");
     }
@@ -27,7 +45,7 @@ pub async fn run(ctx: &Context, args: &GetArgs) -> Result<Exit> {
         );
     }
     let channel = ctx.connect().await?;
-    let namespace = request_namespace(info, ctx.namespace.as_deref(), args.all_namespaces);
+    let namespace = request_namespace(info, ctx.namespace.as_deref(), all_namespaces);
     let visitor = GetVisitor {
         channel,
         args,
@@ -53,7 +71,8 @@ impl KindVisitor for GetVisitor<'_> {
             return crate::watch::run(&api, self.args, &self.namespace, self.names.first()).await;
         }
         if self.names.is_empty() {
-            let (objects, _) = list(&api, self.args, &self.namespace, None).await?;
+            let (mut objects, _) = list(&api, self.args, &self.namespace, None).await?;
+            K::sort_listing(&mut objects);
             if objects.is_empty() && !matches!(self.args.output, Some(OutputFormat::Json)) {
                 eprintln!("{}", no_resources_message::<K>(&self.namespace));
                 return Ok(Exit::Success);
@@ -81,6 +100,28 @@ impl KindVisitor for GetVisitor<'_> {
             Exit::Failure
         })
     }
+}
+
+/// The field selector `--for KIND/NAME` stands for, and whether KIND is
+/// cluster-scoped; an error unless listing Events.
+fn for_selector(info: &KindInfo, target: &str) -> Result<(String, bool)> {
+    if info.kind != <v1::Event as Resource>::KIND {
+        bail!("--for: only applies to events (hmctl get events --for KIND/NAME)");
+    }
+    let Some((kind, name)) = target
+        .split_once('/')
+        .filter(|(k, n)| !k.is_empty() && !n.is_empty())
+    else {
+        bail!("--for: expected KIND/NAME (e.g. instance/web-1), got {target:?}");
+    };
+    let about = resolve(kind).map_err(|e| anyhow::anyhow!("--for: {e}"))?;
+    Ok((
+        format!(
+            "spec.involvedObject.kind={},spec.involvedObject.name={name}",
+            about.kind
+        ),
+        !about.namespaced,
+    ))
 }
 
 /// The table of `objects` (with its header).

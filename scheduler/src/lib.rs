@@ -36,6 +36,10 @@ pub async fn run_elected(
     identity: String,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let config = Config {
+        identity: identity.clone(),
+        ..config
+    };
     let leases = hypermesh_api::Api::<hypermesh_api::v1::Lease>::new(channel.clone());
     let events = hypermesh_runtime::events::EventRecorder::new(
         hypermesh_api::Api::new(channel.clone()),

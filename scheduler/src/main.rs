@@ -79,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
             ProfileArg::Binpack => hypermesh_scheduler::Profile::Binpack,
         },
         bind_concurrency: args.bind_concurrency,
+        identity: args
+            .identity
+            .unwrap_or_else(hypermesh_runtime::leader::default_identity),
         ..Default::default()
     };
     let shutdown = hypermesh_runtime::process::shutdown_on_signals();
@@ -96,9 +99,7 @@ async fn main() -> anyhow::Result<()> {
     if args.no_leader_elect {
         hypermesh_scheduler::run(channel, config, shutdown).await;
     } else {
-        let identity = args
-            .identity
-            .unwrap_or_else(hypermesh_runtime::leader::default_identity);
+        let identity = config.identity.clone();
         hypermesh_scheduler::run_elected(channel, config, identity, shutdown).await;
     }
     Ok(())

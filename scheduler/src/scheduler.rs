@@ -10,7 +10,9 @@ use std::time::Duration;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 use hypermesh_api::reason::{Reason, reason_of};
-use hypermesh_api::v1::{Asset, BindRequest, Instance, InstancePhase, Namespace, Node, Workload};
+use hypermesh_api::v1::{
+    self, Asset, BindRequest, Instance, InstancePhase, Namespace, Node, Workload,
+};
 use hypermesh_api::{Api, Resource};
 use hypermesh_runtime::watcher::{self, Event};
 use tokio::sync::{Semaphore, mpsc};
@@ -42,6 +44,8 @@ pub struct Config {
     /// Where attempts, queue depth and Bind latency are counted (shared across
     /// leadership terms; serve it with [`crate::metrics::serve`]).
     pub metrics: Arc<SchedulerMetrics>,
+    /// This replica's name on the Events it records (its leader-election identity).
+    pub identity: String,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             min_feasible_nodes: 100,
             feasible_percentage: 5,
             metrics: Arc::default(),
+            identity: "hm-scheduler".to_string(),
         }
     }
 }
@@ -66,6 +71,8 @@ enum Change {
 
 struct BindOutcome {
     key: InstanceKey,
+    /// The Instance's metadata, for the `Scheduled` Event.
+    subject: Instance,
     node: String,
     result: Result<(), tonic::Status>,
 }
@@ -138,6 +145,7 @@ impl Scheduler {
     /// A scheduler talking to the apiserver over `channel`.
     pub fn new(channel: &Channel, config: Config) -> Self {
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
+        let reporter = Reporter::new(channel, &config.identity);
         Scheduler {
             binds: Arc::new(Semaphore::new(config.bind_concurrency.max(1))),
             config,
@@ -145,7 +153,7 @@ impl Scheduler {
             pending: HashMap::new(),
             queue: SchedulingQueue::default(),
             instances: Api::new(channel.clone()),
-            reporter: Reporter::new(channel),
+            reporter,
             outcomes_tx,
             outcomes_rx,
             next_offset: 0,
@@ -438,14 +446,14 @@ impl Scheduler {
         self.queue.remove(&key);
         let Ok(permit) = self.binds.clone().try_acquire_owned() else {
             // No permit: bind inline later; keep it simple by waiting in a task.
-            return self.spawn_bind(key, node, gpus, None);
+            return self.spawn_bind(inst, node, gpus, None);
         };
-        self.spawn_bind(key, node, gpus, Some(permit));
+        self.spawn_bind(inst, node, gpus, Some(permit));
     }
 
     fn spawn_bind(
         &self,
-        key: InstanceKey,
+        inst: &Instance,
         node: String,
         gpus: GpuPick,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -454,6 +462,16 @@ impl Scheduler {
         let tx = self.outcomes_tx.clone();
         let binds = self.binds.clone();
         let metrics = self.config.metrics.clone();
+        let key = key_of(inst);
+        let subject = Instance {
+            metadata: Some(v1::ObjectMeta {
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+                uid: inst.meta().uid.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         tokio::spawn(async move {
             let _permit = match permit {
                 Some(p) => p,
@@ -472,15 +490,26 @@ impl Scheduler {
             let started = std::time::Instant::now();
             let result = api.bind(request).await.map(|_| ());
             metrics.observe_binding(started.elapsed().as_secs_f64());
-            let _ = tx.send(BindOutcome { key, node, result });
+            let _ = tx.send(BindOutcome {
+                key,
+                subject,
+                node,
+                result,
+            });
         });
     }
 
     fn settle(&mut self, outcome: BindOutcome) {
-        let BindOutcome { key, node, result } = outcome;
+        let BindOutcome {
+            key,
+            subject,
+            node,
+            result,
+        } = outcome;
         match result {
             Ok(()) => {
                 self.config.metrics.attempt(AttemptResult::Scheduled);
+                self.reporter.scheduled(&subject, &node);
                 self.bound_total += 1;
                 self.pending.remove(&key);
             }
