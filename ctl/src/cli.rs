@@ -125,6 +125,8 @@ pub enum Command {
     /// Images on nodes: `hmctl image import FILE --node NODE`
     #[command(subcommand)]
     Image(crate::image::ImageCommand),
+    /// Live cpu and memory of nodes or instances, as their agents report it
+    Top(crate::top::TopArgs),
 }
 
 /// `hmctl apply`.

@@ -15,6 +15,7 @@
 //! - [`apply`], [`get`], [`watch`], [`describe`], [`delete`], [`scale`], [`rollout`],
 //!   [`api_resources`], [`version`]: one module per command.
 //! - [`cordon`] (cordon, uncordon), [`drain`]: node maintenance.
+//! - [`top`]: live usage of nodes and instances, as the agents report it.
 //! - [`trust`]: `hmctl node trust|revoke|rekey`: a node's Suspect mark, certificates
 //!   and key binding.
 //! - [`access`]: `hmctl token` (join tokens) and `hmctl user` (certificates, roles).
@@ -52,6 +53,7 @@ pub mod port_forward;
 pub mod rollout;
 pub mod scale;
 pub mod table;
+pub mod top;
 pub mod trust;
 pub mod version;
 pub mod watch;
@@ -168,6 +170,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Logs(args) => logs::run(&ctx()?, args).await,
         Command::Exec(args) => exec::run(&ctx()?, args).await,
         Command::Image(command) => image::run(&ctx()?, command).await,
+        Command::Top(args) => top::run(&ctx()?, args).await,
         Command::PortForward(args) => port_forward::run(&ctx()?, args).await,
         Command::Config(ConfigCommand::SetServer { url }) => {
             let path = config::set_server(url, cli.config.as_deref())?;
