@@ -15,6 +15,7 @@
 //! - [`apply`], [`get`], [`watch`], [`describe`], [`delete`], [`scale`], [`rollout`],
 //!   [`api_resources`], [`version`]: one module per command.
 //! - [`cordon`] (cordon, uncordon), [`drain`]: node maintenance.
+//! - [`progress`]: a bar on a terminal, plain lines otherwise, for long operations.
 //! - [`top`]: live usage of nodes and instances, as the agents report it.
 //! - [`trust`]: `hmctl node trust|revoke|rekey`: a node's Suspect mark, certificates
 //!   and key binding.
@@ -50,6 +51,7 @@ pub mod logs;
 pub mod manifests;
 pub mod output;
 pub mod port_forward;
+pub mod progress;
 pub mod rollout;
 pub mod scale;
 pub mod table;
