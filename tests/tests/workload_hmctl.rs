@@ -90,7 +90,8 @@ async fn hmctl_scales_follows_and_undoes_rollouts() {
         rest.iter()
             .chain(&waiting)
             .any(|l| l.ends_with("updated replicas are available...")
-                || l.ends_with("new replicas have been updated...")),
+                || l.ends_with("new replicas have been updated...")
+                || l.ends_with("old replicas are pending termination...")),
         "{waiting:#?} {rest:#?}"
     );
     let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
