@@ -135,6 +135,14 @@ pub struct ApplyArgs {
     /// Manifest file, directory (recursive: *.yaml, *.yml, *.json) or - for stdin; repeatable
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub files: Vec<String>,
+
+    /// Then wait until each Workload is rolled out and each Instance runs
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long --wait waits, e.g. 30s, 2m
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
 }
 
 /// Output formats of `hmctl get`.

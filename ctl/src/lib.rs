@@ -33,6 +33,7 @@
 pub mod access;
 pub mod api_resources;
 pub mod apply;
+pub mod apply_wait;
 pub mod cli;
 pub mod columns;
 pub mod config;
@@ -144,7 +145,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         })
     };
     match &cli.command {
-        Command::Apply(args) => apply::run(&ctx()?, &args.files).await,
+        Command::Apply(args) => apply::run(&ctx()?, args).await,
         Command::Get(args) => get::run(&ctx()?, args).await,
         Command::Describe(args) => describe::run(&ctx()?, args).await,
         Command::Delete(args) => delete::run(&ctx()?, args).await,

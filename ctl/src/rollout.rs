@@ -131,7 +131,7 @@ fn humantime(d: Duration) -> String {
 
 /// Prints each new progress line (on a terminal: moves a bar of the replicas updated
 /// and available) until the rollout is done.
-async fn wait_rolled_out(api: &Api<Workload>, namespace: &str, name: &str) -> Result<()> {
+pub async fn wait_rolled_out(api: &Api<Workload>, namespace: &str, name: &str) -> Result<()> {
     let mut last = String::new();
     let mut bar = Bar::new(&format!("rolling out workload/{name}"), 0, Unit::Items);
     let mut report = |workload: &Workload| -> Result<bool> {
