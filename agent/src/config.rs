@@ -74,6 +74,8 @@ pub struct Config {
     pub lease_duration: Duration,
     /// How often hardware is detected again.
     pub detect_interval: Duration,
+    /// How often live usage is reported for `hmctl top`.
+    pub usage_interval: Duration,
     /// Instances this node accepts.
     pub max_instances: u32,
     /// MemoryPressure when available memory falls below this percent of total.
@@ -145,6 +147,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(2),
             lease_duration: Duration::from_secs(10),
             detect_interval: Duration::from_secs(60),
+            usage_interval: Duration::from_secs(10),
             max_instances: 110,
             memory_pressure_percent: 5.0,
             disk_pressure_percent: 10.0,
@@ -234,6 +237,10 @@ pub struct Args {
     /// Hardware re-detection period.
     #[arg(long, env = "HM_DETECT_INTERVAL", default_value = "60s")]
     pub detect_interval: String,
+    /// Live usage (cpu, memory of the host and each Instance) report period, for
+    /// `hmctl top`.
+    #[arg(long, env = "HM_USAGE_INTERVAL", default_value = "10s")]
+    pub usage_interval: String,
     /// Most Instances this node runs.
     #[arg(long, env = "HM_MAX_INSTANCES", default_value_t = 110)]
     pub max_instances: u32,
@@ -325,6 +332,7 @@ impl Args {
         config.heartbeat_interval = parse_duration(&self.heartbeat_interval)?;
         config.lease_duration = parse_duration(&self.lease_duration)?;
         config.detect_interval = parse_duration(&self.detect_interval)?;
+        config.usage_interval = parse_duration(&self.usage_interval)?;
         config.max_instances = self.max_instances;
         config.memory_pressure_percent = self.memory_pressure_percent;
         config.disk_pressure_percent = self.disk_pressure_percent;

@@ -14,6 +14,7 @@
 //! - [`heartbeat`]: Lease renewal and condition refresh.
 //! - [`conditions`]: measuring and merging Node conditions.
 //! - [`metrics`]: Prometheus counters and the `--metrics-addr` server.
+//! - [`usage`]: live cpu and memory of the host and its Instances, for `hmctl top`.
 //! - [`probe`]: readiness and liveness probes (TCP in the container's netns, exec).
 //! - [`reconcile`]: runs the Instances bound to this node on containerd (through
 //!   [`hypermesh_containers`]).
@@ -36,6 +37,7 @@ pub mod probe;
 pub mod reconcile;
 pub mod register;
 pub mod sessions;
+pub mod usage;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -127,6 +129,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         shutdown.child_token(),
     ));
     tokio::spawn(sessions::run(
+        config.clone(),
+        channel.clone(),
+        shutdown.child_token(),
+    ));
+    tokio::spawn(usage::run(
         config.clone(),
         channel.clone(),
         shutdown.child_token(),

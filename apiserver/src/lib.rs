@@ -12,6 +12,7 @@
 //! - [`kinds`]: per-kind defaults, immutable fields and deletion hooks.
 //! - [`findings`]: what admission found, recorded as Events.
 //! - [`suspect`]: marks nodes Suspect from those Events (Byzantine reaction).
+//! - [`usage`]: the live usage agents report, for `hmctl top` (kept in memory).
 //! - [`join`]: the cluster CA's certificates: node joins with tokens, renewals, user
 //!   certificates, and their records.
 //! - [`audit`]: the audit log, one JSON line per request, rotated by size.
@@ -53,6 +54,7 @@ pub mod sessions;
 pub mod store;
 pub mod suspect;
 pub mod tls;
+pub mod usage;
 pub mod watch_cache;
 
 pub use server::{ApiServer, Config, ServerError, TlsSettings, serve};

@@ -547,6 +547,12 @@ impl ApiServer {
                 reg!()
             ))
             .add_service(with_limits!(
+                v1::usage_service_server::UsageServiceServer::new(crate::usage::UsageService::new(
+                    reg!(),
+                    reg!()
+                ))
+            ))
+            .add_service(with_limits!(
                 v1::join_service_server::JoinServiceServer::new(crate::join::JoinService {
                     tokens: reg!(),
                     nodes: reg!(),

@@ -17,7 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::admission::node_identity::{SUSPECT_CONDITION, has_suspect_taint, suspect_taint};
-use crate::findings::{EVENT_NAMESPACE, SOURCE};
+use crate::findings::{EVENT_NAMESPACE, SOURCE, record_node_event};
+use hypermesh_runtime::events::EventType;
+
+/// The `source` of the `NodeSuspect` Event (not [`SOURCE`]: this reaction does not
+/// react to its own Events).
+pub const SUSPECT_SOURCE: &str = "hm-apiserver/suspect";
 use crate::store::follow::{Follower, Seen, follow};
 use crate::store::{Store, StoreError};
 
@@ -99,6 +104,7 @@ impl SuspectReaction {
                     return Ok(());
                 }
             }
+            let became_suspect = existing.is_none_or(|i| status.conditions[i].status != "True");
             let now = hypermesh_api::time::now();
             let condition = Condition {
                 r#type: SUSPECT_CONDITION.into(),
@@ -132,7 +138,28 @@ impl SuspectReaction {
                 .update(&key, node.encode_to_vec(), kv.mod_revision)
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    if became_suspect {
+                        let message = format!(
+                            "node marked Suspect after {}: {}; tainted {}:NoSchedule until an admin trusts it (hmctl node trust)",
+                            finding.reason,
+                            finding.message,
+                            suspect_taint().key
+                        );
+                        let uid = node.meta().uid.clone();
+                        record_node_event(
+                            self.store.as_ref(),
+                            node_name,
+                            &uid,
+                            EventType::Warning,
+                            "NodeSuspect",
+                            &message,
+                            SUSPECT_SOURCE,
+                        )
+                        .await;
+                    }
+                    return Ok(());
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound(_)) => return Ok(()),
                 Err(e) => return Err(e),

@@ -8,6 +8,7 @@ use hypermesh_api::{Api, Resource};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::cli::ApplyArgs;
 use crate::error::ServerError;
 use crate::kinds::{Kind, KindVisitor, dispatch};
 use crate::manifests::{Document, load};
@@ -39,9 +40,9 @@ impl Outcome {
     }
 }
 
-/// Runs `hmctl apply`.
-pub async fn run(ctx: &Context, files: &[String]) -> Result<Exit> {
-    let documents = match load(files, ctx.namespace.as_deref()) {
+/// Runs `hmctl apply` (then waits, with `--wait`).
+pub async fn run(ctx: &Context, args: &ApplyArgs) -> Result<Exit> {
+    let documents = match load(&args.files, ctx.namespace.as_deref()) {
         Ok(documents) => documents,
         Err(problems) => {
             for problem in problems {
@@ -52,6 +53,7 @@ pub async fn run(ctx: &Context, files: &[String]) -> Result<Exit> {
     };
     let channel = ctx.connect().await?;
     let mut exit = Exit::Success;
+    let mut applied = Vec::new();
     for doc in documents {
         let name = doc.display_name();
         let visitor = ApplyVisitor {
@@ -59,12 +61,18 @@ pub async fn run(ctx: &Context, files: &[String]) -> Result<Exit> {
             doc: doc.clone(),
         };
         match dispatch(doc.object.kind(), visitor).await?? {
-            Ok(outcome) => print(&format!("{name} {}\n", outcome.as_str()))?,
+            Ok(outcome) => {
+                print(&format!("{name} {}\n", outcome.as_str()))?;
+                applied.push(doc);
+            }
             Err(err) => {
                 eprintln!("{err}");
                 exit = Exit::Failure;
             }
         }
+    }
+    if args.wait && exit == Exit::Success {
+        return crate::apply_wait::wait(&channel, &applied, args.timeout).await;
     }
     Ok(exit)
 }

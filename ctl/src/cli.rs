@@ -128,6 +128,8 @@ pub enum Command {
     /// Images on nodes: `hmctl image import FILE --node NODE`
     #[command(subcommand)]
     Image(crate::image::ImageCommand),
+    /// Live cpu and memory of nodes or instances, as their agents report it
+    Top(crate::top::TopArgs),
 }
 
 /// `hmctl apply`.
@@ -136,6 +138,14 @@ pub struct ApplyArgs {
     /// Manifest file, directory (recursive: *.yaml, *.yml, *.json) or - for stdin; repeatable
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub files: Vec<String>,
+
+    /// Then wait until each Workload is rolled out and each Instance runs
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long --wait waits, e.g. 30s, 2m
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
 }
 
 /// Output formats of `hmctl get`.
@@ -152,7 +162,7 @@ pub enum OutputFormat {
 }
 
 /// `hmctl get`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GetArgs {
     /// Kind: name, plural or short name (see `hmctl api-resources`); KIND/NAME also
     /// works; several kinds separated by commas (wl,inst); `all` for workloads,
@@ -209,6 +219,12 @@ pub struct GetArgs {
     /// Fetch lists in pages of this many objects (0: one request)
     #[arg(long, default_value_t = 500, value_name = "N")]
     pub chunk_size: u32,
+
+    /// With `get events`: only Events about this object, e.g. instance/web-1 or
+    /// node/host-1 (Events about cluster-scoped objects are looked for in every
+    /// namespace unless -n is given)
+    #[arg(long = "for", value_name = "KIND/NAME")]
+    pub for_object: Option<String>,
 }
 
 /// `hmctl describe`.

@@ -29,6 +29,13 @@ pub trait Columns: Resource {
     fn conditions(&self) -> &[Condition] {
         &[]
     }
+    /// Puts a listing in the order `get` prints it (default: as the server sent it,
+    /// by name).
+    fn sort_listing(_objects: &mut [Self])
+    where
+        Self: Sized,
+    {
+    }
 }
 
 /// `value`, or `<none>` when empty.
@@ -444,11 +451,24 @@ pub fn event_last_seen(event: &Event) -> String {
 
 impl Columns for Event {
     fn headers(wide: bool) -> Vec<&'static str> {
-        let mut h = vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"];
+        let mut h = vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"];
         if wide {
-            h.extend(["SOURCE", "COUNT", "FIRST SEEN", "NAME"]);
+            h.extend(["SOURCE", "FIRST SEEN", "NAME"]);
         }
         h
+    }
+
+    /// Oldest first by when each last happened (the newest at the bottom, where a
+    /// following `-w` continues), then by name.
+    fn sort_listing(objects: &mut [Self]) {
+        objects.sort_by_cached_key(|e| {
+            let spec = e.spec.as_ref();
+            let t = spec
+                .and_then(|s| s.last_timestamp.or(s.first_timestamp))
+                .or(e.meta().creation_timestamp)
+                .map_or((i64::MIN, 0), |t| (t.seconds, t.nanos));
+            (t, e.meta().namespace.clone(), e.meta().name.clone())
+        });
     }
 
     fn cells(&self, wide: bool) -> Vec<String> {
@@ -458,6 +478,7 @@ impl Columns for Event {
             or_none(spec.r#type.clone()),
             or_none(spec.reason.clone()),
             object_ref_text(spec.involved_object.as_ref()),
+            spec.count.max(1).to_string(),
             spec.message.replace('\n', " "),
         ];
         if wide {
@@ -465,12 +486,7 @@ impl Columns for Event {
                 .first_timestamp
                 .as_ref()
                 .or(self.meta().creation_timestamp.as_ref());
-            c.extend([
-                or_none(spec.source),
-                spec.count.max(1).to_string(),
-                age(first),
-                self.meta().name.clone(),
-            ]);
+            c.extend([or_none(spec.source), age(first), self.meta().name.clone()]);
         }
         c
     }

@@ -19,6 +19,7 @@ use tonic::Code;
 use crate::cordon::{self, set_unschedulable};
 use crate::error::ServerError;
 use crate::output::print;
+use crate::progress::{Progress, Unit};
 use crate::{Context, Exit};
 
 /// `hmctl drain`.
@@ -82,10 +83,15 @@ pub async fn run(ctx: &Context, args: &DrainArgs) -> Result<Exit> {
         );
     }
 
+    let progress = Progress::new(
+        &format!("draining node/{}", args.node),
+        on_node.len() as u64,
+        Unit::Items,
+    );
     let mut waiting = BTreeSet::new();
     for inst in &on_node {
         let (namespace, name, uid) = evictee(inst);
-        print(&format!("evicting instance {namespace}/{name}\n"))?;
+        progress.suspend(|| print(&format!("evicting instance {namespace}/{name}\n")))?;
         let request = DeleteRequest {
             namespace: namespace.clone(),
             name: name.clone(),
@@ -110,14 +116,18 @@ pub async fn run(ctx: &Context, args: &DrainArgs) -> Result<Exit> {
             .collect();
         let gone: Vec<Evictee> = waiting.difference(&still).cloned().collect();
         for (namespace, name, uid) in gone {
-            print(&format!("evicted instance {namespace}/{name}\n"))?;
+            progress.suspend(|| print(&format!("evicted instance {namespace}/{name}\n")))?;
             waiting.remove(&(namespace, name, uid));
         }
+        progress.update(
+            (on_node.len() - waiting.len()) as u64,
+            format!("{} instance(s) stopping their containers", waiting.len()),
+        );
         if waiting.is_empty() {
             break;
         }
         let now = Instant::now();
-        if now >= next_report && now < deadline {
+        if now >= next_report && now < deadline && !progress.is_bar() {
             let names: Vec<String> = waiting
                 .iter()
                 .map(|(ns, n, _)| format!("{ns}/{n}"))
@@ -130,6 +140,7 @@ pub async fn run(ctx: &Context, args: &DrainArgs) -> Result<Exit> {
             next_report = now + crate::PROGRESS_EVERY;
         }
         if now >= deadline {
+            progress.finish();
             let names: Vec<String> = waiting
                 .iter()
                 .map(|(ns, n, _)| format!("{ns}/{n}"))
@@ -145,6 +156,7 @@ pub async fn run(ctx: &Context, args: &DrainArgs) -> Result<Exit> {
         }
         tokio::time::sleep(polls.next_delay().min(deadline - now)).await;
     }
+    progress.finish();
     print(&format!("node/{} drained\n", args.node))?;
     Ok(Exit::Success)
 }

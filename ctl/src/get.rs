@@ -5,12 +5,12 @@
 
 use anyhow::{Result, bail};
 use hypermesh_api::resource::KindInfo;
-use hypermesh_api::{Api, DynObject};
+use hypermesh_api::{Api, DynObject, Resource, v1};
 use tonic::transport::Channel;
 
 use crate::cli::{GetArgs, OutputFormat};
 use crate::error::ServerError;
-use crate::kinds::{Kind, KindVisitor, dispatch, request_namespace, resolve_many};
+use crate::kinds::{Kind, KindVisitor, dispatch, request_namespace, resolve, resolve_many};
 use crate::listing::{headers, list, row};
 use crate::output::{json_text, name_text, print, yaml_text};
 use crate::table::Table;
@@ -19,6 +19,12 @@ use crate::{Context, Exit};
 /// Runs `hmctl get`.
 pub async fn run(ctx: &Context, args: &GetArgs) -> Result<Exit> {
     let (kinds, names) = kinds_and_names(args)?;
+    let narrowed;
+    let mut args = args;
+    if let Some(target) = &args.for_object {
+        narrowed = narrowed_to(ctx, args, &kinds, target)?;
+        args = &narrowed;
+    }
     if args.all_namespaces && !names.is_empty() {
         bail!("a resource cannot be retrieved by name across all namespaces");
     }
@@ -51,6 +57,49 @@ pub async fn run(ctx: &Context, args: &GetArgs) -> Result<Exit> {
         }
     }
     report(ctx, args, &kinds, &names, found)
+}
+
+/// `args` narrowed by `--for KIND/NAME` to the Events about that object (a field
+/// selector); Events about cluster-scoped objects may be recorded in any namespace.
+fn narrowed_to(
+    ctx: &Context,
+    args: &GetArgs,
+    kinds: &[&KindInfo],
+    target: &str,
+) -> Result<GetArgs> {
+    let [info] = kinds else {
+        bail!("--for: only applies to events (hmctl get events --for KIND/NAME)");
+    };
+    let (selector, cluster_scoped) = for_selector(info, target)?;
+    let mut narrowed = args.clone();
+    narrowed.field_selector = Some(match &args.field_selector {
+        Some(extra) if !extra.is_empty() => format!("{selector},{extra}"),
+        _ => selector,
+    });
+    narrowed.all_namespaces |= cluster_scoped && ctx.namespace.is_none();
+    Ok(narrowed)
+}
+
+/// The field selector `--for KIND/NAME` stands for, and whether KIND is
+/// cluster-scoped; an error unless listing Events.
+fn for_selector(info: &KindInfo, target: &str) -> Result<(String, bool)> {
+    if info.kind != <v1::Event as Resource>::KIND {
+        bail!("--for: only applies to events (hmctl get events --for KIND/NAME)");
+    }
+    let Some((kind, name)) = target
+        .split_once('/')
+        .filter(|(k, n)| !k.is_empty() && !n.is_empty())
+    else {
+        bail!("--for: expected KIND/NAME (e.g. instance/web-1), got {target:?}");
+    };
+    let about = resolve(kind).map_err(|e| anyhow::anyhow!("--for: {e}"))?;
+    Ok((
+        format!(
+            "spec.involvedObject.kind={},spec.involvedObject.name={name}",
+            about.kind
+        ),
+        !about.namespaced,
+    ))
 }
 
 /// The kinds and names a `get` command line asks for: `KIND/NAME [NAME...]` (one
@@ -159,6 +208,7 @@ impl KindVisitor for GetVisitor<'_> {
         let mut errors = Vec::new();
         if self.names.is_empty() {
             objects = list(&api, self.args, &self.namespace, None).await?.0;
+            K::sort_listing(&mut objects);
         } else {
             for name in self.names {
                 match api.get(&self.namespace, name).await {

@@ -2,7 +2,7 @@
 //! apiserver to the node's agent, which imports it into its containerd
 //! (`NodeService.ImportImage`).
 
-use std::io::{IsTerminal, Write};
+use crate::progress::{Progress, Unit};
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
@@ -73,8 +73,7 @@ pub async fn run(ctx: &Context, command: &ImageCommand) -> Result<Exit> {
         })),
     };
     tx.send(start).await.context("upload channel")?;
-    let show_progress = std::io::stderr().is_terminal();
-    let label = file_name.clone();
+    let progress = Progress::new(&format!("uploading {file_name}"), size, Unit::Bytes);
     let reader = tokio::spawn(async move {
         let mut sent = 0u64;
         let mut buf = vec![0u8; CHUNK];
@@ -90,19 +89,9 @@ pub async fn run(ctx: &Context, command: &ImageCommand) -> Result<Exit> {
             if tx.send(chunk).await.is_err() {
                 break;
             }
-            if show_progress {
-                let percent = (sent * 100).checked_div(size).unwrap_or(100);
-                eprint!(
-                    "\ruploading {label}: {:.1} / {:.1} MiB ({percent}%)",
-                    mib(sent),
-                    mib(size)
-                );
-                let _ = std::io::stderr().flush();
-            }
+            progress.update(sent, "");
         }
-        if show_progress {
-            eprintln!();
-        }
+        progress.finish();
         Ok::<u64, std::io::Error>(sent)
     });
     let mut client = NodeServiceClient::new(ctx.connect().await?)

@@ -15,6 +15,8 @@
 //! - [`apply`], [`get`], [`watch`], [`describe`], [`delete`], [`scale`], [`rollout`],
 //!   [`api_resources`], [`version`]: one module per command.
 //! - [`cordon`] (cordon, uncordon), [`drain`]: node maintenance.
+//! - [`progress`]: a bar on a terminal, plain lines otherwise, for long operations.
+//! - [`top`]: live usage of nodes and instances, as the agents report it.
 //! - [`trust`]: `hmctl node trust|revoke|rekey`: a node's Suspect mark, certificates
 //!   and key binding.
 //! - [`access`]: `hmctl token` (join tokens) and `hmctl user` (certificates, roles).
@@ -31,6 +33,7 @@
 pub mod access;
 pub mod api_resources;
 pub mod apply;
+pub mod apply_wait;
 pub mod cli;
 pub mod columns;
 pub mod config;
@@ -49,9 +52,11 @@ pub mod logs;
 pub mod manifests;
 pub mod output;
 pub mod port_forward;
+pub mod progress;
 pub mod rollout;
 pub mod scale;
 pub mod table;
+pub mod top;
 pub mod trust;
 pub mod version;
 pub mod watch;
@@ -145,7 +150,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         );
     }
     match &cli.command {
-        Command::Apply(args) => apply::run(&ctx()?, &args.files).await,
+        Command::Apply(args) => apply::run(&ctx()?, args).await,
         Command::Get(args) => get::run(&ctx()?, args).await,
         Command::Describe(args) => describe::run(&ctx()?, args).await,
         Command::Delete(args) => delete::run(&ctx()?, args).await,
@@ -173,6 +178,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Logs(args) => logs::run(&ctx()?, args).await,
         Command::Exec(args) => exec::run(&ctx()?, args).await,
         Command::Image(command) => image::run(&ctx()?, command).await,
+        Command::Top(args) => top::run(&ctx()?, args).await,
         Command::PortForward(args) => port_forward::run(&ctx()?, args).await,
         Command::Config(ConfigCommand::SetServer { url }) => {
             let path = config::set_server(url, cli.config.as_deref())?;

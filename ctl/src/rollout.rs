@@ -15,6 +15,7 @@ use crate::cli::{
 use crate::error::ServerError;
 use crate::kinds::{display_name, request_namespace, resolve_with_names};
 use crate::output::print;
+use crate::progress::{Progress as Bar, Unit};
 use crate::scale::{modify_workload, require_workload};
 use crate::table::Table;
 use crate::{Context, Exit};
@@ -128,13 +129,31 @@ fn humantime(d: Duration) -> String {
     hypermesh_api::time::format_duration_short(d.as_secs())
 }
 
-/// Prints each new progress line until the rollout is done.
-async fn wait_rolled_out(api: &Api<Workload>, namespace: &str, name: &str) -> Result<()> {
+/// Prints each new progress line (on a terminal: moves a bar of the replicas updated
+/// and available) until the rollout is done.
+pub async fn wait_rolled_out(api: &Api<Workload>, namespace: &str, name: &str) -> Result<()> {
     let mut last = String::new();
+    let mut bar = Bar::new(&format!("rolling out workload/{name}"), 0, Unit::Items);
     let mut report = |workload: &Workload| -> Result<bool> {
         match progress(workload) {
-            Progress::Done => Ok(true),
-            Progress::Failed(why) => bail!("{why}"),
+            Progress::Done => {
+                bar.finish();
+                Ok(true)
+            }
+            Progress::Failed(why) => {
+                bar.finish();
+                bail!("{why}")
+            }
+            Progress::Waiting(line) if bar.is_bar() => {
+                let replicas = workload.spec.as_ref().map_or(0, |s| s.replicas);
+                let status = workload.status.clone().unwrap_or_default();
+                // Each replica counts once updated and once available.
+                bar.set_total(u64::try_from(replicas).unwrap_or(0) * 2);
+                let done = status.updated_replicas.min(replicas)
+                    + status.available_replicas.min(status.updated_replicas);
+                bar.update(u64::try_from(done).unwrap_or(0), line);
+                Ok(false)
+            }
             Progress::Waiting(line) => {
                 if line != last {
                     print(&format!("{line}\n"))?;

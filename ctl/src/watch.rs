@@ -89,7 +89,7 @@ pub async fn run<K: Kind>(
     name: Option<&String>,
 ) -> Result<Exit> {
     let mut printer = WatchPrinter::<K>::new(args);
-    let (objects, mut revision) = list(api, args, namespace, name).await?;
+    let (mut objects, mut revision) = list(api, args, namespace, name).await?;
     if let Some(name) = name
         && objects.is_empty()
     {
@@ -104,6 +104,7 @@ pub async fn run<K: Kind>(
     if objects.is_empty() {
         eprintln!("{}", no_resources_message::<K>(namespace));
     }
+    K::sort_listing(&mut objects);
     printer.initial(&objects)?;
     // The last state printed of each object, to tell deletions after a re-list.
     let mut known: BTreeMap<Key, K> = objects.into_iter().map(|o| (key_of(&o), o)).collect();

@@ -25,10 +25,12 @@ use crate::metrics::Metrics;
 use crate::netns::{Delivery, DeliveryError};
 use crate::transport::{self, DIRECT_RETRY_AFTER, Path, Peers, TransportError};
 
+mod counted;
 mod forward;
 mod source;
 mod target;
 
+pub use counted::Counted;
 pub use forward::{read_datagram, reply_label, splice, splice_tcp, write_datagram};
 
 /// How long the source waits for the far end's reply byte (longer than the far end's
@@ -71,6 +73,8 @@ pub enum Flow {
         send: quinn::SendStream,
         /// From the Instance.
         recv: quinn::RecvStream,
+        /// How the stream reaches the Instance's node.
+        path: Path,
     },
 }
 
@@ -160,6 +164,11 @@ impl Mesh {
         &self.inner.metrics
     }
 
+    /// QUIC connections to other proxies open now.
+    pub fn peer_connections(&self) -> usize {
+        self.inner.peers.all().len()
+    }
+
     /// The relay node this proxy is attached to, if any.
     pub fn own_relay(&self) -> Option<String> {
         self.inner.own_relay.lock().ok().and_then(|r| r.clone())
@@ -176,8 +185,12 @@ impl Mesh {
             let mesh = self.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
+                let started = Instant::now();
                 let connection = match incoming.await {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        mesh.inner.metrics.connected("accept", started.elapsed());
+                        c
+                    }
                     Err(e) => {
                         mesh.inner.metrics.handshake_failures.inc();
                         info!(%remote, error = %e, "refused a QUIC connection");
@@ -251,8 +264,10 @@ impl Mesh {
             .and_then(|p| p.endpoint)
             .filter(|_| !recently_failed)
             .ok_or_else(|| TransportError::NoPath(peer.to_string()))?;
+        let started = Instant::now();
         match transport::dial(&self.inner.endpoint, &self.inner.client, addr, peer).await {
             Ok((connection, _)) => {
+                self.inner.metrics.connected("dial", started.elapsed());
                 self.inner.peers.insert(peer, connection.clone(), true);
                 if let Ok(mut f) = self.inner.direct_failed.lock() {
                     f.remove(peer);
@@ -359,8 +374,10 @@ impl Mesh {
             };
             let mut attached = None;
             for (name, addr) in candidates {
+                let started = Instant::now();
                 match transport::dial(&self.inner.endpoint, &self.inner.client, addr, &name).await {
                     Ok((connection, peer)) if peer != self.inner.node => {
+                        self.inner.metrics.connected("dial", started.elapsed());
                         attached = Some((connection, peer));
                         break;
                     }

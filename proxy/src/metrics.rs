@@ -1,5 +1,7 @@
 //! The proxy's Prometheus metrics and the small HTTP server on `--metrics-addr`
-//! (`/metrics`, `/healthz`, and `/paths`: the path to each peer as text).
+//! (`/metrics`, `/healthz`, and `/paths`: the path to each peer as text): flows,
+//! connections between proxies and their handshake latency, bytes carried over the
+//! mesh by path (direct or relay), and the path and RTT to each peer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -34,8 +37,28 @@ pub struct PathLabels {
     pub via: String,
 }
 
+/// Labels of the mesh bytes counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    /// `sent` to or `received` from another proxy.
+    pub direction: &'static str,
+    /// `direct` or `relay` (through a relay, or relayed by this proxy).
+    pub path: &'static str,
+}
+
+/// Labels of the connection counters and handshake latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SideLabels {
+    /// `dial` (this proxy connected) or `accept` (a peer connected to it).
+    pub side: &'static str,
+}
+
+fn handshake_histogram() -> Histogram {
+    // 100 µs .. ~3.3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
 /// Everything the proxy counts.
-#[derive(Default)]
 pub struct Metrics {
     registry: std::sync::Mutex<Registry>,
     /// Flows by side and result.
@@ -58,6 +81,36 @@ pub struct Metrics {
     pub peer_rtt_seconds: Family<PathLabels, Gauge<f64, AtomicU64>>,
     /// SOCKS requests refused before a flow was opened (malformed or unsupported).
     pub socks_errors: Counter,
+    /// Bytes carried over QUIC streams to and from other proxies, by direction and path.
+    pub mesh_bytes: Family<BytesLabels, Counter>,
+    /// QUIC connections to other proxies established, by side.
+    pub connections: Family<SideLabels, Counter>,
+    /// QUIC connections to other proxies open now (set when scraped).
+    pub peer_connections: Gauge,
+    /// Seconds each successful QUIC handshake took, by side.
+    pub handshake_seconds: Family<SideLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            registry: Default::default(),
+            flows: Default::default(),
+            open_flows: Default::default(),
+            retries: Default::default(),
+            bad_headers: Default::default(),
+            handshake_failures: Default::default(),
+            dial_failures: Default::default(),
+            relay_attached: Default::default(),
+            peer_path: Default::default(),
+            peer_rtt_seconds: Default::default(),
+            socks_errors: Default::default(),
+            mesh_bytes: Default::default(),
+            connections: Default::default(),
+            peer_connections: Default::default(),
+            handshake_seconds: Family::new_with_constructor(handshake_histogram),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,6 +170,31 @@ impl Metrics {
             "SOCKS requests refused as malformed or unsupported",
             m.socks_errors.clone(),
         );
+        r.register(
+            "mesh_bytes",
+            "Bytes carried over streams to and from other proxies, by direction and path",
+            m.mesh_bytes.clone(),
+        );
+        r.register(
+            "connections",
+            "QUIC connections to other proxies established, by side (dial, accept)",
+            m.connections.clone(),
+        );
+        r.register(
+            "peer_connections",
+            "QUIC connections to other proxies open now",
+            m.peer_connections.clone(),
+        );
+        r.register(
+            "handshake_duration_seconds",
+            "Time a successful QUIC handshake with another proxy took, by side",
+            m.handshake_seconds.clone(),
+        );
+        for direction in ["sent", "received"] {
+            for path in ["direct", "relay"] {
+                let _ = m.mesh_bytes.get_or_create(&BytesLabels { direction, path });
+            }
+        }
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         Arc::new(m)
     }
@@ -129,6 +207,26 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+    }
+
+    /// The (received, sent) byte counters of a stream on `path` (`direct`/`relay`).
+    pub fn stream_bytes(&self, path: &'static str) -> (Counter, Counter) {
+        let counter = |direction| {
+            self.mesh_bytes
+                .get_or_create(&BytesLabels { direction, path })
+                .clone()
+        };
+        (counter("received"), counter("sent"))
+    }
+
+    /// Counts one established connection on `side` (`dial`/`accept`) whose handshake
+    /// took `handshake`.
+    pub fn connected(&self, side: &'static str, handshake: std::time::Duration) {
+        let labels = SideLabels { side };
+        self.connections.get_or_create(&labels).inc();
+        self.handshake_seconds
+            .get_or_create(&labels)
+            .observe(handshake.as_secs_f64());
     }
 
     /// The text exposition.
@@ -162,6 +260,14 @@ impl Metrics {
     pub fn write(&self, out: &mut String) {
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         hypermesh_runtime::telemetry::write_registry(out, &registry);
+    }
+}
+
+/// The `path` label of bytes carried on `path`.
+pub fn path_label(path: &Path) -> &'static str {
+    match path {
+        Path::Direct => "direct",
+        Path::Relay(_) => "relay",
     }
 }
 

@@ -9,6 +9,9 @@ use crate::transport::Path;
 pub fn refresh_metrics(mesh: &Mesh) {
     let paths = mesh.paths();
     mesh.metrics()
+        .peer_connections
+        .set(i64::try_from(mesh.peer_connections()).unwrap_or(i64::MAX));
+    mesh.metrics()
         .set_paths(paths.iter().map(|p| (p.peer.as_str(), &p.path, p.rtt)));
 }
 

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::header::{Protocol, Reply};
-use crate::mesh::{Flow, Mesh, read_datagram, splice, write_datagram};
+use crate::mesh::{Counted, Flow, Mesh, read_datagram, splice, write_datagram};
+use crate::metrics::path_label;
+use prometheus_client::metrics::counter::Counter;
 
 /// Destinations one UDP association may talk to.
 pub const MAX_UDP_FLOWS: usize = 256;
@@ -346,7 +348,10 @@ async fn udp_flow(
     back: mpsc::Sender<(Ipv6Addr, u16, Vec<u8>)>,
 ) {
     match mesh.connect(address, port, Protocol::Udp).await {
-        Ok(Flow::Remote { mut send, mut recv }) => {
+        Ok(Flow::Remote { send, recv, path }) => {
+            let (received, sent) = mesh.metrics().stream_bytes(path_label(&path));
+            let mut recv = Counted::new(recv, received, Counter::default());
+            let mut send = Counted::new(send, Counter::default(), sent);
             let reader = tokio::spawn(async move {
                 let mut buf = vec![0u8; 65_535];
                 while let Some(n) = read_datagram(&mut recv, &mut buf).await {
@@ -360,7 +365,7 @@ async fn udp_flow(
                     break;
                 }
             }
-            let _ = send.finish();
+            let _ = send.into_inner().finish();
             reader.abort();
         }
         Ok(Flow::LocalUdp(socket)) => {

@@ -28,7 +28,8 @@ pub enum EventType {
 }
 
 impl EventType {
-    fn as_str(self) -> &'static str {
+    /// `Normal` or `Warning`.
+    pub fn as_str(self) -> &'static str {
         match self {
             EventType::Normal => "Normal",
             EventType::Warning => "Warning",
@@ -190,8 +191,10 @@ impl EventRecorder {
     }
 }
 
-/// `<object>.<hash>`: the same for every occurrence of the same thing.
-fn event_name(
+/// `<object>.<hash>`: the same for every occurrence of the same thing (the name
+/// aggregated Events are stored under; components that write Events without a
+/// recorder, such as the apiserver into its own store, use it too).
+pub fn event_name(
     involved: &ObjectReference,
     kind: EventType,
     reason: &str,

@@ -9,10 +9,12 @@
 //! - [`preemption`]: evicting lower-priority Instances for a higher-priority one.
 //! - [`gang`]: all-or-nothing placement of a Workload's Instances.
 //! - [`report`]: pending reasons as conditions and Events.
+//! - [`metrics`]: Prometheus metrics and the `--metrics-addr` endpoint.
 //! - [`resources`]: resource arithmetic.
 
 pub mod cluster;
 pub mod gang;
+pub mod metrics;
 pub mod plugins;
 pub mod preemption;
 pub mod queue;
@@ -34,6 +36,10 @@ pub async fn run_elected(
     identity: String,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let config = Config {
+        identity: identity.clone(),
+        ..config
+    };
     let leases = hypermesh_api::Api::<hypermesh_api::v1::Lease>::new(channel.clone());
     let events = hypermesh_runtime::events::EventRecorder::new(
         hypermesh_api::Api::new(channel.clone()),

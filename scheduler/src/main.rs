@@ -34,6 +34,10 @@ struct Args {
     /// Bind requests in flight at once.
     #[arg(long, env = "HM_BIND_CONCURRENCY", default_value_t = 128)]
     bind_concurrency: usize,
+
+    /// Serve Prometheus metrics on HOST:PORT (`/metrics`, `/healthz`).
+    #[arg(long, env = "HM_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -75,15 +79,27 @@ async fn main() -> anyhow::Result<()> {
             ProfileArg::Binpack => hypermesh_scheduler::Profile::Binpack,
         },
         bind_concurrency: args.bind_concurrency,
+        identity: args
+            .identity
+            .unwrap_or_else(hypermesh_runtime::leader::default_identity),
         ..Default::default()
     };
     let shutdown = hypermesh_runtime::process::shutdown_on_signals();
+    if let Some(addr) = args.metrics_addr {
+        let bound = hypermesh_scheduler::metrics::serve(
+            addr,
+            &config.metrics,
+            hypermesh_runtime::health::Health::process(),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("binding metrics address {addr}"))?;
+        tracing::info!(addr = %bound, "serving metrics");
+    }
     if args.no_leader_elect {
         hypermesh_scheduler::run(channel, config, shutdown).await;
     } else {
-        let identity = args
-            .identity
-            .unwrap_or_else(hypermesh_runtime::leader::default_identity);
+        let identity = config.identity.clone();
         hypermesh_scheduler::run_elected(channel, config, identity, shutdown).await;
     }
     Ok(())

@@ -10,6 +10,7 @@ use tracing::info;
 use crate::cluster::{ClusterState, InstanceKey};
 use crate::plugins::{self, Request};
 use crate::report::Reporter;
+use hypermesh_runtime::events::EventType;
 
 /// Victims on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +128,7 @@ pub fn evict(plan: Preemption, preemptor: &Instance, reporter: &Reporter, api: A
         };
         reporter.event(
             &victim,
-            "Normal",
+            EventType::Normal,
             "Preempted",
             format!(
                 "preempted by {}/{} (priority {priority}) on node {}",
@@ -139,7 +140,7 @@ pub fn evict(plan: Preemption, preemptor: &Instance, reporter: &Reporter, api: A
     }
     reporter.event(
         preemptor,
-        "Normal",
+        EventType::Normal,
         "Preempting",
         format!(
             "evicting {} lower-priority instance(s) on node {}",

@@ -1,74 +1,64 @@
 //! Tells users why: a pending Instance gets the condition `Scheduled=False` with
-//! the reason in its status and a `FailedScheduling` Event; preemption victims get a
-//! `Preempted` Event. Writes happen in the background and repeat messages are skipped.
+//! the reason in its status and a `FailedScheduling` Event (the count per filter:
+//! `0/3 nodes are available: 2 insufficient cpu, 1 node(s) cordoned.`); a bound one
+//! a `Scheduled` Event; preemption victims a `Preempted` Event. Events go through the
+//! runtime's aggregating [`EventRecorder`] (a repeat is one Event with a growing
+//! count). Writes happen in the background and repeat messages are skipped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use hypermesh_api::v1::{self, Condition, Event, EventSpec, Instance, ObjectMeta, ObjectReference};
+use hypermesh_api::v1::{self, Condition, Instance, ObjectMeta};
 use hypermesh_api::{Api, Resource};
+use hypermesh_runtime::events::{EventRecorder, EventType};
 use tonic::transport::Channel;
 use tracing::debug;
+
+/// The `source` of the scheduler's Events.
+pub const SOURCE: &str = "hm-scheduler";
 
 /// Writes conditions and Events for the scheduler.
 #[derive(Clone)]
 pub struct Reporter {
     instances: Api<Instance>,
-    events: Api<Event>,
+    events: EventRecorder,
     last: Arc<Mutex<HashMap<(String, String), String>>>,
 }
 
-fn event_name(object: &str) -> String {
-    let suffix: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    format!("{object}.{suffix:x}")
-}
-
 impl Reporter {
-    /// A reporter over `channel`.
-    pub fn new(channel: &Channel) -> Self {
+    /// A reporter over `channel`, recording Events as replica `identity`.
+    pub fn new(channel: &Channel, identity: &str) -> Self {
         Reporter {
             instances: Api::new(channel.clone()),
-            events: Api::new(channel.clone()),
+            events: EventRecorder::new(Api::new(channel.clone()), SOURCE, identity),
             last: Arc::default(),
         }
     }
 
-    /// Records an Event about `inst`.
-    pub fn event(&self, inst: &Instance, kind: &str, reason: &str, message: String) {
+    /// Records an Event about `inst` (only its metadata is used).
+    pub fn event(&self, inst: &Instance, kind: EventType, reason: &str, message: String) {
         let events = self.events.clone();
-        let meta = inst.meta().clone();
-        let (kind, reason) = (kind.to_string(), reason.to_string());
-        tokio::spawn(async move {
-            let now = hypermesh_api::time::now();
-            let event = Event {
-                metadata: Some(ObjectMeta {
-                    name: event_name(&meta.name),
-                    namespace: meta.namespace.clone(),
-                    ..Default::default()
-                }),
-                spec: Some(EventSpec {
-                    involved_object: Some(ObjectReference {
-                        kind: "Instance".into(),
-                        namespace: meta.namespace,
-                        name: meta.name,
-                        uid: meta.uid,
-                    }),
-                    reason,
-                    message,
-                    r#type: kind,
-                    source: "hm-scheduler".into(),
-                    count: 1,
-                    first_timestamp: Some(now),
-                    last_timestamp: Some(now),
-                }),
-                status: None,
-            };
-            if let Err(e) = events.create(&event).await {
-                debug!(error = %e.message(), "could not record event");
-            }
-        });
+        let subject = Instance {
+            metadata: Some(ObjectMeta {
+                namespace: inst.meta().namespace.clone(),
+                name: inst.meta().name.clone(),
+                uid: inst.meta().uid.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let reason = reason.to_string();
+        tokio::spawn(async move { events.record(&subject, kind, &reason, message).await });
+    }
+
+    /// Records that `inst` was bound to `node`.
+    pub fn scheduled(&self, inst: &Instance, node: &str) {
+        let meta = inst.meta();
+        let message = format!(
+            "Successfully assigned {}/{} to {node}",
+            meta.namespace, meta.name
+        );
+        self.event(inst, EventType::Normal, "Scheduled", message);
     }
 
     /// Marks `inst` unschedulable with `message` (once per distinct message).
@@ -83,7 +73,12 @@ impl Reporter {
             }
             last.insert(key, message.clone());
         }
-        self.event(inst, "Warning", "FailedScheduling", message.clone());
+        self.event(
+            inst,
+            EventType::Warning,
+            "FailedScheduling",
+            message.clone(),
+        );
         let api = self.instances.clone();
         let mut updated = inst.clone();
         tokio::spawn(async move {

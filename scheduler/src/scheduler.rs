@@ -10,7 +10,9 @@ use std::time::Duration;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 use hypermesh_api::reason::{Reason, reason_of};
-use hypermesh_api::v1::{Asset, BindRequest, Instance, InstancePhase, Namespace, Node, Workload};
+use hypermesh_api::v1::{
+    self, Asset, BindRequest, Instance, InstancePhase, Namespace, Node, Workload,
+};
 use hypermesh_api::{Api, Resource};
 use hypermesh_runtime::watcher::{self, Event};
 use tokio::sync::{Semaphore, mpsc};
@@ -20,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::{BoundInstance, ClusterState, InstanceKey};
 use crate::gang::{self, GangHost};
+use crate::metrics::{AttemptResult, SchedulerMetrics};
 use crate::plugins::{self, GpuPick, Placement, Profile, Request, Unfit};
 use crate::preemption;
 use crate::queue::SchedulingQueue;
@@ -38,6 +41,11 @@ pub struct Config {
     pub min_feasible_nodes: usize,
     /// Percentage of nodes to find feasible before scoring, for big clusters.
     pub feasible_percentage: usize,
+    /// Where attempts, queue depth and Bind latency are counted (shared across
+    /// leadership terms; serve it with [`crate::metrics::serve`]).
+    pub metrics: Arc<SchedulerMetrics>,
+    /// This replica's name on the Events it records (its leader-election identity).
+    pub identity: String,
 }
 
 impl Default for Config {
@@ -47,6 +55,8 @@ impl Default for Config {
             bind_concurrency: 128,
             min_feasible_nodes: 100,
             feasible_percentage: 5,
+            metrics: Arc::default(),
+            identity: "hm-scheduler".to_string(),
         }
     }
 }
@@ -61,6 +71,8 @@ enum Change {
 
 struct BindOutcome {
     key: InstanceKey,
+    /// The Instance's metadata, for the `Scheduled` Event.
+    subject: Instance,
     node: String,
     result: Result<(), tonic::Status>,
 }
@@ -133,6 +145,7 @@ impl Scheduler {
     /// A scheduler talking to the apiserver over `channel`.
     pub fn new(channel: &Channel, config: Config) -> Self {
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
+        let reporter = Reporter::new(channel, &config.identity);
         Scheduler {
             binds: Arc::new(Semaphore::new(config.bind_concurrency.max(1))),
             config,
@@ -140,7 +153,7 @@ impl Scheduler {
             pending: HashMap::new(),
             queue: SchedulingQueue::default(),
             instances: Api::new(channel.clone()),
-            reporter: Reporter::new(channel),
+            reporter,
             outcomes_tx,
             outcomes_rx,
             next_offset: 0,
@@ -168,6 +181,9 @@ impl Scheduler {
             while let Ok(outcome) = self.outcomes_rx.try_recv() {
                 self.settle(outcome);
             }
+            self.config
+                .metrics
+                .set_pending(self.queue.active_len(), self.queue.parked_len());
             if self.queue.active_len() > 0 && self.binds.available_permits() > 0 {
                 if let Some(key) = self.queue.pop() {
                     self.schedule(key);
@@ -372,6 +388,7 @@ impl Scheduler {
         match self.best_node(&req) {
             Ok((node, gpus)) => self.assume_and_bind(&inst, req.resources, node, gpus),
             Err(reasons) => {
+                self.config.metrics.attempt(AttemptResult::Unschedulable);
                 let message = plugins::explain(self.cluster.node_count(), &reasons);
                 let preemptible = reasons.keys().any(|r| r.resolvable_by_preemption());
                 let preemption = (priority_of(&inst) > 0 && preemptible)
@@ -429,14 +446,14 @@ impl Scheduler {
         self.queue.remove(&key);
         let Ok(permit) = self.binds.clone().try_acquire_owned() else {
             // No permit: bind inline later; keep it simple by waiting in a task.
-            return self.spawn_bind(key, node, gpus, None);
+            return self.spawn_bind(inst, node, gpus, None);
         };
-        self.spawn_bind(key, node, gpus, Some(permit));
+        self.spawn_bind(inst, node, gpus, Some(permit));
     }
 
     fn spawn_bind(
         &self,
-        key: InstanceKey,
+        inst: &Instance,
         node: String,
         gpus: GpuPick,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -444,6 +461,17 @@ impl Scheduler {
         let api = self.instances.clone();
         let tx = self.outcomes_tx.clone();
         let binds = self.binds.clone();
+        let metrics = self.config.metrics.clone();
+        let key = key_of(inst);
+        let subject = Instance {
+            metadata: Some(v1::ObjectMeta {
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+                uid: inst.meta().uid.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         tokio::spawn(async move {
             let _permit = match permit {
                 Some(p) => p,
@@ -459,19 +487,34 @@ impl Scheduler {
                 resource_version: 0,
                 assigned_assets: gpus.into_iter().map(|(a, _)| a).collect(),
             };
+            let started = std::time::Instant::now();
             let result = api.bind(request).await.map(|_| ());
-            let _ = tx.send(BindOutcome { key, node, result });
+            metrics.observe_binding(started.elapsed().as_secs_f64());
+            let _ = tx.send(BindOutcome {
+                key,
+                subject,
+                node,
+                result,
+            });
         });
     }
 
     fn settle(&mut self, outcome: BindOutcome) {
-        let BindOutcome { key, node, result } = outcome;
+        let BindOutcome {
+            key,
+            subject,
+            node,
+            result,
+        } = outcome;
         match result {
             Ok(()) => {
+                self.config.metrics.attempt(AttemptResult::Scheduled);
+                self.reporter.scheduled(&subject, &node);
                 self.bound_total += 1;
                 self.pending.remove(&key);
             }
             Err(status) => {
+                self.config.metrics.attempt(AttemptResult::Error);
                 let still_assumed = self
                     .cluster
                     .bound(&key)
@@ -523,6 +566,7 @@ impl GangHost for Scheduler {
     }
 
     fn park(&mut self, inst: &Instance, message: String) {
+        self.config.metrics.attempt(AttemptResult::Unschedulable);
         Scheduler::park(self, inst, message);
     }
 

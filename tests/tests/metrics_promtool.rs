@@ -1,17 +1,27 @@
 //! Every `/metrics` endpoint passes `promtool check metrics` (Prometheus' own linter,
-//! Debian's `prometheus` package): the apiserver's and the agent's, served in the
-//! classic text format to a plain scraper, and in OpenMetrics (ending in `# EOF`) to
-//! one that asks for it, as Prometheus does.
+//! Debian's `prometheus` package): the apiserver's, the agent's, the scheduler's and
+//! the proxy's, served in the classic text format to a plain scraper, and in
+//! OpenMetrics (ending in `# EOF`) to one that asks for it, as Prometheus does. The
+//! values move with what happens: bindings and unschedulable attempts on the
+//! scheduler, accepted connections and their handshake latency on the proxy.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hypermesh_api::v1::Workload;
+use hypermesh_proxy::header::{Protocol, Reply, StreamHeader};
+use hypermesh_runtime::health::Health;
+use hypermesh_scheduler::metrics::SchedulerMetrics;
 use hypermesh_tests::agent::{self, Agent};
+use hypermesh_tests::pki::TestCa;
+use hypermesh_tests::proxy::{InProcessProxy, quic_client, unknown_global};
+use hypermesh_tests::scheduler::{self as sim, SimCluster};
 use hypermesh_tests::{InProcessApiServer, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 const OPENMETRICS: &str =
     "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
@@ -125,4 +135,131 @@ async fn apiserver_and_agent_metrics_pass_promtool() {
     .expect("agent serves /metrics");
     check_endpoint("agent", agent_metrics, "# TYPE ").await;
     agent.stop().await;
+}
+
+/// The value of the sample `series` (name with labels, as printed) in a classic body.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Scrapes `address` until the sample `series` satisfies `ok`; the classic body.
+async fn wait_sample(address: SocketAddr, series: &str, ok: impl Fn(f64) -> bool) -> String {
+    let found = wait_for(Duration::from_secs(30), || async {
+        let (_, body) = scrape(address, None).await.ok()?;
+        sample(&body, series).filter(|v| ok(*v)).map(|_| body)
+    })
+    .await;
+    match found {
+        Ok(body) => body,
+        Err(e) => {
+            let body = scrape(address, None).await.map(|(_, b)| b);
+            panic!("{series}: {e}; last scrape:\n{body:?}")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_metrics_pass_promtool_and_count_attempts() {
+    let cluster = SimCluster::without_scheduler().await;
+    let metrics = Arc::new(SchedulerMetrics::default());
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let address = hypermesh_scheduler::metrics::serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        &metrics,
+        Health::new(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("scheduler metrics bind");
+    cluster.start_scheduler(hypermesh_scheduler::Config {
+        metrics: metrics.clone(),
+        ..Default::default()
+    });
+    cluster
+        .add_node(sim::node("metrics-a", "2", "4Gi").build())
+        .await;
+    cluster.add(sim::instance("fits").cpu("500m").build()).await;
+    cluster
+        .add(sim::instance("too-big").cpu("64").build())
+        .await;
+    cluster.wait_bound("default", "fits").await;
+
+    let scheduled = "hypermesh_scheduler_schedule_attempts_total{result=\"scheduled\"}";
+    wait_sample(address, scheduled, |v| v >= 1.0).await;
+    let unschedulable = "hypermesh_scheduler_schedule_attempts_total{result=\"unschedulable\"}";
+    wait_sample(address, unschedulable, |v| v >= 1.0).await;
+    let parked = "hypermesh_scheduler_pending_instances{queue=\"unschedulable\"}";
+    let body = wait_sample(address, parked, |v| v == 1.0).await;
+    let binds = sample(&body, "hypermesh_scheduler_binding_duration_seconds_count");
+    assert!(binds.is_some_and(|n| n >= 1.0), "one Bind timed:\n{body}");
+    check_endpoint("scheduler", address, "# TYPE hypermesh_scheduler_").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_metrics_pass_promtool_and_count_connections() {
+    let server = InProcessApiServer::start().await.expect("apiserver");
+    let ca = TestCa::new().expect("ca");
+    let nowhere = std::path::Path::new("/nonexistent/containerd.sock");
+    let proxy = InProcessProxy::start(&ca, "metrics-proxy", server.url(), nowhere, |_| {}).await;
+    let address = proxy.metrics.expect("metrics address");
+
+    // A peer connects and asks for an address nobody has.
+    let (client, _state) = quic_client(&ca, "metrics-peer");
+    let connection = client
+        .connect(
+            proxy.quic,
+            &hypermesh_proxy::tls::server_name_for("metrics-proxy"),
+        )
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    let header = StreamHeader {
+        address: unknown_global(),
+        port: 80,
+        protocol: Protocol::Tcp,
+        relayed: false,
+    };
+    send.write_all(&header.encode()).await.expect("write");
+    let mut reply = [0u8; 1];
+    recv.read_exact(&mut reply).await.expect("reply");
+    assert_eq!(Reply::from_byte(reply[0]), Reply::UnknownAddress);
+
+    let accepted = "hypermesh_proxy_connections_total{side=\"accept\"}";
+    let body = wait_sample(address, accepted, |v| v >= 1.0).await;
+    let handshakes = sample(
+        &body,
+        "hypermesh_proxy_handshake_duration_seconds_count{side=\"accept\"}",
+    );
+    assert!(
+        handshakes.is_some_and(|n| n >= 1.0),
+        "handshake timed:\n{body}"
+    );
+    assert_eq!(
+        sample(&body, "hypermesh_proxy_peer_connections"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "hypermesh_proxy_flows_total{side=\"target\",result=\"unknown_address\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    for path in ["direct", "relay"] {
+        let series =
+            format!("hypermesh_proxy_mesh_bytes_total{{direction=\"sent\",path=\"{path}\"}}");
+        assert!(sample(&body, &series).is_some(), "{series} in\n{body}");
+    }
+    check_endpoint("proxy", address, "# TYPE hypermesh_proxy_").await;
+    connection.close(0u32.into(), b"done");
 }

@@ -106,6 +106,17 @@ async fn socks_reaches_an_instance_on_another_node_by_address_and_name() {
         metrics.contains("hypermesh_proxy_peer_path{peer=\"runner\",path=\"direct\",via=\"\"} 1"),
         "path to runner in metrics:\n{metrics}"
     );
+    // The echoed megabyte went out over the direct path and came back on it.
+    for direction in ["sent", "received"] {
+        let series = format!(
+            "hypermesh_proxy_mesh_bytes_total{{direction=\"{direction}\",path=\"direct\"}} "
+        );
+        let bytes: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"));
+        assert!(bytes >= big.len() as u64, "{series}{bytes} < {}", big.len());
+    }
     let paths = edge.http_get("/paths").await;
     assert!(paths.starts_with("runner direct rtt="), "{paths}");
 }

@@ -265,6 +265,19 @@ async fn image_import_through_the_apiserver_then_run() {
         imported.stdout,
         format!("image {TEST_IMAGE} imported on node {}\n", node_env::NODE)
     );
+    // Not a terminal: progress comes as plain lines on stderr, at most one per
+    // quarter of the archive, ending at 100%.
+    let file_name = archive.file_name().expect("name").to_string_lossy();
+    let lines: Vec<&str> = imported.stderr.lines().collect();
+    assert!(
+        (1..=4).contains(&lines.len())
+            && lines
+                .iter()
+                .all(|l| l.starts_with(&format!("uploading {file_name}: ")))
+            && lines.last().is_some_and(|l| l.ends_with(" MiB (100%)")),
+        "{:?}",
+        imported.stderr
+    );
     env.wait_status("after-import", "succeeded", |s| {
         s.phase == InstancePhase::Succeeded as i32
     })

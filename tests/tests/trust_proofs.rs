@@ -281,6 +281,20 @@ async fn a_forged_signature_is_rejected_and_the_node_marked_suspect_until_truste
     assert!(text.contains("ProofForged"), "{text}");
     assert!(text.contains(SUSPECT_TAINT), "{text}");
 
+    // The apiserver recorded the proof rejection and the Suspect mark as Events;
+    // `hmctl get events --for node/n1` lists both (from every namespace).
+    let listed = hypermesh_tests::wait_for(hypermesh_tests::DEFAULT_TIMEOUT, || async {
+        let (ok, text) = c.hmctl(&["get", "events", "--for", "node/n1"]).await;
+        (ok && text.contains("NodeSuspect")).then_some(text)
+    })
+    .await
+    .expect("a NodeSuspect Event about n1");
+    assert!(listed.contains("ProofForged"), "{listed}");
+    assert!(
+        listed.contains("node marked Suspect after ProofForged"),
+        "{listed}"
+    );
+
     // The agent's own writes do not clear the mark.
     let mut node = c.node().await;
     node.status

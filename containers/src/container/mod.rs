@@ -225,6 +225,44 @@ pub fn oom_kills(id: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// What a container's cgroup has used: CPU time since it started and memory now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupUsage {
+    /// CPU time, in nanoseconds (v2 `cpu.stat` `usage_usec`, v1 `cpuacct.usage`).
+    pub cpu_nanos: u64,
+    /// Memory charged now, in bytes (v2 `memory.current`, v1 `memory.usage_in_bytes`).
+    pub memory_bytes: u64,
+}
+
+/// The usage of container `id`'s cgroup (v2, else v1); `None` when it has none (not
+/// running, or the cgroup files are unreadable).
+pub fn cgroup_usage(id: &str) -> Option<CgroupUsage> {
+    let path = cgroup_path(id);
+    let read = |file: String| std::fs::read_to_string(file).ok();
+    let number = |text: String| text.trim().parse::<u64>().ok();
+    // cgroup v2: one hierarchy.
+    if let Some(memory) = read(format!("/sys/fs/cgroup{path}/memory.current")).and_then(number) {
+        let cpu_usec = read(format!("/sys/fs/cgroup{path}/cpu.stat")).and_then(|stat| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
+        })?;
+        return Some(CgroupUsage {
+            cpu_nanos: cpu_usec.saturating_mul(1000),
+            memory_bytes: memory,
+        });
+    }
+    // cgroup v1: one hierarchy per controller.
+    let memory =
+        read(format!("/sys/fs/cgroup/memory{path}/memory.usage_in_bytes")).and_then(number)?;
+    let cpu_nanos = ["cpuacct", "cpu,cpuacct"]
+        .iter()
+        .find_map(|h| read(format!("/sys/fs/cgroup/{h}{path}/cpuacct.usage")).and_then(number))?;
+    Some(CgroupUsage {
+        cpu_nanos,
+        memory_bytes: memory,
+    })
+}
+
 /// Creates the container, its writable snapshot and its (not yet started) task; returns
 /// the task's pid. Anything created is removed again when a later step fails.
 pub async fn create(client: &ContainerdClient, config: &ContainerConfig) -> Result<u32, Error> {

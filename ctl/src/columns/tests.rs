@@ -125,7 +125,26 @@ fn events_name_their_object() {
             "Normal",
             "ScalingUp",
             "workload/web",
+            "1",
             "created web-abc"
         ]
     );
+}
+
+#[test]
+fn events_list_oldest_first_by_when_they_last_happened() {
+    let at = |name: &str, seconds: i64| Event {
+        metadata: meta(name),
+        spec: Some(v1::EventSpec {
+            last_timestamp: Some(pbjson_types::Timestamp { seconds, nanos: 0 }),
+            count: 3,
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let mut events = vec![at("c", 30), at("a", 50), at("b", 10)];
+    Event::sort_listing(&mut events);
+    let names: Vec<&str> = events.iter().map(|e| e.meta().name.as_str()).collect();
+    assert_eq!(names, ["b", "c", "a"]);
+    assert_eq!(events[0].cells(false)[4], "3", "COUNT column");
 }

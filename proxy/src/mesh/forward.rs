@@ -2,12 +2,15 @@
 //! framed on a stream, and the reply labels of the flows metric.
 
 use crate::header::{Reply, codes};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, path_label};
+use prometheus_client::metrics::counter::Counter;
 use quinn::VarInt;
 use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::counted::Counted;
 use super::*;
 
 /// Label of a reply in the flows metric.
@@ -21,15 +24,18 @@ pub fn reply_label(reply: Reply) -> &'static str {
     }
 }
 
-/// Copies both ways between a TCP socket and a QUIC stream until both ends finished.
+/// Copies both ways between a TCP socket and a QUIC stream on `path` (`direct` or
+/// `relay`, for the bytes metric) until both ends finished.
 pub async fn splice_tcp(
     mut stream: TcpStream,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     metrics: &Metrics,
+    path: &'static str,
 ) {
     metrics.open_flows.inc();
-    let mut quic = tokio::io::join(recv, send);
+    let (received, sent) = metrics.stream_bytes(path);
+    let mut quic = Counted::new(tokio::io::join(recv, send), received, sent);
     let result = tokio::io::copy_bidirectional_with_sizes(
         &mut stream,
         &mut quic,
@@ -39,7 +45,7 @@ pub async fn splice_tcp(
     .await;
     if let Err(e) = result {
         debug!(error = %e, "flow ended with an error");
-        let (recv, mut send) = quic.into_inner();
+        let (recv, mut send) = quic.into_inner().into_inner();
         let _ = send.reset(VarInt::from_u32(codes::FLOW_ABORTED));
         drop(recv);
     }
@@ -60,19 +66,27 @@ pub async fn splice(mut client: TcpStream, flow: Flow, metrics: &Metrics) {
             .await;
             metrics.open_flows.dec();
         }
-        Flow::Remote { send, recv } => splice_tcp(client, send, recv, metrics).await,
+        Flow::Remote { send, recv, path } => {
+            splice_tcp(client, send, recv, metrics, path_label(&path)).await
+        }
         // A TCP client never gets a UDP flow (connect is called with the client's
         // protocol).
         Flow::LocalUdp(_) => {}
     }
 }
 
-/// Target side of a UDP flow: datagrams framed as `len(2) ‖ bytes` on the stream.
+/// Target side of a UDP flow: datagrams framed as `len(2) ‖ bytes` on the stream
+/// (counted as bytes on `path`).
 pub(super) async fn pump_udp(
     socket: tokio::net::UdpSocket,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    metrics: &Metrics,
+    path: &'static str,
 ) {
+    let (received, sent) = metrics.stream_bytes(path);
+    let mut recv = Counted::new(recv, received, Counter::default());
+    let mut send = Counted::new(send, Counter::default(), sent);
     let socket = Arc::new(socket);
     let inbound = {
         let socket = socket.clone();
@@ -108,7 +122,7 @@ pub(super) async fn pump_udp(
                 break;
             }
         }
-        let _ = send.finish();
+        let _ = send.into_inner().finish();
     };
     tokio::select! {
         _ = inbound => {}
@@ -117,7 +131,10 @@ pub(super) async fn pump_udp(
 }
 
 /// Writes one UDP datagram onto a flow stream.
-pub async fn write_datagram(send: &mut quinn::SendStream, datagram: &[u8]) -> std::io::Result<()> {
+pub async fn write_datagram(
+    send: &mut (impl tokio::io::AsyncWrite + Unpin),
+    datagram: &[u8],
+) -> std::io::Result<()> {
     let len =
         u16::try_from(datagram.len()).map_err(|_| std::io::Error::other("datagram too large"))?;
     send.write_all(&len.to_be_bytes()).await?;
@@ -126,7 +143,10 @@ pub async fn write_datagram(send: &mut quinn::SendStream, datagram: &[u8]) -> st
 }
 
 /// Reads one UDP datagram from a flow stream into `buf`; `None` at the end.
-pub async fn read_datagram(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Option<usize> {
+pub async fn read_datagram(
+    recv: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut [u8],
+) -> Option<usize> {
     let mut len = [0u8; 2];
     recv.read_exact(&mut len).await.ok()?;
     let len = usize::from(u16::from_be_bytes(len));

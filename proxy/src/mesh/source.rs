@@ -89,7 +89,7 @@ impl Mesh {
             }
             .map_err(|e| delivery_reply(&e));
         }
-        let (send, recv) = self
+        let (send, recv, path) = self
             .open_stream(
                 &endpoint.node,
                 StreamHeader {
@@ -100,16 +100,16 @@ impl Mesh {
                 },
             )
             .await?;
-        Ok(Flow::Remote { send, recv })
+        Ok(Flow::Remote { send, recv, path })
     }
 
     /// Opens a stream to the proxy of `node` (or its relay), sends `header` and waits
-    /// for the reply.
+    /// for the reply; returns the stream and how it reaches `node`.
     pub async fn open_stream(
         &self,
         node: &str,
         header: StreamHeader,
-    ) -> Result<(quinn::SendStream, quinn::RecvStream), Reply> {
+    ) -> Result<(quinn::SendStream, quinn::RecvStream, Path), Reply> {
         let (connection, path) = self.connection_to(node).await.map_err(|e| {
             debug!(%node, error = %e, "no path");
             Reply::Unreachable
@@ -127,7 +127,7 @@ impl Mesh {
                 .await
                 .map_err(|_| Reply::Unreachable)?;
             match Reply::from_byte(reply[0]) {
-                Reply::Connected => Ok((send, recv)),
+                Reply::Connected => Ok((send, recv, path.clone())),
                 other => Err(other),
             }
         };

@@ -7,6 +7,7 @@ use crate::netns::containers_of;
 use quinn::VarInt;
 use tracing::{debug, info};
 
+use super::counted::Counted;
 use super::forward::pump_udp;
 use super::*;
 
@@ -28,6 +29,9 @@ impl Mesh {
                 return;
             }
         };
+        // A stream a relay passed on came over the relay; any other straight from
+        // its source.
+        let path = if header.relayed { "relay" } else { "direct" };
         let index = self.inner.catalog.index();
         let endpoint = match index.target(&header.address) {
             Some(Target::Instance(e)) => e.clone(),
@@ -66,7 +70,7 @@ impl Mesh {
                             return;
                         }
                         self.inner.metrics.flow("target", "connected");
-                        splice_tcp(stream, send, recv, &self.inner.metrics).await;
+                        splice_tcp(stream, send, recv, &self.inner.metrics, path).await;
                     }
                     Err(e) => {
                         debug!(%peer, error = %e, "delivery failed");
@@ -89,7 +93,7 @@ impl Mesh {
                             return;
                         }
                         self.inner.metrics.flow("target", "connected");
-                        pump_udp(socket, send, recv).await;
+                        pump_udp(socket, send, recv, &self.inner.metrics, path).await;
                     }
                     Err(e) => {
                         let reply = delivery_reply(&e);
@@ -146,8 +150,10 @@ impl Mesh {
         }
         self.inner.metrics.flow("relay", "connected");
         debug!(from = %peer, to = %endpoint.node, "relaying a stream");
-        let mut a = tokio::io::join(recv, send);
-        let mut b = tokio::io::join(r2, s2);
+        let (received, sent) = self.inner.metrics.stream_bytes("relay");
+        let mut a = Counted::new(tokio::io::join(recv, send), received, sent);
+        let (received, sent) = self.inner.metrics.stream_bytes("relay");
+        let mut b = Counted::new(tokio::io::join(r2, s2), received, sent);
         let _ =
             tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUFFER, SPLICE_BUFFER)
                 .await;
