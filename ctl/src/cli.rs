@@ -62,6 +62,14 @@ pub enum Command {
         cat web.yaml | hmctl apply -f -"
     )]
     Apply(ApplyArgs),
+    /// Print Kubernetes manifests (Deployment, Pod, Service, Secret, Namespace) as
+    /// HyperMesh manifests, warning on stderr about what cannot be honoured
+    #[command(
+        after_help = "`hmctl apply -f` converts the same way before sending.\n\n\
+        Examples:\n  hmctl convert -f k8s/deployment.yaml\n  \
+        hmctl convert -f k8s/ > hypermesh.yaml"
+    )]
+    Convert(ApplyArgs),
     /// List objects of one kind, or show some by name
     #[command(after_help = "KIND is a kind name, its plural or a short name \
         (workload, workloads, wl); see `hmctl api-resources`.\n\nExamples:\n  \
@@ -130,7 +138,9 @@ pub enum Command {
 /// `hmctl apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// Manifest file, directory (recursive: *.yaml, *.yml, *.json) or - for stdin; repeatable
+    /// Manifest file, directory (recursive: *.yaml, *.yml, *.json) or - for stdin;
+    /// repeatable. HyperMesh manifests, or Kubernetes ones (apps/v1 Deployment, v1 Pod,
+    /// Service, Secret, Namespace), converted
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub files: Vec<String>,
 }
