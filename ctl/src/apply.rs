@@ -51,6 +51,7 @@ pub async fn run(ctx: &Context, args: &ApplyArgs) -> Result<Exit> {
             return Ok(Exit::Failure);
         }
     };
+    print_warnings(&documents);
     let channel = ctx.connect().await?;
     let mut exit = Exit::Success;
     let mut applied = Vec::new();
@@ -75,6 +76,37 @@ pub async fn run(ctx: &Context, args: &ApplyArgs) -> Result<Exit> {
         return crate::apply_wait::wait(&channel, &applied, args.timeout).await;
     }
     Ok(exit)
+}
+
+/// Every conversion warning, on stderr: `Warning: FILE document N (kind/name): path: why`.
+fn print_warnings(documents: &[Document]) {
+    for doc in documents {
+        for warning in &doc.warnings {
+            eprintln!(
+                "Warning: {} ({}): {warning}",
+                doc.origin(),
+                doc.display_name()
+            );
+        }
+    }
+}
+
+/// Runs `hmctl convert`: the manifests (Kubernetes ones converted) as HyperMesh YAML on
+/// stdout, the warnings on stderr. Nothing is sent.
+pub fn convert(files: &[String], namespace: Option<&str>) -> Result<Exit> {
+    let documents = match load(files, namespace) {
+        Ok(documents) => documents,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("error: {problem}");
+            }
+            return Ok(Exit::Failure);
+        }
+    };
+    print_warnings(&documents);
+    let objects: Vec<_> = documents.into_iter().map(|d| d.object).collect();
+    print(&hypermesh_api::manifest::to_yaml(&objects))?;
+    Ok(Exit::Success)
 }
 
 struct ApplyVisitor {

@@ -62,6 +62,14 @@ pub enum Command {
         cat web.yaml | hmctl apply -f -"
     )]
     Apply(ApplyArgs),
+    /// Print Kubernetes manifests (Deployment, Pod, Service, Secret, Namespace) as
+    /// HyperMesh manifests, warning on stderr about what cannot be honoured
+    #[command(
+        after_help = "`hmctl apply -f` converts the same way before sending.\n\n\
+        Examples:\n  hmctl convert -f k8s/deployment.yaml\n  \
+        hmctl convert -f k8s/ > hypermesh.yaml"
+    )]
+    Convert(ConvertArgs),
     /// List objects of one or more kinds, or show some by name
     #[command(after_help = "KIND is a kind name, its plural or a short name \
         (workload, workloads, wl); see `hmctl api-resources`. Several kinds are \
@@ -135,7 +143,9 @@ pub enum Command {
 /// `hmctl apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// Manifest file, directory (recursive: *.yaml, *.yml, *.json) or - for stdin; repeatable
+    /// Manifest file, directory (recursive: *.yaml, *.yml, *.json) or - for stdin;
+    /// repeatable. HyperMesh manifests, or Kubernetes ones (apps/v1 Deployment, v1 Pod,
+    /// Service, Secret, Namespace), converted
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub files: Vec<String>,
 
@@ -146,6 +156,15 @@ pub struct ApplyArgs {
     /// How long --wait waits, e.g. 30s, 2m
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+}
+
+/// `hmctl convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Kubernetes manifest file, directory (recursive: *.yaml, *.yml, *.json) or - for
+    /// stdin; repeatable
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<String>,
 }
 
 /// Output formats of `hmctl get`.

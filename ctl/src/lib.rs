@@ -10,6 +10,8 @@
 //!   and `hmctl config`.
 //! - [`kinds`]: kind names → generic code ([`kinds::Kind`], [`kinds::dispatch`]).
 //! - [`manifests`]: reading `-f` files, directories and stdin.
+//! - [`k8s`]: Kubernetes manifests (Deployment, Pod, Service, Secret, Namespace) as
+//!   HyperMesh objects, with warnings for what cannot be honoured; `hmctl convert`.
 //! - [`duration`]: durations on the command line (`30s`, `2m`).
 //! - [`listing`]: what `get` and `get -w` list and print per object.
 //! - [`apply`], [`get`], [`watch`], [`describe`], [`delete`], [`scale`], [`rollout`],
@@ -46,6 +48,7 @@ pub mod error;
 pub mod exec;
 pub mod get;
 pub mod image;
+pub mod k8s;
 pub mod kinds;
 pub mod listing;
 pub mod logs;
@@ -151,6 +154,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     }
     match &cli.command {
         Command::Apply(args) => apply::run(&ctx()?, args).await,
+        Command::Convert(args) => apply::convert(&args.files, cli.namespace.as_deref()),
         Command::Get(args) => get::run(&ctx()?, args).await,
         Command::Describe(args) => describe::run(&ctx()?, args).await,
         Command::Delete(args) => delete::run(&ctx()?, args).await,

@@ -1,13 +1,14 @@
 //! Reading `-f` arguments: files, directories (recursively, `*.yaml`, `*.yml`,
-//! `*.json`) and stdin (`-`), every document parsed with
-//! [`hypermesh_api::manifest::parse_yaml`] before anything is sent, namespaces filled
-//! in, objects ordered Namespaces first.
+//! `*.json`) and stdin (`-`), every document parsed before anything is sent (HyperMesh
+//! ones with [`hypermesh_api::manifest::from_document`], Kubernetes ones converted by
+//! [`crate::k8s`]), namespaces filled in, objects ordered Namespaces first.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use hypermesh_api::DynObject;
-use hypermesh_api::manifest::parse_yaml;
+use hypermesh_api::manifest::from_document;
+use serde_json::Value;
 
 use crate::kinds::display_name;
 
@@ -26,6 +27,8 @@ pub struct Document {
     pub index: usize,
     /// The object.
     pub object: DynObject,
+    /// What of a Kubernetes manifest this object does not honour (`field.path: why`).
+    pub warnings: Vec<String>,
 }
 
 impl Document {
@@ -140,27 +143,40 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Parses one file. Documents are numbered from 1 as `parse_yaml` numbers them in its
-/// errors (the YAML reader drops empty documents, so they are not counted).
+/// Parses one file. Documents are numbered from 1, empty ones not counted (the YAML
+/// reader drops them), as `hypermesh_api::manifest::parse_yaml` numbers them.
 fn parse_file(
     name: &str,
     text: &str,
     namespace_flag: Option<&str>,
 ) -> Result<Vec<Document>, String> {
-    let objects = parse_yaml(text).map_err(|e| format!("{name}: {e}"))?;
-    objects
-        .into_iter()
-        .zip(1..)
-        .map(|(mut object, index)| {
-            default_namespace(&mut object, namespace_flag)
-                .map_err(|message| format!("{name}: document {index}: {message}"))?;
-            Ok(Document {
-                file: name.to_string(),
-                index,
-                object,
-            })
-        })
-        .collect()
+    let values: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| format!("{name}: malformed YAML: {e}"))?;
+    let mut documents = Vec::new();
+    for (doc, index) in values.into_iter().filter(|v| !v.is_null()).zip(1..) {
+        let problem = |(path, message): (String, String)| {
+            if path.is_empty() {
+                format!("{name}: document {index}: {message}")
+            } else {
+                format!("{name}: document {index}: {path}: {message}")
+            }
+        };
+        let (mut object, warnings) = if crate::k8s::is_kubernetes(&doc) {
+            let converted = crate::k8s::convert(doc).map_err(problem)?;
+            (converted.object, converted.warnings)
+        } else {
+            (from_document(doc).map_err(problem)?, Vec::new())
+        };
+        default_namespace(&mut object, namespace_flag)
+            .map_err(|message| format!("{name}: document {index}: {message}"))?;
+        documents.push(Document {
+            file: name.to_string(),
+            index,
+            object,
+            warnings,
+        });
+    }
+    Ok(documents)
 }
 
 /// Fills in the namespace of a namespaced object (`-n`, else `default`); a manifest

@@ -13,6 +13,7 @@ pub mod containerd;
 pub mod etcd;
 pub mod fixtures;
 pub mod ha;
+pub mod helm;
 pub mod hmctl;
 pub mod hosts;
 pub mod instance;
