@@ -123,6 +123,12 @@ impl ContainerSetup {
             None => (user.uid, user.gid),
         };
         config.mounts = self.volumes.mounts(instance, c, owner).await?;
+        for (name, value) in self.volumes.secret_env(instance, c).await? {
+            match config.env.iter_mut().find(|(n, _)| *n == name) {
+                Some(entry) => entry.1 = value,
+                None => config.env.push((name, value)),
+            }
+        }
         Ok(Launch { config, probes })
     }
 

@@ -187,13 +187,20 @@ async fn join(
     let csr =
         make_csr(&key, &format!("node:{}", config.node_name)).map_err(|e| fail(e.to_string()))?;
     let token_name = token.split('.').next().unwrap_or_default();
-    let signature = identity.sign(&pki::join_message(token_name, &config.node_name, &csr));
+    let kem_public_key = identity.kem().public_key().to_vec();
+    let signature = identity.sign(&pki::join_message(
+        token_name,
+        &config.node_name,
+        &csr,
+        &kem_public_key,
+    ));
     let request = JoinRequest {
         token: token.to_string(),
         node_name: config.node_name.clone(),
         csr_pem: csr,
         falcon_public_key: identity.public_key().to_vec(),
         falcon_signature: signature,
+        kem_public_key,
     };
     let target = Target::tls(config.server.clone(), Arc::new(pinned));
     let mut delay = Duration::from_millis(200);

@@ -126,6 +126,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     tokio::spawn(reconcile::run(
         config.clone(),
         channel.clone(),
+        Arc::new(registrar.identity.kem().clone()),
         shutdown.child_token(),
     ));
     tokio::spawn(sessions::run(

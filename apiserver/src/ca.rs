@@ -131,6 +131,46 @@ pub async fn load_or_create_shared(
     }
 }
 
+/// Re-seals the cluster CA's key in the store (and the local copy in `dir`) with
+/// `key`'s primary key, after a rotation of the key file. False when the store holds
+/// no CA (a plaintext `--insecure-dev` store).
+pub async fn reseal_shared(
+    store: &dyn Store,
+    dir: &Path,
+    key: &EncryptionKey,
+) -> Result<bool, CaError> {
+    loop {
+        let Some(kv) = store.get(CA_STORE_KEY).await? else {
+            return Ok(false);
+        };
+        let record: CaRecord =
+            serde_json::from_slice(&kv.value).map_err(|e| CaError::Malformed(e.to_string()))?;
+        let sealed = unhex(&record.sealed_key)
+            .ok_or_else(|| CaError::Malformed("sealedKey is not hex".into()))?;
+        let ca =
+            ClusterCa::from_sealed(&record.certificate, &sealed, key).map_err(CaError::WrongKey)?;
+        let resealed = ca.sealed_key(key)?;
+        let record = CaRecord {
+            certificate: record.certificate,
+            sealed_key: hex(&resealed),
+        };
+        let value = serde_json::to_vec(&record).map_err(|e| CaError::Malformed(e.to_string()))?;
+        match store.update(CA_STORE_KEY, value, kv.mod_revision).await {
+            Ok(_) => {
+                write_local_copy(dir, &ca, &resealed)?;
+                let key_path = dir.join(CA_KEY_FILE);
+                write_private(&key_path, &resealed).map_err(|source| PkiError::Io {
+                    path: key_path.clone(),
+                    source,
+                })?;
+                return Ok(true);
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// `pki/ca.crt` and `pki/ca.key.sealed` in the data directory, as a redb-only
 /// apiserver always kept them (the key still sealed with the key file).
 fn write_local_copy(dir: &Path, ca: &ClusterCa, sealed: &[u8]) -> Result<(), PkiError> {

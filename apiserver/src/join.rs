@@ -27,6 +27,8 @@ use crate::registry::Registry;
 
 /// Largest FALCON public key accepted (FALCON-1024's is 1,793 bytes).
 const MAX_FALCON_KEY: usize = 4096;
+/// Bytes of an ML-KEM-1024 public key.
+const KEM_PUBLIC_KEY_BYTES: usize = 1568;
 /// Largest FALCON signature accepted (FALCON-1024's are at most 1,462 bytes).
 const MAX_FALCON_SIGNATURE: usize = 4096;
 
@@ -287,7 +289,7 @@ impl JoinService {
 
     /// Refuses a key other than the one bound to `node`, and binds it when the Node
     /// does not exist yet (by creating it).
-    async fn bind_key(&self, node: &str, public_key: &[u8]) -> Result<(), Status> {
+    async fn bind_key(&self, node: &str, public_key: &[u8], kem_key: &[u8]) -> Result<(), Status> {
         let apiserver = Caller::apiserver();
         match self.nodes.read("", node).await {
             Ok(existing) => {
@@ -315,7 +317,7 @@ impl JoinService {
                             node_id: hypermesh_trust::node_id_of(public_key),
                             public_key: public_key.to_vec(),
                             algorithm: hypermesh_trust::ALGORITHM.to_string(),
-                            kem_public_key: Vec::new(),
+                            kem_public_key: kem_key.to_vec(),
                         }),
                         ..Default::default()
                     }),
@@ -325,7 +327,7 @@ impl JoinService {
                     Ok(_) => Ok(()),
                     // Created meanwhile: check the key it was created with.
                     Err(s) if s.code() == Code::AlreadyExists => {
-                        Box::pin(self.bind_key(node, public_key)).await
+                        Box::pin(self.bind_key(node, public_key, kem_key)).await
                     }
                     Err(s) => Err(s),
                 }
@@ -353,8 +355,22 @@ impl JoinService {
                 format!("falcon_signature: at most {MAX_FALCON_SIGNATURE} bytes"),
             ));
         }
+        let kem_len = request.kem_public_key.len();
+        if kem_len != 0 && kem_len != KEM_PUBLIC_KEY_BYTES {
+            return Err(status(
+                Reason::FieldInvalid,
+                format!(
+                    "kem_public_key: {kem_len} bytes is not an ML-KEM-1024 public key ({KEM_PUBLIC_KEY_BYTES} bytes)"
+                ),
+            ));
+        }
         let (token_name, _) = parse_token(&request.token)?;
-        let message = hypermesh_trust::pki::join_message(token_name, &node, &request.csr_pem);
+        let message = hypermesh_trust::pki::join_message(
+            token_name,
+            &node,
+            &request.csr_pem,
+            &request.kem_public_key,
+        );
         if !hypermesh_trust::verify_signature(
             &request.falcon_public_key,
             &message,
@@ -369,7 +385,8 @@ impl JoinService {
         csr_public_key(&request.csr_pem)
             .map_err(|e| status(Reason::FieldInvalid, format!("csr_pem: {e}")))?;
         self.consume(&request.token, &node).await?;
-        self.bind_key(&node, &request.falcon_public_key).await?;
+        self.bind_key(&node, &request.falcon_public_key, &request.kem_public_key)
+            .await?;
         let node_id = hypermesh_trust::node_id_of(&request.falcon_public_key);
         let spec = node_spec(&node, &node_id, pki.node_validity);
         let response = issue_and_record(&self.certificates, &pki, &spec, &request.csr_pem).await?;

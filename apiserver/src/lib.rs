@@ -15,6 +15,7 @@
 //! - [`usage`]: the live usage agents report, for `hmctl top` (kept in memory).
 //! - [`join`]: the cluster CA's certificates: node joins with tokens, renewals, user
 //!   certificates, and their records.
+//! - [`key_rotation`]: `hm-apiserver rotate-encryption-key` (re-seals Secrets and the CA key).
 //! - [`audit`]: the audit log, one JSON line per request, rotated by size.
 //! - [`tls`]: TLS 1.3 with client certificates on the gRPC port, revocation.
 //! - [`object`]: the kind-agnostic view of stored objects (keys, deletion, orphaning).
@@ -22,6 +23,8 @@
 //! - `challenge`: `AssetService.Challenge`.
 //! - [`proof_ledger`]: the persisted proof state per node (challenges, last proof time).
 //! - [`call`]: one request's caller, metrics and audit record (`call!`).
+//! - [`secrets`]: `SecretService`: sealed to the reading node, values withheld from
+//!   everyone else unless revealed (`get secrets/data`).
 //! - `service`: the gRPC services, one generic implementation for every kind.
 //! - [`ca`]: the cluster CA the server holds and its certificate lifetimes.
 //! - [`metrics`]: Prometheus metrics on `/metrics` (and `/healthz`).
@@ -41,12 +44,14 @@ mod challenge;
 pub mod findings;
 pub mod in_process;
 pub mod join;
+pub mod key_rotation;
 pub mod kinds;
 pub mod limits;
 pub mod metrics;
 pub mod object;
 pub mod proof_ledger;
 pub mod registry;
+pub mod secrets;
 pub mod selectors;
 pub mod server;
 pub mod service;

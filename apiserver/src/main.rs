@@ -30,11 +30,31 @@ enum Controllers {
     None,
 }
 
+/// One-off maintenance commands; each uses the same --data-dir, --store and
+/// --encryption-key-file as the server.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Puts a new primary key first in the encryption key file (the old keys kept
+    /// after it still open what they sealed) and re-seals every Secret and the cluster
+    /// CA's key with it. Run it with no apiserver serving the store, then give every
+    /// apiserver the new key file. `--retire-previous` afterwards re-seals everything
+    /// with the primary and drops the older keys.
+    RotateEncryptionKey {
+        /// Re-seal with the current primary key and remove every older key from the file.
+        #[arg(long)]
+        retire_previous: bool,
+    },
+}
+
 /// The HyperMesh API server: stores assets, workloads and every other object, and
 /// serves them over gRPC (with health and reflection, so grpcurl works).
 #[derive(Debug, Parser)]
 #[command(name = "hm-apiserver", version)]
 struct Args {
+    /// What to do instead of serving (none: serve).
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Address for gRPC; port 0 picks a free one (the chosen address is printed).
     #[arg(long, env = "HM_LISTEN", default_value = "127.0.0.1:7443")]
     listen: SocketAddr,
@@ -46,6 +66,7 @@ struct Args {
     /// Directory of the embedded store (created if missing).
     #[arg(
         long,
+        global = true,
         env = "HM_DATA_DIR",
         default_value = "/var/lib/hypermesh/apiserver"
     )]
@@ -54,23 +75,28 @@ struct Args {
     /// The store: `redb` (embedded, a file in --data-dir; one apiserver) or
     /// `etcd://host:2379[,host2:2379…]` (an etcd cluster several apiservers share; they
     /// must all get the same --encryption-key-file, which seals the shared cluster CA).
-    #[arg(long, env = "HM_STORE", default_value = "redb")]
+    #[arg(long, global = true, env = "HM_STORE", default_value = "redb")]
     store: String,
 
     /// CA bundle of etcd's serving certificates; turns on TLS to etcd.
-    #[arg(long, env = "HM_ETCD_CAFILE")]
+    #[arg(long, global = true, env = "HM_ETCD_CAFILE")]
     etcd_cafile: Option<PathBuf>,
 
     /// Client certificate for etcd (with --etcd-keyfile).
-    #[arg(long, env = "HM_ETCD_CERTFILE")]
+    #[arg(long, global = true, env = "HM_ETCD_CERTFILE")]
     etcd_certfile: Option<PathBuf>,
 
     /// Key of the client certificate for etcd.
-    #[arg(long, env = "HM_ETCD_KEYFILE")]
+    #[arg(long, global = true, env = "HM_ETCD_KEYFILE")]
     etcd_keyfile: Option<PathBuf>,
 
     /// Prefix of every key HyperMesh writes in etcd.
-    #[arg(long, env = "HM_ETCD_PREFIX", default_value = "/hypermesh")]
+    #[arg(
+        long,
+        global = true,
+        env = "HM_ETCD_PREFIX",
+        default_value = "/hypermesh"
+    )]
     etcd_prefix: String,
 
     /// Seconds the in-process controllers' leader Lease lasts without renewal: a
@@ -96,10 +122,11 @@ struct Args {
     #[arg(long, env = "HM_INSECURE_DEV")]
     insecure_dev: bool,
 
-    /// Key file that seals the cluster CA's private key at rest (32 bytes, created
-    /// when missing). Default: <data-dir>/encryption.key; keep it on another disk or a
-    /// secret mount for the sealing to protect against a copied data directory.
-    #[arg(long, env = "HM_ENCRYPTION_KEY_FILE")]
+    /// Key file that seals every Secret and the cluster CA's private key at rest
+    /// (32-byte keys, the primary first; created when missing). Default:
+    /// <data-dir>/encryption.key; keep it on another disk or a secret mount for the
+    /// sealing to protect against a copied data directory or store.
+    #[arg(long, global = true, env = "HM_ENCRYPTION_KEY_FILE")]
     encryption_key_file: Option<PathBuf>,
 
     /// Write one JSON line per request (who, what, result) to this file.
@@ -177,6 +204,34 @@ struct Args {
 }
 
 /// The store `--store` and the etcd flags describe.
+/// `hm-apiserver rotate-encryption-key`.
+async fn rotate(args: &Args, retire_previous: bool) -> anyhow::Result<()> {
+    let mut config = hypermesh_apiserver::Config::new(&args.data_dir);
+    config.store = store_backend(args)?;
+    config.encryption_key_file = args.encryption_key_file.clone();
+    let report = hypermesh_apiserver::key_rotation::rotate_encryption_key(&config, retire_previous)
+        .await
+        .context("rotate-encryption-key")?;
+    let path = config.encryption_key_path();
+    println!(
+        "{} Secret(s) re-sealed with the primary key of {}{}; the file holds {} key(s)",
+        report.secrets,
+        path.display(),
+        if report.ca {
+            ", and the cluster CA's key"
+        } else {
+            ""
+        },
+        report.keys
+    );
+    if !retire_previous && report.keys > 1 {
+        println!(
+            "give every apiserver this key file; once they all run with it, drop the old key(s): hm-apiserver rotate-encryption-key --retire-previous"
+        );
+    }
+    Ok(())
+}
+
 fn store_backend(args: &Args) -> anyhow::Result<StoreBackend> {
     if args.store == "redb" {
         return Ok(StoreBackend::Redb(RedbOptions {
@@ -207,6 +262,9 @@ async fn main() -> anyhow::Result<()> {
     hypermesh_runtime::process::init_logging();
     hypermesh_trust::tls::install_default_provider();
     let args = Args::parse();
+    if let Some(Command::RotateEncryptionKey { retire_previous }) = &args.command {
+        return rotate(&args, *retire_previous).await;
+    }
     if args.insecure_dev {
         warn!(
             "--insecure-dev: serving plaintext gRPC without authentication; every caller is an admin"
@@ -242,6 +300,7 @@ async fn main() -> anyhow::Result<()> {
         lag_bytes: args.watch_lag_mib.max(1).saturating_mul(1024 * 1024),
         max_watches: args.max_watches,
     };
+    config.encryption_key_file = args.encryption_key_file.clone();
     config.audit = args
         .audit_log
         .clone()

@@ -74,6 +74,9 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Largest image archive one upload to a node may carry (`--max-image-upload-mib`).
     pub max_image_upload_bytes: u64,
+    /// The key file sealing Secrets and the CA key (`--encryption-key-file`); when
+    /// unset, the TLS settings' file, else `<data-dir>/encryption.key`.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 /// How the server runs TLS.
@@ -112,7 +115,20 @@ impl Config {
             rate_limit_qps: 200.0,
             rate_limit_burst: 400,
             max_image_upload_bytes: registry.max_image_upload_bytes,
+            encryption_key_file: None,
         }
+    }
+
+    /// The key file sealing Secrets (and, with TLS, the CA key).
+    pub fn encryption_key_path(&self) -> PathBuf {
+        self.encryption_key_file
+            .clone()
+            .or_else(|| {
+                self.tls
+                    .as_ref()
+                    .and_then(|t| t.encryption_key_file.clone())
+            })
+            .unwrap_or_else(|| self.data_dir.join("encryption.key"))
     }
 
     /// The same with TLS on (default settings).
@@ -241,14 +257,17 @@ impl ApiServer {
             config.write_queue_bytes,
             WRITE_QUEUE_WAIT,
         ));
+        // Secrets are sealed with the key file before they reach the store.
+        let key = Arc::new(EncryptionKey::load_or_create(
+            &config.encryption_key_path(),
+        )?);
+        let store: Arc<dyn Store> = Arc::new(crate::store::secrets_at_rest::SecretsAtRest::new(
+            store,
+            key.clone(),
+        ));
         let pki = match &config.tls {
             None => None,
-            Some(tls) => {
-                let key_file = tls
-                    .encryption_key_file
-                    .clone()
-                    .unwrap_or_else(|| config.data_dir.join("encryption.key"));
-                let key = EncryptionKey::load_or_create(&key_file)?;
+            Some(_) => {
                 let ca =
                     crate::ca::load_or_create_shared(&*store, &config.data_dir.join("pki"), &key)
                         .await?;
@@ -516,9 +535,10 @@ impl ApiServer {
                 v1::route_service_server::RouteServiceServer,
                 reg!()
             ))
-            .add_service(cached!(
-                v1::secret_service_server::SecretServiceServer,
-                reg!()
+            // Not from the watch cache's pre-encoded bytes: each reader gets its own
+            // copy of a Secret (sealed to a node, or values withheld).
+            .add_service(with_limits!(
+                v1::secret_service_server::SecretServiceServer::new(reg!())
             ))
             .add_service(cached!(
                 v1::lease_service_server::LeaseServiceServer,

@@ -72,7 +72,7 @@ kind_service!(Asset, asset_service_server, AssetService, {
 });
 kind_service!(Workload, workload_service_server, WorkloadService);
 kind_service!(Route, route_service_server, RouteService);
-kind_service!(Secret, secret_service_server, SecretService);
+// SecretService is written out in `crate::secrets`: what a reader gets depends on who asks.
 kind_service!(Lease, lease_service_server, LeaseService);
 kind_service!(Event, event_service_server, EventService);
 kind_service!(Role, role_service_server, RoleService);

@@ -91,6 +91,8 @@ reasons! {
     NodeIdentityInvalid => InvalidArgument,
     /// An Asset carries a proof but its Node has no identity (public key) to check it with.
     NodeIdentityMissing => FailedPrecondition,
+    /// A node read a Secret but has published no ML-KEM-1024 key to seal it to.
+    NodeKemKeyMissing => FailedPrecondition,
     /// An Asset of a node with an identity carries no `spec.proof`.
     ProofMissing => InvalidArgument,
     /// A part of the proof (stake, time, space, timestamp, nonce) is absent or ill-formed.

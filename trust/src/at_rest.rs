@@ -3,8 +3,13 @@
 //! or store (the cluster CA's private key today; Secrets later).
 //!
 //! Sealed blob layout: `HMAR1` magic, 12-byte random nonce, ciphertext with its tag.
-//! The associated data names what the blob is (e.g. `ca.key`), so a blob cannot be
-//! swapped for another one encrypted under the same key.
+//! The associated data names what the blob is (e.g. `ca.key`, a Secret's store key),
+//! so a blob cannot be swapped for another one encrypted under the same key.
+//!
+//! Rotation: the key file holds one or more 32-byte keys back to back. The first is
+//! the primary (everything is sealed with it); the others still open what was sealed
+//! before a rotation ([`EncryptionKey::rotate_file`] puts a new key first,
+//! [`EncryptionKey::retire_previous_file`] drops all but the primary).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,9 +33,9 @@ pub enum AtRestError {
         #[source]
         source: std::io::Error,
     },
-    /// The key file does not hold a 32-byte key.
+    /// The key file does not hold whole 32-byte keys.
     #[error(
-        "encryption key file {path} holds {len} bytes; it must hold exactly {KEY_LEN} (was it truncated or replaced?)"
+        "encryption key file {path} holds {len} bytes; it must hold one or more {KEY_LEN}-byte keys (was it truncated or replaced?)"
     )]
     KeyLength {
         /// The file.
@@ -50,9 +55,9 @@ pub enum AtRestError {
     Crypto(String),
 }
 
-/// A 32-byte AES-256-GCM key loaded from its file.
+/// The AES-256-GCM keys of a key file: the primary first, then previous ones.
 pub struct EncryptionKey {
-    key: LessSafeKey,
+    keys: Vec<LessSafeKey>,
     path: PathBuf,
 }
 
@@ -60,6 +65,7 @@ impl std::fmt::Debug for EncryptionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EncryptionKey")
             .field("path", &self.path)
+            .field("keys", &self.keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -75,9 +81,7 @@ impl EncryptionKey {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = vec![0u8; KEY_LEN];
-                aws_lc_rs::rand::fill(&mut bytes)
-                    .map_err(|_| AtRestError::Crypto("no system randomness".into()))?;
+                let bytes = random_key()?;
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
@@ -89,28 +93,80 @@ impl EncryptionKey {
         Self::from_bytes(&bytes, path)
     }
 
+    /// Puts a new random key first in the key file at `path` (the old ones stay after
+    /// it, so what they sealed still opens) and returns the new ring. Re-seal what the
+    /// old keys sealed, then [`retire_previous_file`](Self::retire_previous_file).
+    pub fn rotate_file(path: &Path) -> Result<Self, AtRestError> {
+        let current = Self::load_or_create(path)?;
+        let old = std::fs::read(path).map_err(|source| AtRestError::KeyFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut bytes = random_key()?;
+        bytes.extend_from_slice(&old);
+        drop(current);
+        write_private(path, &bytes).map_err(|source| AtRestError::KeyFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Keeps only the primary key in the key file at `path`: what the previous keys
+    /// sealed no longer opens. Returns the ring with the primary alone.
+    pub fn retire_previous_file(path: &Path) -> Result<Self, AtRestError> {
+        let ring = Self::load_or_create(path)?;
+        let bytes = std::fs::read(path).map_err(|source| AtRestError::KeyFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if ring.keys.len() > 1 {
+            write_private(path, &bytes[..KEY_LEN]).map_err(|source| AtRestError::KeyFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        Self::from_bytes(&bytes[..KEY_LEN], path)
+    }
+
     fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, AtRestError> {
-        if bytes.len() != KEY_LEN {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(KEY_LEN) {
             return Err(AtRestError::KeyLength {
                 path: path.to_path_buf(),
                 len: bytes.len(),
             });
         }
-        let key = UnboundKey::new(&AES_256_GCM, bytes)
-            .map_err(|_| AtRestError::Crypto("bad key".into()))?;
+        let keys = bytes
+            .chunks(KEY_LEN)
+            .map(|chunk| {
+                UnboundKey::new(&AES_256_GCM, chunk)
+                    .map(LessSafeKey::new)
+                    .map_err(|_| AtRestError::Crypto("bad key".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(EncryptionKey {
-            key: LessSafeKey::new(key),
+            keys,
             path: path.to_path_buf(),
         })
     }
 
-    /// Encrypts `plaintext`, bound to `what` (associated data).
+    /// How many keys the ring holds (the primary and the previous ones).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The key file this ring was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Encrypts `plaintext` with the primary key, bound to `what` (associated data).
     pub fn seal(&self, what: &str, plaintext: &[u8]) -> Result<Vec<u8>, AtRestError> {
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce)
             .map_err(|_| AtRestError::Crypto("no system randomness".into()))?;
         let mut sealed = plaintext.to_vec();
-        self.key
+        self.keys[0]
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(what.as_bytes()),
@@ -124,7 +180,7 @@ impl EncryptionKey {
         Ok(out)
     }
 
-    /// Decrypts a blob [`seal`](Self::seal) made for `what`.
+    /// Decrypts a blob [`seal`](Self::seal) made for `what` under any key of the ring.
     pub fn open(&self, what: &str, blob: &[u8]) -> Result<Vec<u8>, AtRestError> {
         let fail = || AtRestError::Decrypt {
             what: what.to_string(),
@@ -134,14 +190,27 @@ impl EncryptionKey {
             return Err(fail());
         }
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;
-        let mut buffer = sealed.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(what.as_bytes()), &mut buffer)
-            .map_err(|_| fail())?;
-        Ok(plain.to_vec())
+        for key in &self.keys {
+            let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;
+            let mut buffer = sealed.to_vec();
+            if let Ok(plain) = key.open_in_place(nonce, Aad::from(what.as_bytes()), &mut buffer) {
+                return Ok(plain.to_vec());
+            }
+        }
+        Err(fail())
     }
+
+    /// True when `blob` is one [`seal`](Self::seal) made (it starts with the magic).
+    pub fn is_sealed(blob: &[u8]) -> bool {
+        blob.starts_with(MAGIC)
+    }
+}
+
+fn random_key() -> Result<Vec<u8>, AtRestError> {
+    let mut bytes = vec![0u8; KEY_LEN];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| AtRestError::Crypto("no system randomness".into()))?;
+    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` readable by the owner only, atomically (temp file + rename).
@@ -180,6 +249,22 @@ mod tests {
         assert_eq!(again.open("ca.key", &blob).unwrap(), b"secret");
         let other = EncryptionKey::load_or_create(&dir.path().join("other")).unwrap();
         assert!(other.open("ca.key", &blob).is_err());
+        // Rotation: a new primary seals, the old key still opens, retiring drops it.
+        let rotated = EncryptionKey::rotate_file(&path).unwrap();
+        assert_eq!(rotated.key_count(), 2);
+        assert_eq!(rotated.open("ca.key", &blob).unwrap(), b"secret");
+        let fresh = rotated.seal("ca.key", b"new").unwrap();
+        assert!(
+            again.open("ca.key", &fresh).is_err(),
+            "sealed with the new key"
+        );
+        let retired = EncryptionKey::retire_previous_file(&path).unwrap();
+        assert_eq!(retired.key_count(), 1);
+        assert_eq!(retired.open("ca.key", &fresh).unwrap(), b"new");
+        assert!(
+            retired.open("ca.key", &blob).is_err(),
+            "the old key is gone"
+        );
         std::fs::write(&path, b"short").unwrap();
         assert!(matches!(
             EncryptionKey::load_or_create(&path),

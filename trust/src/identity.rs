@@ -1,5 +1,6 @@
-//! A node's FALCON-1024 key pair, its NodeId (hex BLAKE3 of the public key) and the
-//! files that keep it across restarts.
+//! A node's FALCON-1024 key pair, its NodeId (hex BLAKE3 of the public key), its
+//! ML-KEM-1024 key pair for sealed Secrets ([`crate::sealing::NodeKem`]) and the files
+//! that keep them across restarts.
 
 use std::fs;
 use std::io::Write;
@@ -38,6 +39,9 @@ pub enum IdentityError {
         /// How many bytes it holds.
         len: usize,
     },
+    /// The ML-KEM key files could not be loaded or created.
+    #[error(transparent)]
+    Kem(#[from] crate::sealing::SealError),
     /// The public and secret key files do not belong together.
     #[error(
         "{dir}: the public and secret key files are not one key pair; restore them or remove both to create a new identity"
@@ -58,12 +62,13 @@ pub enum IdentityError {
     },
 }
 
-/// A node's FALCON-1024 key pair and NodeId.
+/// A node's FALCON-1024 key pair and NodeId, and its ML-KEM-1024 key pair.
 #[derive(Clone)]
 pub struct NodeIdentity {
     public: falcon1024::PublicKey,
     secret: falcon1024::SecretKey,
     node_id: String,
+    kem: crate::sealing::NodeKem,
 }
 
 impl std::fmt::Debug for NodeIdentity {
@@ -128,21 +133,26 @@ impl NodeIdentity {
     /// A fresh key pair.
     pub fn generate() -> Self {
         let (public, secret) = falcon1024::keypair();
-        Self::from_keys(public, secret)
+        Self::from_keys(public, secret, crate::sealing::NodeKem::generate())
     }
 
-    fn from_keys(public: falcon1024::PublicKey, secret: falcon1024::SecretKey) -> Self {
+    fn from_keys(
+        public: falcon1024::PublicKey,
+        secret: falcon1024::SecretKey,
+        kem: crate::sealing::NodeKem,
+    ) -> Self {
         let node_id = node_id_of(public.as_bytes());
         NodeIdentity {
             public,
             secret,
             node_id,
+            kem,
         }
     }
 
     /// Loads the identity kept in `state_dir`, or creates one there (key files with
     /// mode 0600, the directory created if missing). The same directory always gives
-    /// the same NodeId.
+    /// the same NodeId. The ML-KEM key pair is kept beside it (created when missing).
     pub fn load_or_create(state_dir: &Path) -> Result<Self, IdentityError> {
         let secret_path = state_dir.join(SECRET_KEY_FILE);
         let public_path = state_dir.join(PUBLIC_KEY_FILE);
@@ -150,7 +160,9 @@ impl NodeIdentity {
             (true, true) => Self::load(state_dir, &secret_path, &public_path),
             (false, false) => {
                 fs::create_dir_all(state_dir).map_err(io(state_dir))?;
-                let identity = Self::generate();
+                let (public, secret) = falcon1024::keypair();
+                let kem = crate::sealing::NodeKem::load_or_create(state_dir)?;
+                let identity = Self::from_keys(public, secret, kem);
                 write_private(&public_path, identity.public.as_bytes())?;
                 write_private(&secret_path, identity.secret.as_bytes())?;
                 Ok(identity)
@@ -183,7 +195,8 @@ impl NodeIdentity {
                 len: public_bytes.len(),
             }
         })?;
-        let identity = Self::from_keys(public, secret);
+        let kem = crate::sealing::NodeKem::load_or_create(dir)?;
+        let identity = Self::from_keys(public, secret, kem);
         let probe = b"hypermesh/identity-check";
         if !verify_signature(identity.public_key(), probe, &identity.sign(probe)) {
             return Err(IdentityError::Mismatch {
@@ -203,6 +216,11 @@ impl NodeIdentity {
         self.public.as_bytes()
     }
 
+    /// The node's ML-KEM-1024 key pair, which opens Secrets sealed to it.
+    pub fn kem(&self) -> &crate::sealing::NodeKem {
+        &self.kem
+    }
+
     /// A detached signature of `message`.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         falcon1024::detached_sign(message, &self.secret)
@@ -216,7 +234,7 @@ impl NodeIdentity {
             node_id: self.node_id.clone(),
             public_key: self.public_key().to_vec(),
             algorithm: ALGORITHM.to_string(),
-            kem_public_key: Vec::new(),
+            kem_public_key: self.kem.public_key().to_vec(),
         }
     }
 }

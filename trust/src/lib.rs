@@ -11,6 +11,8 @@
 //! - [`client_config`]: the config file clients read (server, CA, client certificate).
 //! - [`identity`]: [`NodeIdentity`], the node's FALCON-1024 key pair kept in its state
 //!   directory (0600), `NodeId = hex(BLAKE3(public key))`, detached signatures.
+//! - [`sealing`]: [`sealing::NodeKem`], a node's ML-KEM-1024 key pair, and Secrets sealed
+//!   to one node (ML-KEM-1024 + HKDF-SHA256 + AES-256-GCM, bound to node, Secret and version).
 //! - [`proof`]: [`proof::prove_asset`] answers an apiserver challenge with an Asset's `spec.proof`;
 //!   [`proof::ProofVerifier`] checks it (challenge, work, space openings, time, stake, per-node space
 //!   ledger) and says which proof failed, with a stable reason name.
@@ -20,6 +22,7 @@ pub mod client_config;
 pub mod identity;
 pub mod pki;
 pub mod proof;
+pub mod sealing;
 pub mod tls;
 
 pub use identity::{

@@ -117,14 +117,21 @@ pub fn csr_public_key(pem: &str) -> Result<rcgen::PublicKey, PkiError> {
 }
 
 /// What a joining node signs with its FALCON-1024 key:
-/// `hypermesh-join\0<token name>\0<node name>\0<csr_pem>\0`. The apiserver checks
-/// the signature with the key the request carries, which binds that key to the name.
-pub fn join_message(token_name: &str, node_name: &str, csr_pem: &str) -> Vec<u8> {
+/// `hypermesh-join\0<token name>\0<node name>\0<csr_pem>\0<ML-KEM public key>`. The
+/// apiserver checks the signature with the key the request carries, which binds that
+/// key (and the ML-KEM key published with it) to the name.
+pub fn join_message(
+    token_name: &str,
+    node_name: &str,
+    csr_pem: &str,
+    kem_public_key: &[u8],
+) -> Vec<u8> {
     let mut message = b"hypermesh-join\0".to_vec();
     for part in [token_name, node_name, csr_pem] {
         message.extend_from_slice(part.as_bytes());
         message.push(0);
     }
+    message.extend_from_slice(kem_public_key);
     message
 }
 
@@ -514,7 +521,14 @@ mod tests {
 
     #[test]
     fn join_messages_separate_their_parts() {
-        assert_ne!(join_message("ab", "c", "d"), join_message("a", "bc", "d"));
+        assert_ne!(
+            join_message("ab", "c", "d", b""),
+            join_message("a", "bc", "d", b"")
+        );
+        assert_ne!(
+            join_message("a", "b", "c", b""),
+            join_message("a", "b", "c", b"k")
+        );
     }
 
     #[test]

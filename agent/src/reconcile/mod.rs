@@ -56,7 +56,12 @@ use instance::drive;
 pub use ctx::{container_id, log_dir_of};
 
 /// Runs the reconciler until `shutdown`. Containers keep running when the agent stops.
-pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: CancellationToken) {
+pub async fn run(
+    config: Config,
+    channel: tonic::transport::Channel,
+    kem: std::sync::Arc<hypermesh_trust::sealing::NodeKem>,
+    shutdown: CancellationToken,
+) {
     let client = loop {
         match ContainerdClient::connect(&config.containerd_socket).await {
             Ok(c) => break c,
@@ -70,7 +75,7 @@ pub async fn run(config: Config, channel: tonic::transport::Channel, shutdown: C
     let setup = ContainerSetup {
         client: client.clone(),
         volumes: InstanceVolumes::new(
-            Api::new(channel.clone()),
+            crate::volumes::SealedSecrets::new(Api::new(channel.clone()), &config.node_name, kem),
             config.volumes_dir(),
             config.secrets_dir.clone(),
         ),

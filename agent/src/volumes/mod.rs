@@ -12,13 +12,16 @@ use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use hypermesh_api::v1::{self, Instance, Secret, volume::Source};
-use hypermesh_api::{Api, Resource};
+use hypermesh_api::Resource;
+use hypermesh_api::v1::{self, Instance, volume::Source};
 use tokio::sync::Mutex;
 
 use hypermesh_containers::container::BindMount;
 
+mod sealed;
 mod secret_files;
+
+pub use sealed::SealedSecrets;
 
 #[cfg(test)]
 use secret_files::SECRET_FILE_MODE;
@@ -51,6 +54,26 @@ pub enum VolumeError {
     /// A Secret key that cannot be a file name.
     #[error("secret {secret:?}: key {key:?} cannot be used as a file name")]
     SecretKey { secret: String, key: String },
+    /// The apiserver answered without a copy sealed to this node.
+    #[error(
+        "secret {0:?}: the apiserver sent no copy sealed to this node's ML-KEM key; \
+         plaintext is never accepted (is the apiserver older than this agent?)"
+    )]
+    SecretNotSealed(String),
+    /// The sealed copy does not open with this node's key.
+    #[error("secret {name:?}: {source}")]
+    SecretOpen {
+        name: String,
+        #[source]
+        source: hypermesh_trust::sealing::SealError,
+    },
+    /// An env var names a key the Secret does not have, or one that is not UTF-8.
+    #[error("env {env:?}: secret {secret:?} has no key {key:?} holding UTF-8 text")]
+    SecretEnvKey {
+        env: String,
+        secret: String,
+        key: String,
+    },
     /// `--secrets-dir` is not memory-backed.
     #[error(
         "secret volume {volume:?}: {} is not on tmpfs and secrets are never written to disk: \
@@ -98,7 +121,7 @@ impl VolumeError {
 
 /// The volume directories of the Instances on this node.
 pub struct InstanceVolumes {
-    secrets: Api<Secret>,
+    secrets: SealedSecrets,
     empty_dir_root: PathBuf,
     secrets_root: PathBuf,
     /// Serialises secret writes: two containers of one Instance start at once.
@@ -108,7 +131,7 @@ pub struct InstanceVolumes {
 impl InstanceVolumes {
     /// emptyDirs under `empty_dir_root`, secrets (read through `secrets`) under
     /// `secrets_root`; both are created when first needed.
-    pub fn new(secrets: Api<Secret>, empty_dir_root: PathBuf, secrets_root: PathBuf) -> Self {
+    pub fn new(secrets: SealedSecrets, empty_dir_root: PathBuf, secrets_root: PathBuf) -> Self {
         InstanceVolumes {
             secrets,
             empty_dir_root,
@@ -210,6 +233,43 @@ impl InstanceVolumes {
         Ok(dir)
     }
 
+    /// The values of `container`'s env vars that take theirs from a Secret key
+    /// (`valueFrom.secretKeyRef`), opened from the copy sealed to this node.
+    pub async fn secret_env(
+        &self,
+        instance: &Instance,
+        container: &v1::Container,
+    ) -> Result<Vec<(String, String)>, VolumeError> {
+        let mut values = Vec::new();
+        let mut read: std::collections::BTreeMap<
+            String,
+            std::collections::BTreeMap<String, Vec<u8>>,
+        > = Default::default();
+        for env in &container.env {
+            let Some(reference) = env.secret_key_ref.as_ref() else {
+                continue;
+            };
+            if !read.contains_key(&reference.name) {
+                let data = self
+                    .secrets
+                    .read(&instance.meta().namespace, &reference.name)
+                    .await?;
+                read.insert(reference.name.clone(), data);
+            }
+            let value = read
+                .get(&reference.name)
+                .and_then(|data| data.get(&reference.key))
+                .and_then(|bytes| String::from_utf8(bytes.clone()).ok())
+                .ok_or_else(|| VolumeError::SecretEnvKey {
+                    env: env.name.clone(),
+                    secret: reference.name.clone(),
+                    key: reference.key.clone(),
+                })?;
+            values.push((env.name.clone(), value));
+        }
+        Ok(values)
+    }
+
     async fn secret(
         &self,
         instance: &Instance,
@@ -217,23 +277,10 @@ impl InstanceVolumes {
         secret_name: &str,
         owner: (u32, u32),
     ) -> Result<PathBuf, VolumeError> {
-        let secret = match self
+        let data = self
             .secrets
-            .get(&instance.meta().namespace, secret_name)
-            .await
-        {
-            Ok(secret) => secret,
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                return Err(VolumeError::SecretNotFound(secret_name.to_string()));
-            }
-            Err(source) => {
-                return Err(VolumeError::Api {
-                    name: secret_name.to_string(),
-                    source,
-                });
-            }
-        };
-        let data = secret.spec.map(|s| s.data).unwrap_or_default();
+            .read(&instance.meta().namespace, secret_name)
+            .await?;
         if let Some(key) = data.keys().find(|k| !usable_key(k)) {
             return Err(VolumeError::SecretKey {
                 secret: secret_name.to_string(),
@@ -318,6 +365,7 @@ pub async fn remove_dirs(dirs: Vec<PathBuf>) -> Result<(), VolumeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hypermesh_api::Api;
     use hypermesh_api::v1::ObjectMeta;
     use std::collections::BTreeMap;
 
@@ -355,8 +403,9 @@ mod tests {
     /// Volumes over a secrets client that is never called (no secret volumes used).
     fn volumes(root: &Path) -> InstanceVolumes {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let kem = std::sync::Arc::new(hypermesh_trust::sealing::NodeKem::generate());
         InstanceVolumes::new(
-            Api::new(channel),
+            SealedSecrets::new(Api::new(channel), "node", kem),
             root.join("volumes"),
             root.join("secrets"),
         )

@@ -67,7 +67,11 @@ fn node_may(access: &Access<'_>, node: &str) -> bool {
             _ => false,
         },
         Operation::Challenge => plural == "assets", // its own node only: checked by the call
-        Operation::Bind | Operation::Logs | Operation::Exec | Operation::ImportImage => false,
+        Operation::Bind
+        | Operation::Logs
+        | Operation::Exec
+        | Operation::ImportImage
+        | Operation::Reveal => false,
     }
 }
 

@@ -71,13 +71,15 @@ pub enum Operation {
     Tunnel,
     /// `AssetService.Challenge`: a proof challenge for an Asset.
     Challenge,
+    /// Reading a Secret's values (`get secrets/data`), asked with `x-hypermesh-reveal`.
+    Reveal,
 }
 
 impl Operation {
     /// The RBAC verb: `get`, `list`, `watch`, `create`, `update`, `delete`.
     pub fn verb(self) -> &'static str {
         match self {
-            Operation::Get | Operation::Logs => "get",
+            Operation::Get | Operation::Logs | Operation::Reveal => "get",
             Operation::List => "list",
             Operation::Watch | Operation::Tunnel => "watch",
             Operation::Create
@@ -100,6 +102,7 @@ impl Operation {
             Operation::ImportImage => Some("import"),
             Operation::Tunnel => Some("tunnel"),
             Operation::Challenge => Some("challenge"),
+            Operation::Reveal => Some("data"),
             _ => None,
         }
     }

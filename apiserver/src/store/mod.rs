@@ -17,6 +17,7 @@ pub mod conformance;
 pub mod etcd;
 pub mod follow;
 pub mod redb;
+pub mod secrets_at_rest;
 
 use std::fmt;
 
