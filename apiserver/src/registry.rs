@@ -32,6 +32,7 @@ mod list;
 mod watch;
 
 pub use builtin::{ensure_builtin_roles, ensure_system_namespaces};
+pub use continue_token::ContinueTokens;
 
 /// A List page is cut (with a continue token) before its objects exceed this many
 /// bytes, whatever the limit, so a page always fits in one gRPC message.
@@ -77,6 +78,9 @@ pub struct RegistryOptions {
     pub rate_limits: Arc<crate::limits::RateLimits>,
     /// Largest image archive one `NodeService.ImportImage` may upload to a node.
     pub max_image_upload_bytes: u64,
+    /// The keys List continue tokens are signed with (derived from the encryption key
+    /// file, so every apiserver of a cluster accepts the others' tokens).
+    pub continue_tokens: Arc<ContinueTokens>,
 }
 
 impl Default for RegistryOptions {
@@ -95,6 +99,7 @@ impl Default for RegistryOptions {
             watch_caches: None,
             rate_limits: Arc::default(),
             max_image_upload_bytes: DEFAULT_MAX_IMAGE_UPLOAD_BYTES,
+            continue_tokens: Arc::default(),
         }
     }
 }

@@ -284,6 +284,7 @@ impl ApiServer {
             ))
         });
         let options = Arc::new(RegistryOptions {
+            continue_tokens: Arc::new(crate::registry::ContinueTokens::from_encryption_key(&key)),
             watch_caches,
             rate_limits: Arc::new(crate::limits::RateLimits::new(
                 config.rate_limit_qps,

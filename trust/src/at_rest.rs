@@ -15,6 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
 
 /// The magic prefix of a sealed blob.
 const MAGIC: &[u8] = b"HMAR1";
@@ -58,6 +59,8 @@ pub enum AtRestError {
 /// The AES-256-GCM keys of a key file: the primary first, then previous ones.
 pub struct EncryptionKey {
     keys: Vec<LessSafeKey>,
+    /// Per-key roots for [`derive`](Self::derive): HMAC-SHA256 keys made from each key.
+    roots: Vec<hmac::Key>,
     path: PathBuf,
 }
 
@@ -144,8 +147,13 @@ impl EncryptionKey {
                     .map_err(|_| AtRestError::Crypto("bad key".into()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let roots = bytes
+            .chunks(KEY_LEN)
+            .map(|chunk| hmac::Key::new(hmac::HMAC_SHA256, chunk))
+            .collect();
         Ok(EncryptionKey {
             keys,
+            roots,
             path: path.to_path_buf(),
         })
     }
@@ -153,6 +161,21 @@ impl EncryptionKey {
     /// How many keys the ring holds (the primary and the previous ones).
     pub fn key_count(&self) -> usize {
         self.keys.len()
+    }
+
+    /// A 32-byte key for `purpose` from each key of the ring, the primary's first:
+    /// HMAC-SHA256(key, `hypermesh-derive/` + purpose). Every apiserver given the same
+    /// key file derives the same keys; none of them reveals the ring's keys.
+    pub fn derive(&self, purpose: &str) -> Vec<[u8; KEY_LEN]> {
+        self.roots
+            .iter()
+            .map(|root| {
+                let tag = hmac::sign(root, format!("hypermesh-derive/{purpose}").as_bytes());
+                let mut out = [0u8; KEY_LEN];
+                out.copy_from_slice(&tag.as_ref()[..KEY_LEN]);
+                out
+            })
+            .collect()
     }
 
     /// The key file this ring was loaded from.

@@ -1,7 +1,8 @@
 //! Paginated List of one kind: a snapshot at one revision, pages cut by count and
-//! bytes, continue tokens checked against the listed prefix.
+//! bytes, continue tokens authenticated and bound to the listing
+//! ([`super::continue_token`]).
 
-use super::continue_token::{decode_continue, encode_continue};
+use super::continue_token::Listing;
 use crate::admission::{Kind, Operation};
 use crate::caller::Caller;
 use crate::object::{kind_prefix, store_status};
@@ -20,10 +21,17 @@ impl<K: Kind> Registry<K> {
             .await?;
         let selectors = Selectors::parse::<K>(&request.label_selector, &request.field_selector)?;
         let prefix = kind_prefix(Self::info(), &request.namespace);
+        let listing = Listing {
+            prefix: &prefix,
+            label_selector: &request.label_selector,
+            field_selector: &request.field_selector,
+        };
+        let tokens = &self.options.continue_tokens;
+        let encode_continue = |revision: u64, key: &str| tokens.issue(&listing, revision, key);
         let (mut revision, mut start_after) = if request.continue_token.is_empty() {
             (0, None)
         } else {
-            let (rev, key) = decode_continue(&request.continue_token, &prefix)?;
+            let (rev, key) = tokens.check(&request.continue_token, &listing)?;
             (rev, Some(key))
         };
         let limit = match request.limit as usize {
