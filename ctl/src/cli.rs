@@ -244,6 +244,11 @@ pub struct GetArgs {
     /// namespace unless -n is given)
     #[arg(long = "for", value_name = "KIND/NAME")]
     pub for_object: Option<String>,
+
+    /// With `get secrets`: show the values too (without it only keys and sizes are
+    /// shown); needs the `get secrets/data` permission (admins have it)
+    #[arg(long)]
+    pub reveal: bool,
 }
 
 /// `hmctl describe`.

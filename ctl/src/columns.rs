@@ -267,7 +267,8 @@ impl Columns for Secret {
         vec![
             self.meta().name.clone(),
             or_none(spec.r#type),
-            spec.data.len().to_string(),
+            // Values are withheld unless revealed; their sizes still count the keys.
+            spec.data.len().max(spec.data_sizes.len()).to_string(),
             created(self),
         ]
     }

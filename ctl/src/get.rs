@@ -25,6 +25,15 @@ pub async fn run(ctx: &Context, args: &GetArgs) -> Result<Exit> {
         narrowed = narrowed_to(ctx, args, &kinds, target)?;
         args = &narrowed;
     }
+    if args.reveal {
+        let secret = <v1::Secret as Resource>::KIND;
+        if kinds.iter().any(|k| k.kind != secret) {
+            bail!("--reveal: only applies to secrets (hmctl get secrets NAME --reveal)");
+        }
+        if args.watch {
+            bail!("--reveal: not supported with -w; get the Secret again instead");
+        }
+    }
     if args.all_namespaces && !names.is_empty() {
         bail!("a resource cannot be retrieved by name across all namespaces");
     }
@@ -206,7 +215,9 @@ impl KindVisitor for GetVisitor<'_> {
         }
         let mut objects = Vec::new();
         let mut errors = Vec::new();
-        if self.names.is_empty() {
+        if self.args.reveal {
+            (objects, errors) = self.revealed::<K>().await?;
+        } else if self.names.is_empty() {
             objects = list(&api, self.args, &self.namespace, None).await?.0;
             K::sort_listing(&mut objects);
         } else {
@@ -222,6 +233,33 @@ impl KindVisitor for GetVisitor<'_> {
             objects: objects.into_iter().map(Kind::into_dyn).collect(),
             errors,
         }))
+    }
+}
+
+impl GetVisitor<'_> {
+    /// The Secrets asked for, with their values ([`crate::reveal`]); `K` is Secret.
+    async fn revealed<K: Kind>(&self) -> Result<(Vec<K>, Vec<ServerError>)> {
+        let mut secrets = Vec::new();
+        let mut errors = Vec::new();
+        if self.names.is_empty() {
+            let request = crate::listing::list_request(self.args, &self.namespace, None);
+            secrets = crate::reveal::list(self.channel.clone(), request)
+                .await
+                .map_err(|status| anyhow::Error::from(ServerError::from_status(&status)))?;
+        } else {
+            for name in self.names {
+                match crate::reveal::get(self.channel.clone(), &self.namespace, name).await {
+                    Ok(secret) => secrets.push(secret),
+                    Err(status) => errors.push(ServerError::for_object(&status, K::PLURAL, name)),
+                }
+            }
+        }
+        let mut objects: Vec<K> = secrets
+            .into_iter()
+            .filter_map(|s| K::from_dyn(DynObject::Secret(s)))
+            .collect();
+        K::sort_listing(&mut objects);
+        Ok((objects, errors))
     }
 }
 

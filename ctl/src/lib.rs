@@ -56,6 +56,7 @@ pub mod manifests;
 pub mod output;
 pub mod port_forward;
 pub mod progress;
+pub mod reveal;
 pub mod rollout;
 pub mod scale;
 pub mod table;
