@@ -43,6 +43,16 @@ impl Env {
         Env::start_with(|_| {}).await
     }
 
+    /// As [`Env::start`] with TLS: the agent joins with a token and is `node:runner`
+    /// (what reading Secrets needs: the apiserver seals them to that node's key).
+    pub async fn start_tls() -> Env {
+        Env::start_with_server(
+            |c| c.tls = Some(hypermesh_apiserver::TlsSettings::default()),
+            |_| {},
+        )
+        .await
+    }
+
     /// As [`Env::start`], with `tune` adjusting the agent's config before it starts.
     pub async fn start_with(tune: impl FnOnce(&mut hypermesh_agent::Config)) -> Env {
         Env::start_with_server(|_| {}, tune).await
@@ -75,6 +85,13 @@ impl Env {
         config.log_dir = Some(log_dir.path().to_path_buf());
         config.restart_backoff = Duration::from_millis(200);
         config.secrets_dir = secrets_dir.path().to_path_buf();
+        if let Ok(pin) = server.ca_pin() {
+            let token = crate::identities::join_token(&server, 1, Duration::from_secs(600))
+                .await
+                .expect("join token");
+            config.join_token = Some(token);
+            config.ca_cert_hash = Some(pin);
+        }
         tune(&mut config);
         let agent = Agent::start(config);
         let nodes = server.api::<Node>();

@@ -3,7 +3,8 @@
 //! Secret's keys are files (mode 0400) on tmpfs, mounted read-only; a missing Secret or
 //! hostPath is the container's `CreateContainerConfigError` (retried until the Secret
 //! appears) while other Instances run; volume directories go with their Instance, also
-//! when it was deleted while the agent was down.
+//! when it was deleted while the agent was down. Tests with Secrets run with TLS and a
+//! joined agent: the apiserver seals a Secret to the reading node's ML-KEM key.
 
 use hypermesh_tests::agent;
 use hypermesh_tests::containerd;
@@ -188,7 +189,7 @@ async fn host_paths_are_visible_and_read_only_when_asked() {
 
 #[tokio::test]
 async fn secret_keys_are_read_only_files_on_tmpfs() {
-    let env = Env::start().await;
+    let env = Env::start_tls().await;
     create_secret(
         &env,
         "creds",
@@ -249,7 +250,7 @@ async fn secret_keys_are_read_only_files_on_tmpfs() {
 
 #[tokio::test]
 async fn a_missing_secret_waits_as_a_config_error_until_it_appears() {
-    let env = Env::start().await;
+    let env = Env::start_tls().await;
     let c = mounted(
         sh("main", "cat /s/token; echo; sleep 300"),
         "late",
@@ -333,7 +334,7 @@ async fn a_missing_host_path_is_a_config_error_and_other_instances_run() {
 
 #[tokio::test]
 async fn volumes_of_an_instance_deleted_while_the_agent_was_down_are_removed() {
-    let mut env = Env::start().await;
+    let mut env = Env::start_tls().await;
     create_secret(&env, "creds", &[("k", b"v")]).await;
     let c = mounted(
         mounted(sh("main", "sleep 300"), "scratch", "/scratch", false),

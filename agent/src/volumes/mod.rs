@@ -57,7 +57,9 @@ pub enum VolumeError {
     /// The apiserver answered without a copy sealed to this node.
     #[error(
         "secret {0:?}: the apiserver sent no copy sealed to this node's ML-KEM key; \
-         plaintext is never accepted (is the apiserver older than this agent?)"
+         plaintext is never accepted (a plaintext --insecure-dev apiserver cannot tell \
+         nodes apart, so it seals to none: run it with TLS and join the node; or the \
+         apiserver is older than this agent)"
     )]
     SecretNotSealed(String),
     /// The sealed copy does not open with this node's key.
