@@ -25,6 +25,9 @@ pub enum Command {
     /// FALCON-1024 keygen/sign/verify and Asset proof build/verify per second, and
     /// Asset registrations/s with proofs through a real hm-apiserver.
     Trust(crate::trust::TrustArgs),
+    /// Secrets sealed to a node (ML-KEM-1024 + HKDF + AES-256-GCM) and opened, per
+    /// second, 1 KiB and 64 KiB, beside the AES-256-GCM at-rest baseline.
+    Sealing(crate::sealing::SealingArgs),
     /// Apply → RUNNING latency of Instances on a real hm-agent and containerd (1 and a
     /// batch at once), side by side with `ctr run -d`; agent, shim and logger memory.
     #[command(name = "runtime")]

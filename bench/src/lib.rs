@@ -16,6 +16,8 @@
 //! - [`api`]: the `api` benchmark: create, get, list and watch against HyperMesh and etcd.
 //! - [`scheduler`]: the `scheduler` benchmark: bindings/s on simulated nodes.
 //! - [`trust`]: the `trust` benchmark: FALCON-1024, proofs, and registrations with proofs.
+//! - [`sealing`]: the `sealing` benchmark: Secrets sealed to a node (ML-KEM-1024 +
+//!   AES-256-GCM) and opened, beside AES-256-GCM at rest.
 //! - [`containers`]: the `runtime` benchmark: apply → RUNNING on a real agent and
 //!   containerd next to `ctr run -d`, and the agent's and each container's memory.
 //! - [`tls`]: the `tls` benchmark: mTLS and authorization cost, handshakes, issuance.
@@ -35,6 +37,7 @@ pub mod proven;
 pub mod proxy;
 pub mod report;
 pub mod scheduler;
+pub mod sealing;
 pub mod servers;
 pub mod stats;
 pub mod tls;
@@ -49,6 +52,7 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Api(args) => api::run(args).await,
         cli::Command::Scheduler(args) => scheduler::run(args).await,
         cli::Command::Trust(args) => trust::run(args).await,
+        cli::Command::Sealing(args) => sealing::run(args).await,
         cli::Command::Containers(args) => containers::run(args).await,
         cli::Command::Proxy(args) => proxy::run(args).await,
         cli::Command::Tls(args) => tls::run(args).await,

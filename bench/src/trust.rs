@@ -60,7 +60,7 @@ pub struct TrustArgs {
 
 /// Runs `f` `n` times on a blocking thread; returns operations per second and the
 /// mean time per operation.
-async fn per_second<F>(n: u32, f: F) -> Result<(f64, Duration)>
+pub(crate) async fn per_second<F>(n: u32, f: F) -> Result<(f64, Duration)>
 where
     F: FnMut(u32) + Send + 'static,
 {
