@@ -2,7 +2,8 @@
 //! in a user namespace (root inside is an unprivileged host uid), with containerd's
 //! default capability set and seccomp profile (`unshare` and `mount` are refused); a
 //! hostPath volume is bound without the host directory's submounts; a non-root container
-//! reads its Secret's files; and only a container whose securityContext asks for it runs
+//! reads its Secret's files (with TLS and a joined agent, so the Secret is sealed to the
+//! node); and only a container whose securityContext asks for it runs
 //! with the host's users.
 
 use hypermesh_tests::instance;
@@ -137,7 +138,7 @@ async fn a_host_path_is_bound_without_its_submounts() {
 
 #[tokio::test]
 async fn a_non_root_container_reads_its_secret() {
-    let env = Env::start().await;
+    let env = Env::start_tls().await;
     let secret = Secret {
         metadata: Some(v1::ObjectMeta {
             name: "creds".into(),
