@@ -16,6 +16,7 @@ pub mod ha;
 pub mod helm;
 pub mod hmctl;
 pub mod hosts;
+pub mod images;
 pub mod instance;
 pub mod netns;
 pub mod node_env;
