@@ -21,6 +21,8 @@
 #   STRIP     1 (default) strips symbols and debug info; 0 keeps them
 #
 # What each image holds beyond its binary, and why:
+#   apiserver  /bin/busybox (static): the chart's NOTES.txt reads admin.config and
+#          scheduler.config out of the pod with `kubectl exec ... /bin/busybox cat`.
 #   agent  hm-logger (the chart's init container copies it onto the host for
 #          containerd's shims), /bin/busybox (static; that init container's `cp`), and
 #          the host's CA bundle (registry pulls over HTTPS).
@@ -55,6 +57,7 @@ files_of() {
     *) die "unknown component $1 (apiserver, scheduler, agent, proxy, hmctl)" ;;
     esac
     case "$1" in
+    apiserver) echo "/bin/busybox=${BUSYBOX:-/bin/busybox}" ;;
     agent)
         echo "/usr/local/bin/hm-logger=$bin/hm-logger"
         echo "/bin/busybox=${BUSYBOX:-/bin/busybox}"
@@ -97,7 +100,7 @@ printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$base/etc/nsswitch.co
 base_libs=""
 for component in "${components[@]}"; do
     while IFS='=' read -r _ source; do
-        [ -x "$source" ] || die "$source is missing: build it first (make images does)"
+        [ -x "$source" ] || die "$source is missing: build it first (make images does; /bin/busybox: Debian package busybox-static)"
         case "$source" in "$bin"/*) ;; *) continue ;; esac
         for lib in $(libs_of "$source"); do
             case "${lib##*/}" in

@@ -1,8 +1,8 @@
 //! The images `make images` builds run under a real (private) containerd the way the
 //! Helm chart runs them: imported from their OCI archives under the names the chart's
 //! values give, started with the chart's flags, user and mounts. The apiserver image
-//! answers `/healthz` and gRPC health over mTLS with the admin config it wrote, and exits
-//! 0 on SIGTERM; the agent image's init step copies hm-logger with the image's busybox,
+//! answers `/healthz` and gRPC health over mTLS with the admin config it wrote, which
+//! NOTES.txt's `kubectl exec ... /bin/busybox cat` reads, and exits 0 on SIGTERM; the agent image's init step copies hm-logger with the image's busybox,
 //! then its agent joins a running apiserver with a one-use token and registers a Ready
 //! Node. Built from the debug binaries the test suite builds (see tests/src/images.rs).
 
@@ -14,7 +14,7 @@ use std::time::Duration;
 use hypermesh_api::Api;
 use hypermesh_api::v1::{JoinToken, Node};
 use hypermesh_containers::container::{BindMount, ProcessUser, Security};
-use hypermesh_containers::{ContainerConfig, ContainerdClient, container, image};
+use hypermesh_containers::{ContainerConfig, ContainerdClient, container, exec, image};
 use hypermesh_tests::agent::condition;
 use hypermesh_tests::attack::http_get;
 use hypermesh_tests::containerd::{PrivateContainerd, log_sink, unique_id};
@@ -154,6 +154,21 @@ async fn apiserver_image_serves_health_with_the_charts_flags() {
         .expect("gRPC health")
         .into_inner();
     assert_eq!(health.status, ServingStatus::Serving as i32);
+
+    // NOTES.txt step 1: the admin's config read out of the pod with the image's busybox.
+    let cat: Vec<String> = [
+        "/bin/busybox",
+        "cat",
+        "/var/lib/hypermesh/apiserver/admin.config",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let ran = exec::run_captured(&client, &config.id, &cat, TIMEOUT)
+        .await
+        .expect("exec busybox cat");
+    assert_eq!(ran.exit_code, 0, "{}", String::from_utf8_lossy(&ran.output));
+    assert_eq!(ran.output, std::fs::read(&admin).expect("admin.config"));
 
     // Pod deletion: SIGTERM, a clean exit within the grace period.
     assert_eq!(
