@@ -18,6 +18,7 @@ pub mod hmctl;
 pub mod hosts;
 pub mod images;
 pub mod instance;
+pub mod kube_api;
 pub mod netns;
 pub mod node_env;
 pub mod node_lifecycle;
