@@ -97,12 +97,16 @@ chmod 1777 "$base/tmp"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n' >"$base/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\nnogroup:x:65534:\n' >"$base/etc/group"
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$base/etc/nsswitch.conf"
+# (Command substitutions run in subshells: each result is assigned first, so a `die`
+# in them stops the script under `set -e`.)
 base_libs=""
 for component in "${components[@]}"; do
+    files=$(files_of "$component")
     while IFS='=' read -r _ source; do
         [ -x "$source" ] || die "$source is missing: build it first (make images does; /bin/busybox: Debian package busybox-static)"
         case "$source" in "$bin"/*) ;; *) continue ;; esac
-        for lib in $(libs_of "$source"); do
+        libs=$(libs_of "$source")
+        for lib in $libs; do
             case "${lib##*/}" in
             libc.so.* | libm.so.* | libgcc_s.so.* | ld-linux*.so.*)
                 copy_file "$lib" "$base$lib"
@@ -110,7 +114,7 @@ for component in "${components[@]}"; do
                 ;;
             esac
         done
-    done < <(files_of "$component")
+    done <<<"$files"
 done
 
 mkdir -p "$out"
@@ -118,15 +122,17 @@ for component in "${components[@]}"; do
     layer="$work/$component"
     mkdir -p "$layer"
     user=65532:65532
+    files=$(files_of "$component")
     while IFS='=' read -r target source; do
         copy_file "$source" "$layer$target"
         case "$source" in
         "$bin"/*) [ "$strip" = 0 ] || strip "$layer$target" ;;
         esac
-        for lib in $(libs_of "$source"); do
+        libs=$(libs_of "$source")
+        for lib in $libs; do
             [[ " $base_libs " == *" $lib "* ]] || copy_file "$lib" "$layer$lib"
         done
-    done < <(files_of "$component")
+    done <<<"$files"
     case "$component" in
     agent)
         user=0:0
