@@ -4,6 +4,7 @@
 #   make test   build every binary, run every test with cargo-nextest
 #   make bench  release build, then hm-bench against a real hm-apiserver and a real etcd
 #   make fuzz   property tests of the parsers, proof verification and the image importer, FUZZ_CASES (20000) cases each, FUZZ_SECONDS (600) per crate
+#   make images the component images the Helm chart runs, as OCI archives in IMAGES_DIR (target/images); PROFILE=debug packs the debug build
 #   make lint   rustfmt check and clippy with warnings as errors
 #   make dev-reset  delete the `make up` data dir (stop the apiserver first)
 #
@@ -34,7 +35,12 @@ FUZZ_CASES   ?= 20000
 FUZZ_SECONDS ?= 600
 FUZZ_RUN     = PROPTEST_CASES=$(FUZZ_CASES) timeout $(FUZZ_SECONDS) $(CARGO) test
 
-.PHONY: help setup up test bench fuzz lint fmt dev-reset
+# make images: release binaries by default; PROFILE=debug packs the debug build `make
+# test` already made (what tests/tests/images_run.rs runs) instead of a slow release build.
+PROFILE    ?= release
+IMAGES_DIR ?= $(TARGET_DIR)/images
+
+.PHONY: help setup up test bench fuzz images lint fmt dev-reset
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -63,6 +69,11 @@ fuzz:
 	$(FUZZ_RUN) -p hypermesh-trust --test fuzz
 	$(CARGO) test --no-run -p hypermesh-containers --lib
 	$(FUZZ_RUN) -p hypermesh-containers --lib image::fuzz_tests
+
+images: setup
+	$(CARGO) build $(if $(filter debug,$(PROFILE)),,--profile $(PROFILE)) -p hypermesh-apiserver -p hypermesh-scheduler \
+		-p hypermesh-agent -p hypermesh-proxy -p hypermesh-ctl
+	BIN=$(TARGET_DIR)/$(PROFILE) bash scripts/build-images.sh $(IMAGES_DIR)
 
 lint: setup
 	$(CARGO) fmt --all --check

@@ -9,7 +9,8 @@
 # mtime 0, uid/gid 0, fixed modes, no timestamps in the config). One uncompressed layer,
 # so its digest is also its diff_id. The root filesystem holds /bin/busybox, a symlink per
 # applet, /etc/passwd, /etc/group, /tmp and /proc, /sys, /dev mount points.
-# Import it by hand with: ctr -a SOCK -n hypermesh images import OUT.tar
+# The OCI layout itself is written by scripts/oci-archive.sh, which scripts/build-images.sh
+# uses too. Import it by hand with: ctr -a SOCK -n hypermesh images import OUT.tar
 set -euo pipefail
 
 die() { printf 'build-test-image.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -21,12 +22,6 @@ busybox=${BUSYBOX:-/bin/busybox}
 [ -x "$busybox" ] || die "$busybox not found: install busybox-static (scripts/setup.sh)"
 { ldd "$busybox" 2>&1 || true; } | grep -q 'not a dynamic executable' \
     || die "$busybox is not statically linked: install busybox-static"
-
-case "$(uname -m)" in
-x86_64) arch=amd64 ;;
-aarch64) arch=arm64 ;;
-*) arch=$(uname -m) ;;
-esac
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -45,38 +40,9 @@ printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 chmod 0644 "$root/etc/passwd" "$root/etc/group"
 
-layout="$work/layout"
-mkdir -p "$layout/blobs/sha256"
-
-# put FILE MEDIA_TYPE -> stores FILE as a blob, prints `digest size`.
-put() {
-    local digest size
-    digest=$(sha256sum "$1" | cut -d' ' -f1)
-    size=$(stat -c %s "$1")
-    mv "$1" "$layout/blobs/sha256/$digest"
-    echo "sha256:$digest $size"
-}
-
-tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=gnu \
-    -C "$root" -cf "$work/layer.tar" .
-read -r layer_digest layer_size < <(put "$work/layer.tar")
-
-printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["%s"]}}' \
-    "$arch" "$layer_digest" >"$work/config.json"
-read -r config_digest config_size < <(put "$work/config.json")
-
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%s}]}' \
-    "$config_digest" "$config_size" "$layer_digest" "$layer_size" >"$work/manifest.json"
-read -r manifest_digest manifest_size < <(put "$work/manifest.json")
-
-tag=${name##*:}
-[ "$tag" != "$name" ] || tag=latest
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"platform":{"architecture":"%s","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
-    "$manifest_digest" "$manifest_size" "$arch" "$name" "$tag" >"$layout/index.json"
-printf '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
-
-mkdir -p "$(dirname "$out")"
-tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=gnu \
-    -C "$layout" -cf "$out.tmp" oci-layout index.json blobs
-mv "$out.tmp" "$out"
-echo "$out: $name manifest $manifest_digest"
+case "${name##*/}" in
+*:?*) ;;
+*) name=$name:latest ;;
+esac
+bash "$(dirname "$0")/oci-archive.sh" "$out" "$name" \
+    '{"Env":["PATH=/bin"],"Cmd":["/bin/sh"],"WorkingDir":"/"}' "$root"

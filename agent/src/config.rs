@@ -110,6 +110,11 @@ pub struct Config {
     pub join_token: Option<String>,
     /// `sha256:<hex>` of the cluster CA's public key, pinned on first contact.
     pub ca_cert_hash: Option<String>,
+    /// The Kubernetes API to read this node's Kubernetes Node from (labels and taints
+    /// mirrored, see `kube_node`); `None`: not in a pod, or `--kubernetes-node=off`.
+    pub kubernetes: Option<crate::kube_node::KubernetesApi>,
+    /// How often the Kubernetes Node is read again.
+    pub kubernetes_sync_interval: Duration,
 }
 
 /// Storage offered per device when `--storage-commit` is not given.
@@ -164,6 +169,8 @@ impl Config {
             pull: Default::default(),
             join_token: None,
             ca_cert_hash: None,
+            kubernetes: None,
+            kubernetes_sync_interval: Duration::from_secs(30),
         }
     }
 
@@ -302,6 +309,14 @@ pub struct Args {
     /// prints it): the agent talks only to a server whose CA matches.
     #[arg(long, env = "HM_CA_CERT_HASH", value_name = "sha256:HEX")]
     pub ca_cert_hash: Option<String>,
+    /// In a Kubernetes pod with a service-account token (the Helm chart's DaemonSet),
+    /// mirror the labels and taints of the Kubernetes Node named --node-name onto this
+    /// Node: auto (when in a pod) or off.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+    pub kubernetes_node: String,
+    /// How often the Kubernetes Node is read again (e.g. 30s).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub kubernetes_sync_interval: String,
 }
 
 impl Args {
@@ -370,6 +385,10 @@ impl Args {
         };
         config.join_token = self.join_token.filter(|t| !t.is_empty());
         config.ca_cert_hash = self.ca_cert_hash.filter(|h| !h.is_empty());
+        config.kubernetes_sync_interval = parse_duration(&self.kubernetes_sync_interval)?;
+        if self.kubernetes_node == "auto" {
+            config.kubernetes = crate::kube_node::KubernetesApi::in_cluster();
+        }
         Ok(config)
     }
 }

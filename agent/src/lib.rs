@@ -11,6 +11,8 @@
 //! - [`detect`]: CPU, memory, storage, network, GPU (NVML) and container capacity,
 //!   read from sysinfo, `/proc` and `/sys`; turns them into device assets.
 //! - [`register`]: Node and Asset create/update/delete, asset names and addresses.
+//! - [`kube_node`]: in a Kubernetes pod, the Kubernetes Node's labels and taints
+//!   mirrored onto this Node.
 //! - [`heartbeat`]: Lease renewal and condition refresh.
 //! - [`conditions`]: measuring and merging Node conditions.
 //! - [`metrics`]: Prometheus counters and the `--metrics-addr` server.
@@ -31,6 +33,7 @@ pub mod credentials;
 pub mod detect;
 pub mod heartbeat;
 mod images;
+pub mod kube_node;
 pub mod logs;
 pub mod metrics;
 pub mod probe;
@@ -139,6 +142,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         channel.clone(),
         shutdown.child_token(),
     ));
+    if let Some(api) = config.kubernetes.clone() {
+        tokio::spawn(kube_node::run(
+            api,
+            Api::new(channel.clone()),
+            config.node_name.clone(),
+            config.labels.clone(),
+            config.kubernetes_sync_interval,
+            shutdown.child_token(),
+        ));
+    }
     let mut lease = heartbeat::LeaseRenewer::new(Api::new(channel), &config);
 
     let mut inventory = detect_now(&config).await?;
