@@ -13,6 +13,7 @@
 //! - [`findings`]: what admission found, recorded as Events.
 //! - [`suspect`]: marks nodes Suspect from those Events (Byzantine reaction).
 //! - [`usage`]: the live usage agents report, for `hmctl top` (kept in memory).
+//! - [`version`]: `VersionService`, the server version for `hmctl version`.
 //! - [`join`]: the cluster CA's certificates: node joins with tokens, renewals, user
 //!   certificates, and their records.
 //! - [`key_rotation`]: `hm-apiserver rotate-encryption-key` (re-seals Secrets and the CA key).
@@ -60,6 +61,7 @@ pub mod store;
 pub mod suspect;
 pub mod tls;
 pub mod usage;
+pub mod version;
 pub mod watch_cache;
 
 pub use server::{ApiServer, Config, ServerError, TlsSettings, serve};
