@@ -100,12 +100,9 @@ pub(super) async fn drive(ctx: &Arc<Ctx>, instance: &Instance) {
                     ready = false;
                     continue;
                 }
-                ImageState::NotFound => (
+                ImageState::NotFound(imported) => (
                     IMAGE_NOT_FOUND,
-                    format!(
-                        "image {} is not in containerd and no archive in the image directory provides it",
-                        c.image
-                    ),
+                    crate::images::not_found_message(&c.image, &imported),
                 ),
                 ImageState::BackOff(error) => (
                     "ImagePullBackOff",
