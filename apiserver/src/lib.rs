@@ -29,6 +29,7 @@
 //! - `service`: the gRPC services, one generic implementation for every kind.
 //! - [`ca`]: the cluster CA the server holds and its certificate lifetimes.
 //! - [`metrics`]: Prometheus metrics on `/metrics` (and `/healthz`).
+//! - [`controller_identity`]: the controllers' election identity, kept in the data dir.
 //! - [`in_process`]: the controllers run beside the server (garbage collection and
 //!   namespace deletion always, the leader-elected ones unless `--controllers none`).
 //! - [`watch_cache`]: one store watch per kind, fanned out from memory to every
@@ -42,6 +43,7 @@ pub mod ca;
 pub mod call;
 pub mod caller;
 mod challenge;
+pub mod controller_identity;
 pub mod findings;
 pub mod in_process;
 pub mod join;
