@@ -1,7 +1,9 @@
 //! Which images the node has: OCI archives from `--image-dir` imported into containerd
 //! (again when they change), and images whose reference names a registry pulled — one
-//! pull per image at a time, with back-off per image after a failure. The Instance
-//! reconciler asks [`Images::check`] before it starts a container.
+//! pull per image at a time, with back-off per image after a failure. Local names
+//! ([`is_local`]: the `hypermesh.local` registry, or a repository imported from an
+//! archive) are never pulled, so a typo'd tag fails at once, listing the imported images.
+//! The Instance reconciler asks [`Images::check`] before it starts a container.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,7 +14,50 @@ use hypermesh_runtime::backoff::Backoff;
 use tokio::sync::Mutex;
 
 use hypermesh_containers::pull::{self, PullConfig};
+use hypermesh_containers::reference::Reference;
 use hypermesh_containers::{self as containers, ContainerdClient, image};
+
+/// The registry host of images that only come from OCI archives on the node
+/// (`scripts/build-test-image.sh` builds `hypermesh.local/busybox:latest`): never pulled.
+pub(crate) const LOCAL_REGISTRY: &str = "hypermesh.local";
+/// Most imported image names an `ImageNotFound` message lists.
+const LISTED_IMAGES: usize = 10;
+
+/// Whether `name` is a local image: its registry is [`LOCAL_REGISTRY`], or images of its
+/// repository (same registry and path) were imported from archives here, so a
+/// missing tag is a typo, not something to fetch.
+pub(crate) fn is_local(name: &str, imported: &[String]) -> bool {
+    let Ok(wanted) = Reference::parse(name) else {
+        return false;
+    };
+    if wanted.registry.as_deref() == Some(LOCAL_REGISTRY) {
+        return true;
+    }
+    imported.iter().any(|i| {
+        Reference::parse(i)
+            .is_ok_and(|r| r.registry == wanted.registry && r.repository == wanted.repository)
+    })
+}
+
+/// `image NAME not found locally (imported images: a, b)`, listing at most
+/// [`LISTED_IMAGES`].
+pub(crate) fn not_found_message(name: &str, imported: &[String]) -> String {
+    let listed = if imported.is_empty() {
+        "none".to_string()
+    } else {
+        let mut listed = imported
+            .iter()
+            .take(LISTED_IMAGES)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if imported.len() > LISTED_IMAGES {
+            listed.push_str(&format!(" and {} more", imported.len() - LISTED_IMAGES));
+        }
+        listed
+    };
+    format!("image {name} not found locally (imported images: {listed})")
+}
 
 /// How often the image directory is looked at for new archives.
 pub(crate) const IMAGE_RESCAN: Duration = Duration::from_secs(10);
@@ -49,8 +94,10 @@ struct PullFailure {
 pub(crate) enum ImageState {
     /// In containerd, unpacked.
     Ready,
-    /// Not in containerd, no archive provides it, and its name has no registry.
-    NotFound,
+    /// Not in containerd and no archive provides it; its name has no registry, or names
+    /// a local image (see [`is_local`]). Carries the names of the images imported from
+    /// archives, for the message.
+    NotFound(Vec<String>),
     /// Its name has a registry: pull it now.
     Pull,
     /// The last pull failed (the message says why); waiting before the next one.
@@ -140,22 +187,33 @@ impl Images {
 
     /// Whether image `name` is ready, to be pulled, backing off or missing.
     pub(crate) async fn check(&self, name: &str) -> ImageState {
-        match self.ensure(name).await {
-            Ok(()) => ImageState::Ready,
-            Err(containers::Error::ImageNotFound(_)) if pull::is_pullable(name) => {
-                let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-                match failed.get(name) {
-                    Some(f) if f.retry_at > std::time::Instant::now() => {
-                        ImageState::BackOff(f.message.clone())
+        let imported = match self.ensure(name).await {
+            Ok(()) => return ImageState::Ready,
+            Err(containers::Error::ImageNotFound(_)) => {
+                match image::archive_images(&self.client).await {
+                    Ok(imported) => imported,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "listing imported images failed; retrying");
+                        return ImageState::Down;
                     }
-                    _ => ImageState::Pull,
                 }
             }
-            Err(containers::Error::ImageNotFound(_)) => ImageState::NotFound,
             Err(e) => {
                 tracing::debug!(error = %e, "image lookup failed; retrying");
-                ImageState::Down
+                return ImageState::Down;
             }
+        };
+        // A local name (a typo'd tag of an imported image, say) is never looked up in DNS
+        // or a registry.
+        if is_local(name, &imported) || !pull::is_pullable(name) {
+            return ImageState::NotFound(imported);
+        }
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        match failed.get(name) {
+            Some(f) if f.retry_at > std::time::Instant::now() => {
+                ImageState::BackOff(f.message.clone())
+            }
+            _ => ImageState::Pull,
         }
     }
 
@@ -213,5 +271,43 @@ impl Images {
                 Pulled::Failed(message)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_names_are_never_pulled() {
+        let imported = vec![
+            "hypermesh.local/busybox:latest".to_string(),
+            "registry.example.com/team/app:1.0".to_string(),
+        ];
+        // The local registry, whatever the repository.
+        assert!(is_local("hypermesh.local/busybox:lates", &imported));
+        assert!(is_local("hypermesh.local/busybx:latest", &[]));
+        // Another tag of a repository imported from an archive.
+        assert!(is_local("registry.example.com/team/app:1.1", &imported));
+        // A registry image nothing was imported for is pulled.
+        assert!(!is_local("registry.example.com/team/other:1.0", &imported));
+        assert!(!is_local("ghcr.io/team/app:1.0", &imported));
+    }
+
+    #[test]
+    fn the_message_lists_what_was_imported() {
+        assert_eq!(
+            not_found_message(
+                "hypermesh.local/busybox:lates",
+                &["hypermesh.local/busybox:latest".into()]
+            ),
+            "image hypermesh.local/busybox:lates not found locally (imported images: hypermesh.local/busybox:latest)"
+        );
+        assert_eq!(
+            not_found_message("x", &[]),
+            "image x not found locally (imported images: none)"
+        );
+        let many: Vec<String> = (0..12).map(|i| format!("img{i}")).collect();
+        assert!(not_found_message("x", &many).ends_with("img9 and 2 more)"));
     }
 }

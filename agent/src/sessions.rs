@@ -37,6 +37,8 @@ const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 struct Ctx {
     tunnel: AgentTunnelServiceClient<Channel>,
+    /// For the restart count in an Instance's status (which run is the previous).
+    instances: hypermesh_api::Api<hypermesh_api::v1::Instance>,
     node_name: String,
     log_dir: PathBuf,
     import_dir: PathBuf,
@@ -76,11 +78,12 @@ fn containerd_status(node: &str, e: containers::Error) -> Status {
 /// Keeps the Listen stream open (reconnecting with back-off) and serves each session
 /// until `shutdown`.
 pub async fn run(config: Config, channel: Channel, shutdown: CancellationToken) {
-    let tunnel = AgentTunnelServiceClient::new(channel)
+    let tunnel = AgentTunnelServiceClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let ctx = Arc::new(Ctx {
         tunnel,
+        instances: hypermesh_api::Api::new(channel.clone()),
         node_name: config.node_name.clone(),
         log_dir: config.log_dir(),
         import_dir: config.state_dir.join("imports"),
@@ -170,6 +173,25 @@ async fn serve(ctx: Arc<Ctx>, open: SessionOpen) {
     let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
 }
 
+/// The restart count the Instance's status shows for the requested container, when
+/// the Instance (with `uid`) can be read.
+async fn restart_count(ctx: &Ctx, uid: &str, request: &LogsRequest) -> Option<u32> {
+    let instance = ctx
+        .instances
+        .get(&request.namespace, &request.name)
+        .await
+        .ok()?;
+    if instance.metadata.as_ref().is_none_or(|m| m.uid != uid) {
+        return None;
+    }
+    instance
+        .status?
+        .container_statuses
+        .into_iter()
+        .find(|c| c.name == request.container)
+        .map(|c| c.restart_count)
+}
+
 /// Streams one container run's log until it ends (or, following, until the run's
 /// output ends or the user goes away).
 async fn logs(
@@ -189,9 +211,12 @@ async fn logs(
     );
     let runs = crate::logs::runs(&dir);
     let run = if request.previous {
-        runs.iter().rev().nth(1)
+        // The run before the restart count: during a back-off the newest log is the
+        // run that just ended, which is the previous one (as kubelet's lastState).
+        let restarts = restart_count(ctx, uid, &request).await;
+        crate::logs::previous_run(&runs, restarts)
     } else {
-        runs.last()
+        runs.last().copied()
     };
     let Some(run) = run else {
         return Err(Status::not_found(if request.previous {
@@ -215,7 +240,7 @@ async fn logs(
     };
     let (chunks, mut rx) = mpsc::channel(FRAME_BUFFER);
     let reader = tokio::spawn(reader::stream(
-        crate::logs::run_log(&dir, *run),
+        crate::logs::run_log(&dir, run),
         options,
         chunks,
     ));

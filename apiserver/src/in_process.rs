@@ -23,16 +23,25 @@ pub enum Controllers {
 /// Runs the in-process controllers against the server behind `channel` until
 /// `shutdown` (then the leader-elected ones release their Lease).
 pub async fn run(channel: Channel, controllers: Controllers, shutdown: CancellationToken) {
-    let lease = hypermesh_controllers::Config::default().lease_duration;
-    run_with_lease(channel, controllers, lease, shutdown).await;
+    let config = hypermesh_controllers::Config::default();
+    run_with_lease(
+        channel,
+        controllers,
+        config.lease_duration,
+        config.identity,
+        shutdown,
+    )
+    .await;
 }
 
 /// [`run`], with the leader Lease lasting `lease_duration` (a dead leader is replaced
-/// within it; `--controllers-lease-seconds`).
+/// within it; `--controllers-lease-seconds`) and campaigning as `identity` (`hm-apiserver`
+/// keeps it in its data dir, [`crate::controller_identity`]).
 pub async fn run_with_lease(
     channel: Channel,
     controllers: Controllers,
     lease_duration: std::time::Duration,
+    identity: String,
     shutdown: CancellationToken,
 ) {
     let gc = hypermesh_controllers::gc::run(channel.clone(), shutdown.clone());
@@ -40,6 +49,7 @@ pub async fn run_with_lease(
         Controllers::All => {
             let config = hypermesh_controllers::Config {
                 lease_duration,
+                identity,
                 ..hypermesh_controllers::Config::default()
             };
             tokio::join!(

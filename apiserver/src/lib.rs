@@ -13,6 +13,7 @@
 //! - [`findings`]: what admission found, recorded as Events.
 //! - [`suspect`]: marks nodes Suspect from those Events (Byzantine reaction).
 //! - [`usage`]: the live usage agents report, for `hmctl top` (kept in memory).
+//! - [`version`]: `VersionService`, the server version for `hmctl version`.
 //! - [`join`]: the cluster CA's certificates: node joins with tokens, renewals, user
 //!   certificates, and their records.
 //! - [`key_rotation`]: `hm-apiserver rotate-encryption-key` (re-seals Secrets and the CA key).
@@ -28,6 +29,7 @@
 //! - `service`: the gRPC services, one generic implementation for every kind.
 //! - [`ca`]: the cluster CA the server holds and its certificate lifetimes.
 //! - [`metrics`]: Prometheus metrics on `/metrics` (and `/healthz`).
+//! - [`controller_identity`]: the controllers' election identity, kept in the data dir.
 //! - [`in_process`]: the controllers run beside the server (garbage collection and
 //!   namespace deletion always, the leader-elected ones unless `--controllers none`).
 //! - [`watch_cache`]: one store watch per kind, fanned out from memory to every
@@ -41,6 +43,7 @@ pub mod ca;
 pub mod call;
 pub mod caller;
 mod challenge;
+pub mod controller_identity;
 pub mod findings;
 pub mod in_process;
 pub mod join;
@@ -60,6 +63,7 @@ pub mod store;
 pub mod suspect;
 pub mod tls;
 pub mod usage;
+pub mod version;
 pub mod watch_cache;
 
 pub use server::{ApiServer, Config, ServerError, TlsSettings, serve};

@@ -356,10 +356,17 @@ async fn main() -> anyhow::Result<()> {
     };
     let token = CancellationToken::new();
     let lease = Duration::from_secs(args.controllers_lease_seconds.clamp(1, 3600));
+    // Kept in the data dir (and locked while this process lives): restarted after a
+    // crash, this server finds itself holding the controllers' Lease and leads at once.
+    let identity = hypermesh_apiserver::controller_identity::load_or_create(
+        &args.data_dir,
+        hypermesh_controllers::default_identity,
+    );
     let controllers = tokio::spawn(in_process::run_with_lease(
         channel,
         which,
         lease,
+        identity.name.clone(),
         token.clone(),
     ));
     tokio::spawn(async move {
@@ -373,5 +380,7 @@ async fn main() -> anyhow::Result<()> {
         }
         shutdown.cancel();
     });
-    server.serve(listener).await.context("hm-apiserver failed")
+    let served = server.serve(listener).await.context("hm-apiserver failed");
+    drop(identity);
+    served
 }

@@ -574,6 +574,14 @@ impl ApiServer {
                 ))
             ))
             .add_service(with_limits!(
+                v1::version_service_server::VersionServiceServer::new(
+                    crate::version::VersionService {
+                        namespaces: reg!(),
+                        store: config.store.name(),
+                    }
+                )
+            ))
+            .add_service(with_limits!(
                 v1::join_service_server::JoinServiceServer::new(crate::join::JoinService {
                     tokens: reg!(),
                     nodes: reg!(),

@@ -390,6 +390,7 @@ async fn task_end(client: &ContainerdClient, id: &str) -> Result<Option<TaskEnd>
             TaskEnd::Exited(ExitStatus {
                 code: p.exit_status,
                 oom_killed: container::oom_kills(id) > 0,
+                exited_at: container::exit_time(p.exited_at),
             })
         }))
 }
@@ -460,6 +461,7 @@ mod tests {
         let end = TaskEnd::Exited(ExitStatus {
             code: 1,
             oom_killed: false,
+            exited_at: None,
         });
         waiters.finish("c1", before, end);
         assert_eq!(first.try_recv().ok(), Some(end));

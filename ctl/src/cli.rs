@@ -94,7 +94,7 @@ pub enum Command {
     Rollout(RolloutCommand),
     /// List the kinds of the API with their short names
     ApiResources,
-    /// Print the client version and whether the apiserver answers
+    /// Print the client and server versions and whether the apiserver answers
     Version(VersionArgs),
     /// Show or change ~/.hypermesh/config.yaml
     #[command(subcommand)]

@@ -1,11 +1,14 @@
-//! `hmctl version`: the client's version, and whether the apiserver answers its gRPC
-//! health check (the API has no version call, so no server version is claimed).
+//! `hmctl version`: the client's version, the apiserver's (`VersionService.Get`, which
+//! any authenticated user may call) and whether it answers its gRPC health check.
 
 use anyhow::Result;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+use hypermesh_api::v1::VersionRequest;
+use hypermesh_api::v1::version_service_client::VersionServiceClient;
 
 use crate::error::ServerError;
 use crate::output::print;
@@ -22,6 +25,20 @@ pub async fn run(ctx: Option<&Context>) -> Result<Exit> {
     };
     print(&format!("Server: {}\n", ctx.server))?;
     let channel = ctx.connect().await?;
+    let mut versions = VersionServiceClient::new(channel.clone());
+    match versions.get(VersionRequest {}).await {
+        Ok(response) => {
+            let v = response.into_inner();
+            print(&format!(
+                "Server Version: {} (API {}, store {})\n",
+                v.version, v.api_version, v.store
+            ))?;
+        }
+        Err(s) if s.code() == Code::Unimplemented => {
+            print("Server Version: unknown (the apiserver predates VersionService)\n")?;
+        }
+        Err(s) => return Err(ServerError::from_status(&s).into()),
+    }
     let mut health = HealthClient::new(channel);
     let answer = health
         .check(HealthCheckRequest {

@@ -116,6 +116,12 @@ impl PrivateContainerd {
         assert_eq!(socket, self.socket, "containerd restarted on its socket");
     }
 
+    /// Kills every task and removes every container (`scripts/containerd.sh purge`, what
+    /// `make up` does when it stops): as after a host restart, nothing is left running.
+    pub fn purge(&self) {
+        self.script("purge");
+    }
+
     /// Runs `scripts/containerd.sh <command> <dir>`; its output (the socket path).
     fn script(&self, command: &str) -> PathBuf {
         let output = Command::new("bash")

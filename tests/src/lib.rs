@@ -215,6 +215,51 @@ impl InProcessApiServer {
         self.data_dir.path()
     }
 
+    /// Stops the server gracefully and starts it again on the same address and data
+    /// dir (default settings, plaintext), as after a restart of its host.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.url.starts_with("http://"),
+            "restart is for plaintext servers"
+        );
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.context("server task")??;
+        }
+        let address: std::net::SocketAddr = self.url["http://".len()..]
+            .parse()
+            .context("the server's address")?;
+        let listener = wait_for(DEFAULT_TIMEOUT, || async {
+            tokio::net::TcpListener::bind(address).await.ok()
+        })
+        .await
+        .context("binding the old address again")?;
+        let shutdown = CancellationToken::new();
+        // The old server's last tasks (watch caches, the controllers) let go of the store
+        // as they notice the shutdown.
+        let data_dir = self.data_dir.path().to_path_buf();
+        let server = wait_for(DEFAULT_TIMEOUT, || {
+            let config = hypermesh_apiserver::Config::new(&data_dir);
+            let shutdown = shutdown.clone();
+            async move {
+                hypermesh_apiserver::ApiServer::open(config, shutdown)
+                    .await
+                    .ok()
+            }
+        })
+        .await
+        .context("opening the store again")?;
+        self.task = Some(tokio::spawn(server.serve(listener)));
+        self.channel = connect_target(&self.target).await?;
+        tokio::spawn(hypermesh_apiserver::in_process::run(
+            self.channel.clone(),
+            hypermesh_apiserver::in_process::Controllers::None,
+            shutdown.child_token(),
+        ));
+        self.shutdown = shutdown;
+        Ok(())
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();

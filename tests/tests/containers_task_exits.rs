@@ -98,11 +98,22 @@ impl Drop for Setup {
     }
 }
 
-fn exited(code: u32) -> TaskEnd {
-    TaskEnd::Exited(ExitStatus {
-        code,
+/// `end` is an exit with `code`, not OOM, at the time containerd recorded (in the last
+/// few minutes: the real exit time, not a default).
+fn assert_exited(end: TaskEnd, code: u32, what: &str) {
+    let TaskEnd::Exited(ExitStatus {
+        code: got,
         oom_killed: false,
-    })
+        exited_at: Some(at),
+    }) = end
+    else {
+        panic!("{what}: {end:?}");
+    };
+    assert_eq!(got, code, "{what}: {end:?}");
+    let age = std::time::SystemTime::now()
+        .duration_since(at)
+        .unwrap_or_default();
+    assert!(age < std::time::Duration::from_secs(300), "{what}: {end:?}");
 }
 
 #[tokio::test]
@@ -117,7 +128,7 @@ async fn every_waiter_gets_its_own_exit_code() {
     let waits = runs.iter().map(|(id, _)| setup.wait(id));
     let ends = futures::future::join_all(waits).await;
     for ((id, code), end) in runs.iter().zip(ends) {
-        assert_eq!(end, exited(*code), "{id}");
+        assert_exited(end, *code, id);
         // The task is kept until deleted; its delete reports the same code.
         assert_eq!(setup.delete(id).await.map(|s| s.code), Some(*code), "{id}");
     }
@@ -134,7 +145,7 @@ async fn every_waiter_gets_its_own_exit_code() {
     })
     .await
     .expect("the task stops");
-    assert_eq!(setup.wait(&early).await, exited(5));
+    assert_exited(setup.wait(&early).await, 5, "early");
     setup.delete(&early).await;
     // No task at all.
     assert_eq!(setup.wait(&early).await, TaskEnd::Missing);
@@ -181,7 +192,7 @@ async fn exits_are_not_missed_across_a_containerd_restart() {
         .await
         .expect("the exit while containerd was down is reported once it is back")
         .expect("wait task");
-    assert_eq!(end, exited(137));
+    assert_exited(end, 137, "killed");
     assert!(
         !kept_wait.is_finished(),
         "the running container is still waited on"
@@ -200,7 +211,7 @@ async fn exits_are_not_missed_across_a_containerd_restart() {
         .await
         .expect("the later exit arrives")
         .expect("wait task");
-    assert_eq!(end, exited(137));
+    assert_exited(end, 137, "killed");
     setup.delete(&kept).await;
     setup.delete(&dies).await;
 }

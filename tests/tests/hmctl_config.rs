@@ -1,6 +1,7 @@
 //! How `hmctl` finds the apiserver — `--server`, then `HYPERMESH_SERVER`, then
-//! `$HOME/.hypermesh/config.yaml` — plus `config set-server`, `version` and
-//! `api-resources`, against a real `hm-apiserver` process.
+//! `$HOME/.hypermesh/config.yaml` — plus `config set-server`, `version` (the server's
+//! version too, for any authenticated user, never for a client without a certificate)
+//! and `api-resources`, against a real `hm-apiserver` process.
 
 use hypermesh_tests::hmctl;
 
@@ -82,6 +83,10 @@ async fn hmctl_version_reports_server_health_and_api_resources_lists_kinds() {
         [
             &format!("Client Version: {}", env!("CARGO_PKG_VERSION")),
             &format!("Server: {}", server.url()),
+            &format!(
+                "Server Version: {} (API hypermesh.io/v1, store redb)",
+                hypermesh_apiserver::version::SERVER_VERSION
+            ),
             "Server Health: SERVING",
         ]
     );
@@ -112,4 +117,57 @@ async fn hmctl_version_reports_server_health_and_api_resources_lists_kinds() {
     assert!(out.stdout.contains("HYPERMESH_SERVER"), "{out:#?}");
     let out = hmctl.run(&["frobnicate"]).await.failed();
     assert!(out.stderr.contains("unrecognized subcommand"), "{out:#?}");
+}
+
+#[tokio::test]
+async fn hmctl_version_shows_the_server_version_to_any_user_but_not_to_strangers() {
+    let server = ApiServerProcess::start_tls_with_args(&[])
+        .await
+        .expect("apiserver");
+    let admin = Hmctl::with_config(
+        server.url(),
+        &server
+            .data_dir()
+            .join(hypermesh_apiserver::server::ADMIN_CONFIG),
+    );
+    // A viewer with no other rights (not even to list namespaces here).
+    let out = admin
+        .run(&[
+            "user", "create", "carol", "--role", "viewer", "-n", "team-z",
+        ])
+        .await
+        .ok();
+    let carol_config = admin.write("carol.config", &out.stdout);
+    let carol = Hmctl::with_config(server.url(), &carol_config);
+    let out = carol.run(&["version"]).await.ok();
+    assert!(
+        out.lines().contains(
+            &format!(
+                "Server Version: {} (API hypermesh.io/v1, store redb)",
+                hypermesh_apiserver::version::SERVER_VERSION
+            )
+            .as_str()
+        ),
+        "{out:#?}"
+    );
+    let out = carol.run(&["get", "nodes"]).await.failed();
+    assert!(out.stderr.contains("Forbidden"), "{out:#?}");
+
+    // TLS without a client certificate: UNAUTHENTICATED, as for every call but Join.
+    let ca_pem =
+        std::fs::read_to_string(server.data_dir().join("pki").join("ca.crt")).expect("pki/ca.crt");
+    let config =
+        hypermesh_trust::tls::client_config(&ca_pem, None, hypermesh_trust::tls::provider())
+            .expect("client config");
+    let anonymous = hypermesh_tests::connect_target(&hypermesh_api::client::Target::tls(
+        server.url(),
+        std::sync::Arc::new(config),
+    ))
+    .await
+    .expect("anonymous channel");
+    let err = hypermesh_api::v1::version_service_client::VersionServiceClient::new(anonymous)
+        .get(hypermesh_api::v1::VersionRequest {})
+        .await
+        .expect_err("anonymous callers get no version");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
 }

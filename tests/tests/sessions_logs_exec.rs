@@ -122,6 +122,44 @@ async fn previous_shows_the_run_before_the_restart() {
 }
 
 #[tokio::test]
+async fn previous_during_the_first_back_off_shows_the_run_that_ended() {
+    // A back-off long enough that the second run does not start during the test.
+    let env = Env::start_with(|c| c.restart_backoff = Duration::from_secs(300)).await;
+    let hmctl = Hmctl::new(env.server.url());
+    env.run(
+        "crasher",
+        TEST_IMAGE,
+        &["sh", "-c", "echo the first run; exit 3"],
+        RestartPolicy::Always,
+    )
+    .await;
+    env.wait_status("crasher", "in its first back-off", |s| {
+        s.container_statuses.first().is_some_and(|c| {
+            c.restart_count == 1 && c.state.as_ref().is_some_and(|st| st.waiting.is_some())
+        })
+    })
+    .await;
+    // RESTARTS is 1: the previous run is the one that ended (kubelet's lastState), and
+    // plain `logs` shows it too while nothing runs.
+    let found = hypermesh_tests::wait_for(TIMEOUT, || {
+        let hmctl = &hmctl;
+        async move {
+            let out = hmctl.run(&["logs", "crasher", "--previous"]).await;
+            (out.code == 0 && out.stdout.contains("the first run")).then_some(out)
+        }
+    })
+    .await;
+    let Ok(previous) = found else {
+        let last = hmctl.run(&["logs", "crasher", "--previous"]).await;
+        panic!("--previous never showed the first run: {last:#?}");
+    };
+    assert_eq!(previous.lines(), ["the first run"], "{previous:#?}");
+    let current = hmctl.run(&["logs", "crasher"]).await.ok();
+    assert_eq!(current.lines(), ["the first run"], "{current:#?}");
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn exec_returns_output_and_exit_code_and_takes_stdin() {
     let env = Env::start().await;
     let hmctl = Hmctl::new(env.server.url());

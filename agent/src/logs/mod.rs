@@ -73,6 +73,17 @@ pub fn runs(container_dir: &Path) -> Vec<u32> {
     runs
 }
 
+/// The previous run among `runs` (oldest first) of a container restarted `restarts`
+/// times: the newest run started before the current one (run `restarts`), so during a
+/// restart back-off it is the run that just ended. Without a restart count, the one
+/// before the newest log.
+pub fn previous_run(runs: &[u32], restarts: Option<u32>) -> Option<u32> {
+    match restarts {
+        Some(restarts) => runs.iter().rev().find(|r| **r < restarts).copied(),
+        None => runs.iter().rev().nth(1).copied(),
+    }
+}
+
 /// Removes the logs of every run but the newest `keep`, before a new run starts.
 pub fn prune_runs(container_dir: &Path, keep: usize) {
     let runs = runs(container_dir);
@@ -92,6 +103,21 @@ pub fn prune_runs(container_dir: &Path, keep: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_previous_run_is_the_newest_before_the_restart_count() {
+        // Never restarted: none, whether running or finished.
+        assert_eq!(previous_run(&[0], Some(0)), None);
+        // First back-off (restart count 1, run 1 not started yet): run 0.
+        assert_eq!(previous_run(&[0], Some(1)), Some(0));
+        // Run 1 running: run 0.
+        assert_eq!(previous_run(&[0, 1], Some(1)), Some(0));
+        // Second back-off: run 1.
+        assert_eq!(previous_run(&[0, 1], Some(2)), Some(1));
+        // No status to go by: the log before the newest.
+        assert_eq!(previous_run(&[3, 4], None), Some(3));
+        assert_eq!(previous_run(&[4], None), None);
+    }
 
     #[test]
     fn runs_are_listed_in_order_and_pruned() {

@@ -100,12 +100,9 @@ pub(super) async fn drive(ctx: &Arc<Ctx>, instance: &Instance) {
                     ready = false;
                     continue;
                 }
-                ImageState::NotFound => (
+                ImageState::NotFound(imported) => (
                     IMAGE_NOT_FOUND,
-                    format!(
-                        "image {} is not in containerd and no archive in the image directory provides it",
-                        c.image
-                    ),
+                    crate::images::not_found_message(&c.image, &imported),
                 ),
                 ImageState::BackOff(error) => (
                     "ImagePullBackOff",
@@ -234,6 +231,9 @@ pub(super) struct Exit {
     pub(super) reason: String,
     pub(super) message: String,
     pub(super) started_at: Option<Timestamp>,
+    /// When it ended, as containerd recorded it (also for a container that ended while
+    /// the agent was down); `None` when containerd gave no time.
+    pub(super) finished_at: Option<Timestamp>,
     /// Its liveness probe failed and it was killed.
     pub(super) liveness_failed: bool,
 }
@@ -262,24 +262,46 @@ pub(super) async fn run_container(
         }
     }
     let mut backoff = ctx.backoff;
+    // A run an earlier agent started that ended unseen (its container gone: the host or
+    // the whole cluster restarted) counts as an exit, so RESTARTS goes on from it.
+    let restarts_so_far = shared.lock().await.statuses[index].restart_count;
+    let mut unseen = ended_unseen(ctx, &base.id, &log_dir, restarts_so_far).await;
     loop {
-        let mut launch = match ctx.setup.prepare(instance, index, c, base.clone()).await {
-            Ok(launch) => launch,
-            // A container an earlier agent left running is adopted as it is.
-            Err(_) if container::pid(&ctx.client, &base.id).await.is_ok() => Launch {
-                config: base.clone(),
-                probes: ContainerProbes::of(index, c).unwrap_or_default(),
-            },
-            Err(e) => {
-                config_error(ctx, instance, index, shared, &e).await;
-                continue;
+        let recovered = unseen.is_some();
+        let exit = match unseen.take() {
+            Some((run, mut exit)) => {
+                // The next run is numbered after the newest log, whatever the status said.
+                let mut s = shared.lock().await;
+                let status = &mut s.statuses[index];
+                status.restart_count = status.restart_count.max(run);
+                exit.started_at = status
+                    .state
+                    .as_ref()
+                    .and_then(|st| st.running.as_ref())
+                    .and_then(|r| r.started_at);
+                exit
+            }
+            None => {
+                let mut launch = match ctx.setup.prepare(instance, index, c, base.clone()).await {
+                    Ok(launch) => launch,
+                    // A container an earlier agent left running is adopted as it is.
+                    Err(_) if container::pid(&ctx.client, &base.id).await.is_ok() => Launch {
+                        config: base.clone(),
+                        probes: ContainerProbes::of(index, c).unwrap_or_default(),
+                    },
+                    Err(e) => {
+                        config_error(ctx, instance, index, shared, &e).await;
+                        continue;
+                    }
+                };
+                // One log per run: this one and the previous (`hmctl logs --previous`)
+                // are kept.
+                let run = shared.lock().await.statuses[index].restart_count;
+                crate::logs::prune_runs(&log_dir, 1);
+                launch.config.log.file = crate::logs::run_log(&log_dir, run);
+                run_once(ctx, &launch.config, index, shared, instance, &launch.probes).await
             }
         };
-        // One log per run: this one and the previous (`hmctl logs --previous`) are kept.
-        let run = shared.lock().await.statuses[index].restart_count;
-        crate::logs::prune_runs(&log_dir, 1);
-        launch.config.log.file = crate::logs::run_log(&log_dir, run);
-        let exit = run_once(ctx, &launch.config, index, shared, instance, &launch.probes).await;
         let mut s = shared.lock().await;
         let terminated = ContainerState {
             terminated: Some(ContainerStateTerminated {
@@ -288,7 +310,7 @@ pub(super) async fn run_container(
                 reason: exit.reason.clone(),
                 message: exit.message.clone(),
                 started_at: exit.started_at,
-                finished_at: Some(hypermesh_api::time::now()),
+                finished_at: Some(exit.finished_at.unwrap_or_else(hypermesh_api::time::now)),
             }),
             ..Default::default()
         };
@@ -307,6 +329,21 @@ pub(super) async fn run_container(
         }
         status.last_state = Some(terminated);
         status.restart_count += 1;
+        if recovered {
+            // Restarted at once: the back-off is for crash loops, not for a host restart.
+            status.state = Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: "ContainerCreating".into(),
+                    message: format!(
+                        "restarting container {}: its last run ended while the agent was down",
+                        c.name
+                    ),
+                }),
+                ..Default::default()
+            });
+            publish(ctx, instance, &s).await;
+            continue;
+        }
         status.state = Some(ContainerState {
             waiting: Some(ContainerStateWaiting {
                 reason: "CrashLoopBackOff".into(),
@@ -330,6 +367,50 @@ pub(super) async fn run_container(
     }
 }
 
+/// The newest run of a container (from its logs) when it ended while no agent watched:
+/// it is run `restarts` or later (the status never saw it end) and containerd has no
+/// task for it any more (a host or cluster restart removed it). Its exit status is gone,
+/// so it is reported as kubelet does (`ContainerStatusUnknown`, 137), ended when its
+/// output did. `None` while containerd cannot be asked, or when the run may be adopted.
+async fn ended_unseen(
+    ctx: &Ctx,
+    id: &str,
+    log_dir: &std::path::Path,
+    restarts: u32,
+) -> Option<(u32, Exit)> {
+    let run = *crate::logs::runs(log_dir).last()?;
+    if run < restarts {
+        return None;
+    }
+    match container::pid(&ctx.client, id).await {
+        Ok(_) => return None,
+        Err(e) if e.code() == Some(tonic::Code::NotFound) => {}
+        Err(containers::Error::InvalidConfig(_)) => {}
+        Err(_) => return None,
+    }
+    let log = crate::logs::run_log(log_dir, run);
+    let ended = std::fs::metadata(crate::logs::done_marker(&log))
+        .or_else(|_| std::fs::metadata(&log))
+        .and_then(|m| m.modified())
+        .ok();
+    tracing::info!(
+        container = id,
+        run,
+        "a run ended while the agent was down; counting it as a restart"
+    );
+    Some((
+        run,
+        Exit {
+            code: 137,
+            reason: "ContainerStatusUnknown".into(),
+            message: "the container ended while the agent was down; its exit status is gone".into(),
+            started_at: None,
+            finished_at: ended.map(hypermesh_api::time::from_system_time),
+            liveness_failed: false,
+        },
+    ))
+}
+
 /// Creates (or adopts) and starts the container, reports it running, waits for its
 /// exit and deletes it. Retries while containerd is unreachable.
 pub(super) async fn run_once(
@@ -346,6 +427,7 @@ pub(super) async fn run_once(
         reason: "StartError".into(),
         message: e.to_string(),
         started_at: None,
+        finished_at: None,
         liveness_failed: false,
     };
     loop {
@@ -443,6 +525,7 @@ pub(super) async fn run_once(
             liveness_failed: liveness.is_some(),
             message: liveness.unwrap_or_default(),
             started_at: Some(started_at),
+            finished_at: exit.exited_at.map(hypermesh_api::time::from_system_time),
         };
     }
 }

@@ -183,6 +183,15 @@ pub struct ExitStatus {
     /// The kernel's OOM killer killed a process of the container (its memory cgroup
     /// counted an `oom_kill`), i.e. the memory limit was hit.
     pub oom_killed: bool,
+    /// When it exited, as containerd recorded it (also for a task that exited while
+    /// nobody was watching); `None` when containerd gave no time.
+    pub exited_at: Option<std::time::SystemTime>,
+}
+
+/// containerd's exit time, when it gave one (a missing or zero timestamp is none).
+pub fn exit_time(at: Option<prost_types::Timestamp>) -> Option<std::time::SystemTime> {
+    at.filter(|t| t.seconds > 0)
+        .and_then(|t| std::time::SystemTime::try_from(t).ok())
 }
 
 impl ExitStatus {
@@ -385,6 +394,7 @@ pub async fn wait(client: &ContainerdClient, id: &str) -> Result<ExitStatus, Err
     Ok(ExitStatus {
         code: response.exit_status,
         oom_killed: oom_kills(id) > 0,
+        exited_at: exit_time(response.exited_at),
     })
 }
 
@@ -413,10 +423,14 @@ pub async fn delete(client: &ContainerdClient, id: &str) -> Result<Option<ExitSt
         }))
         .await
     {
-        Ok(response) => Some(ExitStatus {
-            code: response.into_inner().exit_status,
-            oom_killed,
-        }),
+        Ok(response) => {
+            let response = response.into_inner();
+            Some(ExitStatus {
+                code: response.exit_status,
+                oom_killed,
+                exited_at: exit_time(response.exited_at),
+            })
+        }
         Err(s) if not_found(&s) => None,
         Err(s) => return Err(Error::call("tasks.delete")(s)),
     };
@@ -517,7 +531,11 @@ mod tests {
 
     #[test]
     fn exit_reasons() {
-        let status = |code, oom_killed| ExitStatus { code, oom_killed };
+        let status = |code, oom_killed| ExitStatus {
+            code,
+            oom_killed,
+            exited_at: None,
+        };
         assert_eq!(status(0, false).reason(), "Completed");
         assert_eq!(status(1, false).reason(), "Error");
         assert_eq!(status(137, true).reason(), "OOMKilled");

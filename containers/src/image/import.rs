@@ -155,5 +155,5 @@ async fn import_entry(
         config_bytes,
         config,
     };
-    record(client, lease, &name, parts).await
+    record(client, lease, &name, parts, super::FROM_ARCHIVE).await
 }

@@ -19,7 +19,9 @@ mod fuzz_tests;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use containerd_client::services::v1::{GetImageRequest, images_client::ImagesClient};
+use containerd_client::services::v1::{
+    GetImageRequest, ListImagesRequest, images_client::ImagesClient,
+};
 use containerd_client::types::Descriptor;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -220,15 +222,38 @@ pub(crate) fn parse_config(bytes: &[u8], manifest: &ManifestJson) -> Result<Conf
     Ok(config)
 }
 
+/// The image record label saying where an image came from: [`FROM_ARCHIVE`] (an OCI
+/// archive imported on this node) or [`FROM_REGISTRY`] (pulled).
+pub const SOURCE_LABEL: &str = "hypermesh.io/image-source";
+/// [`SOURCE_LABEL`] of an image imported from an OCI archive.
+pub const FROM_ARCHIVE: &str = "archive";
+/// [`SOURCE_LABEL`] of an image pulled from a registry.
+pub const FROM_REGISTRY: &str = "registry";
+
+/// The names of the images imported from OCI archives, sorted.
+pub async fn archive_images(client: &ContainerdClient) -> Result<Vec<String>, Error> {
+    let listed = ImagesClient::new(client.channel())
+        .list(client.request(ListImagesRequest {
+            filters: vec![format!("labels.\"{SOURCE_LABEL}\"=={FROM_ARCHIVE}")],
+        }))
+        .await
+        .map_err(Error::call("images.list"))?
+        .into_inner();
+    let mut names: Vec<String> = listed.images.into_iter().map(|i| i.name).collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Records an image whose layers are already in the content store under `lease`:
 /// writes its config and manifest (with the gc labels that keep layers and snapshots),
-/// unpacks the layers and points the image record `name` at the manifest. The record
-/// comes last, so a failure before it leaves no image that could be used.
+/// unpacks the layers and points the image record `name` (labelled with its `source`,
+/// [`SOURCE_LABEL`]) at the manifest. The record comes last, so a failure before it leaves no image that could be used.
 pub(crate) async fn record(
     client: &ContainerdClient,
     lease: &str,
     name: &str,
     parts: ImageParts,
+    source: &str,
 ) -> Result<ImportedImage, Error> {
     let ImageParts {
         manifest_desc,
@@ -275,7 +300,7 @@ pub(crate) async fn record(
     .await?;
     let layers: Vec<Descriptor> = manifest.layers.iter().map(Descriptor::from).collect();
     unpack(client, lease, &layers, &config.rootfs.diff_ids).await?;
-    put_image(client, lease, name, manifest_desc.clone()).await?;
+    put_image(client, lease, name, manifest_desc.clone(), source).await?;
     Ok(ImportedImage {
         name: name.to_string(),
         manifest: manifest_desc.digest,

@@ -136,11 +136,12 @@ pub(super) async fn put_image(
     lease: &str,
     name: &str,
     target: Descriptor,
+    source: &str,
 ) -> Result<(), Error> {
     let mut images = ImagesClient::new(client.channel());
     let image = Image {
         name: name.to_string(),
-        labels: HashMap::new(),
+        labels: HashMap::from([(super::SOURCE_LABEL.to_string(), source.to_string())]),
         target: Some(target),
         created_at: None,
         updated_at: None,

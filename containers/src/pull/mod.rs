@@ -181,7 +181,7 @@ pub async fn pull(
             config_bytes,
             config,
         };
-        Ok(image::record(client, lease, name, parts).await?)
+        Ok(image::record(client, lease, name, parts, image::FROM_REGISTRY).await?)
     })
     .await
 }
