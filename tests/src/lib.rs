@@ -25,6 +25,7 @@ pub mod proofs;
 pub mod proxy;
 pub mod registry;
 pub mod scheduler;
+pub mod webdriver;
 pub mod workload;
 
 use std::future::Future;

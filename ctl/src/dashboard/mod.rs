@@ -65,10 +65,11 @@ pub async fn run(ctx: &Context, args: &DashboardArgs) -> Result<Exit> {
     let guard = Guard::new(port);
     let url = guard.url();
     let history = History::default();
+    let sample_every = args.sample_every.max(Duration::from_millis(100));
     let sampler = tokio::spawn(live::sample_usage(
         channel.clone(),
         namespace.clone(),
-        args.sample_every.max(Duration::from_millis(100)),
+        sample_every,
         history.clone(),
     ));
     let dashboard = Arc::new(Dashboard {
@@ -76,6 +77,7 @@ pub async fn run(ctx: &Context, args: &DashboardArgs) -> Result<Exit> {
         channel,
         namespace: namespace.clone(),
         history,
+        sample_every,
     });
     crate::output::print(&format!(
         "Serving the dashboard of namespace {namespace:?} on {url}\n"

@@ -7,7 +7,7 @@
 //! | GET `/`, `/app.js`, `/style.css` | the page (`/?token=T` sets the cookie and redirects to `/`) |
 //! | GET `/api/access` | who the apiserver takes us for, and which actions it would allow |
 //! | GET `/api/events` | server-sent events: listings and changes ([`super::live`]) |
-//! | GET `/api/usage` | the usage samples so far |
+//! | GET `/api/usage` | the usage samples so far, and how often one is taken |
 //! | GET `/api/logs?name=I[&container=C][&tail=N]` | an Instance's log (text) |
 //! | POST `/api/scale` `{"name","replicas"}` | `hmctl scale` |
 //! | POST `/api/delete` `{"kind":"workloads"\|"instances","name"}` | `hmctl delete` |
@@ -63,8 +63,10 @@ pub struct Dashboard {
     pub channel: Channel,
     /// Workloads, Instances, Events and their usage are shown for this namespace.
     pub namespace: String,
-    /// Usage samples.
+    /// Usage samples, and how often one is taken.
     pub history: History,
+    /// How often a usage sample is taken (the page polls as often, at most once a second).
+    pub sample_every: Duration,
 }
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
@@ -154,7 +156,11 @@ async fn route(d: &Dashboard, request: Request<Incoming>, query: Option<&str>) -
         (Method::GET, "/api/events") => Ok(events(d)),
         (Method::GET, "/api/usage") => Ok(json_response(
             StatusCode::OK,
-            &json!({"namespace": d.namespace, "samples": d.history.all()}),
+            &json!({
+                "namespace": d.namespace,
+                "everyMs": u64::try_from(d.sample_every.as_millis()).unwrap_or(u64::MAX),
+                "samples": d.history.all(),
+            }),
         )),
         (Method::GET, "/api/logs") => logs(d, query).await,
         (Method::POST, "/api/scale") => match body::<ScaleBody>(request).await {

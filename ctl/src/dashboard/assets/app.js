@@ -228,13 +228,17 @@ function drawChart(svg, series, format) {
   for (const s of series) {
     if (!s.points.length) continue;
     const d = s.points.map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
-    svg.append(svgEl("path", { d, fill: "none", stroke: s.color, "stroke-width": 1.5, "data-series": s.name }));
+    svg.append(svgEl("path", { d, fill: "none", stroke: s.color, "stroke-width": 1.5, "data-series": s.name, "data-points": s.points.length }));
+    if (s.points.length === 1) {
+      const [t, v] = s.points[0];
+      svg.append(svgEl("circle", { cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.5, fill: s.color }));
+    }
   }
 }
 
 async function refreshUsage() {
   let data;
-  try { data = await api("GET", "/api/usage"); } catch (e) { return; }
+  try { data = await api("GET", "/api/usage"); } catch (e) { return undefined; }
   const series = new Map();
   const add = (label, t, u) => {
     if (!series.has(label)) series.set(label, { name: label, cpu: [], mem: [] });
@@ -255,6 +259,7 @@ async function refreshUsage() {
     sw.style.background = s.color;
     return el("li", {}, sw, s.name);
   }));
+  return data.everyMs;
 }
 
 // ---- live updates ------------------------------------------------------------------
@@ -311,8 +316,8 @@ async function start() {
   document.getElementById("logs-refresh").addEventListener("click", () => { if (logsOf) showLogs(logsOf); });
   connect();
   render();
-  refreshUsage();
-  setInterval(refreshUsage, 5000);
+  const every = await refreshUsage();
+  setInterval(refreshUsage, Math.max(1000, every || 5000));
   setInterval(renderEvents, 10000);
 }
 
