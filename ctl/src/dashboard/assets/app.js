@@ -85,18 +85,39 @@ function renderNodes() {
   }
 }
 
+// The replicas box and Scale button of each workload outlive re-renders, so what the
+// user is typing is not reset by a live update.
+const scaleControls = new Map();
+
+function scaleControl(name, replicas) {
+  let c = scaleControls.get(name);
+  if (!c) {
+    const input = el("input", { type: "number", min: "0", class: "replicas", "data-name": name });
+    c = { input, dirty: false };
+    c.button = el("button", { type: "button", class: "action", "data-action": "scale", "data-name": name,
+      onclick: async () => { await act("POST", "/api/scale", { name, replicas: Number(input.value) }); c.dirty = false; scheduleRender(); } }, "Scale");
+    input.addEventListener("input", () => { c.dirty = true; });
+    input.addEventListener("blur", scheduleRender);
+    scaleControls.set(name, c);
+  }
+  if (!c.dirty) c.input.value = String(replicas);
+  return c;
+}
+
 function renderWorkloads() {
+  const active = document.activeElement;
+  if (active && active.matches && active.matches("#workloads input")) return; // typing: wait for blur
   const body = document.querySelector("#workloads tbody");
   body.replaceChildren();
   const items = [...state.workloads.values()].sort((a, b) => nameOf(a).localeCompare(nameOf(b)));
+  for (const name of [...scaleControls.keys()]) if (!items.some((w) => nameOf(w) === name)) scaleControls.delete(name);
   for (const w of items) {
     const name = nameOf(w), spec = w.spec || {}, st = w.status || {};
     const replicas = spec.replicas || 0;
     const actions = el("td", {});
     if (allowed.scale) {
-      const input = el("input", { type: "number", min: "0", class: "replicas", "data-name": name, value: String(replicas) });
-      actions.append(input, el("button", { type: "button", class: "action", "data-action": "scale", "data-name": name,
-        onclick: () => act("POST", "/api/scale", { name, replicas: Number(input.value) }) }, "Scale"));
+      const c = scaleControl(name, replicas);
+      actions.append(c.input, c.button);
     }
     if (allowed.deleteWorkloads) {
       actions.append(el("button", { type: "button", class: "action", "data-action": "delete-workload", "data-name": name,
