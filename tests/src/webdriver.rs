@@ -282,12 +282,13 @@ impl Browser {
         self.command("POST", &path, json!({})).await.map(drop)
     }
 
-    /// Empties the input `element`, then types `text` into it.
+    /// Replaces what the input `element` holds by typing: select all (Ctrl+A), then
+    /// `text`, as a user would (WebDriver's Clear also blurs the element, which a page
+    /// may answer by re-rendering).
     pub async fn type_into(&self, element: &Element, text: &str) -> Result<()> {
-        let clear = self.at(&format!("/element/{}/clear", element.0));
-        self.command("POST", &clear, json!({})).await?;
         let value = self.at(&format!("/element/{}/value", element.0));
-        self.command("POST", &value, json!({"text": text}))
+        let keys = format!("\u{E009}a\u{E000}{text}");
+        self.command("POST", &value, json!({"text": keys}))
             .await
             .map(drop)
     }

@@ -96,7 +96,7 @@ function scaleControl(name, replicas) {
     c = { input, dirty: false };
     c.button = el("button", { type: "button", class: "action", "data-action": "scale", "data-name": name,
       onclick: async () => { await act("POST", "/api/scale", { name, replicas: Number(input.value) }); c.dirty = false; scheduleRender(); } }, "Scale");
-    input.addEventListener("input", () => { c.dirty = true; });
+    for (const e of ["input", "change", "keydown"]) input.addEventListener(e, () => { c.dirty = true; });
     input.addEventListener("blur", scheduleRender);
     scaleControls.set(name, c);
   }
