@@ -20,6 +20,7 @@ const PROTOS: &[&str] = &[
     "hypermesh/v1/pki.proto",
     "hypermesh/v1/usage.proto",
     "hypermesh/v1/version.proto",
+    "hypermesh/v1/access.proto",
     "hypermesh/v1/services.proto",
 ];
 

@@ -44,6 +44,7 @@ names_of_requests! {
     v1::NodeUsageReport => |r| (String::new(), r.node_name.clone());
     v1::UsageListRequest => |r| (r.namespace.clone(), String::new());
     v1::VersionRequest => |_r| (String::new(), String::new());
+    v1::AccessReviewRequest => |_r| (String::new(), String::new());
     tonic::Streaming<v1::SessionFrame> => |_r| (String::new(), String::new());
     tonic::Streaming<v1::ExecInput> => |_r| (String::new(), String::new());
     tonic::Streaming<v1::ImageImportRequest> => |_r| (String::new(), String::new());

@@ -14,6 +14,7 @@
 //! - [`suspect`]: marks nodes Suspect from those Events (Byzantine reaction).
 //! - [`usage`]: the live usage agents report, for `hmctl top` (kept in memory).
 //! - [`version`]: `VersionService`, the server version for `hmctl version`.
+//! - [`access_review`]: "may I do this?" answered by the authorize phase, for `hmctl dashboard`.
 //! - [`join`]: the cluster CA's certificates: node joins with tokens, renewals, user
 //!   certificates, and their records.
 //! - [`key_rotation`]: `hm-apiserver rotate-encryption-key` (re-seals Secrets and the CA key).
@@ -36,6 +37,7 @@
 //!   watcher as bytes encoded once.
 //! - [`server`]: [`Config`] and [`serve`], wiring it together with health and reflection.
 
+pub mod access_review;
 pub mod admission;
 pub mod audit;
 mod bind;

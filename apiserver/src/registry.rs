@@ -202,6 +202,29 @@ impl<K: Kind> Registry<K> {
             .await
     }
 
+    /// The authorize phase for `operation` on an object of any `kind` (the access
+    /// review asks it without acting).
+    pub(crate) async fn authorize_kind(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        kind: &'static hypermesh_api::resource::KindInfo,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), Status> {
+        let access = Access {
+            caller,
+            operation,
+            kind,
+            namespace,
+            name,
+        };
+        self.options
+            .admission
+            .authorize(&access, self.store.as_ref())
+            .await
+    }
+
     /// Mutate and validate admission of `next` (with `old` as stored), recording any
     /// findings whatever the outcome.
     pub(crate) async fn admit(

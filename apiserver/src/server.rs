@@ -582,6 +582,11 @@ impl ApiServer {
                 )
             ))
             .add_service(with_limits!(
+                v1::access_review_service_server::AccessReviewServiceServer::new(
+                    crate::access_review::AccessReviewService { nodes: reg!() }
+                )
+            ))
+            .add_service(with_limits!(
                 v1::join_service_server::JoinServiceServer::new(crate::join::JoinService {
                     tokens: reg!(),
                     nodes: reg!(),

@@ -138,6 +138,16 @@ pub enum Command {
     Image(crate::image::ImageCommand),
     /// Live cpu and memory of nodes or instances, as their agents report it
     Top(crate::top::TopArgs),
+    /// A web dashboard on 127.0.0.1, with your own identity and permissions
+    #[command(
+        long_about = "Serves a web page about the cluster on 127.0.0.1 and opens it: \
+        nodes with their assets and conditions, workloads and instances with their status \
+        and events, usage over time, logs, and the actions your role allows (scale, delete, \
+        cordon). Every API call is made with your config's identity. The URL carries a \
+        secret token made for this launch; requests without it are refused.\n\nExamples:\n  \
+        hmctl dashboard\n  hmctl dashboard -n team-a --port 8001 --no-open"
+    )]
+    Dashboard(crate::dashboard::DashboardArgs),
 }
 
 /// `hmctl apply`.

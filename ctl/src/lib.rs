@@ -19,6 +19,8 @@
 //! - [`cordon`] (cordon, uncordon), [`drain`]: node maintenance.
 //! - [`progress`]: a bar on a terminal, plain lines otherwise, for long operations.
 //! - [`top`]: live usage of nodes and instances, as the agents report it.
+//! - [`dashboard`]: `hmctl dashboard`, a web page served on 127.0.0.1 with the user's
+//!   own identity (embedded HTML/CSS/JS, a JSON API, live updates over SSE).
 //! - [`trust`]: `hmctl node trust|revoke|rekey`: a node's Suspect mark, certificates
 //!   and key binding.
 //! - [`access`]: `hmctl token` (join tokens) and `hmctl user` (certificates, roles).
@@ -40,6 +42,7 @@ pub mod cli;
 pub mod columns;
 pub mod config;
 pub mod cordon;
+pub mod dashboard;
 pub mod delete;
 pub mod describe;
 pub mod drain;
@@ -185,6 +188,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Image(command) => image::run(&ctx()?, command).await,
         Command::Top(args) => top::run(&ctx()?, args).await,
         Command::PortForward(args) => port_forward::run(&ctx()?, args).await,
+        Command::Dashboard(args) => dashboard::run(&ctx()?, args).await,
         Command::Config(ConfigCommand::SetServer { url }) => {
             let path = config::set_server(url, cli.config.as_deref())?;
             output::print(&format!("server set to {url} in {}\n", path.display()))?;

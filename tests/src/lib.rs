@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod registry;
 pub mod scheduler;
 pub mod secrets;
+pub mod webdriver;
 pub mod workload;
 
 use std::future::Future;
