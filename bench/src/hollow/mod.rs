@@ -206,9 +206,12 @@ async fn measure_fleet(args: &HollowArgs) -> Result<HollowResult> {
         server.check_alive()?;
         if last_report.elapsed() > Duration::from_secs(10) {
             eprintln!(
-                "hm-bench: {} of {} hollow nodes registered",
+                "hm-bench: {} of {} hollow nodes registered ({} heartbeats, {} failed; first registration error: {})",
                 fleet.stats.registered.load(Ordering::Relaxed),
-                args.nodes
+                args.nodes,
+                fleet.stats.heartbeats.load(Ordering::Relaxed),
+                fleet.stats.heartbeat_failures.load(Ordering::Relaxed),
+                first_error(&fleet)
             );
             last_report = Instant::now();
         }

@@ -183,6 +183,14 @@ fn draw_panel(
     chart
         .configure_mesh()
         .x_desc("hollow nodes")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| {
+            if y_max >= 10.0 {
+                format!("{y:.0}")
+            } else {
+                format!("{y:.2}")
+            }
+        })
         .label_style(("sans-serif", 13))
         .draw()?;
     for s in lines.iter().filter(|s| !s.points.is_empty()) {
