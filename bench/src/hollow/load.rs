@@ -240,7 +240,9 @@ pub struct DetectResult {
     pub detected: Vec<Duration>,
 }
 
-/// Stops `victims` at once and times until each is marked `Ready=Unknown`.
+/// Stops `victims` at once and times until each is marked `Ready=Unknown`. Watches
+/// Nodes with the runtime's watcher, which lists again when its watch falls out of
+/// the apiserver's window (Node status writes can outrun it at this scale).
 pub async fn detect(
     admin: &tonic::transport::Channel,
     stops: &[CancellationToken],
@@ -248,20 +250,8 @@ pub async fn detect(
     timeout: Duration,
 ) -> Result<DetectResult> {
     let api: Api<Node> = Api::new(admin.clone());
-    let (_, rv, _) = api
-        .list(ListRequest {
-            limit: 1,
-            ..Default::default()
-        })
-        .await
-        .context("listing nodes")?;
-    let mut watch = api
-        .watch(WatchRequest {
-            resource_version: rv,
-            ..Default::default()
-        })
-        .await
-        .context("watching nodes")?;
+    let stream = hypermesh_runtime::watcher::watcher(api, Default::default());
+    let mut stream = std::pin::pin!(stream);
     let mut pending: HashSet<String> = victims.iter().map(|&i| node_name(i)).collect();
     let killed_at = Instant::now();
     for &i in victims {
@@ -270,7 +260,7 @@ pub async fn detect(
     let mut detected = Vec::new();
     let deadline = killed_at + timeout;
     while !pending.is_empty() {
-        let message = tokio::time::timeout_at(deadline, watch.message())
+        let event = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut stream))
             .await
             .with_context(|| {
                 format!(
@@ -279,11 +269,16 @@ pub async fn detect(
                     victims.len()
                 )
             })?
-            .context("node watch failed")?
             .context("node watch ended")?;
-        let (_, node) = Node::split_event(message);
-        if is_ready(&node) == Some("Unknown") && pending.remove(&node.meta().name) {
-            detected.push(killed_at.elapsed());
+        let nodes = match event {
+            Ok(hypermesh_runtime::watcher::Event::Restarted(list)) => list,
+            Ok(hypermesh_runtime::watcher::Event::Applied(node)) => vec![node],
+            Ok(hypermesh_runtime::watcher::Event::Deleted(_)) | Err(_) => continue,
+        };
+        for node in nodes {
+            if is_ready(&node) == Some("Unknown") && pending.remove(&node.meta().name) {
+                detected.push(killed_at.elapsed());
+            }
         }
     }
     detected.sort();

@@ -282,7 +282,11 @@ async fn measure_fleet(args: &HollowArgs) -> Result<HollowResult> {
     if args.kill > 0 {
         let kill = args.kill.min(args.nodes);
         let victims: Vec<usize> = (args.nodes - kill..args.nodes).collect();
-        result.detect = Some(load::detect(&admin, &stops, &victims, timeout).await?);
+        match load::detect(&admin, &stops, &victims, timeout).await {
+            Ok(d) => result.detect = Some(d),
+            // The figures so far are still worth printing.
+            Err(e) => eprintln!("hm-bench: detect phase failed: {e:#}"),
+        }
     }
     result.fleet_rss_mib =
         crate::procfs::memory(std::process::id()).map_or(0.0, |m| m.rss_kib as f64 / 1024.0);
