@@ -44,6 +44,15 @@ pub enum Command {
     /// write→delivery p50/p99, creates under that load, CPU per delivery and RSS, with
     /// the watch cache on and off.
     WatchFanout(crate::fanout::FanoutArgs),
+    /// N hollow agents in this process (each joins with a token and its own
+    /// certificate, registers a Node and proved Assets, heartbeats, and reports bound
+    /// Instances Running after --ready-delay) on a real TLS hm-apiserver and
+    /// hm-scheduler: registration, heartbeats/s, apiserver CPU and RSS, API latency
+    /// idle and under load, bindings/s, and time to detect dead nodes.
+    Hollow(crate::hollow::HollowArgs),
+    /// Draws the runs `hm-bench hollow --record FILE` appended as a PNG (apiserver
+    /// RSS and CPU, API p99 under load, bindings/s, against the number of nodes).
+    HollowPlot(crate::hollow::plot::PlotArgs),
 }
 
 /// A system the `api` benchmark measures.

@@ -25,6 +25,8 @@
 //!   socat and haproxy on the same path, and the proxies' memory.
 //! - [`fanout`]: the `watch-fanout` benchmark: 1,000 and 10,000 watchers on one
 //!   apiserver, write→delivery latency, CPU and RSS, watch cache on and off.
+//! - [`hollow`]: the `hollow` benchmark: N hollow agents (real join, registration
+//!   with proofs, heartbeats; fake containers) on one apiserver, under load and failure.
 //! - [`report`]: the markdown table and the `BENCHMARKS.md` section.
 
 pub mod api;
@@ -32,6 +34,7 @@ pub mod cli;
 pub mod containerd;
 pub mod containers;
 pub mod fanout;
+pub mod hollow;
 pub mod procfs;
 pub mod proven;
 pub mod proxy;
@@ -57,5 +60,7 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Proxy(args) => proxy::run(args).await,
         cli::Command::Tls(args) => tls::run(args).await,
         cli::Command::WatchFanout(args) => fanout::run(args).await,
+        cli::Command::Hollow(args) => hollow::run(args).await,
+        cli::Command::HollowPlot(args) => hollow::plot::run(args),
     }
 }

@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result};
 use hypermesh_api::Api;
+use hypermesh_api::quantity::Quantity;
 use hypermesh_api::v1::{
     Asset, AssetSpec, AssetType, ObjectMeta, PrivacyLevel, ProofChallengeRequest,
 };
@@ -32,7 +33,10 @@ pub async fn create(
         .await
         .with_context(|| format!("challenge for asset {name}"))?;
     let location = format!("{}/{name}", spec.node_name);
-    let committed = commitment.map_or(1, SpaceCommitment::committed_bytes);
+    let committed = match commitment {
+        Some(c) => c.committed_bytes(),
+        None => committed_amount(spec)?,
+    };
     spec.proof = Some(prove_asset(
         identity,
         ProofInput {
@@ -48,6 +52,35 @@ pub async fn create(
     api.create(&asset)
         .await
         .with_context(|| format!("creating asset {name}"))
+}
+
+/// What a simulated device commits, in the proof's units (docs of
+/// [`hypermesh_trust::proof`]): bytes for MEMORY, STORAGE and GPU memory, millicores
+/// for CPU, Instances for CONTAINER, and 1 for anything measured otherwise. The
+/// apiserver refuses a claim above the committed amount, so it is exactly the claim.
+pub fn committed_amount(spec: &AssetSpec) -> Result<u64> {
+    if let Some((_, bytes)) =
+        hypermesh_trust::proof::space::claimed_bytes(spec).map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        return Ok(bytes.max(1));
+    }
+    let (key, millis) = match AssetType::try_from(spec.r#type) {
+        Ok(AssetType::Cpu) => ("cpu", true),
+        Ok(AssetType::Container) => ("instances", false),
+        _ => return Ok(1),
+    };
+    let Some(text) = spec.capacity.get(key) else {
+        return Ok(1);
+    };
+    let q: Quantity = text
+        .parse()
+        .with_context(|| format!("spec.capacity.{key}: {text:?}"))?;
+    let amount = if millis {
+        u64::try_from(q.millis()).unwrap_or(u64::MAX)
+    } else {
+        u64::try_from(q.units_ceil()).unwrap_or(u64::MAX)
+    };
+    Ok(amount.max(1))
 }
 
 /// The CPU, memory and instance slots a simulated node offers, as Assets to prove.

@@ -177,6 +177,16 @@ pub async fn start_apiserver_tls(binary: &Path, timeout: Duration) -> Result<Ser
     start_apiserver_with(binary, Controllers::None, true, &[], timeout).await
 }
 
+/// As [`start_apiserver_tls`] with controllers and extra flags.
+pub async fn start_apiserver_tls_args(
+    binary: &Path,
+    controllers: Controllers,
+    extra: &[&str],
+    timeout: Duration,
+) -> Result<ServerProcess> {
+    start_apiserver_with(binary, controllers, true, extra, timeout).await
+}
+
 async fn start_apiserver_with(
     binary: &Path,
     controllers: Controllers,
@@ -203,7 +213,6 @@ async fn start_apiserver_with(
     if !tls {
         command.arg("--insecure-dev");
     }
-    command.args(extra);
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -289,18 +298,26 @@ pub(crate) fn spawn_logged(
 
 /// Starts `hm-scheduler --server URL` (warnings and errors to its log).
 pub fn start_scheduler(binary: &Path, server: &str) -> Result<ServerProcess> {
+    start_scheduler_with(binary, server, None)
+}
+
+/// As [`start_scheduler`] with `--config FILE` (the `scheduler.config` a TLS apiserver
+/// writes into its data dir).
+pub fn start_scheduler_with(
+    binary: &Path,
+    server: &str,
+    config: Option<&Path>,
+) -> Result<ServerProcess> {
     require_binary(
         binary,
         "build it with `cargo build --release -p hypermesh-scheduler`, or pass --scheduler PATH",
     )?;
     let dir = temp_dir("hm-bench-scheduler-")?;
-    spawn_logged(
-        "hm-scheduler",
-        binary,
-        &["--server".as_ref(), server.as_ref()],
-        &[("HM_LOG", "warn")],
-        dir,
-    )
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--server".as_ref(), server.as_ref()];
+    if let Some(config) = config {
+        args.extend(["--config".as_ref(), config.as_os_str()]);
+    }
+    spawn_logged("hm-scheduler", binary, &args, &[("HM_LOG", "warn")], dir)
 }
 
 /// What `hm-agent` runs against.
