@@ -152,14 +152,42 @@ pub fn merge(current: &[Condition], desired: Vec<Condition>) -> Vec<Condition> {
     out
 }
 
-/// Whether two condition lists say the same (ignoring order and transition times are
-/// compared too, since merge keeps them stable).
-pub fn same(a: &[Condition], b: &[Condition]) -> bool {
-    let mut a = a.to_vec();
-    let mut b = b.to_vec();
-    a.sort_by(|x, y| x.r#type.cmp(&y.r#type));
-    b.sort_by(|x, y| x.r#type.cmp(&y.r#type));
-    a == b
+/// How a freshly merged condition list differs from the stored one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Difference {
+    /// Nothing to write.
+    None,
+    /// Only messages moved (live figures such as "52.1% of memory available").
+    Messages,
+    /// A condition appeared, went, or changed status or reason.
+    State,
+}
+
+/// How `current` and `merged` differ, ignoring order (transition times are compared
+/// with the state, since merge keeps them stable).
+pub fn difference(current: &[Condition], merged: &[Condition]) -> Difference {
+    let sorted = |list: &[Condition]| {
+        let mut list = list.to_vec();
+        list.sort_by(|x, y| x.r#type.cmp(&y.r#type));
+        list
+    };
+    let (a, b) = (sorted(current), sorted(merged));
+    if a == b {
+        return Difference::None;
+    }
+    let state = |c: &Condition| {
+        (
+            c.r#type.clone(),
+            c.status.clone(),
+            c.reason.clone(),
+            c.last_transition_time,
+        )
+    };
+    if a.len() == b.len() && a.iter().map(state).eq(b.iter().map(state)) {
+        Difference::Messages
+    } else {
+        Difference::State
+    }
 }
 
 /// Connects to containerd's socket (`unix://` prefix allowed) within `timeout`.
@@ -214,6 +242,46 @@ mod tests {
         };
         let kept = merge(&[suspect], vec![condition("Ready", false, "C", "")]);
         assert_eq!(kept.len(), 2);
+    }
+
+    #[test]
+    fn a_moving_percentage_is_a_message_change_not_a_state_change() {
+        let stored = merge(
+            &[],
+            vec![condition(
+                "MemoryPressure",
+                false,
+                "SufficientMemory",
+                "52.1%",
+            )],
+        );
+        let same = merge(
+            &stored,
+            vec![condition(
+                "MemoryPressure",
+                false,
+                "SufficientMemory",
+                "52.1%",
+            )],
+        );
+        assert_eq!(difference(&stored, &same), Difference::None);
+        let moved = merge(
+            &stored,
+            vec![condition(
+                "MemoryPressure",
+                false,
+                "SufficientMemory",
+                "49.7%",
+            )],
+        );
+        assert_eq!(difference(&stored, &moved), Difference::Messages);
+        let pressure = merge(
+            &stored,
+            vec![condition("MemoryPressure", true, "LowMemory", "3.0%")],
+        );
+        assert_eq!(difference(&stored, &pressure), Difference::State);
+        let more = merge(&stored, vec![condition("Ready", true, "AgentReady", "")]);
+        assert_eq!(difference(&stored, &more), Difference::State);
     }
 
     #[test]

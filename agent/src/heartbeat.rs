@@ -1,12 +1,14 @@
 //! Heartbeats: renews the Lease `node-{name}` in `hypermesh-system` every
 //! `--heartbeat-interval`, and refreshes the Node's conditions, writing them with
-//! UpdateStatus only when something changed.
+//! UpdateStatus only when one changed state (messages alone every few minutes).
 
 use hypermesh_api::v1::{Lease, LeaseSpec, Node, ObjectMeta};
 use hypermesh_api::{Api, Resource};
 use tonic::{Code, Status};
 
-use crate::conditions::{self, Thresholds};
+use std::time::{Duration, Instant};
+
+use crate::conditions::{self, Difference, Thresholds};
 use crate::config::Config;
 use crate::detect::gpu::GpuReport;
 
@@ -83,31 +85,55 @@ impl LeaseRenewer {
     }
 }
 
-/// Reads memory, disk and runtime, and writes the Node's conditions if they changed.
-/// Returns whether an UpdateStatus was sent.
-pub async fn refresh_conditions(
-    nodes: &Api<Node>,
-    config: &Config,
-    gpu: &GpuReport,
-) -> Result<bool, Status> {
-    let readings = conditions::read(&config.paths.proc_meminfo, &config.containerd_socket).await;
-    let desired = conditions::evaluate(
-        &readings,
-        Thresholds {
-            memory_available_percent: config.memory_pressure_percent,
-            disk_free_percent: config.disk_pressure_percent,
-        },
-        gpu,
-        &config.containerd_socket,
-    );
-    let mut node = nodes.get("", &config.node_name).await?;
-    let status = node.status.get_or_insert_with(Default::default);
-    let merged = conditions::merge(&status.conditions, desired);
-    if conditions::same(&status.conditions, &merged) {
-        return Ok(false);
+/// How often a Node's condition messages alone (live memory and disk figures) are
+/// written: kubelet's `nodeStatusReportFrequency`. A change of status or reason is
+/// written at the next heartbeat; rewriting the Node every heartbeat for a moving
+/// percentage was what broke first with 1,000 nodes (docs/scaling.md).
+pub const MESSAGE_REPORT_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Writes the Node's conditions: at once when one changes state, and refreshes their
+/// messages every [`MESSAGE_REPORT_INTERVAL`].
+#[derive(Debug, Default)]
+pub struct ConditionReporter {
+    last_written: Option<Instant>,
+}
+
+impl ConditionReporter {
+    /// Reads memory, disk and runtime, and writes the Node's conditions if they changed
+    /// state (or only their messages, once the report interval has passed). Returns
+    /// whether an UpdateStatus was sent.
+    pub async fn refresh(
+        &mut self,
+        nodes: &Api<Node>,
+        config: &Config,
+        gpu: &GpuReport,
+    ) -> Result<bool, Status> {
+        let readings =
+            conditions::read(&config.paths.proc_meminfo, &config.containerd_socket).await;
+        let desired = conditions::evaluate(
+            &readings,
+            Thresholds {
+                memory_available_percent: config.memory_pressure_percent,
+                disk_free_percent: config.disk_pressure_percent,
+            },
+            gpu,
+            &config.containerd_socket,
+        );
+        let mut node = nodes.get("", &config.node_name).await?;
+        let status = node.status.get_or_insert_with(Default::default);
+        let merged = conditions::merge(&status.conditions, desired);
+        let messages_due = self
+            .last_written
+            .is_none_or(|at| at.elapsed() >= MESSAGE_REPORT_INTERVAL);
+        match conditions::difference(&status.conditions, &merged) {
+            Difference::None => return Ok(false),
+            Difference::Messages if !messages_due => return Ok(false),
+            Difference::Messages | Difference::State => {}
+        }
+        status.conditions = merged;
+        nodes.update_status(&node).await?;
+        self.last_written = Some(Instant::now());
+        tracing::debug!(node = %node.meta().name, "node conditions updated");
+        Ok(true)
     }
-    status.conditions = merged;
-    nodes.update_status(&node).await?;
-    tracing::debug!(node = %node.meta().name, "node conditions updated");
-    Ok(true)
 }

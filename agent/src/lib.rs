@@ -153,6 +153,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         ));
     }
     let mut lease = heartbeat::LeaseRenewer::new(Api::new(channel), &config);
+    let mut reporter = heartbeat::ConditionReporter::default();
 
     let mut inventory = detect_now(&config).await?;
     let mut registered = false;
@@ -181,7 +182,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
                         tracing::warn!(error = %e, "lease renewal failed");
                     }
                 }
-                match heartbeat::refresh_conditions(&registrar.nodes, &config, &inventory.gpu).await {
+                match reporter.refresh(&registrar.nodes, &config, &inventory.gpu).await {
                     Ok(changed) => {
                         if changed {
                             metrics.condition_updates.inc();

@@ -3,7 +3,7 @@
 //! certificate; `hypermesh_agent::credentials`), registers its Node and proved Assets
 //! with the agent's own [`Registrar`] (a challenge per Asset, the four proofs), renews
 //! its Lease and refreshes its conditions every heartbeat with the agent's
-//! [`LeaseRenewer`] and [`refresh_conditions`], all on its own mTLS connection.
+//! [`LeaseRenewer`] and [`ConditionReporter`], all on its own mTLS connection.
 //!
 //! What is fake is the runtime: the Instances bound to the node (watched with the same
 //! `spec.nodeName` field selector the agent's reconciler uses) are reported Running and
@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use hypermesh_agent::detect::Inventory;
-use hypermesh_agent::heartbeat::{LeaseRenewer, refresh_conditions};
+use hypermesh_agent::heartbeat::{ConditionReporter, LeaseRenewer};
 use hypermesh_agent::register::Registrar;
 use hypermesh_api::v1::{
     ContainerState, ContainerStateRunning, ContainerStatus, Instance, InstancePhase,
@@ -206,7 +206,10 @@ async fn heartbeat(
     let mut tick = tokio::time::interval_at(Instant::now() + offset, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Ready=True right away (the agent's first heartbeat follows registration at once).
-    let first = refresh_conditions(&registrar.nodes, config, &fleet.inventory.gpu).await;
+    let mut reporter = ConditionReporter::default();
+    let first = reporter
+        .refresh(&registrar.nodes, config, &fleet.inventory.gpu)
+        .await;
     if first.is_err() {
         fleet
             .stats
@@ -236,7 +239,8 @@ async fn heartbeat(
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
-        if refresh_conditions(&registrar.nodes, config, &fleet.inventory.gpu)
+        if reporter
+            .refresh(&registrar.nodes, config, &fleet.inventory.gpu)
             .await
             .is_err()
         {
