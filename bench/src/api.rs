@@ -284,18 +284,9 @@ async fn bench_hypermesh(
     let watch_api = Api::<Workload>::new(hypermesh_api::client::connect(url).await?);
 
     // The watcher starts at the namespace's current version, before any write.
-    let (_, resource_version, _) = watch_api
-        .list(ListRequest {
-            namespace: namespace.clone(),
-            limit: 1,
-            ..Default::default()
-        })
-        .await
-        .context("listing before the watch")?;
     let mut stream = watch_api
-        .watch(WatchRequest {
+        .watch_from_now(WatchRequest {
             namespace: namespace.clone(),
-            resource_version,
             ..Default::default()
         })
         .await

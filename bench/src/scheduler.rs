@@ -252,18 +252,9 @@ async fn run_phase(args: &SchedulerArgs, gpu: bool) -> Result<PhaseResult> {
         args.instances
     };
     let prefix = if gpu { "gpu" } else { "plain" };
-    let (_, rv, _) = instances
-        .list(v1::ListRequest {
-            namespace: "default".into(),
-            limit: 1,
-            ..Default::default()
-        })
-        .await
-        .context("list")?;
     let mut watch = instances
-        .watch(WatchRequest {
+        .watch_from_now(WatchRequest {
             namespace: "default".into(),
-            resource_version: rv,
             ..Default::default()
         })
         .await

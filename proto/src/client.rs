@@ -490,6 +490,29 @@ impl<K: Resource> Api<K> {
         self.unary(method, request).await
     }
 
+    /// Streams the changes made from now on to the objects `request` selects (its
+    /// `resource_version` is ignored): reads the current revision with a one-item List
+    /// of the same namespace and selectors, then watches after it.
+    pub async fn watch_from_now(
+        &self,
+        request: WatchRequest,
+    ) -> Result<Streaming<K::WatchEvent>, Status> {
+        let (_, resource_version, _) = self
+            .list(ListRequest {
+                namespace: request.namespace.clone(),
+                label_selector: request.label_selector.clone(),
+                field_selector: request.field_selector.clone(),
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        self.watch(WatchRequest {
+            resource_version,
+            ..request
+        })
+        .await
+    }
+
     /// Streams change events after `request.resource_version`.
     pub async fn watch(&self, request: WatchRequest) -> Result<Streaming<K::WatchEvent>, Status> {
         let mut grpc = self.grpc.clone();

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::ValueEnum;
 use futures::future::try_join_all;
 use hypermesh_api::v1::{
-    self, DeleteRequest, Instance, InstancePhase, InstanceTemplate, ListRequest, Node, ObjectMeta,
+    self, DeleteRequest, Instance, InstancePhase, InstanceTemplate, Node, ObjectMeta,
     RestartPolicy, WatchEventType, WatchRequest, Workload, WorkloadSpec,
 };
 use hypermesh_api::{Api, Resource};
@@ -314,22 +314,11 @@ impl Cluster {
     /// waits until every one is RUNNING.
     pub async fn start(&self, via: Via, round: &str, count: usize) -> Result<Started> {
         let selector = format!("{ROUND_LABEL}={round}");
-        let (_, revision, _) = self
-            .instances
-            .list(ListRequest {
-                namespace: NAMESPACE.into(),
-                label_selector: selector.clone(),
-                limit: 1,
-                ..Default::default()
-            })
-            .await
-            .context("listing instances")?;
         let mut watch = self
             .instances
-            .watch(WatchRequest {
+            .watch_from_now(WatchRequest {
                 namespace: NAMESPACE.into(),
                 label_selector: selector,
-                resource_version: revision,
                 ..Default::default()
             })
             .await

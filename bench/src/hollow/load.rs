@@ -131,18 +131,9 @@ pub async fn run(
         sizes.push(size);
         total += size;
     }
-    let (_, rv, _) = insts
-        .list(ListRequest {
-            namespace: "default".into(),
-            limit: 1,
-            ..Default::default()
-        })
-        .await
-        .context("listing instances")?;
     let mut watch = insts
-        .watch(WatchRequest {
+        .watch_from_now(WatchRequest {
             namespace: "default".into(),
-            resource_version: rv,
             ..Default::default()
         })
         .await
