@@ -1,7 +1,7 @@
 # HyperMesh entry points. On a fresh machine: `make up` (one terminal), then `make test`.
 #
 #   make up     install what is missing, build, run containerd, hm-apiserver on 127.0.0.1:7443, hm-scheduler and hm-agent (foreground)
-#   make test   build every binary, run every test with cargo-nextest
+#   make test   install helm if missing, build every binary, run every test with cargo-nextest
 #   make bench  release build, then hm-bench against a real hm-apiserver and a real etcd
 #   make fuzz   property tests of the parsers, proof verification and the image importer, FUZZ_CASES (20000) cases each, FUZZ_SECONDS (600) per crate
 #   make images the component images the Helm chart runs, as OCI archives in IMAGES_DIR (target/images); PROFILE=debug packs the debug build
@@ -53,6 +53,7 @@ up: setup
 	LISTEN=$(LISTEN) DATA_DIR=$(DATA_DIR) BIN=$(TARGET_DIR)/debug bash scripts/up.sh
 
 test: setup
+	@bash scripts/install-helm.sh
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast --profile $(NEXTEST_PROFILE)
 
