@@ -47,8 +47,11 @@ pub struct TrustArgs {
     /// Assets to register through the apiserver (each phase).
     #[arg(long, default_value_t = 2_000)]
     pub assets: u32,
-    /// Concurrent registering clients, each with its own connection.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Concurrent registering clients, each with its own connection. All register for
+    /// one node, whose time proofs must each be later than the last one accepted, so
+    /// more than 1 makes racing proofs refused (as for a real agent, which registers
+    /// one Asset at a time).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
     /// The hm-apiserver binary.
     #[arg(long, default_value = "target/release/hm-apiserver")]
