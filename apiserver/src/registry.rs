@@ -189,16 +189,7 @@ impl<K: Kind> Registry<K> {
         namespace: &str,
         name: &str,
     ) -> Result<(), Status> {
-        let access = Access {
-            caller,
-            operation,
-            kind: Self::info(),
-            namespace,
-            name,
-        };
-        self.options
-            .admission
-            .authorize(&access, self.store.as_ref())
+        self.authorize_kind(caller, operation, Self::info(), namespace, name)
             .await
     }
 
