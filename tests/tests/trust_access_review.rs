@@ -101,3 +101,21 @@ async fn answers_match_each_role() {
     .unwrap_err();
     assert!(err.message().contains("at most 64"), "{err:?}");
 }
+
+#[tokio::test]
+async fn callers_without_a_cluster_certificate_are_refused() {
+    let server = InProcessApiServer::start_tls().await.unwrap();
+    let anonymous = identities::anonymous(&server).unwrap();
+    let err = ask(&anonymous, questions()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    // A certificate of another CA does not even complete the handshake.
+    let foreign = identities::foreign(&server).unwrap();
+    let refused = match connect_target(&foreign).await {
+        Err(_) => true,
+        Ok(channel) => AccessReviewServiceClient::new(channel)
+            .check(questions())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a foreign certificate was answered");
+}
