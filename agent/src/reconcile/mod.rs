@@ -28,6 +28,7 @@
 //! - `status`: probes beside each running container and the Instance's reported status.
 
 mod ctx;
+mod exit;
 mod instance;
 mod status;
 
