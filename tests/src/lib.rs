@@ -372,6 +372,11 @@ impl ApiServerProcess {
         connect_target(&self.target()?).await
     }
 
+    /// A connected channel with the scheduler's identity (`scheduler.config`; TLS).
+    pub async fn scheduler_channel(&self) -> anyhow::Result<Channel> {
+        connect_target(&self.config_target(hypermesh_apiserver::server::SCHEDULER_CONFIG)?).await
+    }
+
     /// The admin's target (plaintext without TLS).
     pub fn target(&self) -> anyhow::Result<hypermesh_api::client::Target> {
         if !self.tls {

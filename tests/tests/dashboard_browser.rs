@@ -102,13 +102,7 @@ async fn the_page_shows_the_cluster_and_acts_as_the_user() {
         .await
         .expect("hm-apiserver");
     let admin = server.channel().await.expect("admin channel");
-    let scheduler_channel = hypermesh_tests::connect_target(
-        &server
-            .config_target(hypermesh_apiserver::server::SCHEDULER_CONFIG)
-            .expect("scheduler.config"),
-    )
-    .await
-    .expect("scheduler channel");
+    let scheduler_channel = server.scheduler_channel().await.expect("scheduler channel");
     let scheduler = CancellationToken::new();
     let _stop_scheduler = scheduler.clone().drop_guard();
     tokio::spawn(hypermesh_scheduler::run(

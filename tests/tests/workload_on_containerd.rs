@@ -44,13 +44,7 @@ async fn applied_workload_runs_over_mtls_with_a_joined_agent() {
         .await
         .expect("hm-apiserver");
     let admin = server.channel().await.expect("admin channel");
-    let scheduler = hypermesh_tests::connect_target(
-        &server
-            .config_target(hypermesh_apiserver::server::SCHEDULER_CONFIG)
-            .expect("scheduler.config"),
-    )
-    .await
-    .expect("scheduler channel");
+    let scheduler = server.scheduler_channel().await.expect("scheduler channel");
     let token =
         hypermesh_tests::identities::make_join_token(&Api::new(admin), 1, Duration::from_secs(600))
             .await
