@@ -75,6 +75,26 @@ pub fn instance(namespace: &str, name: &str) -> Instance {
     }
 }
 
+/// Instance `default/name` bound to `node`, mounting Secret `secret` read-only at
+/// `/creds` (volume `creds`).
+pub fn instance_using_secret(name: &str, node: &str, secret: &str) -> Instance {
+    let mut inst = instance("default", name);
+    let spec = inst.spec.as_mut().expect("spec");
+    spec.node_name = node.into();
+    spec.volumes = vec![v1::Volume {
+        name: "creds".into(),
+        source: Some(v1::volume::Source::Secret(v1::SecretVolume {
+            secret_name: secret.into(),
+        })),
+    }];
+    spec.containers[0].volume_mounts = vec![v1::VolumeMount {
+        name: "creds".into(),
+        mount_path: "/creds".into(),
+        read_only: true,
+    }];
+    inst
+}
+
 /// A Lease `namespace/name` (the cheapest object to write).
 pub fn lease(namespace: &str, name: &str) -> Lease {
     Lease {

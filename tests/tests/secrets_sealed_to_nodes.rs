@@ -9,31 +9,13 @@ use std::sync::Arc;
 
 use hypermesh_agent::volumes::SealedSecrets;
 use hypermesh_api::Resource;
-use hypermesh_api::v1::{self, Instance, Secret};
+use hypermesh_api::v1::{Instance, Secret};
 use hypermesh_tests::InProcessApiServer;
 use hypermesh_tests::fixtures;
 use hypermesh_tests::identities::{JoinedNode, join_node};
 use hypermesh_tests::secrets::{canary, contains, secret};
 use hypermesh_trust::sealing::{Sealed, secret_aad};
 use prost::Message;
-
-fn using_secret(name: &str, node: &str, secret: &str) -> Instance {
-    let mut inst = fixtures::instance("default", name);
-    let spec = inst.spec.as_mut().expect("spec");
-    spec.node_name = node.into();
-    spec.volumes = vec![v1::Volume {
-        name: "creds".into(),
-        source: Some(v1::volume::Source::Secret(v1::SecretVolume {
-            secret_name: secret.into(),
-        })),
-    }];
-    spec.containers[0].volume_mounts = vec![v1::VolumeMount {
-        name: "creds".into(),
-        mount_path: "/creds".into(),
-        read_only: true,
-    }];
-    inst
-}
 
 /// What the agent of `node` uses to read Secrets: its client and its ML-KEM key.
 async fn reader(node: &JoinedNode) -> SealedSecrets {
@@ -69,7 +51,7 @@ async fn a_node_cannot_open_another_nodes_sealed_secret() {
     for (instance, node) in [("on-alpha", "alpha"), ("on-beta", "beta")] {
         server
             .api::<Instance>()
-            .create(&using_secret(instance, node, "db"))
+            .create(&fixtures::instance_using_secret(instance, node, "db"))
             .await
             .expect("create instance");
     }

@@ -36,24 +36,6 @@ async fn register(node: &JoinedNode) -> Node {
     nodes.update(&me).await.unwrap()
 }
 
-fn bound_instance(name: &str, node: &str, secret: &str) -> Instance {
-    let mut inst = fixtures::instance("default", name);
-    let spec = inst.spec.as_mut().unwrap();
-    spec.node_name = node.into();
-    spec.volumes = vec![v1::Volume {
-        name: "creds".into(),
-        source: Some(v1::volume::Source::Secret(v1::SecretVolume {
-            secret_name: secret.into(),
-        })),
-    }];
-    spec.containers[0].volume_mounts = vec![v1::VolumeMount {
-        name: "creds".into(),
-        mount_path: "/creds".into(),
-        read_only: true,
-    }];
-    inst
-}
-
 fn secret(name: &str) -> Secret {
     Secret {
         metadata: Some(fixtures::meta("default", name)),
@@ -139,7 +121,7 @@ async fn a_node_writes_only_its_own_objects() {
         .unwrap();
     let on_b = server
         .api::<Instance>()
-        .create(&bound_instance("on-b", "node-b", "b-only"))
+        .create(&fixtures::instance_using_secret("on-b", "node-b", "b-only"))
         .await
         .unwrap();
     let instances_as_a = a.api::<Instance>().await.unwrap();
