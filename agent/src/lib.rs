@@ -142,16 +142,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         channel.clone(),
         shutdown.child_token(),
     ));
-    if let Some(api) = config.kubernetes.clone() {
-        tokio::spawn(kube_node::run(
-            api,
-            Api::new(channel.clone()),
-            config.node_name.clone(),
-            config.labels.clone(),
-            config.kubernetes_sync_interval,
-            shutdown.child_token(),
-        ));
-    }
+    // Mirroring starts once registration has written the Node with `--label`, so the
+    // two never race on the Node's first writes.
+    let mut kubernetes_mirror = config.kubernetes.clone();
+    let kube_nodes = Api::new(channel.clone());
     let mut lease = heartbeat::LeaseRenewer::new(Api::new(channel), &config);
     let mut reporter = heartbeat::ConditionReporter::default();
 
@@ -165,6 +159,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     loop {
         if !registered {
             registered = register(&registrar, &inventory, &metrics).await;
+        }
+        if registered && let Some(api) = kubernetes_mirror.take() {
+            tokio::spawn(kube_node::run(
+                api,
+                kube_nodes.clone(),
+                config.node_name.clone(),
+                config.labels.clone(),
+                config.kubernetes_sync_interval,
+                shutdown.child_token(),
+            ));
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
