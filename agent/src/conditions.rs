@@ -1,5 +1,5 @@
 //! Node conditions the agent owns (Ready, MemoryPressure, DiskPressure, RuntimeReady,
-//! GpuDriverReady): how each is measured, and merging them into the Node so
+//! GpuDriverReady; NetworkAccounting comes from [`crate::accounting`]): how each is measured, and merging them into the Node so
 //! `lastTransitionTime` only moves when a status changes.
 
 use std::path::Path;
@@ -17,6 +17,7 @@ pub const OWNED: &[&str] = &[
     "DiskPressure",
     "RuntimeReady",
     "GpuDriverReady",
+    crate::accounting::CONDITION,
 ];
 
 /// A condition with no transition time yet (set by [`merge`]).

@@ -96,6 +96,8 @@ pub const MESSAGE_REPORT_INTERVAL: Duration = Duration::from_secs(300);
 #[derive(Debug, Default)]
 pub struct ConditionReporter {
     last_written: Option<Instant>,
+    /// Conditions measured elsewhere (`NetworkAccounting`), written with the others.
+    pub extra: Vec<hypermesh_api::v1::Condition>,
 }
 
 impl ConditionReporter {
@@ -110,7 +112,7 @@ impl ConditionReporter {
     ) -> Result<bool, Status> {
         let readings =
             conditions::read(&config.paths.proc_meminfo, &config.containerd_socket).await;
-        let desired = conditions::evaluate(
+        let mut desired = conditions::evaluate(
             &readings,
             Thresholds {
                 memory_available_percent: config.memory_pressure_percent,
@@ -119,6 +121,7 @@ impl ConditionReporter {
             gpu,
             &config.containerd_socket,
         );
+        desired.extend(self.extra.iter().cloned());
         let mut node = nodes.get("", &config.node_name).await?;
         let status = node.status.get_or_insert_with(Default::default);
         let merged = conditions::merge(&status.conditions, desired);

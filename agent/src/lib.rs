@@ -15,6 +15,9 @@
 //!   mirrored onto this Node.
 //! - [`heartbeat`]: Lease renewal and condition refresh.
 //! - [`conditions`]: measuring and merging Node conditions.
+//! - [`accounting`]: per-Instance cpu, memory, disk, network (eBPF or
+//!   `/proc/<pid>/net/dev`) and process starts on `/metrics`; the `NetworkAccounting`
+//!   condition.
 //! - [`metrics`]: Prometheus counters and the `--metrics-addr` server.
 //! - [`usage`]: live cpu and memory of the host and its Instances, for `hmctl top`.
 //! - [`probe`]: readiness and liveness probes (TCP in the container's netns, exec).
@@ -26,6 +29,7 @@
 //!   connection the agent dials.
 //! - [`volumes`]: emptyDir, hostPath and secret volumes on the host, and their cleanup.
 
+pub mod accounting;
 pub mod conditions;
 pub mod config;
 pub mod container_setup;
@@ -94,6 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         })?;
     let identity = Arc::new(identity);
     let metrics = Arc::new(metrics::AgentMetrics::default());
+    let accounting = tokio::task::spawn_blocking(accounting::Accounting::start).await?;
     if let Some(addr) = config.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -101,7 +106,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving metrics");
         tokio::spawn(hypermesh_runtime::telemetry::serve(
             listener,
-            vec![metrics.exposition()],
+            vec![metrics.exposition(), accounting.exposition()],
             hypermesh_runtime::health::Health::new(),
             shutdown.child_token(),
         ));
@@ -130,6 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         config.clone(),
         channel.clone(),
         Arc::new(registrar.identity.kem().clone()),
+        accounting.clone(),
         shutdown.child_token(),
     ));
     tokio::spawn(sessions::run(
@@ -140,6 +146,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     tokio::spawn(usage::run(
         config.clone(),
         channel.clone(),
+        accounting.clone(),
         shutdown.child_token(),
     ));
     // Mirroring starts once registration has written the Node with `--label`, so the
@@ -148,6 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let kube_nodes = Api::new(channel.clone());
     let mut lease = heartbeat::LeaseRenewer::new(Api::new(channel), &config);
     let mut reporter = heartbeat::ConditionReporter::default();
+    reporter.extra.push(accounting.condition());
 
     let mut inventory = detect_now(&config).await?;
     let mut registered = false;

@@ -128,7 +128,12 @@ impl Samples {
 }
 
 /// Reports usage every `config.usage_interval` until `shutdown`.
-pub async fn run(config: Config, channel: Channel, shutdown: CancellationToken) {
+pub async fn run(
+    config: Config,
+    channel: Channel,
+    accounting: std::sync::Arc<crate::accounting::Accounting>,
+    shutdown: CancellationToken,
+) {
     let instances = Api::<Instance>::new(channel.clone());
     let mut client = UsageServiceClient::new(channel);
     let period = config.usage_interval.max(Duration::from_millis(100));
@@ -162,6 +167,7 @@ pub async fn run(config: Config, channel: Channel, shutdown: CancellationToken) 
             .map(|i| hypermesh_api::Resource::meta(i).uid.clone())
             .collect();
         samples.instances.retain(|uid, _| live.contains(uid));
+        accounting.observe(&bound);
         let report = NodeUsageReport {
             node_name: config.node_name.clone(),
             node: Some(samples.node(&config.node_name, window)),

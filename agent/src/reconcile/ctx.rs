@@ -47,6 +47,8 @@ pub(super) struct Ctx {
     pub(super) setup: ContainerSetup,
     /// Events about the Instances (Pulling, Started, BackOff, …), aggregated.
     pub(super) events: EventRecorder,
+    /// Per-container eBPF accounting, attached as each container is created.
+    pub(super) accounting: std::sync::Arc<crate::accounting::Accounting>,
 }
 
 /// What an Instance's status takes from its Node.

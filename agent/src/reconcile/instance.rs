@@ -374,7 +374,15 @@ pub(super) async fn run_once(
         liveness_failed: false,
     };
     loop {
-        let adopted = match container::create(client, config).await {
+        let created = container::create(client, config).await;
+        // Counting starts on the new cgroup before the container runs (an adopted one
+        // is counted from now on).
+        if matches!(&created, Err(e) if e.code() == Some(tonic::Code::AlreadyExists))
+            || created.is_ok()
+        {
+            ctx.accounting.attach(&config.id);
+        }
+        let adopted = match created {
             Ok(_) => match container::start(client, &config.id).await {
                 Ok(_) => false,
                 Err(e) if e.is_unreachable() => {
@@ -451,6 +459,7 @@ pub(super) async fn run_once(
                 }
             }
         };
+        ctx.accounting.forget(&config.id);
         // Deleting the task closed the output pipes; once the logger has written the
         // rest, the reported exit means the log is complete.
         crate::logs::wait_done(&config.log.file, LOG_FLUSH).await;

@@ -61,6 +61,7 @@ pub async fn run(
     config: Config,
     channel: tonic::transport::Channel,
     kem: std::sync::Arc<hypermesh_trust::sealing::NodeKem>,
+    accounting: Arc<crate::accounting::Accounting>,
     shutdown: CancellationToken,
 ) {
     let client = loop {
@@ -106,6 +107,7 @@ pub async fn run(
         log_max_files: config.log_max_files,
         backoff: config.restart_backoff,
         setup,
+        accounting,
     });
     ctx.images.scan().await;
     let stream = watcher::watcher(
