@@ -3,11 +3,11 @@
 //! the proxy's, served in the classic text format to a plain scraper, and in
 //! OpenMetrics (ending in `# EOF`) to one that asks for it, as Prometheus does. The
 //! values move with what happens: bindings and unschedulable attempts on the
-//! scheduler, accepted connections and their handshake latency on the proxy.
+//! scheduler, accepted connections and their handshake latency on the proxy. The
+//! agent's per-Instance metrics are checked with an Instance running, in
+//! `agent_accounting`.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,71 +16,15 @@ use hypermesh_proxy::header::{Protocol, Reply, StreamHeader};
 use hypermesh_runtime::health::Health;
 use hypermesh_scheduler::metrics::SchedulerMetrics;
 use hypermesh_tests::agent::{self, Agent};
+use hypermesh_tests::metrics::{free_address, promtool_check, sample, scrape, wait_sample};
 use hypermesh_tests::pki::TestCa;
 use hypermesh_tests::proxy::{InProcessProxy, quic_client, unknown_global};
 use hypermesh_tests::scheduler::{self as sim, SimCluster};
 use hypermesh_tests::{InProcessApiServer, wait_for};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const OPENMETRICS: &str =
     "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
-
-/// A loopback address nothing listens on yet.
-fn free_address() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address")
-}
-
-/// `GET /metrics` with `accept` (if any): the content type and the body.
-async fn scrape(address: SocketAddr, accept: Option<&str>) -> anyhow::Result<(String, String)> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    stream
-        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: x\r\n{accept}\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no header end in {response:?}"))?;
-    anyhow::ensure!(head.starts_with("HTTP/1.0 200"), "status: {head}");
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-type: ")
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    Ok((content_type, body.to_string()))
-}
-
-/// Runs `promtool check metrics` on `body`; panics with its complaints if any.
-fn promtool_check(what: &str, body: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/setup.sh installs it)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed on the {what}'s /metrics:\n{}{}\n--- body ---\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Checks both formats of the endpoint at `address`.
 async fn check_endpoint(what: &str, address: SocketAddr, must_contain: &str) {
@@ -135,33 +79,6 @@ async fn apiserver_and_agent_metrics_pass_promtool() {
     .expect("agent serves /metrics");
     check_endpoint("agent", agent_metrics, "# TYPE ").await;
     agent.stop().await;
-}
-
-/// The value of the sample `series` (name with labels, as printed) in a classic body.
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-/// Scrapes `address` until the sample `series` satisfies `ok`; the classic body.
-async fn wait_sample(address: SocketAddr, series: &str, ok: impl Fn(f64) -> bool) -> String {
-    let found = wait_for(Duration::from_secs(30), || async {
-        let (_, body) = scrape(address, None).await.ok()?;
-        sample(&body, series).filter(|v| ok(*v)).map(|_| body)
-    })
-    .await;
-    match found {
-        Ok(body) => body,
-        Err(e) => {
-            let body = scrape(address, None).await.map(|(_, b)| b);
-            panic!("{series}: {e}; last scrape:\n{body:?}")
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,7 +164,9 @@ impl BpfAccounting {
             .map_err(map_error("watched"))?;
         let attach = |ebpf: &mut Ebpf, name, kind| {
             skb(ebpf, name)?
-                .attach(&file, kind, CgroupAttachMode::AllowMultiple)
+                // On this kernel aya attaches through a bpf_link, which always allows other
+                // programs beside it and takes no flags (ALLOW_MULTI there is EINVAL).
+                .attach(&file, kind, CgroupAttachMode::Single)
                 .map_err(program_error(name))
         };
         let ingress = match attach(&mut self.ebpf, INGRESS, CgroupSkbAttachType::Ingress) {

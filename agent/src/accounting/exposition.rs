@@ -4,6 +4,7 @@
 //! not give is left out, never written as zero.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::collector::Collector;
@@ -18,6 +19,7 @@ use super::ContainerSample;
 pub(super) struct SampleCollector {
     pub(super) samples: Arc<Mutex<Vec<ContainerSample>>>,
     pub(super) ebpf: bool,
+    pub(super) attach_failures: Arc<AtomicU64>,
 }
 
 fn labels(s: &ContainerSample, source: bool) -> Vec<(&'static str, String)> {
@@ -76,6 +78,15 @@ impl Collector for SampleCollector {
             None,
             ebpf.metric_type(),
         )?)?;
+        if self.ebpf {
+            let failures = ConstCounter::new(self.attach_failures.load(Ordering::Relaxed));
+            failures.encode(encoder.encode_descriptor(
+                "accounting_attach_failures",
+                "Containers whose cgroup the eBPF programs could not be attached to (counted from /proc/<pid>/net/dev instead; the agent log says why)",
+                None,
+                failures.metric_type(),
+            )?)?;
+        }
         let e = &mut encoder;
         let s = &samples;
         counters(

@@ -26,6 +26,7 @@ mod exposition;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hypermesh_api::Resource;
@@ -79,6 +80,8 @@ pub struct Accounting {
     unavailable: Option<String>,
     cgroup2: Option<PathBuf>,
     samples: Arc<Mutex<Vec<ContainerSample>>>,
+    /// Containers whose cgroup the programs could not be attached to.
+    attach_failures: Arc<AtomicU64>,
 }
 
 /// `error` with its sources, each once.
@@ -128,6 +131,7 @@ impl Accounting {
             unavailable,
             cgroup2,
             samples: Arc::default(),
+            attach_failures: Arc::default(),
         })
     }
 
@@ -167,6 +171,7 @@ impl Accounting {
         match lock(bpf).attach(id, &cgroup::v2_dir(root, id)) {
             Ok(cgroup) => tracing::debug!(container = id, cgroup, "eBPF accounting attached"),
             Err(e) => {
+                self.attach_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(container = id, error = %error_chain(&e), "eBPF accounting not attached")
             }
         }
@@ -249,6 +254,7 @@ impl Accounting {
         registry.register_collector(Box::new(exposition::SampleCollector {
             samples: self.samples.clone(),
             ebpf: self.ebpf(),
+            attach_failures: self.attach_failures.clone(),
         }));
         Arc::new(move |out: &mut String| telemetry::write_registry(out, &registry))
     }
