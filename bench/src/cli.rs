@@ -53,6 +53,10 @@ pub enum Command {
     /// Draws the runs `hm-bench hollow --record FILE` appended as a PNG (apiserver
     /// RSS and CPU, API p99 under load, bindings/s, against the number of nodes).
     HollowPlot(crate::hollow::plot::PlotArgs),
+    /// CPU per Gbit/s of iperf3 TCP over loopback from a cgroup with the agent's eBPF
+    /// accounting programs attached, beside detached (paced at 1 Gbit/s and unpaced).
+    /// Needs root.
+    Ebpf(crate::ebpf::EbpfArgs),
 }
 
 /// A system the `api` benchmark measures.

@@ -27,12 +27,15 @@
 //!   apiserver, write→delivery latency, CPU and RSS, watch cache on and off.
 //! - [`hollow`]: the `hollow` benchmark: N hollow agents (real join, registration
 //!   with proofs, heartbeats; fake containers) on one apiserver, under load and failure.
+//! - [`ebpf`]: the `ebpf` benchmark: CPU per Gbit/s of iperf3 traffic with the agent's
+//!   cgroup_skb accounting programs attached and detached.
 //! - [`report`]: the markdown table and the `BENCHMARKS.md` section.
 
 pub mod api;
 pub mod cli;
 pub mod containerd;
 pub mod containers;
+pub mod ebpf;
 pub mod fanout;
 pub mod hollow;
 pub mod procfs;
@@ -62,5 +65,6 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::WatchFanout(args) => fanout::run(args).await,
         cli::Command::Hollow(args) => hollow::run(args).await,
         cli::Command::HollowPlot(args) => hollow::plot::run(args),
+        cli::Command::Ebpf(args) => ebpf::run(args).await,
     }
 }
