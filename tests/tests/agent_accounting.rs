@@ -9,7 +9,8 @@
 //! `bpf()` calls) says
 //! `NetworkAccounting=False`/`EbpfUnavailable` with the kernel's refusal, and still
 //! counts the download from `/proc/<pid>/net/dev` (`source="netdev"`), with no process
-//! starts rather than invented ones. Both bodies pass `promtool check metrics`.
+//! starts rather than invented ones. Both bodies pass `promtool check metrics`. A
+//! deleted Instance's series go with it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,7 +18,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hypermesh_api::Api;
-use hypermesh_api::v1::{Condition, InstancePhase, Node, RestartPolicy};
+use hypermesh_api::v1::{Condition, DeleteRequest, InstancePhase, Node, RestartPolicy};
 use hypermesh_tests::containerd::TEST_IMAGE;
 use hypermesh_tests::hmctl::Hmctl;
 use hypermesh_tests::metrics::{free_address, promtool_check, sample, scrape, wait_sample};
@@ -172,6 +173,26 @@ async fn ebpf_counts_what_an_instance_downloads_and_execs() {
         Some(0.0)
     );
     promtool_check("agent running an Instance", &body);
+
+    // Deleted: its container's programs are detached and its series go.
+    env.instances()
+        .delete(DeleteRequest {
+            namespace: "default".into(),
+            name: "downloader".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete the downloader");
+    let gone = wait_for(TIMEOUT, || async {
+        let (_, body) = scrape(metrics, None).await.ok()?;
+        (!body.contains("instance=\"downloader\"")).then_some(body)
+    })
+    .await
+    .expect("the deleted Instance's series go");
+    assert_eq!(
+        sample(&gone, "hypermesh_agent_accounting_attach_failures_total"),
+        Some(0.0)
+    );
     env.stop().await;
 }
 
