@@ -19,6 +19,7 @@ pub mod hosts;
 pub mod images;
 pub mod instance;
 pub mod kube_api;
+pub mod multi_host;
 pub mod netns;
 pub mod node_env;
 pub mod node_lifecycle;

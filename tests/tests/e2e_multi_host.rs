@@ -1,0 +1,501 @@
+//! Story (issue 19, item 3): a whole cluster on three hosts loses a host and an
+//! apiserver, and the service it runs keeps answering.
+//!
+//! - The control plane: a 3-member etcd, two `hm-apiserver` processes on it (TLS, their
+//!   controllers leader-elected), reached from the hosts at 198.51.100.10 and .11 on the
+//!   lab's bridge, and two leader-elected `hm-scheduler` processes.
+//! - Three hosts a, b, c (network namespaces on the bridge at 198.51.100.1-3), each with
+//!   its own containerd, `hm-agent` and `hm-proxy`; each agent joins with a one-use
+//!   token and the CA pin over mTLS, and agents and proxies are given both apiservers.
+//! - A Workload of 6 replicas spreads 2 per host (the scheduler's default spread
+//!   score), every Instance Running on its host's containerd; a Route over them answers
+//!   through A's proxy, polled from then on with every failure counted.
+//! - b's agent is killed (SIGKILL) and, at once, the apiserver that leads the
+//!   controllers and that every client tries first. Node b goes NotReady within its
+//!   Lease (plus the controllers' leader hand-over); its Instances are evicted after
+//!   the eviction grace and run again on a and c; a and c stay Ready throughout, their
+//!   agents on the surviving apiserver. An admin client writing all along continues on it.
+//! - Then host b dies whole (its containers, containerd, proxy and namespace): the
+//!   Workload stays at 6 Running on a and c, and the Route keeps answering.
+//! - Nothing is lost: every object the test created is read back by name at the end.
+//!
+//! Timings (setup, time to NotReady, time to 6 Running again, the Route's longest gap,
+//! the longest write across the apiserver's death) are printed and kept in
+//! `target/test-artifacts/e2e_multi_host.txt`.
+
+use hypermesh_tests::containerd;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use containerd::build_test_archive;
+use hypermesh_api::v1::{
+    self, Instance, InstancePhase, Lease, ListRequest, Node, Probe, Route, RoutePort, RouteSpec,
+    TcpSocketAction, Workload,
+};
+use hypermesh_api::{Api, Resource};
+use hypermesh_tests::etcd::require_etcd;
+use hypermesh_tests::fixtures::{lease, meta};
+use hypermesh_tests::hosts::{Containerds, crash_host, kill9, try_route_get};
+use hypermesh_tests::multi_host::{self, ControlPlane, start_host};
+use hypermesh_tests::netns::{NetLab, require_netns_tools};
+use hypermesh_tests::node_lifecycle::{ready, tainted};
+use hypermesh_tests::wait_for;
+use tonic::Code;
+
+const HOSTS: [(&str, &str); 3] = [
+    ("a", "198.51.100.1"),
+    ("b", "198.51.100.2"),
+    ("c", "198.51.100.3"),
+];
+/// The agents' Lease (`--lease-duration`): the node timeout.
+const NODE_LEASE: Duration = Duration::from_secs(5);
+/// The controllers' leader Lease (`--controllers-lease-seconds`).
+const CONTROLLERS_LEASE: Duration = Duration::from_secs(5);
+/// hm-apiserver's eviction grace after a node is tainted unreachable (its default).
+const EVICTION_GRACE: Duration = Duration::from_secs(30);
+const REPLICAS: usize = 6;
+/// The longest the Route may go without answering.
+const ROUTE_GAP_LIMIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering() {
+    require_netns_tools();
+    containerd::require_tools();
+    require_etcd();
+    let started = Instant::now();
+    let lab = Arc::new(multi_host::lab(&[
+        ("a", "198.51.100.1/25", "fd00:1::1/64"),
+        ("b", "198.51.100.2/25", "fd00:1::2/64"),
+        ("c", "198.51.100.3/25", "fd00:1::3/64"),
+    ]));
+    let controllers_lease = CONTROLLERS_LEASE.as_secs().to_string();
+    let mut control_plane =
+        ControlPlane::start(&lab, &["--controllers-lease-seconds", &controllers_lease]).await;
+    let channel = control_plane.channel();
+    let nodes: Api<Node> = Api::new(channel.clone());
+    let instances: Api<Instance> = Api::new(channel.clone());
+    let workloads: Api<Workload> = Api::new(channel.clone());
+    let routes: Api<Route> = Api::new(channel.clone());
+    let leases: Api<Lease> = Api::new(channel.clone());
+
+    let images = tempfile::tempdir().expect("image dir");
+    build_test_archive(images.path());
+    let mut containerds = Containerds(Vec::new());
+    let node_lease = format!("{}s", NODE_LEASE.as_secs());
+    let mut hosts = Vec::new();
+    for host in HOSTS {
+        hosts.push(
+            start_host(
+                &lab,
+                &control_plane,
+                host,
+                images.path(),
+                &mut containerds,
+                &["--lease-duration", &node_lease],
+            )
+            .await,
+        );
+    }
+    let all_ready = wait_for(Duration::from_secs(90), || async {
+        let (all, _) = nodes.list_all(ListRequest::default()).await.ok()?;
+        let ready = all.iter().filter(|n| is_ready(n)).count();
+        (ready == HOSTS.len()).then_some(())
+    })
+    .await;
+    if all_ready.is_err() {
+        panic!("three Ready nodes: {}", logs(&hosts));
+    }
+    let setup = started.elapsed();
+
+    // Six replicas, two per host, and a Route over them answering through A's proxy.
+    workloads.create(&web(REPLICAS)).await.expect("workload");
+    routes.create(&route()).await.expect("route");
+    let placed = wait_for(Duration::from_secs(90), || running_web(&instances, None)).await;
+    let placed = placed.unwrap_or_else(|e| panic!("6 Running: {e}{}", logs(&hosts)));
+    let spread = per_node(&placed);
+    assert_eq!(
+        spread,
+        BTreeMap::from([("a".into(), 2), ("b".into(), 2), ("c".into(), 2)]),
+        "the scheduler spreads the replicas 2 per host"
+    );
+    for host in &hosts {
+        assert_eq!(
+            host.running_tasks(),
+            2,
+            "containerd of {} runs 2",
+            host.name
+        );
+    }
+    wait_for(Duration::from_secs(30), || async {
+        try_route_get(&lab, "a", "web").await.ok()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the Route answers from A: {e}{}", logs(&hosts)));
+    let poller = RoutePoller::start(lab.clone());
+    let writer = Writer::start(leases.clone());
+
+    // b's agent dies, and with it the apiserver leading the controllers (the first
+    // every agent, proxy, scheduler and client tries).
+    let killed = Instant::now();
+    kill9(&mut hosts[1].agent).await;
+    control_plane.kill_apiserver(0).await;
+    let not_ready = wait_for(Duration::from_secs(60), || async {
+        let b = nodes.get("", "b").await.ok()?;
+        (!is_ready(&b) && tainted(&b)).then(|| killed.elapsed())
+    })
+    .await
+    .expect("node b goes NotReady and is tainted unreachable");
+    // The new leader gives every node a full Lease before marking it.
+    let node_timeout = CONTROLLERS_LEASE + NODE_LEASE + Duration::from_secs(5);
+    assert!(
+        not_ready <= node_timeout,
+        "node b NotReady after {not_ready:?}, not within {node_timeout:?}"
+    );
+    let rescheduled = wait_for(EVICTION_GRACE + Duration::from_secs(60), || async {
+        running_web(&instances, Some("b")).await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("b's Instances run elsewhere: {e}{}", logs(&hosts)));
+    let back_to_six = killed.elapsed();
+    assert_eq!(rescheduled.len(), REPLICAS);
+    for name in ["a", "c"] {
+        let node = nodes.get("", name).await.expect("node");
+        assert!(
+            is_ready(&node) && !tainted(&node),
+            "node {name} stayed Ready on the surviving apiserver: {node:?}"
+        );
+    }
+
+    let per_node_after = per_node(&rescheduled);
+    for host in [&hosts[0], &hosts[2]] {
+        assert_eq!(
+            host.running_tasks(),
+            per_node_after.get(host.name).copied().unwrap_or(0),
+            "containerd of {} runs its Instances",
+            host.name
+        );
+    }
+
+    // Then the whole host b goes: containers, containerd, proxy, namespace.
+    let crashed = Instant::now();
+    crash_host(&lab, &mut hosts[1]).await;
+    let after_crash = wait_for(Duration::from_secs(60), || async {
+        let running = running_web(&instances, Some("b")).await?;
+        let w = workloads.get("default", "web").await.ok()?;
+        let available = w.status.map(|s| s.available_replicas)?;
+        (available == REPLICAS as i32).then_some(running)
+    })
+    .await
+    .expect("6 Running on a and c after host b died");
+    let six_after_crash = crashed.elapsed();
+    // The Route is polled a little longer with b gone.
+    let polled_from = poller.answered();
+    wait_for(Duration::from_secs(30), || async {
+        (poller.answered() >= polled_from + 10).then_some(())
+    })
+    .await
+    .expect("the Route answers after host b died");
+    let route = poller.stop().await;
+    let written = writer.stop().await;
+
+    // Nothing lost: every object created is read back by name.
+    let workload = workloads.get("default", "web").await.expect("workload web");
+    assert_eq!(workload.spec.as_ref().map(|s| s.replicas), Some(6));
+    routes.get("default", "web").await.expect("route web");
+    for (name, _) in &written.names {
+        leases
+            .get("default", name)
+            .await
+            .unwrap_or_else(|e| panic!("lease {name} written during the failover: {e:?}"));
+    }
+    for (name, _) in HOSTS {
+        nodes.get("", name).await.expect("node");
+    }
+    for instance in &after_crash {
+        instances
+            .get("default", &instance.meta().name)
+            .await
+            .expect("instance");
+    }
+    assert!(
+        control_plane.schedulers_alive(),
+        "both schedulers still run"
+    );
+
+    let report = format!(
+        "e2e_multi_host: setup (etcd x3, apiservers x2, 3 hosts joined and Ready) {setup:.1?}\n\
+         e2e_multi_host: node b NotReady {not_ready:.1?} after its agent and the leading apiserver were killed \
+         (agent Lease {NODE_LEASE:?}, controllers Lease {CONTROLLERS_LEASE:?})\n\
+         e2e_multi_host: 6 Running again (none on b) {back_to_six:.1?} after the kill (eviction grace {EVICTION_GRACE:?})\n\
+         e2e_multi_host: 6 Running and available {six_after_crash:.1?} after host b died whole\n\
+         e2e_multi_host: Route polled {} times, {} failed, longest gap without an answer {:.1?}\n\
+         e2e_multi_host: {} objects written across the apiserver's death, longest write {:.1?}, {} retries\n\
+         e2e_multi_host: total {:.1?}\n",
+        route.answered + route.failed,
+        route.failed,
+        route.longest_gap,
+        written.names.len(),
+        written.longest,
+        written.retries,
+        started.elapsed(),
+    );
+    print!("{report}");
+    let artifacts = containerd::workspace_root().join("target/test-artifacts");
+    let _ = std::fs::create_dir_all(&artifacts);
+    let _ = std::fs::write(artifacts.join("e2e_multi_host.txt"), &report);
+    assert!(
+        route.longest_gap <= ROUTE_GAP_LIMIT,
+        "the Route went {:?} without answering (limit {ROUTE_GAP_LIMIT:?}); errors: {:?}",
+        route.longest_gap,
+        route.errors
+    );
+    assert!(!written.names.is_empty(), "the writer wrote");
+
+    for host in &mut hosts {
+        kill9(&mut host.proxy).await;
+        kill9(&mut host.agent).await;
+    }
+    drop(containerds);
+}
+
+fn is_ready(node: &Node) -> bool {
+    ready(node).is_some_and(|c| c.status == "True")
+}
+
+/// The web Instances when exactly [`REPLICAS`] exist, all Running and Ready with an
+/// address, none on `not_on`.
+async fn running_web(instances: &Api<Instance>, not_on: Option<&str>) -> Option<Vec<Instance>> {
+    let (all, _) = instances
+        .list_all(ListRequest {
+            namespace: "default".into(),
+            label_selector: "app=web".into(),
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    let live: Vec<Instance> = all
+        .into_iter()
+        .filter(|i| i.meta().deletion_timestamp.is_none())
+        .collect();
+    let good = |i: &Instance| {
+        let node = i.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or("");
+        i.status.as_ref().is_some_and(|s| {
+            s.phase == InstancePhase::Running as i32
+                && !s.address.is_empty()
+                && s.conditions
+                    .iter()
+                    .any(|c| c.r#type == "Ready" && c.status == "True")
+        }) && !node.is_empty()
+            && Some(node) != not_on
+    };
+    (live.len() == REPLICAS && live.iter().all(good)).then_some(live)
+}
+
+fn per_node(instances: &[Instance]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for i in instances {
+        let node = i
+            .spec
+            .as_ref()
+            .map(|s| s.node_name.clone())
+            .unwrap_or_default();
+        *counts.entry(node).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Workload `default/web`: busybox httpd on 8080, Ready once it accepts connections.
+fn web(replicas: usize) -> Workload {
+    let mut w = hypermesh_tests::workload::workload(
+        "web",
+        i32::try_from(replicas).expect("replicas"),
+        containerd::TEST_IMAGE,
+    );
+    let template = w
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.as_mut())
+        .expect("template");
+    template.restart_policy = v1::RestartPolicy::Always as i32;
+    template.termination_grace_period_seconds = 1;
+    let container = &mut template.containers[0];
+    container.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "mkdir -p /www && echo web > /www/index.html && exec httpd -f -p 8080 -h /www".into(),
+    ];
+    container.ports = vec![v1::ContainerPort {
+        name: "http".into(),
+        container_port: 8080,
+        protocol: v1::Protocol::Tcp as i32,
+    }];
+    container.resources = Some(v1::ResourceRequirements {
+        cpu: "100m".into(),
+        memory: "32Mi".into(),
+        ..Default::default()
+    });
+    container.readiness_probe = Some(Probe {
+        tcp_socket: Some(TcpSocketAction { port: 8080 }),
+        period_seconds: 1,
+        ..Default::default()
+    });
+    w
+}
+
+/// Route `default/web`: port 80 to the web Instances' 8080.
+fn route() -> Route {
+    Route {
+        metadata: Some(meta("default", "web")),
+        spec: Some(RouteSpec {
+            selector: [("app".to_string(), "web".to_string())].into(),
+            ports: vec![RoutePort {
+                name: "http".into(),
+                port: 80,
+                target_port: 8080,
+                protocol: v1::Protocol::Tcp as i32,
+            }],
+        }),
+        status: None,
+    }
+}
+
+/// The logs of every host's agent and proxy, for failure messages.
+fn logs(hosts: &[hypermesh_tests::hosts::Host]) -> String {
+    let mut out = String::new();
+    for host in hosts {
+        for file in ["agent.log", "proxy.log"] {
+            let text = std::fs::read_to_string(host.dir.path().join(file)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("\n--- {} {file} ---\n", host.name));
+            out.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
+        }
+    }
+    out
+}
+
+/// What the Route poller saw.
+#[derive(Debug, Default)]
+struct RouteStats {
+    answered: u64,
+    failed: u64,
+    longest_gap: Duration,
+    errors: Vec<String>,
+}
+
+/// GETs the Route through A's proxy every 250 ms until stopped, counting answers and
+/// failures and the longest time between two answers (so about 250 ms plus one request
+/// when none fails).
+struct RoutePoller {
+    stop: Arc<AtomicBool>,
+    answered: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<RouteStats>,
+}
+
+impl RoutePoller {
+    fn start(lab: Arc<NetLab>) -> RoutePoller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (flag, count) = (stop.clone(), answered.clone());
+        let task = tokio::spawn(async move {
+            let mut stats = RouteStats::default();
+            let mut last_answer = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                let attempt =
+                    tokio::time::timeout(Duration::from_secs(5), try_route_get(&lab, "a", "web"))
+                        .await;
+                match attempt {
+                    Ok(Ok(body)) if body == "web" => {
+                        stats.answered += 1;
+                        count.fetch_add(1, Ordering::Relaxed);
+                        stats.longest_gap = stats.longest_gap.max(last_answer.elapsed());
+                        last_answer = Instant::now();
+                    }
+                    other => {
+                        stats.failed += 1;
+                        if stats.errors.len() < 20 {
+                            stats.errors.push(format!("{other:?}"));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            stats.longest_gap = stats.longest_gap.max(last_answer.elapsed());
+            stats
+        });
+        RoutePoller {
+            stop,
+            answered,
+            task,
+        }
+    }
+
+    fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    async fn stop(self) -> RouteStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("route poller")
+    }
+}
+
+/// What the writer wrote: each Lease's name and how long it took.
+struct Written {
+    names: Vec<(String, Duration)>,
+    longest: Duration,
+    retries: u64,
+}
+
+/// Creates Leases `default/marker-NNN` one after another through the admin's client
+/// (both apiservers) until stopped, retrying each until the API takes it.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Written>,
+}
+
+impl Writer {
+    fn start(leases: Api<Lease>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut written = Written {
+                names: Vec::new(),
+                longest: Duration::ZERO,
+                retries: 0,
+            };
+            while !flag.load(Ordering::Relaxed) {
+                let name = format!("marker-{:03}", written.names.len());
+                let began = Instant::now();
+                loop {
+                    match leases.create(&lease("default", &name)).await {
+                        // A retry of a create that got through before its answer was lost.
+                        Ok(_) => break,
+                        Err(e) if e.code() == Code::AlreadyExists => break,
+                        Err(_) => {
+                            written.retries += 1;
+                            assert!(
+                                began.elapsed() < Duration::from_secs(60),
+                                "lease {name} not written within 60 s"
+                            );
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                let took = began.elapsed();
+                written.longest = written.longest.max(took);
+                written.names.push((name, took));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            written
+        });
+        Writer { stop, task }
+    }
+
+    async fn stop(self) -> Written {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("writer")
+    }
+}
