@@ -176,7 +176,7 @@ impl Drop for ControlPlane {
 /// Starts host `name` at `ip` (a member of `lab`): its containerd (stopped through
 /// `containerds`), an agent that joins with a fresh one-use token and the CA pin, then
 /// its proxy once the join wrote the node's credentials. Both get every apiserver,
-/// the agent also `agent_args`.
+/// the agent also `agent_args`. Returns the host and its JoinToken's name.
 pub async fn start_host(
     lab: &NetLab,
     control_plane: &ControlPlane,
@@ -184,7 +184,7 @@ pub async fn start_host(
     images: &Path,
     containerds: &mut Containerds,
     agent_args: &[&str],
-) -> Host {
+) -> (Host, String) {
     let mut host = Host {
         name,
         ip,
@@ -232,5 +232,6 @@ pub async fn start_host(
         );
     }
     host.proxy = Some(spawn_proxy_with(lab, &host, &urls, &[]));
-    host
+    let token_name = token.split('.').next().unwrap_or_default().to_string();
+    (host, token_name)
 }

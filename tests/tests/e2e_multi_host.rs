@@ -12,12 +12,14 @@
 //!   through A's proxy, polled from then on with every failure counted.
 //! - b's agent is killed (SIGKILL) and, at once, the apiserver that leads the
 //!   controllers and that every client tries first. Node b goes NotReady within its
-//!   Lease (plus the controllers' leader hand-over); its Instances are evicted after
-//!   the eviction grace and run again on a and c; a and c stay Ready throughout, their
-//!   agents on the surviving apiserver. An admin client writing all along continues on it.
+//!   Lease (plus the controllers' leader hand-over); its Instances are evicted once
+//!   their toleration of an unreachable node (5 s) runs out, and run again on a and c;
+//!   a and c stay Ready throughout, their agents on the surviving apiserver. An admin
+//!   client writing all along continues on it.
 //! - Then host b dies whole (its containers, containerd, proxy and namespace): the
 //!   Workload stays at 6 Running on a and c, and the Route keeps answering.
-//! - Nothing is lost: every object the test created is read back by name at the end.
+//! - Nothing is lost: every object the test created is read back by name at the end
+//!   (each join token used once).
 //!
 //! Timings (setup, time to NotReady, time to 6 Running again, the Route's longest gap,
 //! the longest write across the apiserver's death) are printed and kept in
@@ -32,16 +34,17 @@ use std::time::{Duration, Instant};
 
 use containerd::build_test_archive;
 use hypermesh_api::v1::{
-    self, Instance, InstancePhase, Lease, ListRequest, Node, Probe, Route, RoutePort, RouteSpec,
-    TcpSocketAction, Workload,
+    self, Asset, Instance, InstancePhase, JoinToken, Lease, ListRequest, Node, Probe, Route,
+    RoutePort, RouteSpec, TcpSocketAction, Workload,
 };
 use hypermesh_api::{Api, Resource};
+use hypermesh_tests::agent::wait_registered;
 use hypermesh_tests::etcd::require_etcd;
 use hypermesh_tests::fixtures::{lease, meta};
 use hypermesh_tests::hosts::{Containerds, crash_host, kill9, try_route_get};
 use hypermesh_tests::multi_host::{self, ControlPlane, start_host};
 use hypermesh_tests::netns::{NetLab, require_netns_tools};
-use hypermesh_tests::node_lifecycle::{ready, tainted};
+use hypermesh_tests::node_lifecycle::{ready, tainted, tolerate_unreachable};
 use hypermesh_tests::wait_for;
 use tonic::Code;
 
@@ -54,8 +57,10 @@ const HOSTS: [(&str, &str); 3] = [
 const NODE_LEASE: Duration = Duration::from_secs(5);
 /// The controllers' leader Lease (`--controllers-lease-seconds`).
 const CONTROLLERS_LEASE: Duration = Duration::from_secs(5);
-/// hm-apiserver's eviction grace after a node is tainted unreachable (its default).
-const EVICTION_GRACE: Duration = Duration::from_secs(30);
+/// How long the web Instances tolerate their node being unreachable before they are
+/// evicted (their toleration of the unreachable taint; without one, hm-apiserver's
+/// eviction grace of 30 s applies).
+const EVICTION_GRACE: Duration = Duration::from_secs(5);
 const REPLICAS: usize = 6;
 /// The longest the Route may go without answering.
 const ROUTE_GAP_LIMIT: Duration = Duration::from_secs(10);
@@ -80,24 +85,27 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
     let workloads: Api<Workload> = Api::new(channel.clone());
     let routes: Api<Route> = Api::new(channel.clone());
     let leases: Api<Lease> = Api::new(channel.clone());
+    let assets: Api<Asset> = Api::new(channel.clone());
+    let join_tokens: Api<JoinToken> = Api::new(channel.clone());
 
     let images = tempfile::tempdir().expect("image dir");
     build_test_archive(images.path());
     let mut containerds = Containerds(Vec::new());
     let node_lease = format!("{}s", NODE_LEASE.as_secs());
     let mut hosts = Vec::new();
+    let mut tokens = Vec::new();
     for host in HOSTS {
-        hosts.push(
-            start_host(
-                &lab,
-                &control_plane,
-                host,
-                images.path(),
-                &mut containerds,
-                &["--lease-duration", &node_lease],
-            )
-            .await,
-        );
+        let (host, token) = start_host(
+            &lab,
+            &control_plane,
+            host,
+            images.path(),
+            &mut containerds,
+            &["--lease-duration", &node_lease],
+        )
+        .await;
+        hosts.push(host);
+        tokens.push(token);
     }
     let all_ready = wait_for(Duration::from_secs(90), || async {
         let (all, _) = nodes.list_all(ListRequest::default()).await.ok()?;
@@ -108,12 +116,19 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
     if all_ready.is_err() {
         panic!("three Ready nodes: {}", logs(&hosts));
     }
+    // The scheduler counts the capacity of admitted Assets only.
+    for (name, _) in HOSTS {
+        wait_registered(&nodes, &assets, name).await;
+    }
     let setup = started.elapsed();
 
     // Six replicas, two per host, and a Route over them answering through A's proxy.
     workloads.create(&web(REPLICAS)).await.expect("workload");
     routes.create(&route()).await.expect("route");
-    let placed = wait_for(Duration::from_secs(90), || running_web(&instances, None)).await;
+    let placed = wait_for(Duration::from_secs(90), || {
+        running_web(&instances, &["a", "b", "c"])
+    })
+    .await;
     let placed = placed.unwrap_or_else(|e| panic!("6 Running: {e}{}", logs(&hosts)));
     let spread = per_node(&placed);
     assert_eq!(
@@ -149,13 +164,13 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
     .await
     .expect("node b goes NotReady and is tainted unreachable");
     // The new leader gives every node a full Lease before marking it.
-    let node_timeout = CONTROLLERS_LEASE + NODE_LEASE + Duration::from_secs(5);
+    let node_timeout = CONTROLLERS_LEASE + NODE_LEASE + Duration::from_secs(10);
     assert!(
         not_ready <= node_timeout,
         "node b NotReady after {not_ready:?}, not within {node_timeout:?}"
     );
     let rescheduled = wait_for(EVICTION_GRACE + Duration::from_secs(60), || async {
-        running_web(&instances, Some("b")).await
+        running_web(&instances, &["a", "c"]).await
     })
     .await
     .unwrap_or_else(|e| panic!("b's Instances run elsewhere: {e}{}", logs(&hosts)));
@@ -182,8 +197,8 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
     // Then the whole host b goes: containers, containerd, proxy, namespace.
     let crashed = Instant::now();
     crash_host(&lab, &mut hosts[1]).await;
-    let after_crash = wait_for(Duration::from_secs(60), || async {
-        let running = running_web(&instances, Some("b")).await?;
+    wait_for(Duration::from_secs(60), || async {
+        let running = running_web(&instances, &["a", "c"]).await?;
         let w = workloads.get("default", "web").await.ok()?;
         let available = w.status.map(|s| s.available_replicas)?;
         (available == REPLICAS as i32).then_some(running)
@@ -192,13 +207,39 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
     .expect("6 Running on a and c after host b died");
     let six_after_crash = crashed.elapsed();
     // The Route is polled a little longer with b gone.
-    let polled_from = poller.answered();
-    wait_for(Duration::from_secs(30), || async {
-        (poller.answered() >= polled_from + 10).then_some(())
+    poller.answers(10).await;
+    let route = poller.stop().await;
+
+    // Last, host c dies whole without warning, its Instances still Running in the API:
+    // A's proxy routes around them until they are evicted and run again on a.
+    let poller = RoutePoller::start(lab.clone());
+    poller.answers(4).await;
+    let c_crashed = Instant::now();
+    crash_host(&lab, &mut hosts[2]).await;
+    let c_not_ready = wait_for(Duration::from_secs(60), || async {
+        let c = nodes.get("", "c").await.ok()?;
+        (!is_ready(&c) && tainted(&c)).then(|| c_crashed.elapsed())
     })
     .await
-    .expect("the Route answers after host b died");
-    let route = poller.stop().await;
+    .expect("node c goes NotReady and is tainted unreachable");
+    let within = NODE_LEASE + Duration::from_secs(10);
+    assert!(
+        c_not_ready <= within,
+        "node c NotReady after {c_not_ready:?}, not within {within:?}"
+    );
+    let all_on_a = wait_for(EVICTION_GRACE + Duration::from_secs(60), || async {
+        running_web(&instances, &["a"]).await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("c's Instances run on a: {e}{}", logs(&hosts)));
+    let c_back_to_six = c_crashed.elapsed();
+    assert_eq!(
+        hosts[0].running_tasks(),
+        REPLICAS,
+        "a's containerd runs all 6"
+    );
+    poller.answers(10).await;
+    let route_c = poller.stop().await;
     let written = writer.stop().await;
 
     // Nothing lost: every object created is read back by name.
@@ -214,7 +255,15 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
     for (name, _) in HOSTS {
         nodes.get("", name).await.expect("node");
     }
-    for instance in &after_crash {
+    for name in &tokens {
+        let token = join_tokens.get("", name).await.expect("join token");
+        assert_eq!(
+            token.status.map(|s| s.used),
+            Some(1),
+            "join token {name} was used once"
+        );
+    }
+    for instance in &all_on_a {
         instances
             .get("default", &instance.meta().name)
             .await
@@ -227,16 +276,19 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
 
     let report = format!(
         "e2e_multi_host: setup (etcd x3, apiservers x2, 3 hosts joined and Ready) {setup:.1?}\n\
-         e2e_multi_host: node b NotReady {not_ready:.1?} after its agent and the leading apiserver were killed \
-         (agent Lease {NODE_LEASE:?}, controllers Lease {CONTROLLERS_LEASE:?})\n\
-         e2e_multi_host: 6 Running again (none on b) {back_to_six:.1?} after the kill (eviction grace {EVICTION_GRACE:?})\n\
-         e2e_multi_host: 6 Running and available {six_after_crash:.1?} after host b died whole\n\
-         e2e_multi_host: Route polled {} times, {} failed, longest gap without an answer {:.1?}\n\
-         e2e_multi_host: {} objects written across the apiserver's death, longest write {:.1?}, {} retries\n\
+         e2e_multi_host: agent Lease {NODE_LEASE:?}, controllers Lease {CONTROLLERS_LEASE:?}, \
+         the Instances tolerate an unreachable node for {EVICTION_GRACE:?}\n\
+         e2e_multi_host: b's agent and the leading apiserver killed: node b NotReady after {not_ready:.1?}, \
+         6 Running again (none on b) after {back_to_six:.1?}\n\
+         e2e_multi_host: then host b died whole: 6 Running and available {six_after_crash:.1?} later\n\
+         e2e_multi_host: Route meanwhile: {}\n\
+         e2e_multi_host: host c died whole at once: node c NotReady after {c_not_ready:.1?}, \
+         6 Running on a after {c_back_to_six:.1?}\n\
+         e2e_multi_host: Route meanwhile: {}\n\
+         e2e_multi_host: {} objects written from before the apiserver's death to the end, longest write {:.1?}, {} retries\n\
          e2e_multi_host: total {:.1?}\n",
-        route.answered + route.failed,
-        route.failed,
-        route.longest_gap,
+        route.summary(),
+        route_c.summary(),
         written.names.len(),
         written.longest,
         written.retries,
@@ -246,11 +298,19 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
     let artifacts = containerd::workspace_root().join("target/test-artifacts");
     let _ = std::fs::create_dir_all(&artifacts);
     let _ = std::fs::write(artifacts.join("e2e_multi_host.txt"), &report);
+    for stats in [&route, &route_c] {
+        assert!(
+            stats.longest_gap <= ROUTE_GAP_LIMIT,
+            "the Route went {:?} without answering (limit {ROUTE_GAP_LIMIT:?}); errors: {:?}",
+            stats.longest_gap,
+            stats.errors
+        );
+    }
+    // A runs 2 (then 3) of the Instances: more means A's proxy balanced over other hosts.
     assert!(
-        route.longest_gap <= ROUTE_GAP_LIMIT,
-        "the Route went {:?} without answering (limit {ROUTE_GAP_LIMIT:?}); errors: {:?}",
-        route.longest_gap,
-        route.errors
+        route.bodies.len() > 3,
+        "the Route balances over the hosts' Instances: {:?}",
+        route.bodies
     );
     assert!(!written.names.is_empty(), "the writer wrote");
 
@@ -266,8 +326,8 @@ fn is_ready(node: &Node) -> bool {
 }
 
 /// The web Instances when exactly [`REPLICAS`] exist, all Running and Ready with an
-/// address, none on `not_on`.
-async fn running_web(instances: &Api<Instance>, not_on: Option<&str>) -> Option<Vec<Instance>> {
+/// address, each on one of the nodes `on`.
+async fn running_web(instances: &Api<Instance>, on: &[&str]) -> Option<Vec<Instance>> {
     let (all, _) = instances
         .list_all(ListRequest {
             namespace: "default".into(),
@@ -288,8 +348,7 @@ async fn running_web(instances: &Api<Instance>, not_on: Option<&str>) -> Option<
                 && s.conditions
                     .iter()
                     .any(|c| c.r#type == "Ready" && c.status == "True")
-        }) && !node.is_empty()
-            && Some(node) != not_on
+        }) && on.contains(&node)
     };
     (live.len() == REPLICAS && live.iter().all(good)).then_some(live)
 }
@@ -307,7 +366,8 @@ fn per_node(instances: &[Instance]) -> BTreeMap<String, usize> {
     counts
 }
 
-/// Workload `default/web`: busybox httpd on 8080, Ready once it accepts connections.
+/// Workload `default/web`: busybox httpd on 8080 serving `web-<random>` (so answers tell
+/// Instances apart), Ready once it accepts connections.
 fn web(replicas: usize) -> Workload {
     let mut w = hypermesh_tests::workload::workload(
         "web",
@@ -320,12 +380,15 @@ fn web(replicas: usize) -> Workload {
         .and_then(|s| s.template.as_mut())
         .expect("template");
     template.restart_policy = v1::RestartPolicy::Always as i32;
+    template.tolerations = vec![tolerate_unreachable(
+        i64::try_from(EVICTION_GRACE.as_secs()).expect("seconds"),
+    )];
     template.termination_grace_period_seconds = 1;
     let container = &mut template.containers[0];
     container.command = vec![
         "/bin/sh".into(),
         "-c".into(),
-        "mkdir -p /www && echo web > /www/index.html && exec httpd -f -p 8080 -h /www".into(),
+        "mkdir -p /www && echo web-$RANDOM$RANDOM > /www/index.html && exec httpd -f -p 8080 -h /www".into(),
     ];
     container.ports = vec![v1::ContainerPort {
         name: "http".into(),
@@ -383,6 +446,26 @@ struct RouteStats {
     failed: u64,
     longest_gap: Duration,
     errors: Vec<String>,
+    /// The slowest request (answered or not), and how many took over a second.
+    slowest: Duration,
+    slow: u64,
+    /// The distinct answers: one per Instance that answered.
+    bodies: std::collections::BTreeSet<String>,
+}
+
+impl RouteStats {
+    fn summary(&self) -> String {
+        format!(
+            "polled {} times from A, {} failed, {} took over 1 s (slowest {:.1?}), \
+             longest gap without an answer {:.1?}, answered by {} Instances",
+            self.answered + self.failed,
+            self.failed,
+            self.slow,
+            self.slowest,
+            self.longest_gap,
+            self.bodies.len()
+        )
+    }
 }
 
 /// GETs the Route through A's proxy every 250 ms until stopped, counting answers and
@@ -403,11 +486,18 @@ impl RoutePoller {
             let mut stats = RouteStats::default();
             let mut last_answer = Instant::now();
             while !flag.load(Ordering::Relaxed) {
+                let sent = Instant::now();
                 let attempt =
                     tokio::time::timeout(Duration::from_secs(5), try_route_get(&lab, "a", "web"))
                         .await;
+                let took = sent.elapsed();
+                stats.slowest = stats.slowest.max(took);
+                if took > Duration::from_secs(1) {
+                    stats.slow += 1;
+                }
                 match attempt {
-                    Ok(Ok(body)) if body == "web" => {
+                    Ok(Ok(body)) if body.starts_with("web-") => {
+                        stats.bodies.insert(body);
                         stats.answered += 1;
                         count.fetch_add(1, Ordering::Relaxed);
                         stats.longest_gap = stats.longest_gap.max(last_answer.elapsed());
@@ -416,7 +506,7 @@ impl RoutePoller {
                     other => {
                         stats.failed += 1;
                         if stats.errors.len() < 20 {
-                            stats.errors.push(format!("{other:?}"));
+                            stats.errors.push(format!("after {took:.1?}: {other:?}"));
                         }
                     }
                 }
@@ -432,8 +522,14 @@ impl RoutePoller {
         }
     }
 
-    fn answered(&self) -> u64 {
-        self.answered.load(Ordering::Relaxed)
+    /// Waits until `more` answers came in from now on.
+    async fn answers(&self, more: u64) {
+        let from = self.answered.load(Ordering::Relaxed);
+        wait_for(Duration::from_secs(30), || async {
+            (self.answered.load(Ordering::Relaxed) >= from + more).then_some(())
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the Route answers {more} more times"));
     }
 
     async fn stop(self) -> RouteStats {
