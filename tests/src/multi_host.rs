@@ -56,7 +56,8 @@ pub struct ControlPlane {
     pub apiservers: Vec<ApiServerProcess>,
     /// The 3-member etcd both apiservers store in.
     pub etcd: EtcdCluster,
-    _keys: tempfile::TempDir,
+    /// The key file and the schedulers' logs.
+    dir: tempfile::TempDir,
 }
 
 impl ControlPlane {
@@ -102,12 +103,15 @@ impl ControlPlane {
             .data_dir()
             .join(hypermesh_apiserver::server::SCHEDULER_CONFIG);
         let schedulers = (0..2)
-            .map(|_| {
+            .map(|i| {
+                let log = std::fs::File::create(keys.path().join(format!("scheduler-{i}.log")))
+                    .expect("scheduler log");
                 Command::new(bin_path("hm-scheduler"))
                     .arg("--config")
                     .arg(&config)
                     .args(["--server", &servers])
                     .env("HM_LOG", "warn")
+                    .stderr(log)
                     .kill_on_drop(true)
                     .spawn()
                     .expect("spawn hm-scheduler")
@@ -118,7 +122,7 @@ impl ControlPlane {
             apiservers,
             forwards,
             schedulers,
-            _keys: keys,
+            dir: keys,
         }
     }
 
@@ -155,6 +159,17 @@ impl ControlPlane {
             .await
             .expect("kill the apiserver");
         self.forwards[index].abort();
+    }
+
+    /// The schedulers' logs (warnings and errors), for failure messages.
+    pub fn scheduler_logs(&self) -> String {
+        (0..self.schedulers.len())
+            .map(|i| {
+                let path = self.dir.path().join(format!("scheduler-{i}.log"));
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                format!("\n--- scheduler {i} ---\n{text}")
+            })
+            .collect()
     }
 
     /// Whether both schedulers still run.

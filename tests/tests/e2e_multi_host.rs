@@ -129,7 +129,13 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
         running_web(&instances, &["a", "b", "c"])
     })
     .await;
-    let placed = placed.unwrap_or_else(|e| panic!("6 Running: {e}{}", logs(&hosts)));
+    let placed = placed.unwrap_or_else(|e| {
+        panic!(
+            "6 Running: {e}{}{}",
+            logs(&hosts),
+            control_plane.scheduler_logs()
+        )
+    });
     let spread = per_node(&placed);
     assert_eq!(
         spread,
@@ -173,7 +179,13 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
         running_web(&instances, &["a", "c"]).await
     })
     .await
-    .unwrap_or_else(|e| panic!("b's Instances run elsewhere: {e}{}", logs(&hosts)));
+    .unwrap_or_else(|e| {
+        panic!(
+            "b's Instances run elsewhere: {e}{}{}",
+            logs(&hosts),
+            control_plane.scheduler_logs()
+        )
+    });
     let back_to_six = killed.elapsed();
     assert_eq!(rescheduled.len(), REPLICAS);
     for name in ["a", "c"] {
@@ -231,7 +243,13 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
         running_web(&instances, &["a"]).await
     })
     .await
-    .unwrap_or_else(|e| panic!("c's Instances run on a: {e}{}", logs(&hosts)));
+    .unwrap_or_else(|e| {
+        panic!(
+            "c's Instances run on a: {e}{}{}",
+            logs(&hosts),
+            control_plane.scheduler_logs()
+        )
+    });
     let c_back_to_six = c_crashed.elapsed();
     assert_eq!(
         hosts[0].running_tasks(),
