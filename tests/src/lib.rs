@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod registry;
 pub mod scheduler;
 pub mod secrets;
+pub mod traffic;
 pub mod webdriver;
 pub mod workload;
 

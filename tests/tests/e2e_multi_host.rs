@@ -29,7 +29,6 @@ use hypermesh_tests::containerd;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use containerd::build_test_archive;
@@ -40,13 +39,13 @@ use hypermesh_api::v1::{
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::agent::wait_registered;
 use hypermesh_tests::etcd::require_etcd;
-use hypermesh_tests::fixtures::{lease, meta};
+use hypermesh_tests::fixtures::meta;
 use hypermesh_tests::hosts::{Containerds, crash_host, kill9, try_route_get};
 use hypermesh_tests::multi_host::{self, ControlPlane, start_host};
-use hypermesh_tests::netns::{NetLab, require_netns_tools};
+use hypermesh_tests::netns::require_netns_tools;
 use hypermesh_tests::node_lifecycle::{ready, tainted, tolerate_unreachable};
+use hypermesh_tests::traffic::{RoutePoller, Writer};
 use hypermesh_tests::wait_for;
-use tonic::Code;
 
 const HOSTS: [(&str, &str); 3] = [
     ("a", "198.51.100.1"),
@@ -155,7 +154,7 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
     })
     .await
     .unwrap_or_else(|e| panic!("the Route answers from A: {e}{}", logs(&hosts)));
-    let poller = RoutePoller::start(lab.clone());
+    let poller = RoutePoller::start(lab.clone(), "a", "web");
     let writer = Writer::start(leases.clone());
 
     // b's agent dies, and with it the apiserver leading the controllers (the first
@@ -224,7 +223,7 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
 
     // Last, host c dies whole without warning, its Instances still Running in the API:
     // A's proxy routes around them until they are evicted and run again on a.
-    let poller = RoutePoller::start(lab.clone());
+    let poller = RoutePoller::start(lab.clone(), "a", "web");
     poller.answers(4).await;
     let c_crashed = Instant::now();
     crash_host(&lab, &mut hosts[2]).await;
@@ -299,10 +298,10 @@ async fn three_hosts_lose_a_host_and_an_apiserver_and_the_route_keeps_answering(
          e2e_multi_host: b's agent and the leading apiserver killed: node b NotReady after {not_ready:.1?}, \
          6 Running again (none on b) after {back_to_six:.1?}\n\
          e2e_multi_host: then host b died whole: 6 Running and available {six_after_crash:.1?} later\n\
-         e2e_multi_host: Route meanwhile: {}\n\
+         e2e_multi_host: Route from A meanwhile: {}\n\
          e2e_multi_host: host c died whole at once: node c NotReady after {c_not_ready:.1?}, \
          6 Running on a after {c_back_to_six:.1?}\n\
-         e2e_multi_host: Route meanwhile: {}\n\
+         e2e_multi_host: Route from A meanwhile: {}\n\
          e2e_multi_host: {} objects written from before the apiserver's death to the end, longest write {:.1?}, {} retries\n\
          e2e_multi_host: total {:.1?}\n",
         route.summary(),
@@ -455,161 +454,4 @@ fn logs(hosts: &[hypermesh_tests::hosts::Host]) -> String {
         }
     }
     out
-}
-
-/// What the Route poller saw.
-#[derive(Debug, Default)]
-struct RouteStats {
-    answered: u64,
-    failed: u64,
-    longest_gap: Duration,
-    errors: Vec<String>,
-    /// The slowest request (answered or not), and how many took over a second.
-    slowest: Duration,
-    slow: u64,
-    /// The distinct answers: one per Instance that answered.
-    bodies: std::collections::BTreeSet<String>,
-}
-
-impl RouteStats {
-    fn summary(&self) -> String {
-        format!(
-            "polled {} times from A, {} failed, {} took over 1 s (slowest {:.1?}), \
-             longest gap without an answer {:.1?}, answered by {} Instances",
-            self.answered + self.failed,
-            self.failed,
-            self.slow,
-            self.slowest,
-            self.longest_gap,
-            self.bodies.len()
-        )
-    }
-}
-
-/// GETs the Route through A's proxy every 250 ms until stopped, counting answers and
-/// failures and the longest time between two answers (so about 250 ms plus one request
-/// when none fails).
-struct RoutePoller {
-    stop: Arc<AtomicBool>,
-    answered: Arc<std::sync::atomic::AtomicU64>,
-    task: tokio::task::JoinHandle<RouteStats>,
-}
-
-impl RoutePoller {
-    fn start(lab: Arc<NetLab>) -> RoutePoller {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (flag, count) = (stop.clone(), answered.clone());
-        let task = tokio::spawn(async move {
-            let mut stats = RouteStats::default();
-            let mut last_answer = Instant::now();
-            while !flag.load(Ordering::Relaxed) {
-                let sent = Instant::now();
-                let attempt =
-                    tokio::time::timeout(Duration::from_secs(5), try_route_get(&lab, "a", "web"))
-                        .await;
-                let took = sent.elapsed();
-                stats.slowest = stats.slowest.max(took);
-                if took > Duration::from_secs(1) {
-                    stats.slow += 1;
-                }
-                match attempt {
-                    Ok(Ok(body)) if body.starts_with("web-") => {
-                        stats.bodies.insert(body);
-                        stats.answered += 1;
-                        count.fetch_add(1, Ordering::Relaxed);
-                        stats.longest_gap = stats.longest_gap.max(last_answer.elapsed());
-                        last_answer = Instant::now();
-                    }
-                    other => {
-                        stats.failed += 1;
-                        if stats.errors.len() < 20 {
-                            stats.errors.push(format!("after {took:.1?}: {other:?}"));
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            stats.longest_gap = stats.longest_gap.max(last_answer.elapsed());
-            stats
-        });
-        RoutePoller {
-            stop,
-            answered,
-            task,
-        }
-    }
-
-    /// Waits until `more` answers came in from now on.
-    async fn answers(&self, more: u64) {
-        let from = self.answered.load(Ordering::Relaxed);
-        wait_for(Duration::from_secs(30), || async {
-            (self.answered.load(Ordering::Relaxed) >= from + more).then_some(())
-        })
-        .await
-        .unwrap_or_else(|_| panic!("the Route answers {more} more times"));
-    }
-
-    async fn stop(self) -> RouteStats {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.expect("route poller")
-    }
-}
-
-/// What the writer wrote: each Lease's name and how long it took.
-struct Written {
-    names: Vec<(String, Duration)>,
-    longest: Duration,
-    retries: u64,
-}
-
-/// Creates Leases `default/marker-NNN` one after another through the admin's client
-/// (both apiservers) until stopped, retrying each until the API takes it.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Written>,
-}
-
-impl Writer {
-    fn start(leases: Api<Lease>) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let task = tokio::spawn(async move {
-            let mut written = Written {
-                names: Vec::new(),
-                longest: Duration::ZERO,
-                retries: 0,
-            };
-            while !flag.load(Ordering::Relaxed) {
-                let name = format!("marker-{:03}", written.names.len());
-                let began = Instant::now();
-                loop {
-                    match leases.create(&lease("default", &name)).await {
-                        // A retry of a create that got through before its answer was lost.
-                        Ok(_) => break,
-                        Err(e) if e.code() == Code::AlreadyExists => break,
-                        Err(_) => {
-                            written.retries += 1;
-                            assert!(
-                                began.elapsed() < Duration::from_secs(60),
-                                "lease {name} not written within 60 s"
-                            );
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-                let took = began.elapsed();
-                written.longest = written.longest.max(took);
-                written.names.push((name, took));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            written
-        });
-        Writer { stop, task }
-    }
-
-    async fn stop(self) -> Written {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.expect("writer")
-    }
 }
