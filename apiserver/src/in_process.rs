@@ -4,6 +4,7 @@
 //! [`Health::process`] (served on `/healthz`); [`mirror_health`] also reflects it in
 //! the gRPC health service.
 
+use hypermesh_controllers::node_lifecycle::NodeLifecycleConfig;
 use hypermesh_runtime::health::Health;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -29,19 +30,23 @@ pub async fn run(channel: Channel, controllers: Controllers, shutdown: Cancellat
         controllers,
         config.lease_duration,
         config.identity,
+        NodeLifecycleConfig::default().eviction_grace,
         shutdown,
     )
     .await;
 }
 
 /// [`run`], with the leader Lease lasting `lease_duration` (a dead leader is replaced
-/// within it; `--controllers-lease-seconds`) and campaigning as `identity` (`hm-apiserver`
-/// keeps it in its data dir, [`crate::controller_identity`]).
+/// within it; `--controllers-lease-seconds`), campaigning as `identity` (`hm-apiserver`
+/// keeps it in its data dir, [`crate::controller_identity`]), and Instances evicted
+/// from an unreachable node `eviction_grace` after it is tainted
+/// (`--node-eviction-grace-seconds`).
 pub async fn run_with_lease(
     channel: Channel,
     controllers: Controllers,
     lease_duration: std::time::Duration,
     identity: String,
+    eviction_grace: std::time::Duration,
     shutdown: CancellationToken,
 ) {
     let gc = hypermesh_controllers::gc::run(channel.clone(), shutdown.clone());
@@ -52,9 +57,18 @@ pub async fn run_with_lease(
                 identity,
                 ..hypermesh_controllers::Config::default()
             };
+            let node_lifecycle = NodeLifecycleConfig {
+                eviction_grace,
+                ..NodeLifecycleConfig::default()
+            };
             tokio::join!(
                 gc,
-                hypermesh_controllers::run_with(channel, config, shutdown)
+                hypermesh_controllers::run_with_node_lifecycle(
+                    channel,
+                    config,
+                    node_lifecycle,
+                    shutdown
+                )
             );
         }
         Controllers::None => gc.await,

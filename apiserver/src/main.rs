@@ -104,6 +104,14 @@ struct Args {
     #[arg(long, env = "HM_CONTROLLERS_LEASE_SECONDS", default_value_t = 15)]
     controllers_lease_seconds: u64,
 
+    /// Seconds after a node is tainted unreachable (its Lease lapsed) before the
+    /// Instances on it that do not tolerate the taint are deleted, so their Workloads
+    /// replace them elsewhere (an Instance tolerating the taint for some seconds uses
+    /// its own figure). Give every apiserver the same.
+    #[arg(long, env = "HM_NODE_EVICTION_GRACE_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    node_eviction_grace_seconds: u64,
+
     /// Revisions of history kept for watches and paginated lists before compaction.
     #[arg(long, env = "HM_HISTORY_REVISIONS", default_value_t = 100_000)]
     history_revisions: u64,
@@ -367,6 +375,7 @@ async fn main() -> anyhow::Result<()> {
         which,
         lease,
         identity.name.clone(),
+        Duration::from_secs(args.node_eviction_grace_seconds),
         token.clone(),
     ));
     tokio::spawn(async move {

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::netns::{Delivery, DeliveryError};
 use crate::transport::{self, DIRECT_RETRY_AFTER, Path, Peers, TransportError};
 
+mod balance;
 mod counted;
 mod forward;
 mod source;
@@ -100,6 +101,8 @@ struct Inner {
     catalog: Catalog,
     delivery: Delivery,
     direct_failed: Mutex<HashMap<String, Instant>>,
+    /// Nodes that failed recently: their Route endpoints are tried last.
+    suspects: balance::Suspects,
     dial_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Node → relay node, for nodes last reached through a relay.
     relayed_via: Mutex<HashMap<String, String>>,
@@ -140,6 +143,7 @@ impl Mesh {
                 catalog,
                 delivery,
                 direct_failed: Mutex::new(HashMap::new()),
+                suspects: balance::Suspects::default(),
                 dial_locks: Mutex::new(HashMap::new()),
                 relayed_via: Mutex::new(HashMap::new()),
                 own_relay: Mutex::new(None),

@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod gang;
+pub mod gpus;
 pub mod metrics;
 pub mod plugins;
 pub mod preemption;

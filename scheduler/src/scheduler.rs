@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::{BoundInstance, ClusterState, InstanceKey};
 use crate::gang::{self, GangHost};
+use crate::gpus;
 use crate::metrics::{AttemptResult, SchedulerMetrics};
 use crate::plugins::{self, GpuPick, Placement, Profile, Request, Unfit};
 use crate::preemption;
@@ -369,7 +370,7 @@ impl Scheduler {
         }
         let placement = best.map(|(_, index)| {
             let node = &nodes[index];
-            let gpus = plugins::pick_gpus(&self.cluster, node, req).unwrap_or_default();
+            let gpus = gpus::pick_gpus(&self.cluster, node, req).unwrap_or_default();
             (node.name.clone(), gpus)
         });
         self.next_offset = next_offset;

@@ -1,12 +1,14 @@
 //! Shared by the high-availability tests: `hm-apiserver` processes with TLS on one
 //! etcd (sharing a key file, hence the cluster CA), and an admin target listing
-//! several of them.
+//! several of them, and who leads the controllers.
 
 use std::path::Path;
 
 use crate::ApiServerProcess;
 use crate::etcd::EtcdCluster;
+use hypermesh_api::Api;
 use hypermesh_api::client::{Target, join_urls};
+use hypermesh_api::v1::Lease;
 
 /// Starts an apiserver with TLS on `etcd`, sealing with `key_file`, plus `extra` args.
 pub async fn apiserver_on(etcd: &EtcdCluster, key_file: &Path, extra: &[&str]) -> ApiServerProcess {
@@ -27,4 +29,17 @@ pub fn admin_on_all(servers: &[&ApiServerProcess]) -> Target {
     let urls: Vec<&str> = servers.iter().map(|s| s.url()).collect();
     target.url = join_urls(&urls);
     target
+}
+
+/// The pid in the holder identity (`HOST_PID_NONCE`) of the controllers' Lease.
+pub async fn controllers_leader_pid(leases: &Api<Lease>) -> Option<u32> {
+    let lease = leases
+        .get(
+            hypermesh_controllers::LEASE_NAMESPACE,
+            hypermesh_controllers::LEASE_NAME,
+        )
+        .await
+        .ok()?;
+    let holder = lease.spec?.holder_identity;
+    holder.rsplit('_').nth(1)?.parse().ok()
 }

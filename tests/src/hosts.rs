@@ -1,8 +1,10 @@
-//! Three hosts as network namespaces on one bridge (198.51.100.0/25, fd00:1::/64), the
-//! third behind an nftables masquerade that drops every inbound connection: the lab of
-//! the multi-host proxy tests. Each host gets its own containerd, `hm-agent` and
-//! `hm-proxy` (real processes entered with `nsenter --net`), and Instances built from
-//! the busybox test image with the host's programs mounted read-only.
+//! Hosts as network namespaces on one bridge (198.51.100.0/25, fd00:1::/64):
+//! [`bridge_lab`] plugs any set of them into the bridge, [`build_lab`] is the lab of the
+//! multi-host proxy tests (three hosts, the third behind an nftables masquerade that
+//! drops every inbound connection). Each host gets its own containerd, `hm-agent` and
+//! `hm-proxy` (real processes entered with `nsenter --net`), Instances built from the
+//! busybox test image with the host's programs mounted read-only, and can be taken
+//! down whole ([`crash_host`]).
 
 use crate::containerd;
 use crate::proxy;
@@ -17,7 +19,7 @@ use crate::netns::NetLab;
 use containerd::{TEST_IMAGE, workspace_root};
 use hypermesh_api::Api;
 use hypermesh_api::v1::{self, BindRequest, Instance, ObjectMeta, RestartPolicy};
-use proxy::{SocksTarget, http_get_over, socks_over};
+use proxy::{SocksTarget, socks_over, try_http_get_over, try_socks_over};
 use tokio::process::Child;
 
 pub const TIMEOUT: Duration = Duration::from_secs(90);
@@ -45,6 +47,26 @@ impl Host {
         self.dir.path().join("containerd")
     }
 
+    /// How many tasks the host's containerd runs (`ctr tasks ls`, status RUNNING):
+    /// one per container of the Instances on it.
+    pub fn running_tasks(&self) -> usize {
+        let output = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args([
+                "--namespace",
+                hypermesh_containers::NAMESPACE,
+                "tasks",
+                "ls",
+            ])
+            .output()
+            .expect("running ctr");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some("RUNNING"))
+            .count()
+    }
+
     pub fn proxy_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }
@@ -67,26 +89,37 @@ impl Drop for Containerds {
     }
 }
 
-pub fn build_lab() -> NetLab {
+/// Namespace `sw` holding bridge `br0`, and one namespace per member `(name, IPv4/len,
+/// IPv6/len)` plugged into it by a veth pair (`eth0` inside, `p<name>` on the bridge).
+pub fn bridge_lab(members: &[(&str, &str, &str)]) -> NetLab {
     let mut lab = NetLab::new();
-    for ns in ["sw", "a", "b", "nat", "c"] {
-        lab.add(ns).expect("namespace");
-    }
+    lab.add("sw").expect("namespace");
     let ok = |r: anyhow::Result<String>| {
         r.expect("network setup");
     };
     ok(lab.ip("sw", &["link", "add", "br0", "type", "bridge"]));
     ok(lab.ip("sw", &["link", "set", "br0", "up"]));
-    for (host, port, v4, v6) in [
-        ("a", "pa", "198.51.100.1/25", "fd00:1::1/64"),
-        ("b", "pb", "198.51.100.2/25", "fd00:1::2/64"),
-        ("nat", "pn", "198.51.100.3/25", "fd00:1::3/64"),
-    ] {
-        lab.veth("sw", port, host, "eth0").expect("veth");
-        ok(lab.ip("sw", &["link", "set", port, "master", "br0"]));
+    for (host, v4, v6) in members {
+        lab.add(host).expect("namespace");
+        let port = format!("p{host}");
+        lab.veth("sw", &port, host, "eth0").expect("veth");
+        ok(lab.ip("sw", &["link", "set", &port, "master", "br0"]));
         ok(lab.ip(host, &["addr", "add", v4, "dev", "eth0"]));
         ok(lab.ip(host, &["-6", "addr", "add", v6, "dev", "eth0", "nodad"]));
     }
+    lab
+}
+
+pub fn build_lab() -> NetLab {
+    let mut lab = bridge_lab(&[
+        ("a", "198.51.100.1/25", "fd00:1::1/64"),
+        ("b", "198.51.100.2/25", "fd00:1::2/64"),
+        ("nat", "198.51.100.3/25", "fd00:1::3/64"),
+    ]);
+    lab.add("c").expect("namespace");
+    let ok = |r: anyhow::Result<String>| {
+        r.expect("network setup");
+    };
     // C's private side behind the router.
     lab.veth("nat", "in0", "c", "eth0").expect("veth");
     ok(lab.ip("nat", &["addr", "add", "198.51.100.129/25", "dev", "in0"]));
@@ -125,14 +158,48 @@ table inet hm_nat {
     lab
 }
 
-pub fn spawn_agent(lab: &NetLab, host: &Host, images: &Path) -> Child {
-    lab.command(host.name, bin_path("hm-agent"))
-        .args([
-            "--server",
-            "http://198.51.100.1:7443",
-            "--node-name",
+/// Starts a private containerd inside `host`'s namespace (stopped by `containerds` on
+/// drop) and records its socket in `host.socket`.
+pub fn start_containerd(lab: &NetLab, host: &mut Host, containerds: &mut Containerds) {
+    let dir = host.containerd_dir();
+    containerds.0.push(dir.clone());
+    let script = workspace_root().join("scripts/containerd.sh");
+    let socket = lab
+        .exec(
             host.name,
-        ])
+            "bash",
+            &[
+                script.to_str().expect("utf-8 path"),
+                "start",
+                dir.to_str().expect("utf-8 path"),
+            ],
+        )
+        .expect("containerd starts inside the host");
+    host.socket = PathBuf::from(socket.trim());
+}
+
+/// `hm-agent` inside `host` against the apiserver on A (plaintext), with node
+/// credentials already in its state dir.
+pub fn spawn_agent(lab: &NetLab, host: &Host, images: &Path) -> Child {
+    spawn_agent_with(lab, host, images, "http://198.51.100.1:7443", &[])
+}
+
+/// `hm-agent` inside `host` against `server` (one URL or several, comma-separated),
+/// with fast heartbeats plus `extra` flags; its log goes to `agent.log` in the host's dir.
+pub fn spawn_agent_with(
+    lab: &NetLab,
+    host: &Host,
+    images: &Path,
+    server: &str,
+    extra: &[&str],
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(host.dir.path().join("agent.log"))
+        .expect("agent log");
+    lab.command(host.name, bin_path("hm-agent"))
+        .args(["--server", server, "--node-name", host.name])
         .arg("--state-dir")
         .arg(host.state())
         .arg("--containerd-socket")
@@ -147,22 +214,40 @@ pub fn spawn_agent(lab: &NetLab, host: &Host, images: &Path) -> Child {
             "--restart-backoff",
             "200ms",
         ])
+        .args(extra)
         .env("HM_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn hm-agent")
 }
 
+/// `hm-proxy` inside `host` against the apiserver on A; C (behind NAT) relays through
+/// A, and A also takes unmodified clients (`hm0` + nftables).
 pub fn spawn_proxy(lab: &NetLab, host: &Host) -> Child {
+    let quic = format!("{}:{QUIC_PORT}", host.ip);
+    let mut extra = Vec::new();
+    if host.name == "c" {
+        extra.extend(["--advertise", quic.as_str(), "--relay", "198.51.100.1:7446"]);
+    }
+    if host.name == "a" {
+        extra.extend(["--transparent", "[::1]:15001"]);
+    }
+    spawn_proxy_with(lab, host, "http://198.51.100.1:7443", &extra)
+}
+
+/// `hm-proxy` inside `host` against `server` (one URL or several, comma-separated),
+/// with QUIC on the host's address, SOCKS on [`SOCKS`] and metrics on [`METRICS`], plus
+/// `extra` flags; its log goes to `proxy.log` in the host's dir.
+pub fn spawn_proxy_with(lab: &NetLab, host: &Host, server: &str, extra: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(host.dir.path().join("proxy.log"))
         .expect("proxy log");
     let quic = format!("{}:{QUIC_PORT}", host.ip);
-    let mut c = lab.command(host.name, bin_path("hm-proxy"));
-    c.args(["--server", "http://198.51.100.1:7443"])
+    lab.command(host.name, bin_path("hm-proxy"))
+        .args(["--server", server])
         .arg("--state-dir")
         .arg(host.state())
         .arg("--containerd-socket")
@@ -174,15 +259,9 @@ pub fn spawn_proxy(lab: &NetLab, host: &Host) -> Child {
             SOCKS,
             "--metrics-addr",
             METRICS,
-        ]);
-    if host.name == "c" {
-        c.args(["--advertise", &quic, "--relay", "198.51.100.1:7446"]);
-    }
-    if host.name == "a" {
-        // Unmodified clients on A: hm0 + nftables redirect into this listener.
-        c.args(["--transparent", "[::1]:15001"]);
-    }
-    c.env("HM_LOG", "info,hypermesh_proxy=debug")
+        ])
+        .args(extra)
+        .env("HM_LOG", "info,hypermesh_proxy=debug")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -194,6 +273,35 @@ pub async fn kill9(child: &mut Option<Child>) {
         let _ = c.start_kill();
         let _ = c.wait().await;
     }
+}
+
+/// Takes `host` down as a power cut would: its agent and proxy killed (SIGKILL), every
+/// container its containerd runs killed (SIGKILL), then every other process in its
+/// namespace (containerd, shims, log writers), then the namespace itself with its link
+/// to the bridge.
+pub async fn crash_host(lab: &NetLab, host: &mut Host) {
+    kill9(&mut host.agent).await;
+    kill9(&mut host.proxy).await;
+    let _ = std::process::Command::new("bash")
+        .arg(workspace_root().join("scripts/containerd.sh"))
+        .arg("purge")
+        .arg(host.containerd_dir())
+        .output();
+    crate::wait_for(Duration::from_secs(20), || async {
+        let pids = lab.pids(host.name).ok()?;
+        if pids.is_empty() {
+            return Some(());
+        }
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .args(pids.iter().map(u32::to_string))
+            .output();
+        None
+    })
+    .await
+    .expect("every process of the host is gone");
+    lab.remove(host.name)
+        .expect("the host's namespace is deleted");
 }
 
 pub fn sh(script: &str) -> Vec<String> {
@@ -325,19 +433,20 @@ pub async fn metrics_of(lab: &NetLab, host: &str, path: &str) -> String {
     }
 }
 
-/// One GET of the Route from host A; the body, or None.
+/// One GET of the Route `web` from host A; the body, or None.
 pub async fn route_get(lab: &NetLab) -> Option<String> {
-    let (code, stream) = socks_from(
-        lab,
-        "a",
-        SocksTarget::Name("web.default.route.hypermesh"),
-        80,
-    )
-    .await;
-    if code != 0 {
-        return None;
-    }
-    Some(http_get_over(stream?, "web").await.trim().to_string())
+    try_route_get(lab, "a", "web").await.ok()
+}
+
+/// One GET of Route `default/route` through the SOCKS port of `host`'s proxy; the body,
+/// or why there was none.
+pub async fn try_route_get(lab: &NetLab, host: &str, route: &str) -> anyhow::Result<String> {
+    let socks: SocketAddr = SOCKS.parse()?;
+    let stream = lab.connect(host, socks).await?;
+    let name = format!("{route}.default.route.hypermesh");
+    let (code, stream) = try_socks_over(stream, SocksTarget::Name(&name), 80).await?;
+    let stream = stream.ok_or_else(|| anyhow::anyhow!("SOCKS reply code {code}"))?;
+    Ok(try_http_get_over(stream, route).await?.trim().to_string())
 }
 
 pub fn address_of(i: &Instance) -> Ipv6Addr {

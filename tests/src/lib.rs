@@ -20,6 +20,7 @@ pub mod images;
 pub mod instance;
 pub mod kube_api;
 pub mod metrics;
+pub mod multi_host;
 pub mod netns;
 pub mod node_env;
 pub mod node_lifecycle;
@@ -29,6 +30,7 @@ pub mod proxy;
 pub mod registry;
 pub mod scheduler;
 pub mod secrets;
+pub mod traffic;
 pub mod webdriver;
 pub mod workload;
 

@@ -96,6 +96,20 @@ impl NetLab {
         Ok(())
     }
 
+    /// Deletes namespace `short` now, with its links (a host that dies); the processes
+    /// inside must be gone first (see [`NetLab::pids`]) or they keep it alive.
+    pub fn remove(&self, short: &str) -> anyhow::Result<()> {
+        run("ip", &["netns", "del", &self.name(short)]).map(|_| ())
+    }
+
+    /// The processes whose network namespace is `short` (`ip netns pids`).
+    pub fn pids(&self, short: &str) -> anyhow::Result<Vec<u32>> {
+        let out = run("ip", &["netns", "pids", &self.name(short)])?;
+        out.split_whitespace()
+            .map(|p| p.parse().context("a pid from ip netns pids"))
+            .collect()
+    }
+
     /// `ip -n <ns> args…`.
     pub fn ip(&self, short: &str, args: &[&str]) -> anyhow::Result<String> {
         let name = self.name(short);

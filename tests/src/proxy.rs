@@ -121,14 +121,29 @@ pub async fn socks_connect(
 
 /// SOCKS5 CONNECT over an already connected stream to a SOCKS server.
 pub async fn socks_over(
-    mut s: TcpStream,
+    s: TcpStream,
     target: SocksTarget<'_>,
     port: u16,
 ) -> (u8, Option<TcpStream>) {
-    s.write_all(&[5, 1, 0]).await.expect("greeting");
+    try_socks_over(s, target, port)
+        .await
+        .expect("SOCKS5 exchange with the proxy")
+}
+
+/// [`socks_over`], failing instead of panicking when the proxy closes the connection
+/// or answers nonsense (for pollers that count failures).
+pub async fn try_socks_over(
+    mut s: TcpStream,
+    target: SocksTarget<'_>,
+    port: u16,
+) -> std::io::Result<(u8, Option<TcpStream>)> {
+    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    s.write_all(&[5, 1, 0]).await?;
     let mut method = [0u8; 2];
-    s.read_exact(&mut method).await.expect("method");
-    assert_eq!(method, [5, 0], "no-auth accepted");
+    s.read_exact(&mut method).await?;
+    if method != [5, 0] {
+        return Err(bad(format!("no-auth refused: {method:?}")));
+    }
     let mut req = vec![5, 1, 0];
     match target {
         SocksTarget::Ip(IpAddr::V6(a)) => {
@@ -141,23 +156,23 @@ pub async fn socks_over(
         }
         SocksTarget::Name(n) => {
             req.push(3);
-            req.push(u8::try_from(n.len()).expect("short name"));
+            req.push(u8::try_from(n.len()).map_err(|_| bad(format!("name too long: {n}")))?);
             req.extend_from_slice(n.as_bytes());
         }
     }
     req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req).await.expect("request");
+    s.write_all(&req).await?;
     let mut reply = [0u8; 4];
-    s.read_exact(&mut reply).await.expect("reply");
+    s.read_exact(&mut reply).await?;
     let rest = match reply[3] {
         1 => 4,
         4 => 16,
-        _ => panic!("unexpected bound address type {}", reply[3]),
+        other => return Err(bad(format!("unexpected bound address type {other}"))),
     };
     let mut bound = vec![0u8; rest + 2];
-    s.read_exact(&mut bound).await.expect("bound address");
+    s.read_exact(&mut bound).await?;
     let code = reply[1];
-    (code, (code == 0).then_some(s))
+    Ok((code, (code == 0).then_some(s)))
 }
 
 /// Sends `line` and reads back as many bytes.
@@ -177,17 +192,23 @@ pub fn unknown_global() -> Ipv6Addr {
 }
 
 /// `GET /` over `stream` (HTTP/1.0); the body.
-pub async fn http_get_over(mut stream: TcpStream, host: &str) -> String {
+pub async fn http_get_over(stream: TcpStream, host: &str) -> String {
+    try_http_get_over(stream, host)
+        .await
+        .expect("an HTTP response in time")
+}
+
+/// [`http_get_over`], failing instead of panicking (15 s at most).
+pub async fn try_http_get_over(mut stream: TcpStream, host: &str) -> std::io::Result<String> {
     stream
         .write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await
-        .expect("write request");
+        .await?;
     let mut out = String::new();
     tokio::time::timeout(Duration::from_secs(15), stream.read_to_string(&mut out))
         .await
-        .expect("response in time")
-        .expect("read response");
-    out.split_once("\r\n\r\n")
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response in 15 s"))??;
+    Ok(out
+        .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
-        .unwrap_or(out)
+        .unwrap_or(out))
 }

@@ -10,7 +10,7 @@ use hypermesh_api::v1::{Instance, Lease, ListRequest, Workload};
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::etcd::EtcdCluster;
 use hypermesh_tests::fixtures::workload;
-use hypermesh_tests::ha::{admin_on_all, apiserver_on};
+use hypermesh_tests::ha::{admin_on_all, apiserver_on, controllers_leader_pid};
 use hypermesh_tests::wait_for;
 use hypermesh_tests::workload::set_replicas;
 use tokio::time::Instant;
@@ -26,16 +26,6 @@ async fn instances(api: &Api<Instance>) -> Vec<Instance> {
     .await
     .map(|(items, _)| items)
     .unwrap_or_default()
-}
-
-/// The pid in the holder identity (`HOST_PID_NONCE`) of the controllers' Lease.
-async fn leader_pid(leases: &Api<Lease>) -> Option<u32> {
-    let lease = leases
-        .get("hypermesh-system", "hypermesh-controllers")
-        .await
-        .ok()?;
-    let holder = lease.spec?.holder_identity;
-    holder.rsplit('_').nth(1)?.parse().ok()
 }
 
 #[tokio::test]
@@ -72,7 +62,7 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_nothing_acts_twice() {
 
     let pids: Vec<Option<u32>> = servers.iter().map(|s| s.pid()).collect();
     let leader = wait_for(Duration::from_secs(10), || async {
-        let pid = leader_pid(&leases).await?;
+        let pid = controllers_leader_pid(&leases).await?;
         pids.iter().position(|p| *p == Some(pid))
     })
     .await
@@ -83,7 +73,7 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_nothing_acts_twice() {
     let killed = Instant::now();
     let new_pid = pids[survivor];
     wait_for(Duration::from_secs(LEASE_SECONDS * 3), || async {
-        (leader_pid(&leases).await == new_pid).then_some(())
+        (controllers_leader_pid(&leases).await == new_pid).then_some(())
     })
     .await
     .expect("the survivor takes the Lease");

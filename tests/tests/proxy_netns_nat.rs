@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use containerd::{build_test_archive, workspace_root};
+use containerd::build_test_archive;
 use hypermesh_api::Api;
 use hypermesh_api::v1::{
     self, Instance, InstancePhase, Node, ObjectMeta, Route, RoutePort, RouteSpec,
@@ -35,6 +35,7 @@ use hypermesh_api::v1::{
 use hypermesh_tests::hosts::{
     Containerds, Host, SOCKS, TIMEOUT, address_of, build_lab, host_programs, kill9, metrics_of,
     route_get, run_instance, run_instance_with, sh, socks_from, spawn_agent, spawn_proxy,
+    start_containerd,
 };
 use hypermesh_tests::netns::require_netns_tools;
 use hypermesh_tests::pki::TestCa;
@@ -104,25 +105,11 @@ async fn hosts_reach_instances_across_nat_by_global_address() {
     let mut containerds = Containerds(Vec::new());
     let images = tempfile::tempdir().expect("image dir");
     build_test_archive(images.path());
-    let script = workspace_root().join("scripts/containerd.sh");
     for host in &mut hosts {
         std::fs::create_dir_all(host.state()).expect("state dir");
         ca.write_node(&host.state(), host.name)
             .expect("node credentials");
-        let dir = host.containerd_dir();
-        containerds.0.push(dir.clone());
-        let socket = lab
-            .exec(
-                host.name,
-                "bash",
-                &[
-                    script.to_str().expect("utf-8 path"),
-                    "start",
-                    dir.to_str().expect("utf-8 path"),
-                ],
-            )
-            .expect("containerd starts inside the host");
-        host.socket = PathBuf::from(socket.trim());
+        start_containerd(&lab, host, &mut containerds);
         host.agent = Some(spawn_agent(&lab, host, images.path()));
         host.proxy = Some(spawn_proxy(&lab, host));
     }

@@ -1,5 +1,6 @@
 //! The source side of a flow: resolve a global address to an Instance (or a Route's
-//! ready Instances, retried in turn) and open a stream to the proxy of its node.
+//! ready Instances, retried in turn as [`balance`] orders them) and open a stream to
+//! the proxy of its node.
 
 use crate::catalog::{Endpoint, Target};
 use crate::header::{Protocol, Reply, StreamHeader};
@@ -37,30 +38,39 @@ impl Mesh {
                     self.inner.metrics.flow("source", "no_endpoints");
                     return Err(Reply::Unreachable);
                 }
+                let suspects = &self.inner.suspects;
                 (
-                    rotation.into_iter().take(ROUTE_ATTEMPTS).collect(),
+                    balance::healthy_first(rotation, |node| suspects.contains(node)),
                     target_port,
                 )
             }
         };
-        let mut last = Reply::Unreachable;
-        for (attempt, endpoint) in candidates.iter().enumerate() {
-            if attempt > 0 {
-                self.inner.metrics.retries.inc();
-            }
-            match self.open(endpoint, port, protocol).await {
-                Ok(flow) => {
-                    self.inner.metrics.flow("source", "connected");
-                    return Ok(flow);
-                }
-                Err(reply) => {
+        let metrics = &self.inner.metrics;
+        let result = balance::try_in_turn(
+            &candidates,
+            &self.inner.node,
+            |endpoint| async move {
+                let opened = self.open(&endpoint, port, protocol).await;
+                if let Err(reply) = &opened {
                     debug!(instance = %endpoint.name, node = %endpoint.node, ?reply, "endpoint failed");
-                    last = reply;
                 }
+                opened
+            },
+            || {
+                metrics.retries.inc();
+            },
+        )
+        .await;
+        match result {
+            Ok(flow) => {
+                metrics.flow("source", "connected");
+                Ok(flow)
+            }
+            Err(last) => {
+                metrics.flow("source", reply_label(last));
+                Err(last)
             }
         }
-        self.inner.metrics.flow("source", reply_label(last));
-        Err(last)
     }
 
     /// One attempt at one Instance.
@@ -112,6 +122,7 @@ impl Mesh {
     ) -> Result<(quinn::SendStream, quinn::RecvStream, Path), Reply> {
         let (connection, path) = self.connection_to(node).await.map_err(|e| {
             debug!(%node, error = %e, "no path");
+            self.inner.suspects.mark(node);
             Reply::Unreachable
         })?;
         let received_before = connection.stats().udp_rx.datagrams;
@@ -133,13 +144,14 @@ impl Mesh {
         };
         let mut attempt = std::pin::pin!(attempt);
         if let Ok(result) = tokio::time::timeout(LIVENESS_CHECK, &mut attempt).await {
-            return result;
+            return self.answered(node, result);
         }
         // No reply yet. A live peer has at least acknowledged the header by now; one
         // that sent nothing at all is gone (killed, unplugged): drop its connection so
         // this flow moves on to another endpoint and the next one dials afresh.
         if connection.stats().udp_rx.datagrams == received_before {
             warn!(%node, ?path, "peer silent; dropping its connection");
+            self.inner.suspects.mark(node);
             let peer = match &path {
                 Path::Direct => node.to_string(),
                 Path::Relay(r) => r.clone(),
@@ -150,8 +162,16 @@ impl Mesh {
         }
         // The peer is alive, the Instance is slow: wait for its answer.
         match tokio::time::timeout(REPLY_TIMEOUT.saturating_sub(LIVENESS_CHECK), attempt).await {
-            Ok(result) => result,
+            Ok(result) => self.answered(node, result),
             Err(_) => Err(Reply::TimedOut),
         }
+    }
+
+    /// `result` of a stream to `node`; one that connected clears `node` of suspicion.
+    fn answered<T>(&self, node: &str, result: Result<T, Reply>) -> Result<T, Reply> {
+        if result.is_ok() {
+            self.inner.suspects.clear(node);
+        }
+        result
     }
 }
