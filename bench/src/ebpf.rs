@@ -1,8 +1,9 @@
 //! The `ebpf` benchmark: what the agent's eBPF accounting costs per 1 Gbit/s. iperf3
-//! runs TCP over loopback with its client in a cgroup of its own, alternately with
-//! the agent's cgroup_skb programs attached to that cgroup and detached (the
-//! agent's own loader, `hypermesh_agent::accounting::bpf`), at a paced 1 Gbit/s and
-//! unpaced. The CPU is iperf3's own report (client and server, user + system, which
+//! runs over loopback with its client in a cgroup of its own, alternately with the
+//! agent's cgroup_skb programs attached to that cgroup and detached (the agent's own
+//! loader, `hypermesh_agent::accounting::bpf`): TCP paced at 1 Gbit/s and unpaced
+//! (large GSO segments), and UDP in 1400-byte datagrams at 1 Gbit/s (one packet per
+//! datagram, as on a 1500-byte-MTU wire). The CPU is iperf3's own report (client and server, user + system, which
 //! on loopback includes the softirq work the programs run in), so other load on the
 //! machine does not count; per run the CPU cores used per Gbit/s is compared. When
 //! attached, the bytes the programs counted are printed beside iperf3's. Needs root.
@@ -36,7 +37,10 @@ struct Run {
     gbits_per_second: f64,
     /// Client + server CPU, in cores (100% of one core = 1.0).
     cores: f64,
+    /// Sent according to iperf3; once attached, what the egress program counted.
     bytes: u64,
+    /// Packets the egress program counted (0 when detached).
+    packets: u64,
 }
 
 impl Run {
@@ -54,7 +58,15 @@ impl Drop for BenchCgroup {
     }
 }
 
-async fn iperf(args: &EbpfArgs, cgroup: &std::path::Path, rate: Option<&str>) -> Result<Run> {
+/// What each pair of runs sends: a label and iperf3's extra flags.
+const MODES: &[(&str, &str)] = &[
+    ("TCP, 1 Gbit/s paced", "-b 1G"),
+    ("TCP, unpaced", ""),
+    // One skb per datagram (no GSO for UDP): the programs run once per wire-sized packet.
+    ("UDP 1400 B datagrams, 1 Gbit/s", "-u -l 1400 -b 1G"),
+];
+
+async fn iperf(args: &EbpfArgs, cgroup: &std::path::Path, flags: &str) -> Result<Run> {
     let procs = cgroup.join("cgroup.procs");
     let mut command = format!(
         "echo $$ > {} && exec iperf3 -c 127.0.0.1 -p {} -t {} -J",
@@ -62,8 +74,9 @@ async fn iperf(args: &EbpfArgs, cgroup: &std::path::Path, rate: Option<&str>) ->
         args.port,
         args.seconds
     );
-    if let Some(rate) = rate {
-        command.push_str(&format!(" -b {rate}"));
+    if !flags.is_empty() {
+        command.push(' ');
+        command.push_str(flags);
     }
     let out = Command::new("sh")
         .args(["-c", &command])
@@ -79,10 +92,19 @@ async fn iperf(args: &EbpfArgs, cgroup: &std::path::Path, rate: Option<&str>) ->
     }
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 -J")?;
     let end = &json["end"];
-    let bits = end["sum_received"]["bits_per_second"]
+    // TCP reports sum_received; UDP what the receiver got in sum_received or sum.
+    let received = if end["sum_received"].is_object() {
+        &end["sum_received"]
+    } else {
+        &end["sum"]
+    };
+    let bits = received["bits_per_second"]
         .as_f64()
         .context("no end.sum_received.bits_per_second")?;
-    let bytes = end["sum_sent"]["bytes"].as_u64().unwrap_or(0);
+    let bytes = end["sum_sent"]["bytes"]
+        .as_u64()
+        .or_else(|| end["sum"]["bytes"].as_u64())
+        .unwrap_or(0);
     let cpu = &end["cpu_utilization_percent"];
     let host = cpu["host_total"].as_f64().context("no host_total")?;
     let remote = cpu["remote_total"].as_f64().context("no remote_total")?;
@@ -90,6 +112,7 @@ async fn iperf(args: &EbpfArgs, cgroup: &std::path::Path, rate: Option<&str>) ->
         gbits_per_second: bits / 1e9,
         cores: (host + remote) / 100.0,
         bytes,
+        packets: 0,
     })
 }
 
@@ -116,15 +139,15 @@ pub async fn run(args: EbpfArgs) -> Result<()> {
     }
 
     println!(
-        "| rate | programs | Gbit/s | iperf3 CPU (cores) | cores per Gbit/s | counted by eBPF / sent |"
+        "| traffic | programs | Gbit/s | iperf3 CPU (cores) | cores per Gbit/s | counted out by eBPF (mean) |"
     );
     println!("|---|---|---:|---:|---:|---|");
-    for rate in [Some("1G"), None] {
+    for (label, flags) in MODES {
         let (mut on, mut off) = (Vec::new(), Vec::new());
         for _ in 0..args.repeats {
-            off.push(iperf(&args, &cgroup.0, rate).await?);
+            off.push(iperf(&args, &cgroup.0, flags).await?);
             let id = bpf.attach("bench", &cgroup.0).context("attaching")?;
-            let run = iperf(&args, &cgroup.0, rate).await?;
+            let run = iperf(&args, &cgroup.0, flags).await?;
             let counted = bpf.network(id).context("reading the counters")?;
             bpf.forget("bench");
             on.push(run);
@@ -138,16 +161,16 @@ pub async fn run(args: EbpfArgs) -> Result<()> {
             );
             if let Some(last) = on.last_mut() {
                 last.bytes = counted.tx_bytes;
+                last.packets = counted.tx_packets;
             }
         }
-        let label = rate
-            .map(|r| format!("{r}bit/s paced"))
-            .unwrap_or("unpaced".into());
         for (name, runs) in [("detached", &off), ("attached", &on)] {
             let counted = if name == "attached" {
+                let n = runs.len().max(1) as u64;
                 format!(
-                    "{} B counted out",
-                    runs.iter().map(|r| r.bytes).sum::<u64>() / runs.len().max(1) as u64
+                    "{} B in {} packets",
+                    runs.iter().map(|r| r.bytes).sum::<u64>() / n,
+                    runs.iter().map(|r| r.packets).sum::<u64>() / n
                 )
             } else {
                 "-".into()
