@@ -24,7 +24,6 @@ pub mod bpf;
 pub mod cgroup;
 mod exposition;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -185,11 +184,10 @@ impl Accounting {
     }
 
     /// Samples every container of `instances` (the Instances bound to this node) and
-    /// forgets attachments of containers no longer among them.
+    /// forgets attachments whose cgroup is gone.
     pub fn observe(&self, instances: &[Instance]) {
         let root = self.cgroup2.as_deref();
         let mut bpf = self.bpf.as_ref().map(|b| lock(b));
-        let mut live = HashSet::new();
         let mut samples = Vec::new();
         for instance in instances {
             let meta = instance.meta();
@@ -214,7 +212,6 @@ impl Accounting {
                     ),
                 };
                 let disk = cgroup::disk_bytes(root, &id);
-                live.insert(id);
                 if usage.is_none() && network.is_none() && disk.is_none() {
                     continue;
                 }
@@ -231,9 +228,15 @@ impl Accounting {
             }
         }
         if let Some(b) = bpf.as_mut() {
+            // Attachments whose cgroup is gone (a deletion the reconciler did not see
+            // through, e.g. containerd deleted it): judged by the cgroup, not by the
+            // list, which may predate a container the reconciler just created.
             let stale: Vec<String> = b
                 .attached()
-                .filter(|id| !live.contains(*id))
+                .filter(|id| {
+                    let now = root.and_then(|r| bpf::cgroup_id(&cgroup::v2_dir(r, id)));
+                    now.is_none() || now != b.cgroup_of(id)
+                })
                 .map(str::to_string)
                 .collect();
             for id in stale {
