@@ -13,6 +13,7 @@ use hypermesh_runtime::events::EventRecorder;
 
 use crate::container_setup::ContainerSetup;
 use crate::images::Images;
+use crate::runtime_latency::RuntimeLatency;
 use hypermesh_containers::{ContainerdClient, TaskExits};
 
 /// Default grace period between SIGTERM and SIGKILL.
@@ -47,6 +48,8 @@ pub(super) struct Ctx {
     pub(super) setup: ContainerSetup,
     /// Events about the Instances (Pulling, Started, BackOff, …), aggregated.
     pub(super) events: EventRecorder,
+    /// Times each call to containerd.
+    pub(super) latency: RuntimeLatency,
 }
 
 /// What an Instance's status takes from its Node.
