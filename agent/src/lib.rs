@@ -138,7 +138,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     tokio::spawn(sessions::run(
         config.clone(),
         channel.clone(),
-        metrics.runtime.clone(),
+        metrics.clone(),
         shutdown.child_token(),
     ));
     tokio::spawn(usage::run(

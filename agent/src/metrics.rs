@@ -7,12 +7,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use hypermesh_runtime::telemetry::{self, Exposition};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::runtime_latency::RuntimeLatency;
+
+/// The `kind` of a session the apiserver relays: `logs`, `exec` or `image_import`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabels {
+    pub kind: &'static str,
+}
 
 /// Everything the agent counts.
 pub struct AgentMetrics {
@@ -39,6 +47,8 @@ pub struct AgentMetrics {
     last_renewal: Mutex<Instant>,
     /// Latency of the agent's calls to containerd.
     pub runtime: RuntimeLatency,
+    /// Sessions (`hmctl logs`, `exec`, image imports) open now, by kind.
+    pub sessions: Family<SessionLabels, Gauge>,
 }
 
 impl Default for AgentMetrics {
@@ -58,6 +68,7 @@ impl Default for AgentMetrics {
             lease_age: Gauge::default(),
             last_renewal: Mutex::new(Instant::now()),
             runtime: RuntimeLatency::default(),
+            sessions: Family::default(),
             registry: Registry::default(),
         };
         registry.register("heartbeats", "Lease renewals", m.heartbeats.clone());
@@ -98,6 +109,11 @@ impl Default for AgentMetrics {
             m.lease_age.clone(),
         );
         m.runtime.register(&mut registry);
+        registry.register(
+            "sessions",
+            "Sessions relayed by the apiserver open now (logs, exec, image_import)",
+            m.sessions.clone(),
+        );
         AgentMetrics { registry, ..m }
     }
 }

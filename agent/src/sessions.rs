@@ -26,6 +26,7 @@ use hypermesh_containers::exec::{ExecProcess, ExecSession, ExecSpec};
 use hypermesh_containers::{self as containers, ContainerdClient, image};
 use hypermesh_runtime::backoff::Backoff;
 
+use crate::metrics::{AgentMetrics, SessionLabels};
 use crate::runtime_latency::{Operation, RuntimeLatency};
 
 /// Waits between attempts to (re)open the Listen stream.
@@ -47,6 +48,8 @@ struct Ctx {
     containerd_socket: PathBuf,
     /// Times exec starts and imports.
     latency: RuntimeLatency,
+    /// Counts open sessions.
+    metrics: Arc<AgentMetrics>,
 }
 
 impl Ctx {
@@ -84,7 +87,7 @@ fn containerd_status(node: &str, e: containers::Error) -> Status {
 pub async fn run(
     config: Config,
     channel: Channel,
-    latency: RuntimeLatency,
+    metrics: Arc<AgentMetrics>,
     shutdown: CancellationToken,
 ) {
     let tunnel = AgentTunnelServiceClient::new(channel.clone())
@@ -97,7 +100,8 @@ pub async fn run(
         log_dir: config.log_dir(),
         import_dir: config.state_dir.join("imports"),
         containerd_socket: config.containerd_socket.clone(),
-        latency,
+        latency: metrics.runtime.clone(),
+        metrics,
     });
     let mut retry = RECONNECT.retry();
     loop {
@@ -161,6 +165,18 @@ async fn serve(ctx: Arc<Ctx>, open: SessionOpen) {
         }
     };
     let uid = open.instance_uid;
+    let kind = match &open.request {
+        Some(session_open::Request::Logs(_)) => "logs",
+        Some(session_open::Request::Exec(_)) => "exec",
+        Some(session_open::Request::ImageImport(_)) => "image_import",
+        None => "none",
+    };
+    let open_sessions = ctx
+        .metrics
+        .sessions
+        .get_or_create(&SessionLabels { kind })
+        .clone();
+    open_sessions.inc();
     let result = match open.request {
         Some(session_open::Request::Logs(request)) => {
             logs(&ctx, &uid, request, &out, &mut inbound).await
@@ -181,6 +197,7 @@ async fn serve(ctx: Arc<Ctx>, open: SessionOpen) {
     drop(out);
     let drain = async { while let Ok(Some(_)) = inbound.message().await {} };
     let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+    open_sessions.dec();
 }
 
 /// The restart count the Instance's status shows for the requested container, when
