@@ -17,6 +17,8 @@ use hypermesh_containers::pull::{self, PullConfig};
 use hypermesh_containers::reference::Reference;
 use hypermesh_containers::{self as containers, ContainerdClient, image};
 
+use crate::runtime_latency::{Operation, RuntimeLatency};
+
 /// The registry host of images that only come from OCI archives on the node
 /// (`scripts/build-test-image.sh` builds `hypermesh.local/busybox:latest`): never pulled.
 pub(crate) const LOCAL_REGISTRY: &str = "hypermesh.local";
@@ -81,6 +83,8 @@ pub(crate) struct Images {
     pulling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Image → its last failed pull.
     failed: std::sync::Mutex<HashMap<String, PullFailure>>,
+    /// Times imports and pulls.
+    latency: RuntimeLatency,
 }
 
 /// A failed pull of one image: why, and when it may be tried again.
@@ -121,6 +125,7 @@ impl Images {
         client: ContainerdClient,
         dir: Option<PathBuf>,
         pull_config: PullConfig,
+        latency: RuntimeLatency,
     ) -> Images {
         Images {
             client,
@@ -129,6 +134,7 @@ impl Images {
             pull_config,
             pulling: Mutex::new(HashMap::new()),
             failed: std::sync::Mutex::new(HashMap::new()),
+            latency,
         }
     }
 
@@ -153,7 +159,14 @@ impl Images {
             if !meta.is_file() || settled {
                 continue;
             }
-            match image::import_archive(&self.client, &path).await {
+            let imported = self
+                .latency
+                .time(
+                    Operation::Import,
+                    image::import_archive(&self.client, &path),
+                )
+                .await;
+            match imported {
                 Ok(images) => {
                     for i in images {
                         tracing::info!(image = %i.name, archive = %path.display(), "image imported");
@@ -232,7 +245,14 @@ impl Images {
             return Pulled::Done;
         }
         let started = std::time::Instant::now();
-        match pull::pull(&self.client, &self.pull_config, name).await {
+        let pulled = self
+            .latency
+            .time(
+                Operation::Pull,
+                pull::pull(&self.client, &self.pull_config, name),
+            )
+            .await;
+        match pulled {
             Ok(pulled) => {
                 tracing::info!(
                     image = name,

@@ -19,6 +19,7 @@
 //!   `/proc/<pid>/net/dev`) and process starts on `/metrics`; the `NetworkAccounting`
 //!   condition.
 //! - [`metrics`]: Prometheus counters and the `--metrics-addr` server.
+//! - [`runtime_latency`]: the histogram of the agent's calls to containerd.
 //! - [`usage`]: live cpu and memory of the host and its Instances, for `hmctl top`.
 //! - [`probe`]: readiness and liveness probes (TCP in the container's netns, exec).
 //! - [`reconcile`]: runs the Instances bound to this node on containerd (through
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod probe;
 pub mod reconcile;
 pub mod register;
+pub mod runtime_latency;
 pub mod sessions;
 pub mod usage;
 pub mod volumes;
@@ -136,11 +138,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         channel.clone(),
         Arc::new(registrar.identity.kem().clone()),
         accounting.clone(),
+        metrics.runtime.clone(),
         shutdown.child_token(),
     ));
     tokio::spawn(sessions::run(
         config.clone(),
         channel.clone(),
+        metrics.clone(),
         shutdown.child_token(),
     ));
     tokio::spawn(usage::run(
@@ -180,7 +184,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = heartbeat.tick() => {
+            scheduled = heartbeat.tick() => {
                 if !registered {
                     continue;
                 }
@@ -188,6 +192,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
                 match lease.renew().await {
                     Ok(_) => {
                         metrics.heartbeats.inc();
+                        metrics.lease_renewed(scheduled.into_std());
                     }
                     Err(e) => {
                         metrics.heartbeat_failures.inc();

@@ -26,6 +26,9 @@ use hypermesh_containers::exec::{ExecProcess, ExecSession, ExecSpec};
 use hypermesh_containers::{self as containers, ContainerdClient, image};
 use hypermesh_runtime::backoff::Backoff;
 
+use crate::metrics::{AgentMetrics, SessionLabels};
+use crate::runtime_latency::{Operation, RuntimeLatency};
+
 /// Waits between attempts to (re)open the Listen stream.
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
 /// How long a finished session waits for the apiserver to close its side.
@@ -43,6 +46,10 @@ struct Ctx {
     log_dir: PathBuf,
     import_dir: PathBuf,
     containerd_socket: PathBuf,
+    /// Times exec starts and imports.
+    latency: RuntimeLatency,
+    /// Counts open sessions.
+    metrics: Arc<AgentMetrics>,
 }
 
 impl Ctx {
@@ -77,7 +84,12 @@ fn containerd_status(node: &str, e: containers::Error) -> Status {
 
 /// Keeps the Listen stream open (reconnecting with back-off) and serves each session
 /// until `shutdown`.
-pub async fn run(config: Config, channel: Channel, shutdown: CancellationToken) {
+pub async fn run(
+    config: Config,
+    channel: Channel,
+    metrics: Arc<AgentMetrics>,
+    shutdown: CancellationToken,
+) {
     let tunnel = AgentTunnelServiceClient::new(channel.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -88,6 +100,8 @@ pub async fn run(config: Config, channel: Channel, shutdown: CancellationToken) 
         log_dir: config.log_dir(),
         import_dir: config.state_dir.join("imports"),
         containerd_socket: config.containerd_socket.clone(),
+        latency: metrics.runtime.clone(),
+        metrics,
     });
     let mut retry = RECONNECT.retry();
     loop {
@@ -151,6 +165,18 @@ async fn serve(ctx: Arc<Ctx>, open: SessionOpen) {
         }
     };
     let uid = open.instance_uid;
+    let kind = match &open.request {
+        Some(session_open::Request::Logs(_)) => "logs",
+        Some(session_open::Request::Exec(_)) => "exec",
+        Some(session_open::Request::ImageImport(_)) => "image_import",
+        None => "none",
+    };
+    let open_sessions = ctx
+        .metrics
+        .sessions
+        .get_or_create(&SessionLabels { kind })
+        .clone();
+    open_sessions.inc();
     let result = match open.request {
         Some(session_open::Request::Logs(request)) => {
             logs(&ctx, &uid, request, &out, &mut inbound).await
@@ -171,6 +197,7 @@ async fn serve(ctx: Arc<Ctx>, open: SessionOpen) {
     drop(out);
     let drain = async { while let Ok(Some(_)) = inbound.message().await {} };
     let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+    open_sessions.dec();
 }
 
 /// The restart count the Instance's status shows for the requested container, when
@@ -282,7 +309,11 @@ async fn exec(
         tty: start.tty,
         stdin: start.stdin,
     };
-    let mut session = match ExecSession::start(&client, &id, &spec).await {
+    let started = ctx
+        .latency
+        .time(Operation::Exec, ExecSession::start(&client, &id, &spec))
+        .await;
+    let mut session = match started {
         Ok(session) => session,
         Err(e) if exec_failure_code(&e.to_string()).is_some() => {
             // The command could not be started in the container: say why on its stderr
@@ -520,7 +551,9 @@ async fn import(
             )));
         }
         let client = ctx.containerd().await?;
-        let images = image::import_archive(&client, &path)
+        let images = ctx
+            .latency
+            .time(Operation::Import, image::import_archive(&client, &path))
             .await
             .map_err(|e| match e {
                 // The upload is not a readable archive: name the user's file, not ours.

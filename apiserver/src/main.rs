@@ -59,7 +59,8 @@ struct Args {
     #[arg(long, env = "HM_LISTEN", default_value = "127.0.0.1:7443")]
     listen: SocketAddr,
 
-    /// Address for Prometheus `/metrics` and `/healthz` over HTTP (off when unset).
+    /// Address for Prometheus `/metrics` and `/healthz` over HTTP (off when unset: request
+    /// metrics are then not recorded either).
     #[arg(long, env = "HM_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
 

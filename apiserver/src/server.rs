@@ -199,7 +199,12 @@ impl ApiServer {
             max_object_bytes: config.max_object_bytes,
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.child_token(),
-            metrics: Arc::default(),
+            // Recorded only when someone can read them.
+            metrics: Arc::new(if config.metrics_addr.is_some() {
+                crate::metrics::Metrics::default()
+            } else {
+                crate::metrics::Metrics::disabled()
+            }),
             sessions: Arc::default(),
             admission: Arc::new(Chain::new(rbac.clone(), config.proofs.clone())),
             proofs: config.proofs.clone(),

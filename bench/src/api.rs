@@ -41,11 +41,17 @@ pub async fn run(args: ApiArgs) -> Result<()> {
         Arc::new((0..n).map(|i| bench_workload(&args.namespace, i)).collect());
     let object_bytes = objects.iter().map(Message::encoded_len).sum::<usize>() / n.max(1);
 
+    let extra: Vec<&str> = args.apiserver_args.iter().map(String::as_str).collect();
     let mut hypermesh = None;
     if args.targets.contains(&Target::Hypermesh) {
         eprintln!("hm-bench: starting {}", args.apiserver.display());
-        let server =
-            servers::start_apiserver(&args.apiserver, servers::Controllers::None, timeout).await?;
+        let server = servers::start_apiserver_args(
+            &args.apiserver,
+            servers::Controllers::None,
+            &extra,
+            timeout,
+        )
+        .await?;
         let result = bench_hypermesh(server.url(), &args, &objects, timeout)
             .await
             .context("HyperMesh run")?;
@@ -64,7 +70,7 @@ pub async fn run(args: ApiArgs) -> Result<()> {
         let server = servers::start_apiserver_args(
             &args.apiserver,
             servers::Controllers::None,
-            &["--store", &store],
+            &[&["--store", store.as_str()], extra.as_slice()].concat(),
             timeout,
         )
         .await?;

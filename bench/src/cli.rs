@@ -92,6 +92,14 @@ pub struct ApiArgs {
     /// Page size of the list phase.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub page_size: u32,
+    /// An extra flag for hm-apiserver (both HyperMesh targets), repeatable (e.g. `--apiserver-arg=--metrics-addr=127.0.0.1:0`
+    /// to measure with request metrics recorded).
+    #[arg(
+        long = "apiserver-arg",
+        value_name = "FLAG",
+        allow_hyphen_values = true
+    )]
+    pub apiserver_args: Vec<String>,
     /// Namespace the Workloads are created in (must exist; `default` always does).
     #[arg(long, default_value = "default")]
     pub namespace: String,

@@ -1,11 +1,14 @@
 //! Story: `hmctl dashboard` in a real headless Chromium, against a real cluster (an
 //! `hm-apiserver` over mTLS, the scheduler, an agent joined with a token running the
 //! Instances on a private containerd). The admin's page lists exactly the nodes and
-//! Instances the API lists, draws the usage chart, and a scale done by typing in the
-//! page and clicking reaches the API (and the new Instances appear live). A viewer's
-//! page shows the same cluster but offers no write action, and the server refuses the
-//! viewer's write anyway. Requests without the launch token, or naming another host,
-//! are refused. Screenshots land in `target/test-artifacts/`.
+//! Instances the API lists, draws the usage chart, and follows an Instance's log live:
+//! a line the container writes after the page opened appears in it, and once the page
+//! leaves, the agent's log session ends. A scale done by typing in the page and
+//! clicking reaches the API (and the new Instances appear live); picking "all
+//! namespaces" lists the Instances of every namespace, with a NAMESPACE column. A
+//! viewer's page shows the same cluster but offers no write action, and the server
+//! refuses the viewer's write anyway. Requests without the launch token, or naming
+//! another host, are refused. Screenshots land in `target/test-artifacts/`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -22,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Two Instances that say hello on their log and keep running.
+/// Two Instances that say hello on their log, say more once `/tmp/go` exists (the test
+/// creates it with `hmctl exec` while the page follows the log), and keep running.
 const WEB: &str = "apiVersion: hypermesh.io/v1
 kind: Workload
 metadata: {name: web, labels: {app: web}}
@@ -34,9 +38,29 @@ spec:
     containers:
       - name: main
         image: hypermesh.local/busybox:latest
-        command: [sh, -c, 'echo hello from the dashboard test; exec sleep 3600']
+        command: [sh, -c, 'echo hello from the dashboard test; while [ ! -f /tmp/go ]; do sleep 0.2; done; echo written after the page opened; exec sleep 3600']
         resources: {cpu: 50m, memory: 16Mi}
 ";
+
+/// The second namespace, and one Instance in it.
+const TEAM_B: &str = "team-b";
+const API_IN_TEAM_B: &str = "apiVersion: hypermesh.io/v1
+kind: Workload
+metadata: {name: api, namespace: team-b, labels: {app: api}}
+spec:
+  replicas: 1
+  selector: {app: api}
+  template:
+    labels: {app: api}
+    containers:
+      - name: main
+        image: hypermesh.local/busybox:latest
+        command: [sh, -c, 'exec sleep 3600']
+        resources: {cpu: 50m, memory: 16Mi}
+";
+
+/// The line the container writes only after the page is following its log.
+const LATER_LINE: &str = "written after the page opened";
 
 /// The page's node and Instance names (and each Instance's node), read from its DOM.
 const PAGE_ROWS: &str = r##"
@@ -46,7 +70,9 @@ return {
   live: document.getElementById("live").textContent,
   nodes: names("nodes"),
   instances: [...document.querySelectorAll("#instances tbody tr")]
-    .map((r) => [r.dataset.name, r.querySelector("td.node").textContent]),
+    .map((r) => [r.dataset.namespace, r.dataset.name, r.querySelector("td.node").textContent]),
+  namespaceColumn: getComputedStyle(document.querySelector("#instances th.ns-col")).display !== "none",
+  logState: document.getElementById("logs-state").textContent,
   actions: document.querySelectorAll("button.action, input.replicas").length,
   who: document.getElementById("who").textContent,
   chart: Math.max(0, ...[...document.querySelectorAll('#memory-chart path[data-series^="node/"]')]
@@ -93,6 +119,32 @@ fn sorted(values: impl IntoIterator<Item = String>) -> BTreeSet<String> {
     values.into_iter().collect()
 }
 
+/// The agent's open log sessions, from its `/metrics` (0 when none was ever opened).
+async fn agent_log_sessions(metrics: std::net::SocketAddr) -> Option<f64> {
+    let (status, body) = http(metrics.port(), "GET", "/metrics", &[], None)
+        .await
+        .ok()?;
+    (status == 200).then_some(())?;
+    Some(
+        body.lines()
+            .find_map(|l| l.strip_prefix("hypermesh_agent_sessions{kind=\"logs\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0),
+    )
+}
+
+/// Waits until the agent has `want` log sessions open.
+async fn wait_log_sessions(metrics: std::net::SocketAddr, want: f64, what: &str) {
+    let waited = wait_for(TIMEOUT, || async {
+        (agent_log_sessions(metrics).await? == want).then_some(())
+    })
+    .await;
+    if let Err(e) = waited {
+        let now = agent_log_sessions(metrics).await;
+        panic!("{what}: {e}; the agent has {now:?} log sessions open, not {want}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_cluster_and_acts_as_the_user() {
     let Some(browser) = Browser::start().await else {
@@ -130,6 +182,10 @@ async fn the_page_shows_the_cluster_and_acts_as_the_user() {
     config.join_token = Some(token);
     config.ca_cert_hash = Some(server.ca_pin().expect("CA pin"));
     config.usage_interval = Duration::from_millis(300);
+    let agent_metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    config.metrics_addr = Some(agent_metrics);
     let _agent = Agent::start(config);
 
     let admin_config = server
@@ -141,13 +197,25 @@ async fn the_page_shows_the_cluster_and_acts_as_the_user() {
         .run(&["apply", "-f", &manifest.to_string_lossy()])
         .await
         .ok();
+    // A second namespace with an Instance of its own.
+    let namespace = hmctl.write("team-b.yaml", &hmctl::namespace(TEAM_B));
+    hmctl
+        .run(&["apply", "-f", &namespace.to_string_lossy()])
+        .await
+        .ok();
+    let api = hmctl.write("api.yaml", API_IN_TEAM_B);
+    hmctl
+        .run(&["apply", "-f", &api.to_string_lossy()])
+        .await
+        .ok();
     let instances: Api<Instance> = Api::new(admin.clone());
-    let running = |want: usize| {
+    // The Instances of `namespace` (all when empty), once `want` of them run.
+    let running_in = |namespace: &'static str, want: usize| {
         let instances = instances.clone();
         async move {
             let (items, _) = instances
                 .list_all(ListRequest {
-                    namespace: "default".into(),
+                    namespace: namespace.into(),
                     ..Default::default()
                 })
                 .await
@@ -161,6 +229,7 @@ async fn the_page_shows_the_cluster_and_acts_as_the_user() {
             ok.then_some(items)
         }
     };
+    let running = |want: usize| running_in("default", want);
     wait_for(TIMEOUT, || running(2))
         .await
         .unwrap_or_else(|e| panic!("2 web Instances running: {e}\n{}", containerd.log()));
@@ -198,7 +267,7 @@ async fn the_page_shows_the_cluster_and_acts_as_the_user() {
                 .as_ref()
                 .map(|s| s.node_name.clone())
                 .unwrap_or_default();
-            format!("{} on {node}", i.meta().name)
+            format!("{}/{} on {node}", i.meta().namespace, i.meta().name)
         }))
     };
     let (nodes, _) = Api::<Node>::new(admin.clone())
@@ -210,9 +279,10 @@ async fn the_page_shows_the_cluster_and_acts_as_the_user() {
     let shown_instances = |rows: &Value| {
         sorted(rows["instances"].as_array().into_iter().flatten().map(|r| {
             format!(
-                "{} on {}",
+                "{}/{} on {}",
                 r[0].as_str().unwrap_or(""),
-                r[1].as_str().unwrap_or("")
+                r[1].as_str().unwrap_or(""),
+                r[2].as_str().unwrap_or("")
             )
         }))
     };
@@ -237,9 +307,18 @@ async fn the_page_shows_the_cluster_and_acts_as_the_user() {
         rows["actions"].as_u64().unwrap_or(0) > 0,
         "an admin is offered actions: {rows:#}"
     );
-    // An Instance's log, shown in the page.
+    assert!(
+        !rows["namespaceColumn"].as_bool().unwrap_or(true),
+        "one namespace: no NAMESPACE column"
+    );
+    // An Instance's log, followed in the page: what it wrote so far, then a line it
+    // writes only now, while the page is open.
     let first = api_instances.iter().next().expect("an instance");
-    let first = first.split(' ').next().expect("name");
+    let first = first
+        .split(' ')
+        .next()
+        .and_then(|k| k.split('/').nth(1))
+        .expect("name");
     let logs = browser
         .find(&format!(
             r#"button[data-action="logs"][data-name="{first}"]"#
@@ -247,17 +326,44 @@ async fn the_page_shows_the_cluster_and_acts_as_the_user() {
         .await
         .expect("logs button");
     browser.click(&logs).await.expect("click logs");
-    page_until(&browser, "the page shows the log", |rows| {
-        rows["logs"]
-            .as_str()
-            .is_some_and(|l| l.contains("hello from the dashboard test"))
+    let rows = page_until(&browser, "the page follows the log", |rows| {
+        rows["logState"] == "following"
+            && rows["logs"]
+                .as_str()
+                .is_some_and(|l| l.contains("hello from the dashboard test"))
     })
+    .await;
+    assert!(
+        !rows["logs"].as_str().unwrap_or("").contains(LATER_LINE),
+        "not written yet: {rows:#}"
+    );
+    wait_log_sessions(agent_metrics, 1.0, "the agent follows the log for the page").await;
+    hmctl
+        .run(&["exec", first, "--", "touch", "/tmp/go"])
+        .await
+        .ok();
+    page_until(
+        &browser,
+        "the line written after the page opened appears",
+        |rows| {
+            rows["logs"]
+                .as_str()
+                .is_some_and(|l| l.contains(LATER_LINE))
+        },
+    )
     .await;
     let shot = browser
         .screenshot("dashboard-admin.png")
         .await
         .expect("screenshot");
     eprintln!("screenshot: {}", shot.display());
+    // The page leaves (here: it is loaded again): the agent stops following.
+    browser.open(&url).await.expect("reload the dashboard");
+    wait_log_sessions(agent_metrics, 0.0, "the follow ends when the page leaves").await;
+    page_until(&browser, "the reloaded page shows the cluster", |rows| {
+        rows["ready"] == true && rows["live"] == "live" && shown_instances(rows) == api_instances
+    })
+    .await;
 
     // Scale in the page: type 3, click Scale; the API has 3 replicas, the page 3 rows.
     let input = browser
@@ -284,6 +390,36 @@ async fn the_page_shows_the_cluster_and_acts_as_the_user() {
     .await;
     browser
         .screenshot("dashboard-admin-scaled.png")
+        .await
+        .expect("screenshot");
+
+    // All namespaces: team-b's Instance shows too, with a NAMESPACE column.
+    let everywhere = listed(
+        wait_for(TIMEOUT, || running_in("", 4))
+            .await
+            .expect("3 web and 1 api Instances running"),
+    );
+    assert!(
+        everywhere.iter().any(|i| i.starts_with("team-b/api-")),
+        "{everywhere:?}"
+    );
+    let all = browser
+        .find(r#"#namespace option[value=""]"#)
+        .await
+        .expect("the all-namespaces choice");
+    browser.click(&all).await.expect("pick all namespaces");
+    page_until(
+        &browser,
+        "the page lists every namespace's Instances",
+        |rows| {
+            rows["live"] == "live"
+                && rows["namespaceColumn"] == true
+                && shown_instances(rows) == everywhere
+        },
+    )
+    .await;
+    browser
+        .screenshot("dashboard-all-namespaces.png")
         .await
         .expect("screenshot");
     admin_dash.kill().await.expect("stop the admin's dashboard");

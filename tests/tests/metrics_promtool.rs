@@ -3,20 +3,23 @@
 //! the proxy's, served in the classic text format to a plain scraper, and in
 //! OpenMetrics (ending in `# EOF`) to one that asks for it, as Prometheus does. The
 //! values move with what happens: bindings and unschedulable attempts on the
-//! scheduler, accepted connections and their handshake latency on the proxy. The
-//! agent's per-Instance metrics are checked with an Instance running, in
-//! `agent_accounting`.
+//! scheduler, accepted connections and their handshake latency on the proxy, the
+//! containerd calls of a real container start and stop and the Lease renewals' lag on
+//! the agent. The agent's per-Instance metrics are checked with an Instance running,
+//! in `agent_accounting`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hypermesh_api::v1::Workload;
+use hypermesh_api::v1::{InstancePhase, RestartPolicy, Workload};
 use hypermesh_proxy::header::{Protocol, Reply, StreamHeader};
 use hypermesh_runtime::health::Health;
 use hypermesh_scheduler::metrics::SchedulerMetrics;
 use hypermesh_tests::agent::{self, Agent};
 use hypermesh_tests::metrics::{free_address, promtool_check, sample, scrape, wait_sample};
+use hypermesh_tests::containerd::TEST_IMAGE;
+use hypermesh_tests::node_env::Env;
 use hypermesh_tests::pki::TestCa;
 use hypermesh_tests::proxy::{InProcessProxy, quic_client, unknown_global};
 use hypermesh_tests::scheduler::{self as sim, SimCluster};
@@ -179,4 +182,80 @@ async fn proxy_metrics_pass_promtool_and_count_connections() {
     }
     check_endpoint("proxy", address, "# TYPE hypermesh_proxy_").await;
     connection.close(0u32.into(), b"done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_metrics_time_containerd_calls_and_lease_renewals() {
+    let address = free_address();
+    let env = Env::start_with(|c| c.metrics_addr = Some(address)).await;
+    let start = "hypermesh_agent_runtime_operation_duration_seconds_count{operation=\"start\",result=\"ok\"}";
+    let before = scrape(address, None)
+        .await
+        .ok()
+        .and_then(|(_, body)| sample(&body, start))
+        .unwrap_or(0.0);
+    assert_eq!(before, 0.0, "no container started yet");
+    env.run(
+        "timed",
+        TEST_IMAGE,
+        &["sleep", "3600"],
+        RestartPolicy::Never,
+    )
+    .await;
+    env.wait_status("timed", "RUNNING", |s| {
+        s.phase == InstancePhase::Running as i32
+    })
+    .await;
+    // The start on containerd was timed, and so was the create before it; the test
+    // image came from an archive import.
+    let body = wait_sample(address, start, |v| v == 1.0).await;
+    for series in [
+        "hypermesh_agent_runtime_operation_duration_seconds_count{operation=\"create\",result=\"ok\"}",
+        "hypermesh_agent_runtime_operation_duration_seconds_count{operation=\"import\",result=\"ok\"}",
+    ] {
+        assert!(
+            sample(&body, series).is_some_and(|n| n >= 1.0),
+            "{series} in\n{body}"
+        );
+    }
+    let sum = sample(
+        &body,
+        "hypermesh_agent_runtime_operation_duration_seconds_sum{operation=\"start\",result=\"ok\"}",
+    )
+    .expect("the start's duration");
+    assert!(sum > 0.0 && sum < 60.0, "a start takes a real time: {sum}s");
+
+    // Deleting the Instance stops its container: SIGTERM, then delete, timed each and
+    // as a whole.
+    hypermesh_tests::instance::delete(&env, "timed").await;
+    let stopped = "hypermesh_agent_runtime_operation_duration_seconds_count{operation=\"stop\",result=\"ok\"}";
+    let body = wait_sample(address, stopped, |v| v == 1.0).await;
+    for operation in ["kill", "delete"] {
+        let series = format!(
+            "hypermesh_agent_runtime_operation_duration_seconds_count{{operation=\"{operation}\",result=\"ok\"}}"
+        );
+        assert!(
+            sample(&body, &series).is_some_and(|n| n >= 1.0),
+            "{series} in\n{body}"
+        );
+    }
+
+    // Heartbeats every 300 ms: each renewal's lag is observed, and the last one is recent.
+    let body = wait_sample(
+        address,
+        "hypermesh_agent_heartbeat_lag_seconds_count",
+        |v| v >= 3.0,
+    )
+    .await;
+    let age = sample(&body, "hypermesh_agent_lease_renewal_age_seconds").expect("lease age");
+    assert!(
+        (0.0..10.0).contains(&age),
+        "the Lease was renewed within the last seconds: {age}"
+    );
+    check_endpoint(
+        "agent",
+        address,
+        "# TYPE hypermesh_agent_runtime_operation_duration_seconds histogram",
+    )
+    .await;
 }

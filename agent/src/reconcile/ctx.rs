@@ -13,6 +13,7 @@ use hypermesh_runtime::events::EventRecorder;
 
 use crate::container_setup::ContainerSetup;
 use crate::images::Images;
+use crate::runtime_latency::RuntimeLatency;
 use hypermesh_containers::{ContainerdClient, TaskExits};
 
 /// Default grace period between SIGTERM and SIGKILL.
@@ -49,6 +50,8 @@ pub(super) struct Ctx {
     pub(super) events: EventRecorder,
     /// Per-container eBPF accounting, attached as each container is created.
     pub(super) accounting: std::sync::Arc<crate::accounting::Accounting>,
+    /// Times each call to containerd.
+    pub(super) latency: RuntimeLatency,
 }
 
 /// What an Instance's status takes from its Node.

@@ -17,6 +17,7 @@ use crate::config::MAX_RESTART_BACKOFF;
 use crate::container_setup::{Launch, LaunchError};
 use crate::images::{ImageState, Pulled};
 use crate::probe::ContainerProbes;
+use crate::runtime_latency::Operation;
 use hypermesh_containers::{self as containers, ContainerConfig, LogSink, TaskEnd, container};
 
 use super::ctx::*;
@@ -365,6 +366,7 @@ pub(super) async fn run_once(
     probes: &ContainerProbes,
 ) -> Exit {
     let client = &ctx.client;
+    let latency = &ctx.latency;
     let start_error = |e: containers::Error| Exit {
         code: 128,
         reason: "StartError".into(),
@@ -374,7 +376,9 @@ pub(super) async fn run_once(
         liveness_failed: false,
     };
     loop {
-        let created = container::create(client, config).await;
+        let created = latency
+            .time(Operation::Create, container::create(client, config))
+            .await;
         // Counting starts on the new cgroup before the container runs (an adopted one
         // is counted from now on).
         if matches!(&created, Err(e) if e.code() == Some(tonic::Code::AlreadyExists))
@@ -383,21 +387,28 @@ pub(super) async fn run_once(
             ctx.accounting.attach(&config.id);
         }
         let adopted = match created {
-            Ok(_) => match container::start(client, &config.id).await {
+            Ok(_) => match latency
+                .time(Operation::Start, container::start(client, &config.id))
+                .await
+            {
                 Ok(_) => false,
                 Err(e) if e.is_unreachable() => {
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
                 Err(e) => {
-                    let _ = container::delete(client, &config.id).await;
+                    let _ = latency
+                        .time(Operation::Delete, container::delete(client, &config.id))
+                        .await;
                     return start_error(e);
                 }
             },
             Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {
                 // Adopted. A task created but never started (the agent stopped in
                 // between) is started now; a running or exited one refuses, harmlessly.
-                let _ = container::start(client, &config.id).await;
+                let _ = latency
+                    .time(Operation::Start, container::start(client, &config.id))
+                    .await;
                 true
             }
             Err(e) if e.is_unreachable() => {
@@ -451,7 +462,10 @@ pub(super) async fn run_once(
         let liveness = probing.stop();
         // Read OOM state before delete removes the cgroup (the wait already did).
         let deleted = loop {
-            match container::delete(client, &config.id).await {
+            let deleted = latency
+                .time(Operation::Delete, container::delete(client, &config.id))
+                .await;
+            match deleted {
                 Ok(status) => break status,
                 Err(e) => {
                     tracing::debug!(error = %e, "deleting exited container; retrying");

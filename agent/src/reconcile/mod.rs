@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::container_setup::ContainerSetup;
 use crate::images::{IMAGE_RESCAN, Images};
+use crate::runtime_latency::{Operation, Outcome as _};
 use crate::volumes::{self, InstanceVolumes};
 use hypermesh_containers::{ContainerdClient, TaskExits, container};
 
@@ -62,6 +63,7 @@ pub async fn run(
     channel: tonic::transport::Channel,
     kem: std::sync::Arc<hypermesh_trust::sealing::NodeKem>,
     accounting: Arc<crate::accounting::Accounting>,
+    latency: crate::runtime_latency::RuntimeLatency,
     shutdown: CancellationToken,
 ) {
     let client = loop {
@@ -89,6 +91,7 @@ pub async fn run(
             client.clone(),
             config.image_dir.clone(),
             config.pull.clone(),
+            latency.clone(),
         ),
         exits: TaskExits::start(client.clone(), shutdown.clone()),
         client,
@@ -108,6 +111,7 @@ pub async fn run(
         backoff: config.restart_backoff,
         setup,
         accounting,
+        latency,
     });
     ctx.images.scan().await;
     let stream = watcher::watcher(
@@ -153,7 +157,7 @@ pub async fn run(
                 for (id, grace) in orphans(&ctx, &uids).await {
                     tracing::info!(container = %id, "removing the container of a deleted instance");
                     let ctx = ctx.clone();
-                    stops.spawn(async move { stop(&ctx.client, &id, grace).await });
+                    stops.spawn(async move { stop(&ctx, &id, grace).await });
                 }
                 // Their volumes go once their containers are gone.
                 tokio::spawn(async move {
@@ -272,7 +276,7 @@ async fn worker(
                 .await;
         }
         let ctx = ctx.clone();
-        stops.spawn(async move { stop(&ctx.client, &id, grace).await });
+        stops.spawn(async move { stop(&ctx, &id, grace).await });
     }
     while stops.join_next().await.is_some() {}
     let meta = instance.meta();
@@ -367,26 +371,43 @@ async fn orphans(ctx: &Ctx, live: &HashSet<String>) -> Vec<(String, Duration)> {
 }
 
 /// SIGTERM, up to `grace` for the exit, SIGKILL, then deletes task, container and
-/// snapshot. Retries while containerd is unreachable.
-async fn stop(client: &ContainerdClient, id: &str, grace: Duration) {
+/// snapshot. Retries while containerd is unreachable. The whole of it is timed as one
+/// `stop`, each signal and delete on its own too.
+async fn stop(ctx: &Ctx, id: &str, grace: Duration) {
     const SIGTERM: u32 = 15;
     const SIGKILL: u32 = 9;
+    let (client, latency) = (&ctx.client, &ctx.latency);
+    let started = std::time::Instant::now();
+    let mut result = "error";
     for attempt in 0..30u32 {
         if attempt > 0 {
             tokio::time::sleep(RETRY).await;
         }
-        if container::kill(client, id, SIGTERM).await.is_ok()
+        let term = latency.time(Operation::Kill, container::kill(client, id, SIGTERM));
+        if term.await.is_ok()
             && tokio::time::timeout(grace, container::wait(client, id))
                 .await
                 .is_err()
         {
-            let _ = container::kill(client, id, SIGKILL).await;
+            let _ = latency
+                .time(Operation::Kill, container::kill(client, id, SIGKILL))
+                .await;
             let _ =
                 tokio::time::timeout(Duration::from_secs(10), container::wait(client, id)).await;
         }
-        match container::delete(client, id).await {
-            Ok(_) => return,
-            Err(e) => tracing::warn!(container = id, error = %e, "deleting container; retrying"),
+        match latency
+            .time(Operation::Delete, container::delete(client, id))
+            .await
+        {
+            Ok(_) => {
+                result = "ok";
+                break;
+            }
+            Err(e) => {
+                result = e.result();
+                tracing::warn!(container = id, error = %e, "deleting container; retrying")
+            }
         }
     }
+    latency.observe(Operation::Stop, result, started);
 }

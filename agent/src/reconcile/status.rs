@@ -11,6 +11,7 @@ use pbjson_types::Timestamp;
 use tokio::sync::Mutex;
 
 use crate::probe::{self, ContainerProbes};
+use crate::runtime_latency::Operation;
 use hypermesh_containers::container;
 
 use super::ctx::*;
@@ -73,12 +74,16 @@ impl Probing {
             const SIGTERM: u32 = 15;
             const SIGKILL: u32 = 9;
             let id = &target.container_id;
-            if container::kill(&ctx.client, id, SIGTERM).await.is_ok()
+            let kill = |signal| {
+                ctx.latency
+                    .time(Operation::Kill, container::kill(&ctx.client, id, signal))
+            };
+            if kill(SIGTERM).await.is_ok()
                 && tokio::time::timeout(grace_of(&instance), ctx.exits.wait(id))
                     .await
                     .is_err()
             {
-                let _ = container::kill(&ctx.client, id, SIGKILL).await;
+                let _ = kill(SIGKILL).await;
             }
         });
         Probing {

@@ -21,7 +21,8 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
-    /// Where to serve `/metrics` and `/healthz` over HTTP; `None` disables them.
+    /// Where to serve `/metrics` and `/healthz` over HTTP; `None` disables them, and
+    /// request, watch and handshake metrics are then not recorded at all.
     pub metrics_addr: Option<SocketAddr>,
     /// TLS with client certificates; `None` serves plaintext (`--insecure-dev`).
     pub tls: Option<TlsSettings>,

@@ -1,6 +1,7 @@
 //! What changes on the page without a reload: the server-sent event stream, fed by
-//! the runtime crate's list-then-watch [`watcher`] for each kind the page shows, and
-//! the usage history, sampled from `UsageService.List` while the dashboard runs.
+//! the runtime crate's list-then-watch [`watcher`] for each kind the page shows (in one
+//! namespace, or all), and the usage history, sampled from `UsageService.List` while
+//! the dashboard runs (every namespace the user may list, else the dashboard's own).
 //!
 //! Each SSE message is one line of JSON: `{"kind":"instances","type":"restarted",
 //! "items":[...]}` (a full listing: replace what you have), `{"type":"applied",
@@ -34,6 +35,8 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
+    /// The Instance's namespace (empty for a node).
+    pub namespace: String,
     /// Node or Instance name.
     pub name: String,
     /// Millicores, when the agent had two samples.
@@ -49,7 +52,7 @@ pub struct Sample {
     pub time: f64,
     /// Per node.
     pub nodes: Vec<Usage>,
-    /// Per Instance of the dashboard's namespace.
+    /// Per Instance (of every namespace the user may list, else of the dashboard's).
     pub instances: Vec<Usage>,
     /// Why a part is missing (e.g. the caller may not list nodes), if it is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,18 +78,31 @@ impl History {
         let samples = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         samples.iter().cloned().collect()
     }
+
+    /// Every sample, oldest first, with the Instances of namespace `ns` only (all when
+    /// empty).
+    pub fn of(&self, ns: &str) -> Vec<Sample> {
+        let mut samples = self.all();
+        if !ns.is_empty() {
+            for s in &mut samples {
+                s.instances.retain(|u| u.namespace == ns);
+            }
+        }
+        samples
+    }
 }
 
 fn usages(items: Vec<v1::ResourceUsage>) -> Vec<Usage> {
     let mut out: Vec<Usage> = items
         .into_iter()
         .map(|u| Usage {
+            namespace: u.namespace,
             name: u.name,
             cpu_millicores: u.cpu_millicores,
             memory_bytes: u.memory_bytes,
         })
         .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     out
 }
 
@@ -98,22 +114,26 @@ pub async fn sample_usage(channel: Channel, namespace: String, every: Duration, 
     loop {
         tick.tick().await;
         let mut errors = Vec::new();
-        let list = |kind: &str| UsageListRequest {
+        let list = |kind: &str, namespace: &str| UsageListRequest {
             kind: kind.into(),
-            namespace: if kind == "instances" {
-                namespace.clone()
-            } else {
-                String::new()
-            },
+            namespace: namespace.into(),
         };
-        let nodes = match client.list(list("nodes")).await {
+        let nodes = match client.list(list("nodes", "")).await {
             Ok(r) => usages(r.into_inner().items),
             Err(e) => {
                 errors.push(format!("nodes: {}", e.message()));
                 Vec::new()
             }
         };
-        let instances = match client.list(list("instances")).await {
+        // Every namespace when the user may list Instances across them.
+        let instances = match client.list(list("instances", "")).await {
+            Ok(r) => Ok(r),
+            Err(e) if e.code() == tonic::Code::PermissionDenied => {
+                client.list(list("instances", &namespace)).await
+            }
+            Err(e) => Err(e),
+        };
+        let instances = match instances {
             Ok(r) => usages(r.into_inner().items),
             Err(e) => {
                 errors.push(format!("instances: {}", e.message()));
@@ -164,11 +184,14 @@ fn changes<K: Resource>(
     })
 }
 
-/// The SSE body for one page: every kind the page shows, merged, until the page goes.
+/// The SSE body for one page: every kind the page shows (namespaced ones in
+/// `namespace`, all namespaces when it is empty), and the namespaces to choose from,
+/// merged, until the page goes.
 pub fn event_stream(channel: Channel, namespace: String) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
     tokio::spawn(async move {
         let mut merged = futures::stream::select_all([
+            changes::<v1::Namespace>(&channel, &namespace).boxed(),
             changes::<v1::Node>(&channel, &namespace).boxed(),
             changes::<v1::Asset>(&channel, &namespace).boxed(),
             changes::<v1::Workload>(&channel, &namespace).boxed(),

@@ -10,9 +10,11 @@
 //! - [`guard`]: who may drive the local server (Host check, per-launch token, origin).
 //! - [`routes`]: the page (embedded with `include_str!`, no build step) and the JSON API.
 //! - [`live`]: server-sent events fed by watches, and the usage history.
+//! - [`logs`]: an Instance's log, read once or followed live.
 
 pub mod guard;
 pub mod live;
+pub mod logs;
 pub mod routes;
 
 use std::net::Ipv4Addr;

@@ -2,15 +2,19 @@
 //! gRPC calls (made with the user's own identity, so the apiserver decides what they
 //! may see and do), the live event stream and the usage history.
 //!
+//! Every `/api/` GET takes `?namespace=NS`: absent, the namespace `hmctl dashboard` was
+//! started for; empty (`?namespace=`), all namespaces (what the apiserver lets the user
+//! list across them). The POST bodies take `"namespace"` the same way.
+//!
 //! | method, path | does |
 //! |---|---|
 //! | GET `/`, `/app.js`, `/style.css` | the page (`/?token=T` sets the cookie and redirects to `/`) |
 //! | GET `/api/access` | who the apiserver takes us for, and which actions it would allow |
 //! | GET `/api/events` | server-sent events: listings and changes ([`super::live`]) |
 //! | GET `/api/usage` | the usage samples so far, and how often one is taken |
-//! | GET `/api/logs?name=I[&container=C][&tail=N]` | an Instance's log (text) |
-//! | POST `/api/scale` `{"name","replicas"}` | `hmctl scale` |
-//! | POST `/api/delete` `{"kind":"workloads"\|"instances","name"}` | `hmctl delete` |
+//! | GET `/api/logs?name=I[&container=C][&tail=N][&follow=true]` | an Instance's log (text), or followed live (server-sent events, [`super::logs`]) |
+//! | POST `/api/scale` `{"namespace","name","replicas"}` | `hmctl scale` |
+//! | POST `/api/delete` `{"namespace","kind":"workloads"\|"instances","name"}` | `hmctl delete` |
 //! | POST `/api/cordon` `{"name","cordon":bool}` | `hmctl cordon` / `uncordon` |
 
 use std::convert::Infallible;
@@ -26,8 +30,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hypermesh_api::Api;
 use hypermesh_api::v1::access_review_service_client::AccessReviewServiceClient;
-use hypermesh_api::v1::instance_service_client::InstanceServiceClient;
-use hypermesh_api::v1::{AccessCheck, AccessReviewRequest, DeleteRequest, LogsRequest};
+use hypermesh_api::v1::{AccessCheck, AccessReviewRequest, DeleteRequest};
 use hypermesh_api::v1::{Instance, Node, Workload};
 use serde::Deserialize;
 use serde_json::json;
@@ -43,12 +46,6 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Largest request body accepted (the actions' JSON is tiny).
 const MAX_BODY: usize = 16 << 10;
-/// Largest log answered; longer logs are cut to their end (ask with `tail`).
-const MAX_LOG: usize = 1 << 20;
-/// How long a log read may take.
-const LOG_TIMEOUT: Duration = Duration::from_secs(15);
-/// Lines of log shown when the page asks for none in particular.
-const DEFAULT_TAIL: u64 = 500;
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -61,7 +58,8 @@ pub struct Dashboard {
     pub guard: Guard,
     /// The apiserver, as the user.
     pub channel: Channel,
-    /// Workloads, Instances, Events and their usage are shown for this namespace.
+    /// Workloads, Instances, Events and their usage are shown for this namespace first
+    /// (the page may pick another, or all).
     pub namespace: String,
     /// Usage samples, and how often one is taken.
     pub history: History,
@@ -78,7 +76,7 @@ fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     response
 }
 
-fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+pub(super) fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     full(status, "text/plain; charset=utf-8", body.into())
 }
 
@@ -152,17 +150,25 @@ async fn route(d: &Dashboard, request: Request<Incoming>, query: Option<&str>) -
         (Method::GET, "/") => Ok(full(StatusCode::OK, "text/html; charset=utf-8", INDEX)),
         (Method::GET, "/app.js") => Ok(full(StatusCode::OK, "text/javascript", APP_JS)),
         (Method::GET, "/style.css") => Ok(full(StatusCode::OK, "text/css", STYLE)),
-        (Method::GET, "/api/access") => access(d).await,
-        (Method::GET, "/api/events") => Ok(events(d)),
-        (Method::GET, "/api/usage") => Ok(json_response(
-            StatusCode::OK,
-            &json!({
-                "namespace": d.namespace,
-                "everyMs": u64::try_from(d.sample_every.as_millis()).unwrap_or(u64::MAX),
-                "samples": d.history.all(),
-            }),
-        )),
-        (Method::GET, "/api/logs") => logs(d, query).await,
+        (Method::GET, "/api/access") => match namespace_in(d, query) {
+            Ok(ns) => access(d, &ns).await,
+            Err(e) => Err(e),
+        },
+        (Method::GET, "/api/events") => namespace_in(d, query).map(|ns| events(d, ns)),
+        (Method::GET, "/api/usage") => namespace_in(d, query).map(|ns| {
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "namespace": ns,
+                    "everyMs": u64::try_from(d.sample_every.as_millis()).unwrap_or(u64::MAX),
+                    "samples": d.history.of(&ns),
+                }),
+            )
+        }),
+        (Method::GET, "/api/logs") => match namespace_in(d, query) {
+            Ok(ns) => super::logs::logs(d, ns, query).await,
+            Err(e) => Err(e),
+        },
         (Method::POST, "/api/scale") => match body::<ScaleBody>(request).await {
             Ok(b) => scale(d, b).await,
             Err(e) => Err(e),
@@ -195,11 +201,40 @@ fn ok(message: String) -> anyhow::Result<Response<Body>> {
     Ok(json_response(StatusCode::OK, &json!({"message": message})))
 }
 
-/// The actions the page may offer, as the apiserver answers for this user.
-async fn access(d: &Dashboard) -> anyhow::Result<Response<Body>> {
-    let ns = &d.namespace;
+/// The namespace a GET is about: `?namespace=NS`, all namespaces for `?namespace=`
+/// (empty), the dashboard's own when absent.
+fn namespace_in(d: &Dashboard, query: Option<&str>) -> anyhow::Result<String> {
+    match param(query, "namespace") {
+        None => Ok(d.namespace.clone()),
+        Some(ns) => checked_namespace(ns),
+    }
+}
+
+/// `ns` if it is empty (all namespaces) or a valid namespace name.
+fn checked_namespace(ns: &str) -> anyhow::Result<String> {
+    match ns {
+        "" => Ok(String::new()),
+        ns => match hypermesh_api::validation::names::dns_label_problem(ns) {
+            Some(problem) => anyhow::bail!("namespace: {problem}"),
+            None => Ok(ns.to_string()),
+        },
+    }
+}
+
+/// The namespace of the object a POST acts on: the body's, else the dashboard's.
+fn object_namespace(d: &Dashboard, ns: Option<&str>) -> anyhow::Result<String> {
+    match ns {
+        None => Ok(d.namespace.clone()),
+        Some("") => anyhow::bail!("namespace: the object's namespace is required"),
+        Some(ns) => checked_namespace(ns),
+    }
+}
+
+/// The actions the page may offer in namespace `ns` (all namespaces when empty), as
+/// the apiserver answers for this user.
+async fn access(d: &Dashboard, ns: &str) -> anyhow::Result<Response<Body>> {
     let checks = [
-        ("scale", "update", "workloads", ns.as_str()),
+        ("scale", "update", "workloads", ns),
         ("deleteWorkloads", "delete", "workloads", ns),
         ("deleteInstances", "delete", "instances", ns),
         ("cordon", "update", "nodes", ""),
@@ -230,17 +265,20 @@ async fn access(d: &Dashboard) -> anyhow::Result<Response<Body>> {
     }
     Ok(json_response(
         StatusCode::OK,
-        &json!({"identity": answer.identity, "namespace": ns, "allowed": allowed}),
+        &json!({
+            "identity": answer.identity,
+            "namespace": ns,
+            "defaultNamespace": d.namespace,
+            "allowed": allowed,
+        }),
     ))
 }
 
-/// The server-sent event stream.
-fn events(d: &Dashboard) -> Response<Body> {
-    let frames = tokio_stream::wrappers::ReceiverStream::new(live::event_stream(
-        d.channel.clone(),
-        d.namespace.clone(),
-    ))
-    .map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
+/// The server-sent event stream of namespace `ns` (all namespaces when empty).
+fn events(d: &Dashboard, ns: String) -> Response<Body> {
+    let frames =
+        tokio_stream::wrappers::ReceiverStream::new(live::event_stream(d.channel.clone(), ns))
+            .map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
     let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -251,7 +289,7 @@ fn events(d: &Dashboard) -> Response<Body> {
 
 /// `name=…&container=…&tail=…` values (no percent-decoding is needed: names are DNS
 /// labels; anything else is refused by the apiserver).
-fn param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
     query?
         .split('&')
         .filter_map(|pair| pair.split_once('='))
@@ -259,52 +297,11 @@ fn param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-async fn logs(d: &Dashboard, query: Option<&str>) -> anyhow::Result<Response<Body>> {
-    let name = param(query, "name")
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| anyhow::anyhow!("name: the Instance whose log to show is required"))?;
-    let tail = match param(query, "tail") {
-        Some(t) => t
-            .parse::<u64>()
-            .map_err(|_| anyhow::anyhow!("tail: {t:?} is not a number of lines"))?,
-        None => DEFAULT_TAIL,
-    };
-    let request = LogsRequest {
-        namespace: d.namespace.clone(),
-        name: name.to_string(),
-        container: param(query, "container").unwrap_or_default().to_string(),
-        follow: false,
-        tail_lines: Some(tail),
-        previous: false,
-        timestamps: false,
-    };
-    let read = async {
-        let mut stream = InstanceServiceClient::new(d.channel.clone())
-            .logs(request)
-            .await?
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(chunk) = stream.message().await? {
-            out.extend_from_slice(&chunk.data);
-            if out.len() > MAX_LOG {
-                out.drain(..out.len() - MAX_LOG);
-            }
-        }
-        Ok::<_, tonic::Status>(out)
-    };
-    let out = tokio::time::timeout(LOG_TIMEOUT, read)
-        .await
-        .map_err(|_| anyhow::anyhow!("the log of {name:?} took longer than {LOG_TIMEOUT:?}"))?
-        .map_err(|s| ServerError::for_object(&s, "instances", name))?;
-    Ok(text(
-        StatusCode::OK,
-        String::from_utf8_lossy(&out).into_owned(),
-    ))
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScaleBody {
+    #[serde(default)]
+    namespace: Option<String>,
     name: String,
     replicas: u32,
 }
@@ -312,8 +309,9 @@ struct ScaleBody {
 async fn scale(d: &Dashboard, body: ScaleBody) -> anyhow::Result<Response<Body>> {
     let replicas = i32::try_from(body.replicas)
         .map_err(|_| anyhow::anyhow!("replicas: {} is too large", body.replicas))?;
+    let ns = object_namespace(d, body.namespace.as_deref())?;
     let api = Api::<Workload>::new(d.channel.clone());
-    crate::scale::modify_workload(&api, &d.namespace, &body.name, |w| {
+    crate::scale::modify_workload(&api, &ns, &body.name, |w| {
         w.spec.get_or_insert_with(Default::default).replicas = replicas;
         Ok(true)
     })
@@ -324,13 +322,15 @@ async fn scale(d: &Dashboard, body: ScaleBody) -> anyhow::Result<Response<Body>>
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeleteBody {
+    #[serde(default)]
+    namespace: Option<String>,
     kind: String,
     name: String,
 }
 
 async fn delete(d: &Dashboard, body: DeleteBody) -> anyhow::Result<Response<Body>> {
     let request = DeleteRequest {
-        namespace: d.namespace.clone(),
+        namespace: object_namespace(d, body.namespace.as_deref())?,
         name: body.name.clone(),
         ..Default::default()
     };

@@ -1,13 +1,21 @@
 // The HyperMesh dashboard page: state from the server-sent event stream (/api/events),
-// usage from /api/usage, actions through the JSON API. Hand-written, no build step;
-// every text from the cluster goes in with textContent, never as HTML.
+// usage from /api/usage, an Instance's log followed live (/api/logs?follow=true),
+// actions through the JSON API. Every call names the namespace picked in the header
+// ("" = all namespaces). Hand-written, no build step; every text from the cluster goes
+// in with textContent, never as HTML.
 "use strict";
 
-const state = { nodes: new Map(), assets: new Map(), workloads: new Map(), instances: new Map(), events: new Map() };
+const state = { namespaces: new Map(), nodes: new Map(), assets: new Map(), workloads: new Map(), instances: new Map(), events: new Map() };
+const NAMESPACED = ["workloads", "instances", "events"];
 let allowed = {};
-let namespace = "default";
+let namespace = "default";       // the namespace shown; "" for all
+let defaultNamespace = "default"; // the one hmctl dashboard was started for
 let eventsFor = null;
-let logsOf = null;
+let logsOf = null;                // { namespace, name } of the log shown
+let logSource = null;             // its EventSource while following
+let eventSource = null;
+let logText = "";
+const MAX_LOG_CHARS = 1 << 20;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -22,6 +30,9 @@ function el(tag, attrs, ...children) {
 
 const key = (o) => { const m = o.metadata || {}; return (m.namespace || "") + "/" + (m.name || ""); };
 const nameOf = (o) => (o.metadata || {}).name || "";
+const nsOf = (o) => (o.metadata || {}).namespace || "";
+const allNamespaces = () => namespace === "";
+const nsQuery = () => `namespace=${encodeURIComponent(namespace)}`;
 const cond = (obj, type) => (((obj.status || {}).conditions) || []).find((c) => c.type === type);
 
 function notice(text, isError) {
@@ -48,7 +59,22 @@ async function act(method, path, body) {
 
 // ---- rendering -------------------------------------------------------------------
 
-function render() { renderNodes(); renderWorkloads(); renderInstances(); renderEvents(); }
+function render() { renderNamespaces(); renderNodes(); renderWorkloads(); renderInstances(); renderEvents(); }
+
+// The header's choice: "all namespaces", then every namespace the user may list (and
+// the dashboard's own, even when they may not list namespaces).
+function renderNamespaces() {
+  const select = document.getElementById("namespace");
+  const names = new Set([...state.namespaces.values()].map(nameOf));
+  names.add(defaultNamespace);
+  if (namespace) names.add(namespace);
+  const wanted = ["", ...[...names].sort()];
+  const have = [...select.options].map((o) => o.value);
+  if (have.join("\n") !== wanted.join("\n")) {
+    select.replaceChildren(...wanted.map((n) => el("option", { value: n }, n === "" ? "all namespaces" : n)));
+  }
+  select.value = namespace;
+}
 
 function renderNodes() {
   const body = document.querySelector("#nodes tbody");
@@ -89,16 +115,17 @@ function renderNodes() {
 // user is typing is not reset by a live update.
 const scaleControls = new Map();
 
-function scaleControl(name, replicas) {
-  let c = scaleControls.get(name);
+function scaleControl(ns, name, replicas) {
+  const k = `${ns}/${name}`;
+  let c = scaleControls.get(k);
   if (!c) {
-    const input = el("input", { type: "number", min: "0", class: "replicas", "data-name": name });
+    const input = el("input", { type: "number", min: "0", class: "replicas", "data-name": name, "data-namespace": ns });
     c = { input, dirty: false };
-    c.button = el("button", { type: "button", class: "action", "data-action": "scale", "data-name": name,
-      onclick: async () => { await act("POST", "/api/scale", { name, replicas: Number(input.value) }); c.dirty = false; scheduleRender(); } }, "Scale");
+    c.button = el("button", { type: "button", class: "action", "data-action": "scale", "data-name": name, "data-namespace": ns,
+      onclick: async () => { await act("POST", "/api/scale", { namespace: ns, name, replicas: Number(input.value) }); c.dirty = false; scheduleRender(); } }, "Scale");
     for (const e of ["input", "change", "keydown"]) input.addEventListener(e, () => { c.dirty = true; });
     input.addEventListener("blur", scheduleRender);
-    scaleControls.set(name, c);
+    scaleControls.set(k, c);
   }
   if (!c.dirty) c.input.value = String(replicas);
   return c;
@@ -110,21 +137,22 @@ function renderWorkloads() {
   const body = document.querySelector("#workloads tbody");
   body.replaceChildren();
   const items = [...state.workloads.values()].sort((a, b) => nameOf(a).localeCompare(nameOf(b)));
-  for (const name of [...scaleControls.keys()]) if (!items.some((w) => nameOf(w) === name)) scaleControls.delete(name);
+  for (const k of [...scaleControls.keys()]) if (!items.some((w) => key(w) === k)) scaleControls.delete(k);
   for (const w of items) {
-    const name = nameOf(w), spec = w.spec || {}, st = w.status || {};
+    const name = nameOf(w), ns = nsOf(w), spec = w.spec || {}, st = w.status || {};
     const replicas = spec.replicas || 0;
     const actions = el("td", {});
     if (allowed.scale) {
-      const c = scaleControl(name, replicas);
+      const c = scaleControl(ns, name, replicas);
       actions.append(c.input, c.button);
     }
     if (allowed.deleteWorkloads) {
       actions.append(el("button", { type: "button", class: "action", "data-action": "delete-workload", "data-name": name,
-        onclick: () => { if (confirm(`Delete workload ${name} and its instances?`)) act("POST", "/api/delete", { kind: "workloads", name }); } }, "Delete"));
+        onclick: () => { if (confirm(`Delete workload ${ns}/${name} and its instances?`)) act("POST", "/api/delete", { namespace: ns, kind: "workloads", name }); } }, "Delete"));
     }
-    actions.append(el("button", { type: "button", "data-action": "events", onclick: () => showEvents("Workload", name) }, "Events"));
-    body.append(el("tr", { "data-name": name },
+    actions.append(el("button", { type: "button", "data-action": "events", onclick: () => showEvents("Workload", ns, name) }, "Events"));
+    body.append(el("tr", { "data-name": name, "data-namespace": ns },
+      el("td", { class: "namespace ns-col" }, ns),
       el("td", { class: "name" }, name),
       el("td", {}, `${st.readyReplicas || 0}/${replicas}`),
       el("td", {}, st.updatedReplicas || 0),
@@ -149,19 +177,21 @@ function instanceStatus(i) {
 function renderInstances() {
   const body = document.querySelector("#instances tbody");
   body.replaceChildren();
-  const items = [...state.instances.values()].sort((a, b) => nameOf(a).localeCompare(nameOf(b)));
+  const items = [...state.instances.values()].sort((a, b) => key(a).localeCompare(key(b)));
   for (const i of items) {
-    const name = nameOf(i), st = i.status || {}, cs = st.containerStatuses || [];
+    const name = nameOf(i), ns = nsOf(i), st = i.status || {}, cs = st.containerStatuses || [];
     const ready = cs.filter((c) => c.ready).length;
     const restarts = cs.reduce((n, c) => n + (c.restartCount || 0), 0);
     const actions = el("td", {});
-    if (allowed.logs) actions.append(el("button", { type: "button", "data-action": "logs", "data-name": name, onclick: () => showLogs(name) }, "Logs"));
-    actions.append(el("button", { type: "button", "data-action": "events", onclick: () => showEvents("Instance", name) }, "Events"));
+    if (allowed.logs) actions.append(el("button", { type: "button", "data-action": "logs", "data-name": name, "data-namespace": ns, onclick: () => followLogs(ns, name) }, "Logs"));
+    actions.append(el("button", { type: "button", "data-action": "events", onclick: () => showEvents("Instance", ns, name) }, "Events"));
     if (allowed.deleteInstances) {
       actions.append(el("button", { type: "button", class: "action", "data-action": "delete-instance", "data-name": name,
-        onclick: () => { if (confirm(`Delete instance ${name}?`)) act("POST", "/api/delete", { kind: "instances", name }); } }, "Delete"));
+        onclick: () => { if (confirm(`Delete instance ${ns}/${name}?`)) act("POST", "/api/delete", { namespace: ns, kind: "instances", name }); } }, "Delete"));
     }
-    body.append(el("tr", { "data-name": name, class: logsOf === name ? "selected" : "" },
+    const selected = logsOf && logsOf.namespace === ns && logsOf.name === name;
+    body.append(el("tr", { "data-name": name, "data-namespace": ns, class: selected ? "selected" : "" },
+      el("td", { class: "namespace ns-col" }, ns),
       el("td", { class: "name" }, name),
       el("td", { class: "status" }, instanceStatus(i)),
       el("td", {}, `${ready}/${cs.length || ((i.spec || {}).containers || []).length}`),
@@ -182,13 +212,14 @@ function renderEvents() {
   const body = document.querySelector("#events tbody");
   body.replaceChildren();
   document.getElementById("events-for").textContent = eventsFor ? `for ${eventsFor.kind.toLowerCase()}/${eventsFor.name}` : "";
-  let items = [...state.events.values()].map((e) => e.spec || {});
-  if (eventsFor) items = items.filter((s) => (s.involvedObject || {}).kind === eventsFor.kind && (s.involvedObject || {}).name === eventsFor.name);
+  let items = [...state.events.values()].map((e) => ({ ...(e.spec || {}), namespace: nsOf(e) }));
+  if (eventsFor) items = items.filter((s) => (s.involvedObject || {}).kind === eventsFor.kind && (s.involvedObject || {}).name === eventsFor.name && s.namespace === eventsFor.namespace);
   items.sort((a, b) => Date.parse(b.lastTimestamp || 0) - Date.parse(a.lastTimestamp || 0));
   for (const s of items.slice(0, 100)) {
     const o = s.involvedObject || {};
     body.append(el("tr", {},
       el("td", {}, ago(s.lastTimestamp)),
+      el("td", { class: "namespace ns-col" }, s.namespace),
       el("td", { class: s.type === "Warning" ? "bad" : "" }, s.type || ""),
       el("td", {}, s.reason || ""),
       el("td", {}, `${(o.kind || "").toLowerCase()}/${o.name || ""}`),
@@ -197,19 +228,63 @@ function renderEvents() {
   }
 }
 
-function showEvents(kind, name) {
-  eventsFor = eventsFor && eventsFor.kind === kind && eventsFor.name === name ? null : { kind, name };
+function showEvents(kind, ns, name) {
+  const same = eventsFor && eventsFor.kind === kind && eventsFor.namespace === ns && eventsFor.name === name;
+  eventsFor = same ? null : { kind, namespace: ns, name };
   renderEvents();
 }
 
-async function showLogs(name) {
-  logsOf = name;
-  document.getElementById("logs-section").hidden = false;
-  document.getElementById("logs-name").textContent = name;
+// ---- logs, followed live --------------------------------------------------------------
+
+function logState(text, live) {
+  const badge = document.getElementById("logs-state");
+  badge.textContent = text;
+  badge.className = live ? "badge" : "badge off";
+}
+
+function appendLog(text) {
   const pre = document.getElementById("logs");
-  pre.textContent = "loading…";
-  try { pre.textContent = await api("GET", `/api/logs?name=${encodeURIComponent(name)}&tail=500`); }
-  catch (e) { pre.textContent = e.message; }
+  const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  logText += text;
+  if (logText.length > MAX_LOG_CHARS) logText = logText.slice(-MAX_LOG_CHARS);
+  pre.textContent = logText;
+  if (atEnd) pre.scrollTop = pre.scrollHeight;
+}
+
+// Stops following (the server then cancels the agent's follow too).
+function stopLogs() {
+  if (logSource) { logSource.close(); logSource = null; }
+}
+
+function closeLogs() {
+  stopLogs();
+  logsOf = null;
+  document.getElementById("logs-section").hidden = true;
+  renderInstances();
+}
+
+// Shows the last 500 lines of an Instance's log, then each line as it is written.
+function followLogs(ns, name) {
+  stopLogs();
+  logsOf = { namespace: ns, name };
+  document.getElementById("logs-section").hidden = false;
+  document.getElementById("logs-name").textContent = `${ns}/${name}`;
+  logText = "";
+  document.getElementById("logs").textContent = "";
+  logState("connecting", false);
+  const source = new EventSource(`/api/logs?namespace=${encodeURIComponent(ns)}&name=${encodeURIComponent(name)}&tail=500&follow=true`);
+  logSource = source;
+  // Every (re)connection sends the tail again: start from it.
+  source.onopen = () => { if (logSource !== source) return; logText = ""; appendLog(""); logState("following", true); };
+  source.onerror = () => { if (logSource === source) logState("reconnecting", false); };
+  source.onmessage = (e) => {
+    if (logSource !== source) return;
+    let m;
+    try { m = JSON.parse(e.data); } catch (err) { console.error(err); return; }
+    if (typeof m.text === "string") appendLog(m.text);
+    if (m.error) appendLog(`\n[${m.error}]\n`);
+    if (m.end) { stopLogs(); logState("ended", false); }
+  };
   renderInstances();
 }
 
@@ -259,7 +334,7 @@ function drawChart(svg, series, format) {
 
 async function refreshUsage() {
   let data;
-  try { data = await api("GET", "/api/usage"); } catch (e) { return undefined; }
+  try { data = await api("GET", `/api/usage?${nsQuery()}`); } catch (e) { return undefined; }
   const series = new Map();
   const add = (label, t, u) => {
     if (!series.has(label)) series.set(label, { name: label, cpu: [], mem: [] });
@@ -269,7 +344,7 @@ async function refreshUsage() {
   };
   for (const sample of data.samples) {
     for (const u of sample.nodes) add(`node/${u.name}`, sample.time, u);
-    for (const u of sample.instances) add(`instance/${u.name}`, sample.time, u);
+    for (const u of sample.instances) add(allNamespaces() ? `instance/${u.namespace}/${u.name}` : `instance/${u.name}`, sample.time, u);
   }
   const list = [...series.values()].map((s, i) => ({ ...s, color: COLORS[i % COLORS.length] }));
   drawChart(document.getElementById("cpu-chart"), list.map((s) => ({ name: s.name, color: s.color, points: s.cpu })), (v) => `${Math.round(v)}m`);
@@ -312,29 +387,57 @@ function scheduleRender() {
   requestAnimationFrame(() => { pending = false; render(); });
 }
 
+// (Re)opens the live stream for the namespace shown.
 function connect() {
+  if (eventSource) eventSource.close();
   const live = document.getElementById("live");
-  const source = new EventSource("/api/events");
-  source.onopen = () => { live.textContent = "live"; live.className = "badge"; };
-  source.onerror = () => { live.textContent = "reconnecting"; live.className = "badge off"; };
-  source.onmessage = (e) => { try { apply(JSON.parse(e.data)); } catch (err) { console.error(err); } };
+  live.textContent = "connecting"; live.className = "badge off";
+  const source = new EventSource(`/api/events?${nsQuery()}`);
+  eventSource = source;
+  source.onopen = () => { if (eventSource !== source) return; live.textContent = "live"; live.className = "badge"; };
+  source.onerror = () => { if (eventSource !== source) return; live.textContent = "reconnecting"; live.className = "badge off"; };
+  source.onmessage = (e) => { if (eventSource !== source) return; try { apply(JSON.parse(e.data)); } catch (err) { console.error(err); } };
 }
 
-async function start() {
+// Asks what the user may do in the namespace shown (before one is picked: in the
+// dashboard's own, which the answer names).
+async function loadAccess() {
   try {
-    const access = await api("GET", "/api/access");
+    const access = await api("GET", namespace === null ? "/api/access" : `/api/access?${nsQuery()}`);
     allowed = access.allowed || {};
-    namespace = access.namespace;
-    document.getElementById("who").textContent = `${access.identity} · namespace ${namespace}`;
+    defaultNamespace = access.defaultNamespace || defaultNamespace;
+    document.getElementById("who").textContent = `${access.identity} · ${access.namespace === "" ? "all namespaces" : "namespace " + access.namespace}`;
+    notice("", false);
   } catch (e) {
     allowed = {};
     notice(`cannot ask the apiserver what you may do (${e.message}); no actions are offered`, true);
   }
+}
+
+async function pickNamespace(ns) {
+  if (ns === namespace) return;
+  namespace = ns;
+  document.body.classList.toggle("all-namespaces", allNamespaces());
+  closeLogs();
+  eventsFor = null;
+  for (const kind of NAMESPACED) state[kind].clear();
+  scaleControls.clear();
+  connect();
+  await loadAccess();
+  render();
+  refreshUsage();
+}
+
+async function start() {
+  namespace = null;
+  await loadAccess();
+  namespace = defaultNamespace;
   document.body.dataset.ready = "true";
-  document.getElementById("logs-close").addEventListener("click", () => {
-    logsOf = null; document.getElementById("logs-section").hidden = true; renderInstances();
-  });
-  document.getElementById("logs-refresh").addEventListener("click", () => { if (logsOf) showLogs(logsOf); });
+  document.getElementById("namespace").addEventListener("change", (e) => pickNamespace(e.target.value));
+  document.getElementById("logs-close").addEventListener("click", closeLogs);
+  document.getElementById("logs-refresh").addEventListener("click", () => { if (logsOf) followLogs(logsOf.namespace, logsOf.name); });
+  // Leaving the page ends the streams at once (the server then stops following).
+  window.addEventListener("pagehide", () => { stopLogs(); if (eventSource) eventSource.close(); });
   connect();
   render();
   const every = await refreshUsage();
