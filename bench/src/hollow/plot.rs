@@ -1,6 +1,7 @@
 //! `hm-bench hollow-plot`: draws the runs `hm-bench hollow --record FILE` appended
 //! (one JSON line each) as a PNG: four panels against the number of hollow nodes —
-//! apiserver RSS, apiserver CPU, API p99 under load, and scheduler bindings/s.
+//! apiserver RSS, apiserver CPU, API and watch delivery p99 under load, and scheduler
+//! bindings/s.
 //!
 //! plotters draws with its bitmap backend only; text goes through `ab_glyph` with a
 //! TrueType font read from disk (DejaVu Sans by default), so no fontconfig is needed.
@@ -129,6 +130,12 @@ pub fn run(args: PlotArgs) -> Result<()> {
                     "Lease renew",
                     GREEN,
                     field(&["load", "lease_p99_ms"]),
+                ),
+                series(
+                    &runs,
+                    "watch delivery",
+                    MAGENTA,
+                    field(&["load", "watch_p99_ms"]),
                 ),
             ],
         ),
