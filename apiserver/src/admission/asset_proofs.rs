@@ -89,6 +89,13 @@ async fn node_of(store: &dyn Store, name: &str) -> Result<Option<v1::Node>, Stat
         })
 }
 
+/// Whether any of the node's Assets may have been admitted: every admitted Asset had
+/// its proof accepted, which set the ledger's `last_proof` (ledgers are never deleted).
+/// When this is false there is nothing to seed.
+fn may_have_admitted_assets(ledger: &v1::ProofLedger) -> bool {
+    ledger.last_proof.is_some()
+}
+
 impl AssetProofs {
     /// Loads a node's already-admitted claims into the ledger (after a restart).
     async fn seed(&self, store: &dyn Store, node_id: &str, node_name: &str) {
@@ -145,10 +152,17 @@ impl AssetProofs {
             ));
         }
         let node_id = hypermesh_trust::node_id_of(key);
-        if !self.verifier.knows_node(&node_id) {
-            self.seed(request.store, &node_id, &spec.node_name).await;
-        }
         let (ledger, _) = crate::proof_ledger::load(request.store, &spec.node_name).await?;
+        if !self.verifier.knows_node(&node_id) {
+            if may_have_admitted_assets(&ledger) {
+                self.seed(request.store, &node_id, &spec.node_name).await;
+            } else {
+                // A node that never had a proof accepted has no admitted Asset whose
+                // claims could be missing: skip reading every Asset in the store (a
+                // scan per new node made registering N nodes cost O(N²)).
+                self.verifier.seed(&node_id, std::iter::empty());
+            }
+        }
         let cited = spec
             .proof
             .as_ref()

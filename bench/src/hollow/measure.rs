@@ -24,6 +24,10 @@ pub struct ProbeSamples {
     pub list: Vec<Duration>,
     /// Calls that failed.
     pub errors: u64,
+    /// Probe Lease write → its MODIFIED event at each watcher ([`super::watch_probe`]).
+    pub delivery: Vec<Duration>,
+    /// Probe writes or watches that failed.
+    pub delivery_errors: u64,
 }
 
 /// Runs the prober until `stop`: every `period`, one Get and one List, one after the
@@ -102,6 +106,12 @@ pub struct Window {
     pub list_p99: Duration,
     /// Prober calls that failed.
     pub probe_errors: u64,
+    /// Watch delivery (probe write → event at a watcher): samples, p50 and p99.
+    pub watch_samples: usize,
+    pub watch_p50: Duration,
+    pub watch_p99: Duration,
+    /// Probe writes or watches that failed.
+    pub watch_errors: u64,
 }
 
 /// Starts a window: remembers the counters, samples RSS every second until `finish`.
@@ -168,9 +178,10 @@ impl WindowMeter {
         let mut lease = stats.take_lease_latency();
         lease.sort();
         let probe = std::mem::take(&mut *probe.lock().unwrap_or_else(|e| e.into_inner()));
-        let (mut get, mut list) = (probe.get, probe.list);
+        let (mut get, mut list, mut delivery) = (probe.get, probe.list, probe.delivery);
         get.sort();
         list.sort();
+        delivery.sort();
         Window {
             label: self.label,
             wall,
@@ -188,6 +199,10 @@ impl WindowMeter {
             list_p50: percentile(&list, 0.50),
             list_p99: percentile(&list, 0.99),
             probe_errors: probe.errors,
+            watch_samples: delivery.len(),
+            watch_p50: percentile(&delivery, 0.50),
+            watch_p99: percentile(&delivery, 0.99),
+            watch_errors: probe.delivery_errors,
         }
     }
 }

@@ -14,13 +14,16 @@
 //!    node-lifecycle controller marks each `Ready=Unknown`.
 //!
 //! Every window reports apiserver CPU (cores) and RSS, heartbeats/s absorbed, Lease
-//! renewal p50/p99 and an admin prober's Get/List p50/p99 ([`measure`]).
+//! renewal p50/p99, an admin prober's Get/List p50/p99 ([`measure`]) and watch
+//! delivery p50/p99 of a probe Lease to K watchers ([`watch_probe`]); the load phase
+//! also times each binding's delivery to its node's Instance watch.
 
 pub mod load;
 pub mod measure;
 pub mod node;
 pub mod plot;
 pub mod report;
+pub mod watch_probe;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +65,9 @@ pub struct HollowArgs {
     /// Length of the idle and steady windows.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub window: Duration,
+    /// Watchers of the probe Lease (watch delivery p50/p99 per window); 0 skips it.
+    #[arg(long, default_value_t = 100)]
+    pub probe_watchers: usize,
     /// Nodes stopped at once in the detect phase; 0 skips it.
     #[arg(long, default_value_t = 100)]
     pub kill: usize,
@@ -104,6 +110,8 @@ pub async fn run(args: HollowArgs) -> Result<()> {
 /// Everything one run measured.
 #[derive(Debug, Clone, Default)]
 pub struct HollowResult {
+    /// Apiserver RSS once started, before any node joined, MiB.
+    pub apiserver_rss_start_mib: f64,
     /// Join + registration of every node, and the rate.
     pub register_wall: Duration,
     /// Windows: idle, load, steady.
@@ -114,6 +122,9 @@ pub struct HollowResult {
     pub detect: Option<load::DetectResult>,
     /// Resident memory of this process (the hollow fleet) at the end, MiB.
     pub fleet_rss_mib: f64,
+    /// Bind (the Scheduled condition's time) → the Instance's event at its hollow
+    /// node's watch, one sample per Instance of the load phase, sorted.
+    pub bind_delivery: Vec<Duration>,
 }
 
 async fn measure_fleet(args: &HollowArgs) -> Result<HollowResult> {
@@ -126,6 +137,11 @@ async fn measure_fleet(args: &HollowArgs) -> Result<HollowResult> {
         timeout,
     )
     .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let apiserver_rss_start_mib = server
+        .pid()
+        .and_then(crate::procfs::memory)
+        .map_or(0.0, |m| m.rss_kib as f64 / 1024.0);
     let admin_path = server.data_dir().join("admin.config");
     let admin_config = hypermesh_trust::client_config::ClientConfigFile::load(&admin_path)?;
     let admin_target = admin_config.target(&admin_path, Some(server.url()))?;
@@ -230,15 +246,24 @@ async fn measure_fleet(args: &HollowArgs) -> Result<HollowResult> {
         .await
         .context("connecting the prober")?;
     let probe = start_prober(
-        prober_channel,
+        prober_channel.clone(),
         args.nodes,
         Duration::from_millis(100),
+        probe_stop.clone(),
+    );
+    watch_probe::start(
+        prober_channel,
+        args.probe_watchers,
+        Duration::from_millis(200),
+        probe.clone(),
         probe_stop,
     );
     let mut result = HollowResult {
+        apiserver_rss_start_mib,
         register_wall,
         ..Default::default()
     };
+    fleet.stats.take_bind_delivery();
 
     // 2. idle
     let meter = WindowMeter::start(
@@ -264,6 +289,8 @@ async fn measure_fleet(args: &HollowArgs) -> Result<HollowResult> {
         let loaded = load::run(&admin, &fleet, args.instances, timeout, &mut scheduler).await?;
         result.windows.push(meter.finish(&fleet.stats, &probe));
         result.load = Some(loaded);
+        result.bind_delivery = fleet.stats.take_bind_delivery();
+        result.bind_delivery.sort();
         eprintln!("hm-bench: load phase done");
 
         // 4. steady

@@ -75,6 +75,9 @@ pub struct FleetStats {
     pub status_failures: AtomicU64,
     /// Latency of each Lease renewal (one Update).
     pub lease_latency: Mutex<Vec<Duration>>,
+    /// Bind (the Scheduled condition's time) → the bound Instance's event at its
+    /// node's watch.
+    pub bind_delivery: Mutex<Vec<Duration>>,
     /// The first error a node met while registering.
     pub first_error: Mutex<Option<String>>,
 }
@@ -83,6 +86,11 @@ impl FleetStats {
     /// Takes the Lease latency samples gathered so far.
     pub fn take_lease_latency(&self) -> Vec<Duration> {
         std::mem::take(&mut *self.lease_latency.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Takes the bind → node watch samples gathered so far.
+    pub fn take_bind_delivery(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.bind_delivery.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn note_error(&self, error: &anyhow::Error) {
@@ -279,7 +287,19 @@ async fn fake_runtime(
             None => return,
             Some(Err(_)) => continue,
             Some(Ok(Event::Restarted(list))) => list,
-            Some(Ok(Event::Applied(i))) => vec![i],
+            Some(Ok(Event::Applied(i))) => {
+                if !started.contains(&i.meta().uid)
+                    && let Some(took) = since_bound(&i)
+                {
+                    fleet
+                        .stats
+                        .bind_delivery
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(took);
+                }
+                vec![i]
+            }
             Some(Ok(Event::Deleted(i))) => {
                 started.remove(&i.meta().uid);
                 continue;
@@ -299,6 +319,18 @@ async fn fake_runtime(
             tokio::spawn(start(fleet.clone(), api.clone(), instance, stop.clone()));
         }
     }
+}
+
+/// Time since the apiserver bound `instance` (its Scheduled condition's transition
+/// time, set by `InstanceService.Bind`); `None` when it is not bound.
+fn since_bound(instance: &Instance) -> Option<Duration> {
+    let status = instance.status.as_ref()?;
+    let scheduled = hypermesh_api::conditions::find(&status.conditions, "Scheduled")?;
+    if scheduled.status != "True" {
+        return None;
+    }
+    let at = hypermesh_api::time::to_system_time(scheduled.last_transition_time.as_ref()?);
+    std::time::SystemTime::now().duration_since(at).ok()
 }
 
 fn running(instance: &Instance) -> bool {

@@ -1,6 +1,7 @@
 //! `hm-bench hollow-plot`: draws the runs `hm-bench hollow --record FILE` appended
 //! (one JSON line each) as a PNG: four panels against the number of hollow nodes —
-//! apiserver RSS, apiserver CPU, API p99 under load, and scheduler bindings/s.
+//! apiserver RSS, apiserver CPU, API and watch delivery p99 under load, and scheduler
+//! bindings/s. When several runs have the same number of nodes the last one is drawn.
 //!
 //! plotters draws with its bitmap backend only; text goes through `ab_glyph` with a
 //! TrueType font read from disk (DejaVu Sans by default), so no fontconfig is needed.
@@ -42,10 +43,17 @@ fn series(
     colour: RGBColor,
     pick: impl Fn(&Value) -> Option<f64>,
 ) -> Series {
-    let mut points: Vec<(f64, f64)> = runs
+    // One point per node count: the last run recorded at that size (earlier ones stay
+    // in the file as history).
+    let mut latest: Vec<(f64, f64)> = Vec::new();
+    for (nodes, value) in runs
         .iter()
         .filter_map(|r| Some((r.get("nodes")?.as_f64()?, pick(r)?)))
-        .collect();
+    {
+        latest.retain(|p| p.0 != nodes);
+        latest.push((nodes, value));
+    }
+    let mut points = latest;
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
     Series {
         name,
@@ -129,6 +137,12 @@ pub fn run(args: PlotArgs) -> Result<()> {
                     "Lease renew",
                     GREEN,
                     field(&["load", "lease_p99_ms"]),
+                ),
+                series(
+                    &runs,
+                    "watch delivery",
+                    MAGENTA,
+                    field(&["load", "watch_p99_ms"]),
                 ),
             ],
         ),

@@ -13,19 +13,20 @@ pub fn table(args: &HollowArgs, r: &HollowResult) -> String {
     let mut out = String::new();
     let expected = args.nodes as f64 / args.heartbeat_interval.as_secs_f64();
     out.push_str(&format!(
-        "{} hollow nodes (heartbeat {:?}, Lease {:?}) joined and registered in {:.1} s ({} nodes/s); hollow fleet RSS {:.0} MiB\n\n",
+        "{} hollow nodes (heartbeat {:?}, Lease {:?}) joined and registered in {:.1} s ({} nodes/s); hollow fleet RSS {:.0} MiB; apiserver RSS before any node joined {:.0} MiB\n\n",
         args.nodes,
         args.heartbeat_interval,
         args.lease_duration,
         r.register_wall.as_secs_f64(),
         format_count(args.nodes as f64 / r.register_wall.as_secs_f64().max(f64::MIN_POSITIVE)),
         r.fleet_rss_mib,
+        r.apiserver_rss_start_mib,
     ));
-    out.push_str("| window | s | apiserver CPU (cores) | scheduler CPU | apiserver RSS MiB (peak) | heartbeats/s (expected) | Lease renew p50 / p99 | Get node p50 / p99 | List 100 instances p50 / p99 |\n");
-    out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    out.push_str(&format!("| window | s | apiserver CPU (cores) | scheduler CPU | apiserver RSS MiB (peak) | heartbeats/s (expected) | Lease renew p50 / p99 | Get node p50 / p99 | List 100 instances p50 / p99 | watch delivery p50 / p99 ({} watchers) |\n", args.probe_watchers));
+    out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for w in &r.windows {
         out.push_str(&format!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.0} ({:.0}) | {} ({}){} | {} / {} | {} / {} | {} / {} |\n",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.0} ({:.0}) | {} ({}){} | {} / {} | {} / {} | {} / {} | {} / {}{} |\n",
             w.label,
             w.wall.as_secs_f64(),
             w.apiserver_cores,
@@ -45,6 +46,13 @@ pub fn table(args: &HollowArgs, r: &HollowResult) -> String {
             format_duration(w.get_p99),
             format_duration(w.list_p50),
             format_duration(w.list_p99),
+            format_duration(w.watch_p50),
+            format_duration(w.watch_p99),
+            if w.watch_errors > 0 {
+                format!(", {} failed", w.watch_errors)
+            } else {
+                String::new()
+            },
         ));
     }
     if let Some(l) = &r.load {
@@ -59,6 +67,15 @@ pub fn table(args: &HollowArgs, r: &HollowResult) -> String {
             l.bound_wall.as_secs_f64(),
             l.running_wall.as_secs_f64(),
         ));
+        if !r.bind_delivery.is_empty() {
+            out.push_str(&format!(
+                "Bind → the node's Instance watch: p50 {}, p99 {}, max {} ({} Instances).\n",
+                format_duration(percentile(&r.bind_delivery, 0.5)),
+                format_duration(percentile(&r.bind_delivery, 0.99)),
+                format_duration(r.bind_delivery.last().copied().unwrap_or_default()),
+                r.bind_delivery.len(),
+            ));
+        }
     }
     if let Some(d) = &r.detect {
         out.push_str(&format!(
@@ -88,6 +105,8 @@ pub fn append_record(path: &Path, args: &HollowArgs, r: &HollowResult) -> Result
                 "get_p99_ms": w.get_p99.as_secs_f64() * 1e3,
                 "list_p50_ms": w.list_p50.as_secs_f64() * 1e3,
                 "list_p99_ms": w.list_p99.as_secs_f64() * 1e3,
+                "watch_p50_ms": w.watch_p50.as_secs_f64() * 1e3,
+                "watch_p99_ms": w.watch_p99.as_secs_f64() * 1e3,
             })
         })
     };
@@ -95,6 +114,7 @@ pub fn append_record(path: &Path, args: &HollowArgs, r: &HollowResult) -> Result
         "nodes": args.nodes,
         "instances": args.instances,
         "register_s": r.register_wall.as_secs_f64(),
+        "apiserver_rss_start_mib": r.apiserver_rss_start_mib,
         "idle": w("idle"),
         "load": w("creating"),
         "steady": w("steady"),
@@ -104,6 +124,11 @@ pub fn append_record(path: &Path, args: &HollowArgs, r: &HollowResult) -> Result
         "detect_p50_s": r.detect.as_ref().map(|d| percentile(&d.detected, 0.5).as_secs_f64()),
         "detect_max_s": r.detect.as_ref().and_then(|d| d.detected.last()).map(|d| d.as_secs_f64()),
         "fleet_rss_mib": r.fleet_rss_mib,
+        "probe_watchers": args.probe_watchers,
+        "bind_delivery_p50_ms": (!r.bind_delivery.is_empty())
+            .then(|| percentile(&r.bind_delivery, 0.5).as_secs_f64() * 1e3),
+        "bind_delivery_p99_ms": (!r.bind_delivery.is_empty())
+            .then(|| percentile(&r.bind_delivery, 0.99).as_secs_f64() * 1e3),
     });
     let mut file = std::fs::OpenOptions::new()
         .create(true)

@@ -152,6 +152,22 @@ pub(super) async fn start_target(channel: &tonic::transport::Channel) -> Result<
         }),
         status: None,
     };
+    // The target mounts the host's /usr and libraries (iperf3 comes from the host):
+    // only a namespace with the privileged workload policy allows that.
+    let namespaces = Api::<v1::Namespace>::new(channel.clone());
+    let mut default = namespaces
+        .get("", "default")
+        .await
+        .context("reading namespace default")?;
+    default
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .insert("hypermesh.io/policy".into(), "privileged".into());
+    namespaces
+        .update(&default)
+        .await
+        .context("allowing host access in namespace default")?;
     let api = Api::<Instance>::new(channel.clone());
     api.create(&instance)
         .await
