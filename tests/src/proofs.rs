@@ -160,3 +160,55 @@ pub async fn create_offering_node(
     }
     Ok((identity, record))
 }
+
+/// Creates Node `name` carrying `identity`'s public keys (no stake, no status): what
+/// a node's first registration writes.
+pub async fn create_node_with_identity(
+    nodes: &Api<Node>,
+    name: &str,
+    identity: &NodeIdentity,
+) -> Result<Node, Status> {
+    use hypermesh_api::v1::{NodeSpec, ObjectMeta};
+    nodes
+        .create(&Node {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec {
+                identity: Some(identity.to_node_identity()),
+                ..Default::default()
+            }),
+            status: None,
+        })
+        .await
+}
+
+/// A 64 KiB STORAGE Asset `name` of `node` at device `location`, proven by
+/// `identity` (not yet created): the same device under two names is a double claim.
+pub async fn proved_disk(
+    assets: &Api<Asset>,
+    identity: &NodeIdentity,
+    node: &str,
+    name: &str,
+    location: &str,
+) -> Result<Asset, Status> {
+    use hypermesh_api::v1::{AssetSpec, ObjectMeta, PrivacyLevel};
+    let mut asset = Asset {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        spec: Some(AssetSpec {
+            node_name: node.into(),
+            r#type: AssetType::Storage as i32,
+            capacity: [("storage".to_string(), "64Ki".to_string())].into(),
+            attributes: [("path".to_string(), location.to_string())].into(),
+            privacy: PrivacyLevel::Untrusted as i32,
+            ..Default::default()
+        }),
+        status: None,
+    };
+    prove(assets, identity, "", &mut asset).await?;
+    Ok(asset)
+}

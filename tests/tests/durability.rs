@@ -269,15 +269,18 @@ async fn namespace_deletion_resumes_after_kill_9() {
         tonic::Code::FailedPrecondition,
         hypermesh_api::reason::Reason::NamespaceTerminating,
     );
-    let mut release = leases.get("doomed", "held").await.expect("held lease");
-    assert!(
-        release
-            .metadata
-            .as_ref()
-            .expect("meta")
+    // The namespace controller may not have reached `held` before the kill (it deletes
+    // the namespace's objects one by one); it does once the restarted server resumes.
+    let mut release = wait_for(DEFAULT_TIMEOUT, || async {
+        let held = leases.get("doomed", "held").await.ok()?;
+        held.metadata
+            .as_ref()?
             .deletion_timestamp
             .is_some()
-    );
+            .then_some(held)
+    })
+    .await
+    .expect("the held lease marked for deletion after the restart");
     release.metadata.as_mut().expect("meta").finalizers.clear();
     leases.update(&release).await.expect("remove finalizer");
     fixtures::wait_gone(&namespaces, "", "doomed").await;

@@ -8,65 +8,40 @@
 
 use hypermesh_api::Api;
 use hypermesh_api::reason::{Reason, reason_of};
-use hypermesh_api::v1::{
-    Asset, AssetSpec, AssetType, DeleteRequest, Node, NodeSpec, ObjectMeta, PrivacyLevel,
-};
+use hypermesh_api::v1::{Asset, DeleteRequest, Node};
 use hypermesh_tests::ApiServerProcess;
-use hypermesh_tests::proofs::prove;
+use hypermesh_tests::proofs::{create_node_with_identity, proved_disk};
 use hypermesh_trust::NodeIdentity;
-
-async fn disk(assets: &Api<Asset>, identity: &NodeIdentity, name: &str, location: &str) -> Asset {
-    let mut asset = Asset {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            ..Default::default()
-        }),
-        spec: Some(AssetSpec {
-            node_name: "n1".into(),
-            r#type: AssetType::Storage as i32,
-            capacity: [("storage".to_string(), "64Ki".to_string())].into(),
-            attributes: [("path".to_string(), location.to_string())].into(),
-            privacy: PrivacyLevel::Untrusted as i32,
-            ..Default::default()
-        }),
-        status: None,
-    };
-    prove(assets, identity, "", &mut asset).await.unwrap();
-    asset
-}
 
 #[tokio::test]
 async fn claims_challenges_and_the_last_proof_time_survive_an_apiserver_restart() {
     let mut server = ApiServerProcess::start().await.unwrap();
     let identity = NodeIdentity::generate();
     let nodes = Api::<Node>::new(server.channel().await.unwrap());
-    nodes
-        .create(&Node {
-            metadata: Some(ObjectMeta {
-                name: "n1".into(),
-                ..Default::default()
-            }),
-            spec: Some(NodeSpec {
-                identity: Some(identity.to_node_identity()),
-                ..Default::default()
-            }),
-            status: None,
-        })
+    create_node_with_identity(&nodes, "n1", &identity)
         .await
         .unwrap();
     let assets = Api::<Asset>::new(server.channel().await.unwrap());
     // A proof made now but held back, then later proofs that are accepted.
-    let held_back = disk(&assets, &identity, "n1-sdc", "/dev/sdc").await;
-    let sda = disk(&assets, &identity, "n1-sda", "/dev/sda").await;
+    let held_back = proved_disk(&assets, &identity, "n1", "n1-sdc", "/dev/sdc")
+        .await
+        .unwrap();
+    let sda = proved_disk(&assets, &identity, "n1", "n1-sda", "/dev/sda")
+        .await
+        .unwrap();
     assets.create(&sda).await.unwrap();
-    let sdb = disk(&assets, &identity, "n1-sdb", "/dev/sdb").await;
+    let sdb = proved_disk(&assets, &identity, "n1", "n1-sdb", "/dev/sdb")
+        .await
+        .unwrap();
     assets.create(&sdb).await.unwrap();
 
     server.kill9().await.unwrap();
     server.restart().await.unwrap();
     let assets = Api::<Asset>::new(server.channel().await.unwrap());
 
-    let again = disk(&assets, &identity, "n1-sda-again", "/dev/sda").await;
+    let again = proved_disk(&assets, &identity, "n1", "n1-sda-again", "/dev/sda")
+        .await
+        .unwrap();
     let err = assets.create(&again).await.unwrap_err();
     assert_eq!(reason_of(&err), Some(Reason::ProofOverclaimed), "{err:?}");
 

@@ -10,21 +10,16 @@
 //! `{"end": true}` as the last one, so the page closes the stream instead of letting
 //! the browser reconnect.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
-use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use hypermesh_api::v1::LogsRequest;
 use hypermesh_api::v1::instance_service_client::InstanceServiceClient;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::routes::{Body, Dashboard, param, text};
+use super::routes::{Body, Dashboard, event_stream, param, text};
 use crate::error::ServerError;
 
 /// Largest log answered at once; longer logs are cut to their end (ask with `tail`).
@@ -169,14 +164,7 @@ fn followed(d: &Dashboard, request: LogsRequest) -> Response<Body> {
             }
         }
     });
-    let frames = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
-    let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    response
+    event_stream(rx)
 }
 
 /// Takes the longest prefix of `bytes` that does not end inside a UTF-8 character, as

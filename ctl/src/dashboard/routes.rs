@@ -276,9 +276,14 @@ async fn access(d: &Dashboard, ns: &str) -> anyhow::Result<Response<Body>> {
 
 /// The server-sent event stream of namespace `ns` (all namespaces when empty).
 fn events(d: &Dashboard, ns: String) -> Response<Body> {
-    let frames =
-        tokio_stream::wrappers::ReceiverStream::new(live::event_stream(d.channel.clone(), ns))
-            .map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
+    event_stream(live::event_stream(d.channel.clone(), ns))
+}
+
+/// A `text/event-stream` response carrying the frames `rx` receives; the producer sees
+/// its sends fail once the page goes away.
+pub(super) fn event_stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
+    let frames = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
     let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
