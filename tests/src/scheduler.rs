@@ -17,11 +17,24 @@ use hypermesh_api::v1::{self, Asset, Event, Instance, ListRequest, Namespace, No
 use hypermesh_api::{Api, Resource};
 use hypermesh_scheduler::{Config, Profile};
 use hypermesh_trust::NodeIdentity;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 mod objects;
 
 pub use objects::{InstanceBuilder, NodeBuilder, asset, gpu_asset, instance, node};
+
+/// Runs an in-process scheduler with the default config on `channel` until the
+/// returned guard is dropped.
+#[must_use = "the scheduler stops when the guard is dropped"]
+pub fn spawn_default(channel: tonic::transport::Channel) -> DropGuard {
+    let stop = CancellationToken::new();
+    tokio::spawn(hypermesh_scheduler::run(
+        channel,
+        Config::default(),
+        stop.clone(),
+    ));
+    stop.drop_guard()
+}
 
 /// How long a test waits for one scheduling decision to show.
 pub const DECISION_TIMEOUT: Duration = Duration::from_secs(15);

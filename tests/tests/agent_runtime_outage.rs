@@ -22,7 +22,6 @@ use hypermesh_api::v1::{
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::wait_for;
 use node_env::{Env, NODE, TIMEOUT};
-use tokio_util::sync::CancellationToken;
 
 /// How long the Node may take to show containerd's state: a few heartbeats (300 ms
 /// apart in tests, each probing the socket for at most 1 s).
@@ -152,13 +151,7 @@ async fn instances_ride_out_a_containerd_restart() {
         .await;
     // Left to the scheduler (started only now, so it does not race the direct binds
     // above): it stays Pending and says why.
-    let scheduler = CancellationToken::new();
-    tokio::spawn(hypermesh_scheduler::run(
-        env.server.channel(),
-        hypermesh_scheduler::Config::default(),
-        scheduler.clone(),
-    ));
-    let _stop_scheduler = scheduler.drop_guard();
+    let _stop_scheduler = hypermesh_tests::scheduler::spawn_default(env.server.channel());
     instances.create(&unbound("placed")).await.expect("create");
     let why = wait_for(TIMEOUT, || async {
         let i = instances.get("default", "placed").await.ok()?;

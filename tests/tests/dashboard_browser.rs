@@ -21,7 +21,6 @@ use hypermesh_tests::hmctl::{self, Hmctl};
 use hypermesh_tests::webdriver::{Browser, http};
 use hypermesh_tests::{ApiServerProcess, wait_for};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -155,13 +154,7 @@ async fn the_page_shows_the_cluster_and_acts_as_the_user() {
         .expect("hm-apiserver");
     let admin = server.channel().await.expect("admin channel");
     let scheduler_channel = server.scheduler_channel().await.expect("scheduler channel");
-    let scheduler = CancellationToken::new();
-    let _stop_scheduler = scheduler.clone().drop_guard();
-    tokio::spawn(hypermesh_scheduler::run(
-        scheduler_channel,
-        hypermesh_scheduler::Config::default(),
-        scheduler,
-    ));
+    let _stop_scheduler = hypermesh_tests::scheduler::spawn_default(scheduler_channel);
     let token = hypermesh_tests::identities::make_join_token(
         &Api::new(admin.clone()),
         1,

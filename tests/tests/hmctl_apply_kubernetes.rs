@@ -16,7 +16,6 @@ use containerd::{PrivateContainerd, TEST_IMAGE};
 use hmctl::Hmctl;
 use hypermesh_api::v1::{Protocol, Route, Workload};
 use hypermesh_tests::{ApiServerProcess, wait_for};
-use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -73,13 +72,7 @@ async fn kubernetes_deployment_and_service_run_real_containers() {
         .await
         .expect("hm-apiserver");
     let channel = server.channel().await.expect("channel");
-    let scheduler = CancellationToken::new();
-    let _stop_scheduler = scheduler.clone().drop_guard();
-    tokio::spawn(hypermesh_scheduler::run(
-        channel.clone(),
-        hypermesh_scheduler::Config::default(),
-        scheduler,
-    ));
+    let _stop_scheduler = hypermesh_tests::scheduler::spawn_default(channel.clone());
     let containerd = PrivateContainerd::start();
     let images = containerd.image_dir();
     let state = tempfile::tempdir().expect("state dir");

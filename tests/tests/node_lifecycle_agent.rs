@@ -17,7 +17,6 @@ use hypermesh_api::v1::{Lease, Node};
 use hypermesh_controllers::node_lifecycle::REASON_LEASE_EXPIRED;
 use hypermesh_tests::{ApiServerProcess, bin_path, wait_for};
 use node_lifecycle::{Heartbeats, node, ready, tainted, workload};
-use tokio_util::sync::CancellationToken;
 
 /// Registration includes hardware detection and proofs: give it time.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,13 +36,7 @@ async fn killed_agent_node_goes_not_ready_and_its_instance_moves() {
         .expect("hm-apiserver");
     let channel = server.channel().await.expect("channel");
     let nodes: Api<Node> = Api::new(channel.clone());
-    let scheduler = CancellationToken::new();
-    let _stop_scheduler = scheduler.clone().drop_guard();
-    tokio::spawn(hypermesh_scheduler::run(
-        channel.clone(),
-        hypermesh_scheduler::Config::default(),
-        scheduler,
-    ));
+    let _stop_scheduler = hypermesh_tests::scheduler::spawn_default(channel.clone());
 
     let state = tempfile::tempdir().expect("state dir");
     let containerd = containerd::PrivateContainerd::start();

@@ -12,7 +12,6 @@ use hypermesh_api::{Api, Resource};
 use hypermesh_controllers::node_lifecycle::unreachable_taint;
 use hypermesh_tests::{ApiServerProcess, proofs, wait_for};
 use node_lifecycle::{Heartbeats, node, tainted, workload};
-use tokio_util::sync::CancellationToken;
 
 const GRACE: Duration = Duration::from_secs(3);
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,13 +47,7 @@ async fn instances_leave_an_unreachable_node_after_the_configured_grace() {
     .await
     .expect("hm-apiserver");
     let channel = server.channel().await.expect("channel");
-    let scheduler = CancellationToken::new();
-    let _stop_scheduler = scheduler.clone().drop_guard();
-    tokio::spawn(hypermesh_scheduler::run(
-        channel.clone(),
-        hypermesh_scheduler::Config::default(),
-        scheduler,
-    ));
+    let _stop_scheduler = hypermesh_tests::scheduler::spawn_default(channel.clone());
     let nodes: Api<Node> = Api::new(channel.clone());
     let assets: Api<Asset> = Api::new(channel.clone());
     let leases: Api<Lease> = Api::new(channel.clone());

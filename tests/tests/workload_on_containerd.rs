@@ -19,7 +19,6 @@ use hmctl::Hmctl;
 use hypermesh_api::v1::{Instance, InstancePhase, ListRequest, Workload};
 use hypermesh_api::{Api, Resource};
 use hypermesh_tests::{ApiServerProcess, wait_for};
-use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -72,13 +71,7 @@ async fn story(
     tune: impl FnOnce(&mut hypermesh_agent::Config),
 ) {
     let channel = server.channel().await.expect("channel");
-    let scheduler = CancellationToken::new();
-    let _stop_scheduler = scheduler.clone().drop_guard();
-    tokio::spawn(hypermesh_scheduler::run(
-        scheduler_channel,
-        hypermesh_scheduler::Config::default(),
-        scheduler,
-    ));
+    let _stop_scheduler = hypermesh_tests::scheduler::spawn_default(scheduler_channel);
     let containerd = PrivateContainerd::start();
     let images = containerd.image_dir();
     let state = tempfile::tempdir().expect("state dir");
