@@ -236,6 +236,14 @@ async fn the_page_shows_the_cluster_and_acts_as_the_user() {
         .await
         .expect("GET");
     assert_eq!(status, 403, "the API without the token");
+    // The live streams too: the watch events and an Instance's followed log.
+    for path in [
+        "/api/events?namespace=",
+        "/api/logs?namespace=default&name=web&follow=true",
+    ] {
+        let (status, _) = http(port, "GET", path, &[], None).await.expect("GET");
+        assert_eq!(status, 403, "{path} without the token");
+    }
     let (status, _) = http(port, "GET", "/?token=0123", &[], None)
         .await
         .expect("GET");
