@@ -19,7 +19,7 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::admission::{Access, AdmissionRequest, Chain, Findings, Kind, Operation};
+use crate::admission::{Chain, Kind, Operation};
 use crate::caller::Caller;
 use crate::metrics::Metrics;
 use crate::object::{self, Deletion, StoredObject, object_key, store_status, uid};
@@ -29,6 +29,7 @@ use crate::store::{KeyValue, Store, StoreError};
 mod builtin;
 mod continue_token;
 mod list;
+mod phases;
 mod watch;
 
 pub use builtin::{ensure_builtin_roles, ensure_system_namespaces};
@@ -179,72 +180,6 @@ impl<K: Kind> Registry<K> {
     /// identity of a plaintext server.
     pub fn caller_of<T>(&self, request: &tonic::Request<T>) -> Result<Arc<Caller>, Status> {
         self.options.authentication.caller_of(request)
-    }
-
-    /// The authorize phase for `operation` on an object of this kind.
-    pub(crate) async fn authorize(
-        &self,
-        caller: &Caller,
-        operation: Operation,
-        namespace: &str,
-        name: &str,
-    ) -> Result<(), Status> {
-        self.authorize_kind(caller, operation, Self::info(), namespace, name)
-            .await
-    }
-
-    /// The authorize phase for `operation` on an object of any `kind` (the access
-    /// review asks it without acting).
-    pub(crate) async fn authorize_kind(
-        &self,
-        caller: &Caller,
-        operation: Operation,
-        kind: &'static hypermesh_api::resource::KindInfo,
-        namespace: &str,
-        name: &str,
-    ) -> Result<(), Status> {
-        let access = Access {
-            caller,
-            operation,
-            kind,
-            namespace,
-            name,
-        };
-        self.options
-            .admission
-            .authorize(&access, self.store.as_ref())
-            .await
-    }
-
-    /// Mutate and validate admission of `next` (with `old` as stored), recording any
-    /// findings whatever the outcome.
-    pub(crate) async fn admit(
-        &self,
-        caller: &Caller,
-        operation: Operation,
-        old: Option<&K>,
-        next: &mut K,
-    ) -> Result<(), Status> {
-        let (namespace, name) = (next.meta().namespace.clone(), next.meta().name.clone());
-        let request = AdmissionRequest {
-            access: Access {
-                caller,
-                operation,
-                kind: Self::info(),
-                namespace: &namespace,
-                name: &name,
-            },
-            old: old.map(Kind::view),
-            store: self.store.as_ref(),
-        };
-        let mut findings = Findings::new();
-        let result = self
-            .options
-            .admission
-            .admit(&request, next, &mut findings)
-            .await;
-        crate::findings::record(self.store.as_ref(), &findings).await;
-        result
     }
 
     fn info() -> &'static hypermesh_api::resource::KindInfo {
@@ -549,25 +484,8 @@ impl<K: Kind> Registry<K> {
         let key = Self::key(&namespace, &request.name);
         let expected = (request.resource_version != 0).then_some(request.resource_version);
         let (_, current) = self.current(&namespace, &request.name).await?;
-        let admission = AdmissionRequest {
-            access: Access {
-                caller,
-                operation: Operation::Delete,
-                kind: Self::info(),
-                namespace: &namespace,
-                name: &request.name,
-            },
-            old: Some(current.view()),
-            store: self.store.as_ref(),
-        };
-        let mut findings = Findings::new();
-        let admitted = self
-            .options
-            .admission
-            .admit_delete(&admission, &mut findings)
-            .await;
-        crate::findings::record(self.store.as_ref(), &findings).await;
-        admitted?;
+        self.admit_delete(caller, &namespace, &request.name, &current)
+            .await?;
         if request.propagation_policy == PropagationPolicy::Orphan as i32 {
             let scope = if K::NAMESPACED {
                 namespace.as_str()
