@@ -43,6 +43,13 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListLabels {
+    kind: &'static str,
+    /// `cache` (the watch cache answered) or `store`.
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HandshakeLabels {
     /// The negotiated key exchange group, or `failed`.
     group: String,
@@ -61,6 +68,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
     watches: Family<KindLabels, Gauge>,
+    lists: Family<ListLabels, Counter>,
     revision: Gauge<u64, AtomicU64>,
     handshakes: Family<HandshakeLabels, Counter>,
 }
@@ -90,6 +98,12 @@ impl Default for Metrics {
         );
         let watches = Family::<KindLabels, Gauge>::default();
         registry.register("watches", "open watch streams by kind", watches.clone());
+        let lists = Family::<ListLabels, Counter>::default();
+        registry.register(
+            "list_pages",
+            "List pages answered, by kind and source (cache: the watch cache answered a selective List; store: read from the store)",
+            lists.clone(),
+        );
         let revision = Gauge::<u64, AtomicU64>::default();
         registry.register(
             "store_revision",
@@ -108,6 +122,7 @@ impl Default for Metrics {
             requests,
             latency,
             watches,
+            lists,
             revision,
             handshakes,
         }
@@ -175,6 +190,16 @@ impl Metrics {
             verb,
             started: self.enabled.then(Instant::now),
         }
+    }
+
+    /// Counts a List page of `kind` answered from the watch cache (`from_cache`) or
+    /// the store.
+    pub fn list_page(&self, kind: &'static str, from_cache: bool) {
+        if !self.enabled {
+            return;
+        }
+        let source = if from_cache { "cache" } else { "store" };
+        self.lists.get_or_create(&ListLabels { kind, source }).inc();
     }
 
     /// Counts a completed TLS handshake that negotiated `group` (e.g. `X25519MLKEM768`).

@@ -117,6 +117,14 @@ impl Store for BoundedWrites {
         self.inner.current_revision()
     }
 
+    fn fresh_revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.fresh_revision()
+    }
+
+    fn request_progress(&self) -> bool {
+        self.inner.request_progress()
+    }
+
     fn compacted_revision(&self) -> u64 {
         self.inner.compacted_revision()
     }

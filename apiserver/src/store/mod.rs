@@ -177,6 +177,16 @@ pub trait Store: Send + Sync + 'static {
     /// The revision of the last committed write.
     fn current_revision(&self) -> u64;
 
+    /// The revision of the last write acknowledged anywhere, asked of the backend
+    /// itself: every write acknowledged (by any apiserver) before this call is at or
+    /// below it. Costs a round trip on a shared backend.
+    fn fresh_revision(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Asks every watch opened with `progress_every` to report its progress now,
+    /// after the events queued before the request, and returns true. A store that
+    /// cannot do this safely returns false, and its watches report at their interval.
+    fn request_progress(&self) -> bool;
+
     /// Everything at or below this revision has been dropped from history.
     fn compacted_revision(&self) -> u64;
 

@@ -64,6 +64,8 @@ struct Shared {
     /// Every event at or below this revision has been sent on `events`.
     notified_revision: AtomicU64,
     compacted_revision: AtomicU64,
+    /// Bumped by [`Store::request_progress`]; every watch with progress reports then.
+    progress_requests: tokio::sync::watch::Sender<u64>,
 }
 
 /// The redb-backed [`Store`].
@@ -128,6 +130,7 @@ impl RedbStore {
             events,
             notified_revision: AtomicU64::new(revision),
             compacted_revision: AtomicU64::new(compacted),
+            progress_requests: tokio::sync::watch::channel(0).0,
         });
         let (writer, requests) = std::sync::mpsc::channel();
         let writer_shared = shared.clone();
@@ -433,6 +436,19 @@ impl Store for RedbStore {
 
     fn current_revision(&self) -> u64 {
         self.shared.notified_revision.load(Ordering::Acquire)
+    }
+
+    /// Writes are acknowledged after their events are broadcast, so the notified
+    /// revision already covers every acknowledged write.
+    fn fresh_revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        std::future::ready(Ok(self.current_revision())).boxed()
+    }
+
+    fn request_progress(&self) -> bool {
+        self.shared
+            .progress_requests
+            .send_modify(|n| *n = n.wrapping_add(1));
+        true
     }
 
     fn compacted_revision(&self) -> u64 {

@@ -83,11 +83,17 @@ impl<K: Kind> Object<K> {
         obj.meta_mut().resource_version = kv.mod_revision;
         Ok(Object {
             obj,
+            // The stored bytes, and about as much again for each decoded copy.
             charge: 3 * kv.value.len(),
             added: OnceLock::new(),
             modified: OnceLock::new(),
             gone: OnceLock::new(),
         })
+    }
+
+    /// The size of the object as stored.
+    pub fn stored_bytes(&self) -> usize {
+        self.charge / 3
     }
 
     /// The `<Kind>WatchEvent` of this object with `kind`, encoded once.
@@ -235,6 +241,25 @@ impl<K: Kind> Cache<K> {
         };
         let _ = tokio::time::timeout(deadline, wait).await;
         self.read().ready
+    }
+
+    /// Waits until the cache is ready and has applied every change up to `revision`
+    /// (or `deadline` passes). Returns whether it has.
+    pub async fn reached(&self, revision: u64, deadline: Duration) -> bool {
+        let current = |state: &State<K>| state.ready && state.revision >= revision;
+        let mut head = self.subscribe();
+        if current(&self.read()) {
+            return true;
+        }
+        let wait = async {
+            loop {
+                if head.changed().await.is_err() || current(&self.read()) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        current(&self.read())
     }
 
     /// Keeps the cache current until `shutdown`: fill, follow, fill again on breaks.

@@ -511,6 +511,16 @@ impl Store for EtcdStore {
         self.inner.seen_revision.load(Ordering::Acquire)
     }
 
+    fn fresh_revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.refresh_revision().boxed()
+    }
+
+    /// etcd's on-demand progress request can overtake events still queued for the
+    /// watcher (see [`watch`]), so watches report at etcd's own interval.
+    fn request_progress(&self) -> bool {
+        false
+    }
+
     fn compacted_revision(&self) -> u64 {
         self.inner.compacted_revision.load(Ordering::Acquire)
     }

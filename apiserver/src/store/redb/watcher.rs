@@ -1,5 +1,6 @@
 //! One watch stream on the redb store: history first, then live events from the
-//! broadcast, re-reading history whenever the stream falls behind it.
+//! broadcast, re-reading history whenever the stream falls behind it; progress at its
+//! interval and whenever [`Store::request_progress`](crate::store::Store) asks.
 
 use crate::store::{StoreError, StoreEvent, WatchItem};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ impl Watcher {
         let mut ticker = tokio::time::interval(progress_every.unwrap_or(Duration::from_secs(3600)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        let mut requests = self.store.shared.progress_requests.subscribe();
         loop {
             let step = tokio::select! {
                 received = live.recv() => match received {
@@ -38,6 +40,7 @@ impl Watcher {
                     Err(broadcast::error::RecvError::Closed) => Err(()),
                 },
                 _ = ticker.tick(), if progress_every.is_some() => self.progress(&mut live).await,
+                Ok(()) = requests.changed(), if progress_every.is_some() => self.progress(&mut live).await,
                 () = self.tx.closed() => Err(()),
             };
             if step.is_err() {
