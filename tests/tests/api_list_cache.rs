@@ -53,7 +53,7 @@ async fn every_write_is_listed(
         let mut created = writer.create(&created).await.expect("create");
         assert_eq!(
             selected(reader, &format!("batch={name}")).await,
-            [name.clone()],
+            [name.as_str()],
             "created"
         );
 
