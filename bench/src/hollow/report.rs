@@ -113,6 +113,8 @@ pub fn append_record(path: &Path, args: &HollowArgs, r: &HollowResult) -> Result
     let line = serde_json::json!({
         "nodes": args.nodes,
         "instances": args.instances,
+        "heartbeat_s": args.heartbeat_interval.as_secs_f64(),
+        "lease_s": args.lease_duration.as_secs_f64(),
         "register_s": r.register_wall.as_secs_f64(),
         "apiserver_rss_start_mib": r.apiserver_rss_start_mib,
         "idle": w("idle"),
