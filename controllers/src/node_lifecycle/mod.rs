@@ -96,7 +96,11 @@ impl Default for NodeLifecycleConfig {
             lease_duration_override: None,
             startup_grace: Duration::from_secs(30),
             eviction_grace: Duration::from_secs(30),
-            workers: 2,
+            // Marking a node is ~4 sequential API calls (taint, Event, Ready=Unknown,
+            // the List of its Instances); with 2 workers 100 nodes lost at once were
+            // marked over ~5-10 s on a busy apiserver (docs/scaling.md). A live node's
+            // reconcile makes no call, so idle workers cost nothing.
+            workers: 16,
         }
     }
 }
