@@ -184,8 +184,13 @@ impl<K> State<K> {
 /// The cache of one kind.
 pub struct Cache<K> {
     state: RwLock<State<K>>,
-    /// Bumped (to the cache revision) whenever entries are appended.
+    /// Bumped (to the cache revision) whenever entries are appended: what watchers
+    /// wait on.
     head: watch::Sender<u64>,
+    /// The cache revision, bumped on every change and progress report alike: what a
+    /// List waiting for the cache to catch up waits on (progress alone does not wake
+    /// the watchers).
+    revision: watch::Sender<u64>,
     options: WatchCacheOptions,
     prefix: String,
 }
@@ -204,6 +209,7 @@ impl<K: Kind> Cache<K> {
                 closed: false,
             }),
             head: watch::channel(0).0,
+            revision: watch::channel(0).0,
             options,
             prefix,
         }
@@ -247,7 +253,7 @@ impl<K: Kind> Cache<K> {
     /// (or `deadline` passes). Returns whether it has.
     pub async fn reached(&self, revision: u64, deadline: Duration) -> bool {
         let current = |state: &State<K>| state.ready && state.revision >= revision;
-        let mut head = self.subscribe();
+        let mut head = self.revision.subscribe();
         if current(&self.read()) {
             return true;
         }
@@ -271,6 +277,7 @@ impl<K: Kind> Cache<K> {
             state.revision
         };
         self.head.send_replace(revision);
+        self.revision.send_replace(revision);
     }
 
     async fn keep_current(&self, store: Arc<dyn Store>, shutdown: &CancellationToken) {
@@ -337,6 +344,7 @@ impl<K: Kind> Cache<K> {
         }
         debug!(prefix = %self.prefix, revision, "watch cache filled");
         self.head.send_replace(revision);
+        self.revision.send_replace(revision);
         loop {
             let item = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -349,21 +357,28 @@ impl<K: Kind> Cache<K> {
                     Err(_) => break,
                 }
             }
-            let revision = {
+            let (revision, appended) = {
                 let mut state = self.write();
+                let mut appended = false;
                 for item in batch {
                     match item {
                         None => return Err(StoreError::Backend("store watch ended".into())),
                         Some(Err(e)) => return Err(e),
-                        Some(Ok(WatchItem::Event(event))) => self.apply(&mut state, &event),
+                        Some(Ok(WatchItem::Event(event))) => {
+                            self.apply(&mut state, &event);
+                            appended = true;
+                        }
                         Some(Ok(WatchItem::Progress(r))) => {
                             state.revision = state.revision.max(r);
                         }
                     }
                 }
-                state.revision
+                (state.revision, appended)
             };
-            self.head.send_replace(revision);
+            if appended {
+                self.head.send_replace(revision);
+            }
+            self.revision.send_replace(revision);
         }
     }
 
