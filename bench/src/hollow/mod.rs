@@ -99,12 +99,33 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the benchmark and prints its tables.
 pub async fn run(args: HollowArgs) -> Result<()> {
+    check_open_files(args.nodes)?;
     let result = measure_fleet(&args).await?;
     println!("{}", report::table(&args, &result));
     if let Some(path) = &args.record {
         report::append_record(path, &args, &result)?;
     }
     Ok(())
+}
+
+/// Fails at once, with what to do, when this process may not open the two files
+/// each hollow node keeps open (its mTLS connection and its storage commitment file),
+/// rather than stalling near the end of registration on `EMFILE`.
+fn check_open_files(nodes: usize) -> Result<()> {
+    let needed = 2 * nodes as u64 + 1024;
+    let limits = std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    match soft {
+        Some(soft) if soft < needed => bail!(
+            "{nodes} hollow nodes need about {needed} open files and this process may open {soft}: \
+             raise the limit first (`ulimit -n {needed}` as root, or `prlimit --nofile={needed} hm-bench hollow ...`)"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Everything one run measured.
