@@ -112,7 +112,7 @@ pub async fn run(args: HollowArgs) -> Result<()> {
 /// each hollow node keeps open (its mTLS connection and its storage commitment file),
 /// rather than stalling near the end of registration on `EMFILE`.
 fn check_open_files(nodes: usize) -> Result<()> {
-    let needed = 2 * nodes as u64 + 1024;
+    let needed = 2 * nodes as u64 + 128;
     let limits = std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
     let soft = limits
         .lines()
