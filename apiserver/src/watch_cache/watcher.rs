@@ -109,7 +109,8 @@ impl<K: Kind> CacheWatcher<K> {
             // Mark the head seen before looking, so an append after the look wakes us.
             self.head.borrow_and_update();
             let next = {
-                let state = self.cache.read();
+                let cache = self.cache.clone();
+                let state = cache.read();
                 if self.position < state.oldest {
                     self.done = true;
                     return Some(Err(status(
@@ -136,21 +137,27 @@ impl<K: Kind> CacheWatcher<K> {
                     self.done = true;
                     return None;
                 }
-                let next = state.events.get(state.after(self.position)).cloned();
-                if next.is_none() {
+                // Every entry this watcher has not seen, under one read of the state:
+                // with thousands of selective watchers (one per node) most entries
+                // are not theirs, and a lock, a search and a clone per entry was
+                // most of the apiserver's CPU at 10,000 nodes (docs/scaling.md).
+                let mut found = None;
+                for entry in state.events.range(state.after(self.position)..) {
+                    self.position = entry.revision;
+                    self.consumed = self.consumed.max(entry.offset);
+                    found = self.translate(entry);
+                    if found.is_some() {
+                        break;
+                    }
+                }
+                if found.is_none() {
                     // Nothing left for us: we are caught up with the window.
                     self.consumed = state.total;
                 }
-                next
+                found
             };
             match next {
-                Some(entry) => {
-                    self.position = entry.revision;
-                    self.consumed = self.consumed.max(entry.offset);
-                    if let Some(bytes) = self.translate(&entry) {
-                        return Some(Ok(bytes));
-                    }
-                }
+                Some(bytes) => return Some(Ok(bytes)),
                 None => {
                     let bookmark = async {
                         match &mut self.bookmarks {

@@ -113,7 +113,8 @@ pub async fn run(args: HollowArgs) -> Result<()> {
 /// rather than stalling near the end of registration on `EMFILE`.
 fn check_open_files(nodes: usize) -> Result<()> {
     let needed = 2 * nodes as u64 + 128;
-    let limits = std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+    let limits =
+        std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
     let soft = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
