@@ -108,11 +108,11 @@ pub async fn run(args: HollowArgs) -> Result<()> {
     Ok(())
 }
 
-/// Fails at once, with what to do, when this process may not open the two files
-/// each hollow node keeps open (its mTLS connection and its storage commitment file),
-/// rather than stalling near the end of registration on `EMFILE`.
+/// Fails at once, with what to do, when this process may not open what the fleet
+/// needs — each hollow node's mTLS connection, its storage commitment file while it
+/// registers, and a RuntimeReady probe now and then — rather than stalling on `EMFILE`.
 fn check_open_files(nodes: usize) -> Result<()> {
-    let needed = 2 * nodes as u64 + 128;
+    let needed = nodes as u64 + nodes as u64 / 4 + 1024;
     let limits =
         std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
     let soft = limits
