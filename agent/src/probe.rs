@@ -323,8 +323,20 @@ impl From<Result<(), String>> for Checked {
     }
 }
 
-/// One check.
+/// One check. A check that failed while the container itself was ending (killed, or
+/// exited) counts neither way: the exec'd command was killed with it, hung, or could
+/// not start, which says nothing about the container's health, and counting it would
+/// blame the probe for an end that had other causes.
 pub async fn check(action: &Action, target: &Target, timeout: Duration) -> Checked {
+    match check_once(action, target, timeout).await {
+        Checked::Failed(why) if container_ended(target).await => {
+            Checked::Unknown(format!("the container stopped while the check ran: {why}"))
+        }
+        checked => checked,
+    }
+}
+
+async fn check_once(action: &Action, target: &Target, timeout: Duration) -> Checked {
     match action {
         Action::Tcp { port } => match container::pid(&target.client, &target.container_id).await {
             Ok(pid) => tcp_in_netns(pid, *port, timeout).await.into(),
@@ -359,6 +371,40 @@ async fn exec_in_container(target: &Target, command: &[String], timeout: Duratio
         Err(e) if e.is_unreachable() => Checked::Unknown(e.to_string()),
         Err(e) => Checked::Failed(format!("command {command:?}: {e}")),
     }
+}
+
+/// Whether the container's init process is gone or dying (a zombie not yet reaped),
+/// or goes within [`ENDING_GRACE`]: a kill of the container can reach the exec'd
+/// process a moment before its init has exited.
+async fn container_ended(target: &Target) -> bool {
+    let pid = match container::pid(&target.client, &target.container_id).await {
+        Ok(pid) => pid,
+        Err(_) => return true,
+    };
+    let deadline = tokio::time::Instant::now() + ENDING_GRACE;
+    loop {
+        if !process_alive(pid) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long a probe killed by a signal waits to see whether its container is ending.
+const ENDING_GRACE: Duration = Duration::from_millis(300);
+
+/// Whether process `pid` exists and is neither a zombie nor dead (`/proc/PID/stat`).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.trim_start().chars().next()
+        })
+        .is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x'))
 }
 
 /// Connects to 127.0.0.1:`port` in the network namespace of process `pid`.
