@@ -1,6 +1,6 @@
 //! What the benchmarks read about processes from `/proc`: CPU time, resident memory
-//! (RSS and PSS) and the process table (parent, command line), so a benchmark can find
-//! the processes containerd started for its containers.
+//! (RSS and PSS), the open-file limit and the process table (parent, command line), so
+//! a benchmark can find the processes containerd started for its containers.
 
 use std::path::Path;
 
@@ -19,6 +19,19 @@ pub fn cpu_seconds(pid: Option<u32>) -> f64 {
     };
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ") ".
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// This process's soft limit on open files (`Max open files` in `/proc/self/limits`);
+/// `None` when unlimited or unreadable.
+pub fn open_files_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
 }
 
 /// CPU time the whole machine has spent busy so far (every core: user, nice, system,

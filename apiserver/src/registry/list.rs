@@ -126,7 +126,7 @@ impl<K: Kind> Registry<K> {
         // A cache of a quiet kind learns the store's revision from progress reports;
         // a store that cannot report on request (etcd) is read unless the cache has
         // already caught up.
-        let caught_up = cache.reached(revision, Duration::ZERO).await
+        let caught_up = cache.has_reached(revision)
             || (self.store.request_progress() && cache.reached(revision, CACHE_CATCH_UP).await);
         if !caught_up {
             return Ok(None);

@@ -234,38 +234,29 @@ impl<K: Kind> Cache<K> {
 
     /// Waits until the cache has filled once (or `deadline` passes).
     pub async fn ready(&self, deadline: Duration) -> bool {
-        let mut head = self.subscribe();
-        let wait = async {
-            loop {
-                if self.read().ready {
-                    return;
-                }
-                if head.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(deadline, wait).await;
-        self.read().ready
+        self.reached(0, deadline).await
     }
 
-    /// Waits until the cache is ready and has applied every change up to `revision`
-    /// (or `deadline` passes). Returns whether it has.
+    /// Whether the cache is ready and has applied every change up to `revision`.
+    pub fn has_reached(&self, revision: u64) -> bool {
+        let state = self.read();
+        state.ready && state.revision >= revision
+    }
+
+    /// Waits until [`Cache::has_reached`] `revision` (or `deadline` passes). Returns
+    /// whether it has.
     pub async fn reached(&self, revision: u64, deadline: Duration) -> bool {
-        let current = |state: &State<K>| state.ready && state.revision >= revision;
-        let mut head = self.revision.subscribe();
-        if current(&self.read()) {
-            return true;
-        }
+        // Subscribe before looking, so a change after the look wakes the wait.
+        let mut changes = self.revision.subscribe();
         let wait = async {
-            loop {
-                if head.changed().await.is_err() || current(&self.read()) {
+            while !self.has_reached(revision) {
+                if changes.changed().await.is_err() {
                     return;
                 }
             }
         };
         let _ = tokio::time::timeout(deadline, wait).await;
-        current(&self.read())
+        self.has_reached(revision)
     }
 
     /// Keeps the cache current until `shutdown`: fill, follow, fill again on breaks.

@@ -113,14 +113,7 @@ pub async fn run(args: HollowArgs) -> Result<()> {
 /// registers, and a RuntimeReady probe now and then — rather than stalling on `EMFILE`.
 fn check_open_files(nodes: usize) -> Result<()> {
     let needed = nodes as u64 + nodes as u64 / 4 + 1024;
-    let limits =
-        std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<u64>().ok());
-    match soft {
+    match crate::procfs::open_files_limit() {
         Some(soft) if soft < needed => bail!(
             "{nodes} hollow nodes need about {needed} open files and this process may open {soft}: \
              raise the limit first (`ulimit -n {needed}` as root, or `prlimit --nofile={needed} hm-bench hollow ...`)"
