@@ -2,15 +2,17 @@
 //! they still see every write acknowledged before them — through the same apiserver
 //! on the embedded store, through another apiserver on etcd — while other kinds move
 //! the store's revision on, and `hypermesh_apiserver_list_pages` says the cache
-//! answered them.
+//! answered them; and they are authorized as any List is.
 
-use hypermesh_api::v1::{DeleteRequest, Instance, Lease, ListRequest};
+use hypermesh_api::v1::{Instance, Lease, ListRequest, Workload};
 use hypermesh_api::{Api, client::connect_to};
-use hypermesh_tests::InProcessApiServer;
 use hypermesh_tests::etcd::EtcdCluster;
-use hypermesh_tests::fixtures::{instance, labels, lease, names};
+use hypermesh_tests::fixtures::{
+    delete_request, instance, labels, lease, names, namespace, workload,
+};
 use hypermesh_tests::ha::apiserver_on;
 use hypermesh_tests::metrics::{free_address, sample, scrape};
+use hypermesh_tests::{InProcessApiServer, connect_target, identities};
 
 /// The names a label-selected List of Instances in `default` returns (one page).
 async fn selected(api: &Api<Instance>, label_selector: &str) -> Vec<String> {
@@ -24,14 +26,6 @@ async fn selected(api: &Api<Instance>, label_selector: &str) -> Vec<String> {
         .expect("list");
     assert!(cont.is_empty(), "one page");
     names(&items)
-}
-
-fn delete_request(name: &str) -> DeleteRequest {
-    DeleteRequest {
-        namespace: "default".into(),
-        name: name.into(),
-        ..Default::default()
-    }
 }
 
 /// Creates, relabels and deletes Instances through `writer` and lists them by label
@@ -60,7 +54,7 @@ async fn every_write_is_listed(
         created.metadata.as_mut().expect("meta").labels = labels(&[("batch", "moved")]);
         writer.update(&created).await.expect("relabel");
         leases
-            .delete(delete_request(&format!("l-{i:02}")))
+            .delete(delete_request("default", &format!("l-{i:02}")))
             .await
             .expect("lease delete");
         assert!(
@@ -72,7 +66,10 @@ async fn every_write_is_listed(
             "relabelled to"
         );
 
-        writer.delete(delete_request(&name)).await.expect("delete");
+        writer
+            .delete(delete_request("default", &name))
+            .await
+            .expect("delete");
         assert!(
             !selected(reader, "batch=moved").await.contains(&name),
             "deleted"
@@ -173,4 +170,75 @@ async fn selective_lists_through_one_apiserver_see_writes_through_another() {
             "B lists {name}, written through A just before"
         );
     }
+}
+
+/// The cached path sits behind the same authorization as the store's: the selective
+/// List the admin gets from the cache is refused to an anonymous client, and to an
+/// editor outside its namespace or across all of them.
+#[tokio::test]
+async fn selective_lists_from_the_cache_are_authorized_as_any_list() {
+    let metrics = free_address();
+    let server = InProcessApiServer::start_with(|c| {
+        c.tls = Some(hypermesh_apiserver::TlsSettings::default());
+        c.metrics_addr = Some(metrics);
+    })
+    .await
+    .expect("apiserver");
+    let namespaces = server.api::<hypermesh_api::v1::Namespace>();
+    let admin = server.api::<Workload>();
+    for ns in ["team-a", "team-b"] {
+        namespaces.create(&namespace(ns)).await.expect("namespace");
+        let mut web = workload(ns, "web", 1);
+        web.metadata.as_mut().expect("meta").labels = labels(&[("app", "web")]);
+        admin.create(&web).await.expect("workload");
+    }
+    let select = |namespace: &str| ListRequest {
+        namespace: namespace.into(),
+        label_selector: "app=web".into(),
+        ..Default::default()
+    };
+    let (all, _, _) = admin.list(select("")).await.expect("admin lists");
+    assert_eq!(all.len(), 2);
+
+    let anonymous = connect_target(&identities::anonymous(&server).expect("anonymous"))
+        .await
+        .expect("connect");
+    let err = Api::<Workload>::new(anonymous)
+        .list(select("team-a"))
+        .await
+        .expect_err("anonymous");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+
+    let editor = identities::user(&server, "bob", "editor", &["team-a"])
+        .await
+        .expect("editor");
+    let editor: Api<Workload> = Api::new(connect_target(&editor).await.expect("connect"));
+    for namespace in ["team-b", ""] {
+        let err = editor
+            .list(select(namespace))
+            .await
+            .expect_err("outside team-a");
+        assert_eq!(
+            err.code(),
+            tonic::Code::PermissionDenied,
+            "{namespace:?}: {err:?}"
+        );
+    }
+    let (mine, _, _) = editor.list(select("team-a")).await.expect("own namespace");
+    assert_eq!(
+        mine.iter()
+            .map(|w| w.metadata.as_ref().expect("meta").namespace.as_str())
+            .collect::<Vec<_>>(),
+        ["team-a"]
+    );
+
+    let (_, body) = scrape(metrics, None).await.expect("scrape");
+    let from_cache = sample(
+        &body,
+        "hypermesh_apiserver_list_pages_total{kind=\"Workload\",source=\"cache\"}",
+    );
+    assert!(
+        from_cache.is_some_and(|n| n >= 1.0),
+        "the allowed selective Lists came from the cache: {from_cache:?}"
+    );
 }
