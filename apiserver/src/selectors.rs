@@ -28,6 +28,12 @@ impl Selectors {
         self.labels.matches(&obj.meta().labels) && self.fields.matches(|f| obj.field(f))
     }
 
+    /// The value `field` must equal for an object to match, if the field selector
+    /// requires one.
+    pub(crate) fn required_field(&self, field: &str) -> Option<&str> {
+        self.fields.required_value(field)
+    }
+
     /// True when the selectors select everything.
     pub(crate) fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.fields.is_empty()

@@ -269,6 +269,15 @@ impl FieldSelector {
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
+
+    /// The value `field` must equal (`field=value`) for an object to match, if the
+    /// selector requires one: every match has it.
+    pub fn required_value(&self, field: &str) -> Option<&str> {
+        self.requirements
+            .iter()
+            .find(|r| r.field == field && !r.negated)
+            .map(|r| r.value.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -362,5 +371,17 @@ mod tests {
         }));
         let err = FieldSelector::parse("spec.bogus=1", &["metadata.name"]).unwrap_err();
         assert!(err.detail.contains("spec.bogus"));
+    }
+
+    #[test]
+    fn required_value_is_an_equality_only() {
+        let fields = ["spec.nodeName", "status.phase"];
+        let sel = FieldSelector::parse("status.phase!=RUNNING,spec.nodeName=n1", &fields).unwrap();
+        assert_eq!(sel.required_value("spec.nodeName"), Some("n1"));
+        assert_eq!(sel.required_value("status.phase"), None);
+        let unbound = FieldSelector::parse("spec.nodeName=", &fields).unwrap();
+        assert_eq!(unbound.required_value("spec.nodeName"), Some(""));
+        let negated = FieldSelector::parse("spec.nodeName!=n1", &fields).unwrap();
+        assert_eq!(negated.required_value("spec.nodeName"), None);
     }
 }

@@ -11,8 +11,11 @@
 //! window ([`watcher`]), and one that falls more than
 //! [`WatchCacheOptions::lag_bytes`] behind is closed with `RESOURCE_EXHAUSTED`
 //! (reason `WatchTooSlow`). [`grpc`] sends the shared bytes as they are.
+//! [`trigger`] indexes the window by one field, so a watcher of one node's Instances
+//! reads and wakes on that node's changes only.
 
 pub mod grpc;
+pub mod trigger;
 pub mod watcher;
 
 use std::any::Any;
@@ -30,6 +33,7 @@ use tracing::{debug, warn};
 
 use crate::admission::Kind;
 use crate::store::{KeyValue, Store, StoreError, StoreEvent, WatchItem};
+use trigger::TriggerIndex;
 
 /// How often the store reports progress to a cache (for bookmarks).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -123,6 +127,8 @@ pub struct Entry<K> {
     /// The state before; `None` when the object was created.
     pub previous: Option<Arc<Object<K>>>,
     deleted: OnceLock<Bytes>,
+    /// The values of the indexed field ([`trigger`]) of `previous` and `current`.
+    pub triggers: Vec<String>,
     /// Bytes counted for the window up to and including this entry.
     pub offset: u64,
     /// Bytes counted for this entry.
@@ -172,6 +178,8 @@ pub struct State<K> {
     pub ready: bool,
     /// The server is shutting down: watchers end.
     pub closed: bool,
+    /// The window's entries by the value of the kind's indexed field.
+    pub triggers: TriggerIndex<K>,
 }
 
 impl<K> State<K> {
@@ -195,6 +203,27 @@ pub struct Cache<K> {
     prefix: String,
 }
 
+/// The state's locks, and what needs no knowledge of the kind (a watcher's drop).
+impl<K> Cache<K> {
+    /// Reads the state.
+    pub fn read(&self) -> RwLockReadGuard<'_, State<K>> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State<K>> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets `value`'s log if no watcher waits on it any more and it is empty.
+    pub fn release_value(&self, value: &str) {
+        self.write().triggers.release(value);
+    }
+}
+
 impl<K: Kind> Cache<K> {
     fn new(prefix: String, options: WatchCacheOptions) -> Self {
         Cache {
@@ -207,6 +236,7 @@ impl<K: Kind> Cache<K> {
                 revision: 0,
                 ready: false,
                 closed: false,
+                triggers: TriggerIndex::new(trigger::indexed_field(K::KIND)),
             }),
             head: watch::channel(0).0,
             revision: watch::channel(0).0,
@@ -215,16 +245,17 @@ impl<K: Kind> Cache<K> {
         }
     }
 
-    /// Reads the state.
-    pub fn read(&self) -> RwLockReadGuard<'_, State<K>> {
-        self.state
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Wakes when entries are appended.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
+    }
+
+    /// Wakes when entries touching `value` of the indexed field are appended (or the
+    /// window is dropped, or the cache closes); with the bytes its log holds so far.
+    pub fn subscribe_value(&self, value: &str) -> (watch::Receiver<u64>, u64) {
+        let mut state = self.write();
+        let oldest = state.oldest;
+        state.triggers.subscribe(value, oldest)
     }
 
     /// The cache's tuning.
@@ -265,6 +296,7 @@ impl<K: Kind> Cache<K> {
         let revision = {
             let mut state = self.write();
             state.closed = true;
+            state.triggers.wake_all(state.revision);
             state.revision
         };
         self.head.send_replace(revision);
@@ -285,12 +317,6 @@ impl<K: Kind> Cache<K> {
                 () = tokio::time::sleep(RESTART_DELAY) => {}
             }
         }
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State<K>> {
-        self.state
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn follow(
@@ -332,6 +358,7 @@ impl<K: Kind> Cache<K> {
             state.oldest = revision;
             state.revision = revision;
             state.ready = true;
+            state.triggers.reset(revision);
         }
         debug!(prefix = %self.prefix, revision, "watch cache filled");
         self.head.send_replace(revision);
@@ -364,7 +391,9 @@ impl<K: Kind> Cache<K> {
                         }
                     }
                 }
-                (state.revision, appended)
+                let revision = state.revision;
+                state.triggers.wake_touched(revision);
+                (revision, appended)
             };
             if appended {
                 self.head.send_replace(revision);
@@ -389,6 +418,9 @@ impl<K: Kind> Cache<K> {
                 _ => decode(kv),
             });
         let current = event.current.as_ref().and_then(decode);
+        let triggers = state
+            .triggers
+            .values_of(previous.as_ref(), current.as_ref());
         match &current {
             Some(c) => state.objects.insert(event.key.clone(), c.clone()),
             None => state.objects.remove(&event.key),
@@ -399,6 +431,7 @@ impl<K: Kind> Cache<K> {
             current,
             previous,
             deleted: OnceLock::new(),
+            triggers,
             offset: 0,
             charge: 0,
         };
@@ -407,18 +440,23 @@ impl<K: Kind> Cache<K> {
         let charge = ENTRY_OVERHEAD
             + plain
             + entry.key.len()
+            + entry.triggers.iter().map(String::len).sum::<usize>()
             + entry.current.as_ref().map_or(0, |o| o.charge)
             + entry.previous.as_ref().map_or(0, |o| o.charge);
         state.total += charge as u64;
         entry.offset = state.total;
         entry.charge = charge;
-        state.events.push_back(Arc::new(entry));
+        let entry = Arc::new(entry);
+        let oldest = state.oldest;
+        state.triggers.append(&entry, oldest);
+        state.events.push_back(entry);
         state.bytes += charge;
         state.revision = state.revision.max(event.revision);
         while state.bytes > self.options.window_bytes && state.events.len() > 1 {
             if let Some(old) = state.events.pop_front() {
                 state.bytes -= old.charge;
                 state.oldest = old.revision;
+                state.triggers.evict(&old);
             }
         }
     }

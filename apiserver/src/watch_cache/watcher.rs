@@ -2,8 +2,10 @@
 //! It yields the shared encoded bytes of each change its namespace and selectors
 //! let through (translating moves into and out of a selection into ADDED/DELETED),
 //! BOOKMARKs when caught up, and closes with a status when the window moved past it.
-//! It waits on the cache's one head channel only (shutdown closes the cache), so
-//! 10,000 idle watchers register one waker each and nothing else.
+//! It waits on one channel only (shutdown closes the cache), so 10,000 idle watchers
+//! register one waker each and nothing else: the cache's head, or, for a watcher that
+//! selects one value of the kind's indexed field, that value's log ([`super::trigger`]),
+//! which it then reads instead of the whole window.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,8 @@ use hypermesh_api::v1::WatchEventType;
 use tokio::sync::watch;
 use tonic::Status;
 
-use super::{Cache, Entry, Object, encode_event};
+use super::trigger::TriggerLog;
+use super::{Cache, Entry, Object, State, encode_event};
 use crate::admission::Kind;
 use crate::metrics::WatchGuard;
 use crate::selectors::Selectors;
@@ -40,9 +43,14 @@ pub struct CacheWatcher<K> {
     selectors: Selectors,
     /// Last revision consumed.
     position: u64,
-    /// Window bytes counted when the watcher started or last consumed an entry.
+    /// Bytes counted (of the window, or of the trigger's log) when the watcher started
+    /// or last consumed an entry.
     consumed: u64,
     initial: std::vec::IntoIter<Arc<Object<K>>>,
+    /// The value of the indexed field this watcher selects: it reads and waits on
+    /// that value's log, not the whole window.
+    trigger: Option<String>,
+    /// What wakes the watcher: the cache's head, or the trigger's log.
     head: watch::Receiver<u64>,
     bookmarks: Option<tokio::time::Interval>,
     done: bool,
@@ -66,14 +74,22 @@ impl<K: Kind> CacheWatcher<K> {
             Start::Snapshot { objects, revision } => (objects, revision),
             Start::After(revision) => (Vec::new(), revision),
         };
+        let trigger = cache
+            .read()
+            .triggers
+            .field()
+            .and_then(|field| selectors.required_field(field))
+            .map(str::to_string);
         // Only what is appended after the start counts against the lag limit.
-        let consumed = cache.read().total;
+        let (head, consumed) = match &trigger {
+            Some(value) => cache.subscribe_value(value),
+            None => (cache.subscribe(), cache.read().total),
+        };
         let bookmarks = bookmark_interval.map(|every| {
             let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker
         });
-        let head = cache.subscribe();
         CacheWatcher {
             cache,
             prefix,
@@ -81,6 +97,7 @@ impl<K: Kind> CacheWatcher<K> {
             position,
             consumed,
             initial: initial.into_iter(),
+            trigger,
             head,
             bookmarks,
             done: false,
@@ -111,54 +128,23 @@ impl<K: Kind> CacheWatcher<K> {
             let next = {
                 let cache = self.cache.clone();
                 let state = cache.read();
-                if self.position < state.oldest {
-                    self.done = true;
-                    return Some(Err(status(
-                        Reason::Expired,
-                        format!(
-                            "the watch at resource_version {} fell out of the watch cache's window (it starts after {}); list again and watch from the list's resource_version",
-                            self.position, state.oldest
-                        ),
-                    )));
-                }
-                let behind = state.total.saturating_sub(self.consumed);
-                if behind > self.cache.options().lag_bytes as u64 {
-                    self.done = true;
-                    return Some(Err(status(
-                        Reason::WatchTooSlow,
-                        format!(
-                            "the watch fell {behind} bytes of changes behind (limit {}) and was closed; resume from the last resource_version received ({}), or list again",
-                            self.cache.options().lag_bytes,
-                            self.position
-                        ),
-                    )));
-                }
-                if state.closed {
-                    self.done = true;
-                    return None;
-                }
-                // Every entry this watcher has not seen, under one read of the state:
-                // with thousands of selective watchers (one per node) most entries
-                // are not theirs, and a lock, a search and a clone per entry was
-                // most of the apiserver's CPU at 10,000 nodes (docs/scaling.md).
-                let mut found = None;
-                for entry in state.events.range(state.after(self.position)..) {
-                    self.position = entry.revision;
-                    self.consumed = self.consumed.max(entry.offset);
-                    found = self.translate(entry);
-                    if found.is_some() {
-                        break;
+                let next = match &self.trigger {
+                    None => self.read_window(&state),
+                    Some(value) => {
+                        let value = value.clone();
+                        self.read_log(&state, state.triggers.log(&value))
                     }
+                };
+                if next.is_err() {
+                    self.done = true;
                 }
-                if found.is_none() {
-                    // Nothing left for us: we are caught up with the window.
-                    self.consumed = state.total;
-                }
-                found
+                next
             };
             match next {
-                Some(bytes) => return Some(Ok(bytes)),
-                None => {
+                Err(status) => return Some(Err(status)),
+                Ok(Some(bytes)) => return Some(Ok(bytes)),
+                Ok(None) if self.done => return None,
+                Ok(None) => {
                     let bookmark = async {
                         match &mut self.bookmarks {
                             Some(t) => {
@@ -186,6 +172,89 @@ impl<K: Kind> CacheWatcher<K> {
         }
     }
 
+    /// The next event for this watcher among the window's entries it has not seen,
+    /// under one read of the state: with thousands of selective watchers most entries
+    /// are not theirs, and a lock, a search and a clone per entry was most of the
+    /// apiserver's CPU at 10,000 nodes (docs/scaling.md). `None` when caught up, or the
+    /// cache closed (then `done` is set).
+    fn read_window(&mut self, state: &State<K>) -> Result<Option<Bytes>, Status> {
+        if self.position < state.oldest {
+            return Err(self.expired(state.oldest));
+        }
+        let behind = state.total.saturating_sub(self.consumed);
+        self.check_lag(behind)?;
+        if state.closed {
+            self.done = true;
+            return Ok(None);
+        }
+        for entry in state.events.range(state.after(self.position)..) {
+            self.position = entry.revision;
+            self.consumed = self.consumed.max(entry.offset);
+            if let Some(bytes) = self.translate(entry) {
+                return Ok(Some(bytes));
+            }
+        }
+        // Nothing left for us: we are caught up with the window.
+        self.consumed = state.total;
+        Ok(None)
+    }
+
+    /// As [`CacheWatcher::read_window`], over the entries of the trigger's value only.
+    fn read_log(
+        &mut self,
+        state: &State<K>,
+        log: Option<&TriggerLog<K>>,
+    ) -> Result<Option<Bytes>, Status> {
+        if let Some(log) = log {
+            if self.position < log.evicted_through {
+                return Err(self.expired(state.oldest));
+            }
+            self.check_lag(log.total.saturating_sub(self.consumed))?;
+        }
+        if state.closed {
+            self.done = true;
+            return Ok(None);
+        }
+        if let Some(log) = log {
+            for logged in log.entries.range(log.after(self.position)..) {
+                self.position = logged.entry.revision;
+                self.consumed = self.consumed.max(logged.offset);
+                if let Some(bytes) = self.translate(&logged.entry) {
+                    return Ok(Some(bytes));
+                }
+            }
+            self.consumed = log.total;
+        }
+        // Every change of our value up to the cache's revision is read: later
+        // evictions of other values' entries do not concern us.
+        self.position = self.position.max(state.revision);
+        Ok(None)
+    }
+
+    fn expired(&self, oldest: u64) -> Status {
+        status(
+            Reason::Expired,
+            format!(
+                "the watch at resource_version {} fell out of the watch cache's window (it starts after {oldest}); list again and watch from the list's resource_version",
+                self.position
+            ),
+        )
+    }
+
+    fn check_lag(&self, behind: u64) -> Result<(), Status> {
+        let limit = self.cache.options().lag_bytes;
+        if behind > limit as u64 {
+            return Err(status(
+                Reason::WatchTooSlow,
+                format!(
+                    "the watch fell {behind} bytes of changes behind (limit {limit}) and was closed; resume from the last resource_version received ({}), or list again",
+                    self.position
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// What this watcher sees of `entry`: objects moving into the selection are
     /// ADDED, out of it DELETED.
     fn translate(&self, entry: &Entry<K>) -> Option<Bytes> {
@@ -208,6 +277,16 @@ impl<K: Kind> CacheWatcher<K> {
             },
             None if was => entry.deleted(),
             None => None,
+        }
+    }
+}
+
+impl<K> Drop for CacheWatcher<K> {
+    fn drop(&mut self) {
+        if let Some(value) = self.trigger.take() {
+            // Let go of the log's channel first, so the log sees no watcher left.
+            drop(std::mem::replace(&mut self.head, watch::channel(0).1));
+            self.cache.release_value(&value);
         }
     }
 }

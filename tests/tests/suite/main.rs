@@ -38,6 +38,7 @@ mod api_validation;
 mod api_volume_validation;
 mod api_watch;
 mod api_watch_cache;
+mod api_watch_triggers;
 mod attack_lease_duration;
 mod attack_lease_renew_time;
 mod attack_toleration_seconds;
