@@ -65,6 +65,16 @@ impl<K: Resource> Watched<K> {
         Self::new(api, watcher::Config::default())
     }
 
+    /// Also files each cached object under `key`'s value, for
+    /// [`Store::indexed`](crate::reflector::Store::indexed). Call it before taking
+    /// [`Watched::store`] handles: it starts a new, empty cache.
+    pub fn indexed_by(mut self, key: reflector::IndexKey<K>) -> Self {
+        let (writer, store) = reflector::store_indexed(key);
+        self.writer = Arc::new(writer);
+        self.store = store;
+        self
+    }
+
     /// Keeps only what `projection` returns of each object in the cache (e.g. the
     /// metadata alone, for a controller that reads nothing else).
     pub fn project(mut self, projection: impl Fn(K) -> K + Send + Sync + 'static) -> Self {

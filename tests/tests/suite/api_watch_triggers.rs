@@ -12,8 +12,9 @@ use std::time::Duration;
 use fixtures::{assert_status, instance, next_change, rv};
 use hypermesh_api::Resource;
 use hypermesh_api::reason::Reason;
-use hypermesh_api::v1::{BindRequest, Instance, Node, ObjectMeta, WatchEventType, WatchRequest};
+use hypermesh_api::v1::{BindRequest, Instance, Node, WatchEventType, WatchRequest};
 use hypermesh_apiserver::watch_cache::WatchCacheOptions;
+use hypermesh_tests::node_lifecycle::node;
 use hypermesh_tests::{InProcessApiServer, fixtures};
 use tonic::Code;
 
@@ -46,13 +47,7 @@ async fn start_with_nodes(options: WatchCacheOptions, nodes: &[&str]) -> InProce
     for name in nodes {
         server
             .api::<Node>()
-            .create(&Node {
-                metadata: Some(ObjectMeta {
-                    name: (*name).into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+            .create(&node(name))
             .await
             .expect("node");
     }
